@@ -1,0 +1,155 @@
+/**
+ * All-or-nothing outputs: everything is written under a temporary name beside the destination and
+ * renamed into place only when complete, so an interrupted run never leaves a half-written model
+ * or adapter where a user (or a loader) would take it for a finished one. Renames within one
+ * directory are atomic on POSIX file systems, which is why temporaries are siblings of the target.
+ */
+import { randomBytes } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import { lstat, mkdir, open, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+
+export interface AtomicDir {
+  /** Write everything here; it becomes `finalDir` on commit(). */
+  readonly tmpPath: string;
+  /** Moves the temporary directory into place (replacing an old one only when `overwrite`). */
+  commit(): Promise<void>;
+  /** Removes the temporary directory; a no-op after commit() or a previous abort(). */
+  abort(): Promise<void>;
+}
+
+/** A sibling name for `path` that no other process or call will pick: `.<name>.<tag>-<pid>-<random>`. */
+export function siblingTempPath(path: string, tag = 'tmp'): string {
+  return join(dirname(path), `.${basename(path)}.${tag}-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+type PathKind = 'missing' | 'empty-dir' | 'dir' | 'other';
+
+async function pathKind(path: string): Promise<PathKind> {
+  try {
+    const st = await lstat(path);
+    if (!st.isDirectory()) return 'other';
+    return (await readdir(path)).length === 0 ? 'empty-dir' : 'dir';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    throw err;
+  }
+}
+
+function refuseExisting(finalDir: string, kind: PathKind, overwrite: boolean): void {
+  if (kind === 'other') {
+    throw new Error(`${finalDir} exists and is not a directory: choose another output path or remove it`);
+  }
+  if (kind === 'dir' && !overwrite) {
+    throw new Error(`${finalDir} already exists and is not empty: choose another output path or pass --overwrite to replace it`);
+  }
+}
+
+/**
+ * Prepares an output directory written in a sibling temporary directory and moved into place by
+ * commit(). Refuses early (before any work is done) when `finalDir` is a non-empty directory and
+ * `overwrite` is not set, and checks again at commit time in case it appeared meanwhile.
+ */
+export async function atomicOutputDir(finalDir: string, opts: { overwrite?: boolean } = {}): Promise<AtomicDir> {
+  const target = resolve(finalDir);
+  const overwrite = opts.overwrite ?? false;
+  refuseExisting(target, await pathKind(target), overwrite);
+  await mkdir(dirname(target), { recursive: true });
+  const tmpPath = siblingTempPath(target);
+  await mkdir(tmpPath);
+  let state: 'open' | 'committed' | 'aborted' = 'open';
+
+  return {
+    tmpPath,
+    async commit() {
+      if (state !== 'open') throw new Error(`${target}: output was already ${state}`);
+      const kind = await pathKind(target);
+      refuseExisting(target, kind, overwrite);
+      if (kind === 'empty-dir') await rmdir(target);
+      if (kind !== 'dir') {
+        await rename(tmpPath, target);
+        state = 'committed';
+        return;
+      }
+      // Replace: move the old directory aside first so that at every instant `target` is either
+      // the complete old output or the complete new one.
+      const old = siblingTempPath(target, 'old');
+      await rename(target, old);
+      try {
+        await rename(tmpPath, target);
+      } catch (err) {
+        await rename(old, target);
+        throw err;
+      }
+      state = 'committed';
+      await rm(old, { recursive: true, force: true });
+    },
+    async abort() {
+      if (state !== 'open') return;
+      state = 'aborted';
+      await rm(tmpPath, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Writes a whole file via a sibling temporary file, flushed to disk before the rename. */
+export async function atomicWriteFile(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = siblingTempPath(path);
+  const fh = await open(tmp, 'wx');
+  try {
+    try {
+      await fh.writeFile(data);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** realpath of the longest existing prefix of `path`, with the missing rest appended. */
+function realpathAllowMissing(path: string): string {
+  const abs = resolve(path);
+  const missing: string[] = [];
+  let current = abs;
+  for (;;) {
+    try {
+      return join(realpathSync(current), ...missing.reverse());
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const parent = dirname(current);
+      if (parent === current) return abs;
+      missing.push(basename(current));
+      current = parent;
+    }
+  }
+}
+
+function isSameOrInside(inner: string, outer: string): boolean {
+  const rel = relative(outer, inner);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
+}
+
+/**
+ * Never overwrite an input: throws when `outPath` is one of `inputs`, lies inside one, or contains
+ * one (an output directory replaced with --overwrite would delete it). Symlinks are resolved, so
+ * two spellings of the same place are caught.
+ */
+export function assertNotInput(outPath: string, inputs: string[]): void {
+  const out = realpathAllowMissing(outPath);
+  for (const input of inputs) {
+    const inp = realpathAllowMissing(input);
+    if (out === inp) {
+      throw new Error(`output ${outPath} is the input ${input}: loraforge never overwrites an input; choose another output path`);
+    }
+    if (isSameOrInside(out, inp)) {
+      throw new Error(`output ${outPath} is inside the input ${input}: loraforge never writes into an input; choose another output path`);
+    }
+    if (isSameOrInside(inp, out)) {
+      throw new Error(`output ${outPath} contains the input ${input}: writing it could destroy the input; choose another output path`);
+    }
+  }
+}

@@ -1,0 +1,135 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { assertNotInput, atomicOutputDir, atomicWriteFile } from '../../src/io/atomic.js';
+
+let root: string;
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'loraforge-atomic-'));
+});
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+async function fresh(name: string): Promise<string> {
+  const dir = join(root, name);
+  await mkdir(dir);
+  return dir;
+}
+
+describe('atomicOutputDir', () => {
+  it('writes in a hidden sibling and moves it into place on commit', async () => {
+    const parent = await fresh('commit');
+    const out = join(parent, 'merged');
+    const d = await atomicOutputDir(out);
+    assert.match(d.tmpPath, /\/\.merged\.tmp-\d+-[0-9a-f]+$/);
+    await writeFile(join(d.tmpPath, 'a.txt'), 'hello');
+    assert.deepEqual(await readdir(parent), [d.tmpPath.split('/').pop()], 'nothing under the final name before commit');
+    await d.commit();
+    assert.deepEqual(await readdir(parent), ['merged']);
+    assert.equal(await readFile(join(out, 'a.txt'), 'utf8'), 'hello');
+    await assert.rejects(d.commit(), /already committed/);
+    await d.abort(); // no-op after commit
+    assert.equal(await readFile(join(out, 'a.txt'), 'utf8'), 'hello');
+  });
+
+  it('creates missing parent folders and accepts an existing empty directory', async () => {
+    const parent = await fresh('parents');
+    const empty = join(parent, 'empty');
+    await mkdir(empty);
+    const d1 = await atomicOutputDir(join(parent, 'x', 'y', 'out'));
+    await d1.commit();
+    const d2 = await atomicOutputDir(empty);
+    await writeFile(join(d2.tmpPath, 'f'), '1');
+    await d2.commit();
+    assert.deepEqual(await readdir(empty), ['f']);
+  });
+
+  it('refuses a non-empty directory without overwrite, early and at commit', async () => {
+    const parent = await fresh('refuse');
+    const out = join(parent, 'out');
+    await mkdir(out);
+    await writeFile(join(out, 'old.txt'), 'old');
+    await assert.rejects(atomicOutputDir(out), /already exists and is not empty.*--overwrite/);
+    const late = join(parent, 'late');
+    const d = await atomicOutputDir(late);
+    await mkdir(late);
+    await writeFile(join(late, 'x'), 'someone else');
+    await assert.rejects(d.commit(), /already exists and is not empty/);
+    await d.abort();
+    assert.deepEqual((await readdir(parent)).sort(), ['late', 'out']);
+  });
+
+  it('replaces the old directory with overwrite and leaves no leftovers', async () => {
+    const parent = await fresh('overwrite');
+    const out = join(parent, 'out');
+    await mkdir(out);
+    await writeFile(join(out, 'old.txt'), 'old');
+    const d = await atomicOutputDir(out, { overwrite: true });
+    await writeFile(join(d.tmpPath, 'new.txt'), 'new');
+    await d.commit();
+    assert.deepEqual(await readdir(parent), ['out']);
+    assert.deepEqual(await readdir(out), ['new.txt']);
+  });
+
+  it('refuses a destination that is a file', async () => {
+    const parent = await fresh('isfile');
+    await writeFile(join(parent, 'out'), 'x');
+    await assert.rejects(atomicOutputDir(join(parent, 'out'), { overwrite: true }), /not a directory/);
+  });
+
+  it('abort removes the temporary directory', async () => {
+    const parent = await fresh('abort');
+    const d = await atomicOutputDir(join(parent, 'out'));
+    await writeFile(join(d.tmpPath, 'partial'), 'x');
+    await d.abort();
+    await d.abort();
+    assert.deepEqual(await readdir(parent), []);
+    await assert.rejects(d.commit(), /already aborted/);
+  });
+});
+
+describe('atomicWriteFile', () => {
+  it('writes and replaces a file without leaving temporaries', async () => {
+    const parent = await fresh('writefile');
+    const p = join(parent, 'config.json');
+    await atomicWriteFile(p, '{"a":1}');
+    await atomicWriteFile(p, Uint8Array.of(0x7b, 0x7d));
+    assert.equal(await readFile(p, 'utf8'), '{}');
+    assert.deepEqual(await readdir(parent), ['config.json']);
+  });
+  it('fails cleanly when the folder does not exist', async () => {
+    await assert.rejects(atomicWriteFile(join(root, 'nope', 'f'), 'x'), /ENOENT/);
+  });
+});
+
+describe('assertNotInput', () => {
+  it('refuses the input itself, a path inside it, and a folder containing it', async () => {
+    const parent = await fresh('inputs');
+    const model = join(parent, 'model');
+    await mkdir(model);
+    assert.throws(() => assertNotInput(model, [model]), /is the input/);
+    assert.throws(() => assertNotInput(join(model, 'sub', 'out'), [model]), /inside the input/);
+    assert.throws(() => assertNotInput(parent, ['/nonexistent-elsewhere', model]), /contains the input/);
+    assert.throws(() => assertNotInput(join(parent, 'model', '..', 'model'), [model]), /is the input/);
+    assert.throws(() => assertNotInput(join(model, '..out'), [model]), /inside the input/, 'a name starting with ".." is still inside');
+  });
+  it('sees through symlinks, also for output paths that do not exist yet', async () => {
+    const parent = await fresh('links');
+    const model = join(parent, 'model');
+    await mkdir(model);
+    await symlink(model, join(parent, 'alias'));
+    assert.throws(() => assertNotInput(join(parent, 'alias'), [model]), /is the input/);
+    assert.throws(() => assertNotInput(join(parent, 'alias', 'new', 'out'), [model]), /inside the input/);
+    assert.throws(() => assertNotInput(join(model, 'x'), [join(parent, 'alias')]), /inside the input/);
+  });
+  it('accepts unrelated paths, including look-alike prefixes', async () => {
+    const parent = await fresh('unrelated');
+    const model = join(parent, 'model');
+    await mkdir(model);
+    assertNotInput(join(parent, 'model-merged'), [model]);
+    assertNotInput(join(parent, '..model'), [model, join(parent, 'other')]);
+  });
+});
