@@ -1,0 +1,153 @@
+/**
+ * Seeded random numbers whose output is part of loraforge's results: a run with `--seed` must
+ * give the same bits on every platform and in every later version. So the algorithms are fixed
+ * here, in writing, and use only integer ops and IEEE-754 +, −, ×, ÷ and sqrt (all exactly
+ * rounded in JavaScript, which never fuses multiply-adds). Math.log is avoided on purpose: its
+ * last bit is up to the engine.
+ *
+ * Algorithm (do not change without a new name; results with a seed depend on every step):
+ * 1. Seeding: the seed (a safe integer) is split into lo = seed mod 2^32 and hi = ⌊seed / 2^32⌋
+ *    mod 2^32; a splitmix32 state starts at (lo XOR imul(hi, 0x85ebca6b)) — just `seed` for seeds
+ *    below 2^32. splitmix32 step: state += 0x9e3779b9; z = state; z ^= z >>> 16;
+ *    z = imul(z, 0x21f0aaad); z ^= z >>> 15; z = imul(z, 0x735a2d97); z ^= z >>> 15; output z.
+ *    Its first four outputs are the xoshiro128** state s0..s3 (never all zero: distinct inputs).
+ * 2. Generator: xoshiro128** (Blackman & Vigna, 2018): result = rotl(s1 · 5, 7) · 9;
+ *    t = s1 << 9; s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = rotl(s3, 11).
+ * 3. next(): two outputs a, b → ((a >>> 5) · 2^26 + (b >>> 6)) / 2^53, uniform on [0, 1).
+ * 4. normal(): Marsaglia's polar method. u = 2·next() − 1, v = 2·next() − 1, s = u² + v²,
+ *    retried while s ≥ 1 or s = 0; f = sqrt(−2·ln(s) / s); returns u·f and keeps v·f for the
+ *    next call. ln is `deterministicLog` below. fillNormal(out) is out[i] = normal() in order.
+ */
+
+export interface Rng {
+  /** uniform on [0, 1) with 53 random bits */
+  next(): number;
+  /** standard normal (mean 0, variance 1) */
+  normal(): number;
+  /** out[i] = normal() for i = 0, 1, … */
+  fillNormal(out: Float32Array): void;
+  /** uniform 32-bit unsigned integer */
+  nextUint32(): number;
+}
+
+const LN2_HI = 6.93147180369123816490e-1; // ln 2 split in two so e·LN2_HI is exact for |e| < 2^11
+const LN2_LO = 1.90821492927058770002e-10;
+const SQRT_HALF = Math.SQRT1_2;
+const TWO_POW_64 = 2 ** 64;
+
+/**
+ * ln(x) for x > 0 from basic arithmetic alone: x = m·2^e with m in [√½, √2), then
+ * ln m = 2·atanh(f) with f = (m − 1)/(m + 1), |f| ≤ 0.172, summed to 12 odd terms (the next
+ * term is below 1e-18 of the result). Accurate to a few ulps; what matters is that it is the
+ * same everywhere.
+ */
+export function deterministicLog(x: number): number {
+  if (!(x > 0) || x === Infinity) {
+    throw new Error(`linalg/random.ts: deterministicLog needs a finite x > 0, got ${x}`);
+  }
+  let m = x;
+  let e = 0;
+  // scaling by powers of two is exact, so the split is exact
+  while (m < 2 ** -64) {
+    m *= TWO_POW_64;
+    e -= 64;
+  }
+  while (m >= TWO_POW_64) {
+    m /= TWO_POW_64;
+    e += 64;
+  }
+  while (m < SQRT_HALF) {
+    m *= 2;
+    e -= 1;
+  }
+  while (m >= 2 * SQRT_HALF) {
+    m /= 2;
+    e += 1;
+  }
+  const f = (m - 1) / (m + 1);
+  const f2 = f * f;
+  // Horner over 1/1, 1/3, …, 1/23 (each literal quotient is correctly rounded, so exact everywhere)
+  const series =
+    1 + f2 * (1 / 3 + f2 * (1 / 5 + f2 * (1 / 7 + f2 * (1 / 9 + f2 * (1 / 11 + f2 * (1 / 13 + f2 * (1 / 15 + f2 * (1 / 17 + f2 * (1 / 19 + f2 * (1 / 21 + f2 * (1 / 23)))))))))));
+  return e * LN2_HI + (2 * f * series + e * LN2_LO);
+}
+
+function splitmix32(start: number): () => number {
+  let state = start >>> 0;
+  return () => {
+    state = (state + 0x9e3779b9) >>> 0;
+    let z = state;
+    z ^= z >>> 16;
+    z = Math.imul(z, 0x21f0aaad);
+    z ^= z >>> 15;
+    z = Math.imul(z, 0x735a2d97);
+    z ^= z >>> 15;
+    return z >>> 0;
+  };
+}
+
+/**
+ * The raw xoshiro128** stream from a given state (four 32-bit words, not all zero), as unsigned
+ * 32-bit integers. Exposed so the stream can be checked against the published test vector.
+ */
+export function xoshiro128StarStar(state: readonly [number, number, number, number]): () => number {
+  let [s0, s1, s2, s3] = state.map((w) => w | 0);
+  if ((s0 | s1 | s2 | s3) === 0) {
+    throw new Error('linalg/random.ts: xoshiro128** needs a state that is not all zero');
+  }
+  return () => {
+    const x = Math.imul(s1, 5);
+    const result = Math.imul((x << 7) | (x >>> 25), 9) >>> 0;
+    const t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
+    return result;
+  };
+}
+
+export function createRng(seed: number): Rng {
+  if (!Number.isSafeInteger(seed)) {
+    throw new Error(`linalg/random.ts: the seed must be an integer (a safe one), got ${seed}`);
+  }
+  const lo = seed >>> 0; // ToUint32 is seed mod 2^32 for any integer, negative ones included
+  const hi = Math.floor(seed / 2 ** 32) >>> 0;
+  const seeder = splitmix32((lo ^ Math.imul(hi, 0x85ebca6b)) >>> 0);
+  const nextUint32 = xoshiro128StarStar([seeder(), seeder(), seeder(), seeder()]);
+
+  const next = (): number => {
+    const a = nextUint32() >>> 5;
+    const b = nextUint32() >>> 6;
+    return (a * 67108864 + b) / 9007199254740992;
+  };
+
+  let spare: number | undefined;
+  const normal = (): number => {
+    if (spare !== undefined) {
+      const v = spare;
+      spare = undefined;
+      return v;
+    }
+    for (;;) {
+      const u = 2 * next() - 1;
+      const v = 2 * next() - 1;
+      const s = u * u + v * v;
+      if (s >= 1 || s === 0) continue;
+      const f = Math.sqrt((-2 * deterministicLog(s)) / s);
+      spare = v * f;
+      return u * f;
+    }
+  };
+
+  return {
+    next,
+    normal,
+    nextUint32,
+    fillNormal(out: Float32Array): void {
+      for (let i = 0; i < out.length; i++) out[i] = normal();
+    },
+  };
+}
