@@ -1,0 +1,23 @@
+/** Exit codes scripts can rely on. */
+export const EXIT_OK = 0;
+/** The work failed: bad input file, numeric problem, I/O error. */
+export const EXIT_FAILURE = 1;
+/** The command line itself was wrong: unknown flag, bad value, missing argument. */
+export const EXIT_USAGE = 2;
+
+/** A mistake in the command line; reported without a stack trace and exits with EXIT_USAGE. */
+export class UsageError extends Error {}
+
+export function parseIntFlag(name: string, value: string, min = 0): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be an integer ≥ ${min}, got "${value}"`);
+  return n;
+}
+
+export function parseFloatFlag(name: string, value: string, range: [number, number] = [-Infinity, Infinity]): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < range[0] || n > range[1]) {
+    throw new UsageError(`${name} must be a number in [${range[0]}, ${range[1]}], got "${value}"`);
+  }
+  return n;
+}

@@ -1,0 +1,30 @@
+/**
+ * The loraforge command line: one small module per command, each registering itself here.
+ * Commands only parse flags, call the library and print; all work lives in the library.
+ */
+import { Command, CommanderError } from 'commander';
+import { EXIT_FAILURE, EXIT_USAGE, UsageError } from './errors.js';
+import { registerInspect } from './inspect.js';
+
+const program = new Command('loraforge')
+  .description('Fast, exact, streaming LLM weight surgery: extract, merge and edit LoRA adapters.')
+  .version('0.1.0')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+registerInspect(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
+  } else if (err instanceof UsageError) {
+    process.stderr.write(`loraforge: ${err.message}\n`);
+    process.exitCode = EXIT_USAGE;
+  } else {
+    process.stderr.write(`loraforge: ${(err as Error).message}\n`);
+    if (process.env.LORAFORGE_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = EXIT_FAILURE;
+  }
+}
