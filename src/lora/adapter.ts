@@ -348,11 +348,9 @@ export class PeftAdapterWriter {
     return this.ranks.size;
   }
 
-  async finish(): Promise<PeftConfig> {
-    const config = this.buildConfig();
+  async finish(): Promise<void> {
     await this.sink.finish();
-    await atomicWriteFile(join(this.dir, ADAPTER_CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
-    return config;
+    await atomicWriteFile(join(this.dir, ADAPTER_CONFIG_FILE), JSON.stringify(this.buildConfig(), null, 2) + '\n');
   }
 
   abort(): Promise<void> {
