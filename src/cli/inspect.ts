@@ -1,6 +1,39 @@
 import type { Command } from 'commander';
+import { inspectPath } from '../inspect/inspect.js';
+import { formatBytes, formatCount, table } from './format.js';
 
-// PLACEHOLDER: the lead is writing inspect.
 export function registerInspect(program: Command): void {
-  program.command('inspect <path>').description('List tensors, dtypes, shapes and metadata of a model, adapter or GGUF file.');
+  program
+    .command('inspect <path>')
+    .description('List tensors, dtypes, shapes, bytes, parameter count and metadata of a model folder, safetensors file, GGUF file or PEFT adapter folder (headers only).')
+    .option('--json', 'print the result as JSON')
+    .option('--limit <n>', 'show at most this many tensors in the table (0 = all)', '50')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  loraforge inspect ./Llama-3.2-1B              # sharded or single-file model folder
+  loraforge inspect ./my-adapter                 # PEFT adapter folder
+  loraforge inspect adapter.gguf --json | jq .metadata`,
+    )
+    .action(async (path: string, opts: { json?: boolean; limit: string }) => {
+      const r = await inspectPath(path);
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+        return;
+      }
+      const limit = Number(opts.limit) || r.tensors.length;
+      const rows = [['tensor', 'dtype', 'shape', 'bytes'], ...r.tensors.slice(0, limit).map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, formatBytes(t.bytes)])];
+      const lines = [
+        `${r.path} (${r.kind})`,
+        `${r.tensors.length} tensors, ${formatCount(r.totalParameters)} parameters, ${formatBytes(r.totalBytes)}; dtypes: ${Object.entries(r.dtypes).map(([d, n]) => `${d}×${n}`).join(', ')}`,
+        '',
+        table(rows),
+      ];
+      if (r.tensors.length > limit) lines.push(`… ${r.tensors.length - limit} more (--limit 0 shows all)`);
+      const meta = Object.entries(r.metadata);
+      if (meta.length) lines.push('', 'metadata:', ...meta.map(([k, v]) => `  ${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`));
+      if (r.config) lines.push('', 'config:', ...Object.entries(r.config).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`));
+      process.stdout.write(lines.join('\n') + '\n');
+    });
 }

@@ -6,7 +6,7 @@
  * way round (`lora_embedding_A` is r × vocab, `lora_embedding_B` is hidden × r, ΔWᵀ = B·A), so
  * reading and writing swap and transpose those, and nothing else in loraforge has to know.
  */
-import { access, readFile } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 import type { FloatDType, TensorInfo } from '../io/types.js';
@@ -315,6 +315,7 @@ export class PeftAdapterWriter {
   ) {}
 
   static async create(dir: string, opts: PeftWriterOptions = {}): Promise<PeftAdapterWriter> {
+    await mkdir(dir, { recursive: true });
     const sink = await createSafetensorsSink(dir, { baseName: 'adapter_model', dtype: opts.dtype ?? 'F32' });
     return new PeftAdapterWriter(dir, sink, opts);
   }

@@ -1,0 +1,15 @@
+/**
+ * loraforge as a library. Everything the CLI does is reachable from here.
+ */
+export type { Matrix } from './tensor/matrix.js';
+export type { TensorInfo, TensorSource, TensorSink, FloatDType } from './io/types.js';
+export { openSafetensors, writeSafetensorsFile, createSafetensorsSink } from './io/safetensors.js';
+export { openCheckpoint, pairTensors } from './io/checkpoint.js';
+export { openGguf, createGgufSink } from './io/gguf.js';
+export { getBackend } from './linalg/index.js';
+export type { LinalgBackend } from './linalg/backend.js';
+export { randomizedSvd, incrementalSvd } from './linalg/rsvd.js';
+export { productSvd } from './linalg/product-svd.js';
+export { openPeftAdapter, readPeftAdapter, PeftAdapterWriter, type LoraModule, type PeftConfig } from './lora/adapter.js';
+export { createAdapterSink, type AdapterFormat } from './lora/sink.js';
+export { inspectPath, type InspectResult } from './inspect/inspect.js';

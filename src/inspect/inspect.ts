@@ -1,0 +1,105 @@
+/**
+ * What is inside a file or folder: tensors, dtypes, shapes, bytes, parameter count, metadata.
+ * Works on safetensors (single or sharded model folders), GGUF files and PEFT adapter folders,
+ * reading headers only.
+ */
+import { stat, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { TensorInfo } from '../io/types.js';
+import { openCheckpoint } from '../io/checkpoint.js';
+import { openGguf } from '../io/gguf.js';
+import { openSafetensors } from '../io/safetensors.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../lora/adapter.js';
+
+export type InspectKind = 'safetensors' | 'checkpoint' | 'gguf' | 'peft-adapter';
+
+export interface InspectResult {
+  path: string;
+  kind: InspectKind;
+  tensors: TensorInfo[];
+  totalParameters: number;
+  totalBytes: number;
+  /** dtype → tensor count */
+  dtypes: Record<string, number>;
+  /** safetensors __metadata__, GGUF key/values (long arrays summarised), or adapter_config.json */
+  metadata: Record<string, unknown>;
+  config?: Record<string, unknown>;
+}
+
+/** GGUF arrays such as a 150k-token vocabulary are summarised, not printed. */
+const MAX_ARRAY_SHOWN = 16;
+
+export async function inspectPath(path: string): Promise<InspectResult> {
+  const s = await stat(path).catch(() => {
+    throw new Error(`${path}: no such file or folder`);
+  });
+  if (s.isDirectory()) {
+    if (await exists(join(path, ADAPTER_CONFIG_FILE))) return inspectAdapter(path);
+    const ckpt = await openCheckpoint(path);
+    try {
+      return summarise(path, 'checkpoint', ckpt.list(), {}, ckpt.config);
+    } finally {
+      await ckpt.close();
+    }
+  }
+  if (path.endsWith('.gguf') || (await hasGgufMagic(path))) {
+    const g = await openGguf(path);
+    try {
+      const metadata: Record<string, unknown> = {};
+      for (const [k, v] of g.kv) metadata[k] = Array.isArray(v) && v.length > MAX_ARRAY_SHOWN ? `[${v.length} items]` : v;
+      return summarise(path, 'gguf', g.list(), metadata);
+    } finally {
+      await g.close();
+    }
+  }
+  const f = await openSafetensors(path);
+  try {
+    return summarise(path, 'safetensors', f.list(), f.metadata);
+  } finally {
+    await f.close();
+  }
+}
+
+async function inspectAdapter(dir: string): Promise<InspectResult> {
+  const config = JSON.parse(await readFile(join(dir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
+  const f = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
+  try {
+    return summarise(dir, 'peft-adapter', f.list(), f.metadata, config);
+  } finally {
+    await f.close();
+  }
+}
+
+function summarise(
+  path: string,
+  kind: InspectKind,
+  tensors: TensorInfo[],
+  metadata: Record<string, unknown>,
+  config?: Record<string, unknown>,
+): InspectResult {
+  const dtypes: Record<string, number> = {};
+  let totalParameters = 0;
+  let totalBytes = 0;
+  for (const t of tensors) {
+    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+    totalParameters += t.shape.reduce((a, b) => a * b, 1);
+    totalBytes += t.bytes;
+  }
+  return { path, kind, tensors, totalParameters, totalBytes, dtypes, metadata, config };
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
+
+async function hasGgufMagic(path: string): Promise<boolean> {
+  const { open } = await import('node:fs/promises');
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(4);
+    await fh.read(buf, 0, 4, 0);
+    return buf.toString('latin1') === 'GGUF';
+  } finally {
+    await fh.close();
+  }
+}
