@@ -1,0 +1,260 @@
+import { readdir } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { extractLora, type ExtractOptions, type ExtractProgress } from '../extract/index.js';
+import { DEFAULT_MAX_RANK, DEFAULT_RANK, type RankPolicy } from '../extract/rank-policy.js';
+import { EMBEDDINGS_MODES, type EmbeddingsMode } from '../extract/plan.js';
+import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extract/report.js';
+import { assertNotInput } from '../io/atomic.js';
+import type { FloatDType } from '../io/types.js';
+import { ADAPTER_FORMATS } from '../lora/sink.js';
+import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
+import { formatBytes, table } from './format.js';
+import { createProgress, type Progress } from './progress.js';
+import { registerDemo } from './demo.js';
+
+interface ExtractFlags {
+  modelA: string;
+  modelB: string;
+  out: string;
+  rank?: string;
+  energy?: string;
+  maxRelError?: string;
+  maxRank?: string;
+  alpha?: string;
+  targetModules?: string;
+  include?: string;
+  exclude?: string;
+  format: string;
+  embeddings: string;
+  dtype?: string;
+  seed: string;
+  threads?: string;
+  saveModules?: boolean;
+  skip3d?: boolean;
+  verify?: boolean;
+  force?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+
+function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`${flag} must be one of ${allowed.join(', ')}, got "${value}"`);
+  return value as T;
+}
+
+function regexFlag(flag: string, source: string | undefined): RegExp | undefined {
+  if (source === undefined) return undefined;
+  try {
+    return new RegExp(source);
+  } catch (err) {
+    throw new UsageError(`${flag} ${JSON.stringify(source)} is not a valid regular expression: ${(err as Error).message}`);
+  }
+}
+
+function policyFlags(f: ExtractFlags): RankPolicy {
+  const given = [f.rank !== undefined && '--rank', f.energy !== undefined && '--energy', f.maxRelError !== undefined && '--max-rel-error'].filter(Boolean);
+  if (given.length > 1) throw new UsageError(`${given.join(' and ')} choose the rank in different ways: pass only one`);
+  const maxRank = f.maxRank === undefined ? DEFAULT_MAX_RANK : parseIntFlag('--max-rank', f.maxRank, 1);
+  if (f.energy !== undefined) {
+    const energy = parseFloatFlag('--energy', f.energy, [0, 1]);
+    if (energy === 0) throw new UsageError('--energy must be above 0 (the fraction of ‖ΔW‖² to capture, e.g. 0.95)');
+    return { mode: 'energy', energy, maxRank };
+  }
+  if (f.maxRelError !== undefined) {
+    const maxRelError = parseFloatFlag('--max-rel-error', f.maxRelError, [0, 1]);
+    if (maxRelError === 1) throw new UsageError('--max-rel-error must be below 1 (e.g. 0.05 for 5%)');
+    return { mode: 'max-rel-error', maxRelError, maxRank };
+  }
+  if (f.maxRank !== undefined) throw new UsageError('--max-rank caps --energy / --max-rel-error; with a fixed rank use --rank alone');
+  return { mode: 'rank', rank: f.rank === undefined ? DEFAULT_RANK : parseIntFlag('--rank', f.rank, 1) };
+}
+
+/** Refuses at once an --out that is an input or a non-empty folder without --force. */
+async function checkOut(out: string, inputs: string[], force: boolean): Promise<void> {
+  try {
+    assertNotInput(out, inputs);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const entries = await readdir(out).catch(() => [] as string[]);
+  if (entries.length > 0 && !force) throw new UsageError(`--out ${out} already exists and is not empty: choose another folder or pass --force to replace it`);
+}
+
+export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
+  const alpha = f.alpha === undefined ? undefined : parseFloatFlag('--alpha', f.alpha, [0, Infinity]);
+  if (alpha === 0) throw new UsageError('--alpha must be above 0, e.g. 16');
+  const targetModules = f.targetModules?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (targetModules !== undefined && targetModules.length === 0) throw new UsageError('--target-modules needs at least one module name, e.g. q_proj,v_proj');
+  return {
+    modelA: f.modelA,
+    modelB: f.modelB,
+    out: f.out,
+    policy: policyFlags(f),
+    alpha,
+    targetModules,
+    include: regexFlag('--include', f.include),
+    exclude: regexFlag('--exclude', f.exclude),
+    format: oneOf('--format', f.format, ADAPTER_FORMATS),
+    embeddings: oneOf<EmbeddingsMode>('--embeddings', f.embeddings, EMBEDDINGS_MODES),
+    dtype: f.dtype === undefined ? undefined : DTYPES[oneOf('--dtype', f.dtype.toLowerCase(), Object.keys(DTYPES))],
+    seed: parseIntFlag('--seed', f.seed, 0),
+    threads: f.threads === undefined ? undefined : parseIntFlag('--threads', f.threads, 1),
+    saveModules: f.saveModules === true,
+    skip3d: f.skip3d === true,
+    verify: f.verify === true,
+    overwrite: f.force === true,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The human summary
+// ---------------------------------------------------------------------------------------------
+
+function pct(x: number): string {
+  if (x === 0) return '0%';
+  if (x < 1e-4) return `${(x * 100).toExponential(1)}%`;
+  return `${(x * 100).toFixed(x < 0.01 ? 3 : 2)}%`;
+}
+
+/** Up to this many extracted tensors get a row each; beyond it they are grouped by module type. */
+const MAX_TENSOR_ROWS = 40;
+
+function moduleType(t: ExtractedTensor): string {
+  const path = t.experts?.parameter ?? t.module;
+  return path.slice(path.lastIndexOf('.') + 1) + (t.experts ? ' (experts)' : '');
+}
+
+function perTensorRows(tensors: readonly ExtractedTensor[]): string[][] {
+  return [
+    ['tensor', 'shape', 'rank', 'energy', 'rel. error', 'exact', 'time'],
+    ...tensors.map((t) => [
+      t.name,
+      `[${t.shape.join(', ')}]`,
+      `${t.rank}${t.targetMet ? '' : '*'}`,
+      pct(t.energy),
+      pct(t.relError),
+      t.exactRelError === undefined ? '' : pct(t.exactRelError),
+      `${t.seconds.toFixed(2)}s`,
+    ]),
+  ];
+}
+
+function groupedRows(tensors: readonly ExtractedTensor[]): string[][] {
+  const groups = new Map<string, ExtractedTensor[]>();
+  for (const t of tensors) groups.set(moduleType(t), [...(groups.get(moduleType(t)) ?? []), t]);
+  const rows = [['module', 'tensors', 'rank', 'min energy', 'max rel. error', 'time']];
+  for (const [name, ts] of groups) {
+    const ranks = ts.map((t) => t.rank);
+    const [lo, hi] = [Math.min(...ranks), Math.max(...ranks)];
+    rows.push([
+      name,
+      String(ts.length),
+      (lo === hi ? String(lo) : `${lo}–${hi}`) + (ts.every((t) => t.targetMet) ? '' : '*'),
+      pct(Math.min(...ts.map((t) => t.energy))),
+      pct(Math.max(...ts.map((t) => t.relError))),
+      `${ts.reduce((s, t) => s + t.seconds, 0).toFixed(2)}s`,
+    ]);
+  }
+  return rows;
+}
+
+export function formatExtractReport(r: ExtractReport): string {
+  const t = r.totals;
+  const lines = [`Extracted ${t.tensors} LoRA module(s): ${r.modelB} − ${r.modelA} → ${r.out} (${r.format}, ${r.dtype})`];
+  if (r.tensors.length) {
+    lines.push('', table(r.tensors.length <= MAX_TENSOR_ROWS ? perTensorRows(r.tensors) : groupedRows(r.tensors)));
+    if (r.tensors.some((x) => !x.targetMet)) lines.push('* the rank cap (--max-rank, or the tensor size) was reached before the target');
+  }
+  if (r.skippedIdentical.length) lines.push('', `${r.skippedIdentical.length} target tensor(s) are identical in A and B: skipped, nothing written`);
+  if (r.nonTargetDiffering.length) {
+    lines.push('', `${r.nonTargetDiffering.length} tensor(s) outside the LoRA differ:`);
+    for (const d of r.nonTargetDiffering.slice(0, 10)) {
+      const change = d.relChange === null ? 'new shape' : `changed ${pct(d.relChange)}`;
+      lines.push(`  ${d.name} [${d.shape.join(', ')}] ${change}${d.saved ? ', saved whole' : d.reason ? ` (${d.reason})` : ''}`);
+    }
+    if (r.nonTargetDiffering.length > 10) lines.push(`  … ${r.nonTargetDiffering.length - 10} more in ${REPORT_FILE}`);
+    if (r.nonTargetDiffering.some((d) => !d.saved && !d.reason)) lines.push('  --save-modules writes these into the adapter whole');
+  }
+  if (r.skipped3d.length) lines.push('', `${r.skipped3d.length} 3-D expert tensor(s) left out (--skip-3d)`);
+  for (const n of r.notes) lines.push(`note: ${n}`);
+  lines.push(
+    '',
+    `${t.params.toLocaleString('en-US')} adapter parameters; read ${formatBytes(t.bytesRead)} in ${t.seconds.toFixed(2)} s ` +
+      `(computing ${t.computeSeconds.toFixed(2)} s, waiting for reads ${t.readWaitSeconds.toFixed(2)} s); full report: ${REPORT_FILE}`,
+  );
+  return lines.join('\n');
+}
+
+/** A progress bar made on the first callback, when the number of tensors is known. */
+function progressBar(title: string, quiet: boolean): { tick: (p: ExtractProgress) => void; done: () => void } {
+  let bar: Progress | undefined;
+  return {
+    tick(p) {
+      bar ??= createProgress(title, p.total, { quiet });
+      bar.tick(p.name);
+    },
+    done() {
+      bar?.done();
+    },
+  };
+}
+
+/** Registers `extract` and `demo` (the demo is a guided run of extract). */
+export function registerExtract(program: Command): void {
+  registerExtractCommand(program);
+  registerDemo(program);
+}
+
+function registerExtractCommand(program: Command): void {
+  program
+    .command('extract')
+    .description('Extract the LoRA adapter that turns model A into model B (two fine-tunes of one base): ΔW = W_B − W_A ≈ B·A by truncated SVD, streamed tensor by tensor.')
+    .requiredOption('--model-a <path>', 'the model the adapter applies to (folder or .safetensors file)')
+    .requiredOption('--model-b <path>', 'the model the adapter should turn A into')
+    .requiredOption('--out <dir>', 'output folder for the adapter (written atomically)')
+    .option('--rank <n>', `fixed LoRA rank for every module (default ${DEFAULT_RANK})`)
+    .option('--energy <f>', 'per module, the smallest rank capturing this fraction of ‖ΔW‖², e.g. 0.95')
+    .option('--max-rel-error <f>', 'per module, the smallest rank with ‖ΔW − B·A‖/‖ΔW‖ at most this, e.g. 0.05')
+    .option('--max-rank <n>', `cap for --energy / --max-rel-error (default ${DEFAULT_MAX_RANK})`)
+    .option('--alpha <n>', 'one lora_alpha for every module (scaling alpha/r; B is scaled to match); default: alpha = rank, scaling 1')
+    .option('--target-modules <list>', 'comma-separated module names to extract (default: every linear weight of the decoder layers)')
+    .option('--include <regex>', 'only tensors whose name matches are extracted')
+    .option('--exclude <regex>', 'tensors whose name matches are not extracted')
+    .option('--format <format>', `adapter format: ${ADAPTER_FORMATS.join(', ')}`, 'peft')
+    .option('--embeddings <mode>', 'embed_tokens / lm_head: skip, lora, or full (saved whole, needed when the vocabularies differ)', 'skip')
+    .option('--dtype <dtype>', 'adapter dtype: f32, f16, bf16 (default: model B’s)')
+    .option('--save-modules', 'save differing non-target tensors (norms, biases) whole, as PEFT modules_to_save')
+    .option('--skip-3d', 'leave 3-D MoE expert tensors out (default: one LoRA per expert, PEFT target_parameters)')
+    .option('--verify', 'compute every error exactly by GEMM (default: the first tensor of each module type)')
+    .option('--seed <n>', 'seed of the randomized SVD (same seed, same bytes)', '0')
+    .option('--threads <n>', 'GEMM threads (default: all cores)')
+    .option('--force', 'replace a non-empty --out')
+    .option('--json', 'print the report as JSON on stdout instead of the table')
+    .option('--quiet', 'no progress bar')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  loraforge extract --model-a ./Llama-3.2-1B-Instruct --model-b ./my-finetune --out ./adapter
+  loraforge extract --model-a base --model-b tuned --out adapter --energy 0.95 --max-rank 64
+  loraforge extract --model-a base --model-b tuned --out adapter --rank 32 --target-modules q_proj,v_proj --format both
+  loraforge extract --model-a base --model-b tuned --out adapter --embeddings full --json | jq .totals
+
+Exit codes: 0 done, 1 bad input (files, shapes, NaN), 2 bad command line.`,
+    )
+    .action(async (flags: ExtractFlags) => {
+      const opts = extractOptionsFromFlags(flags);
+      await checkOut(opts.out, [opts.modelA, opts.modelB], opts.overwrite === true);
+      const progress = progressBar('extract', flags.quiet === true || flags.json === true);
+      let report: ExtractReport;
+      try {
+        report = await extractLora({ ...opts, onProgress: progress.tick });
+      } finally {
+        progress.done();
+      }
+      for (const w of report.warnings) process.stderr.write(`loraforge: warning: ${w}\n`);
+      process.stdout.write((flags.json ? JSON.stringify(report, null, 2) : formatExtractReport(report)) + '\n');
+    });
+}

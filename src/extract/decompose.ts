@@ -1,0 +1,98 @@
+/**
+ * The truncated SVD of one Δ under a rank policy, with the error of the kept rank read off the
+ * spectrum: err² = ‖Δ‖²_F − Σ_{i≤r} σ_i² (exact for the projection the randomized SVD returns).
+ *
+ * Fixed rank: one randomized SVD (rank + 8 oversampling, 2 power iterations). Adaptive ranks on
+ * big tensors: the incremental blocked SVD, grown until the target is met and then one block
+ * further, because the directions found in the last block had the fewest power iterations and
+ * their σ are the least accurate; the rank is then chosen from the error of every rank. On small
+ * tensors the many thin GEMMs of the incremental SVD cost more in call overhead than they save in
+ * arithmetic, so one randomized SVD at the rank cap gives the spectrum instead.
+ */
+import type { LinalgBackend } from '../linalg/backend.js';
+import { incrementalSvd, randomizedSvd } from '../linalg/rsvd.js';
+import type { Svd } from '../linalg/svd-small.js';
+import type { Matrix } from '../tensor/matrix.js';
+import { chooseAdaptiveRank, residualFraction, type RankPolicy } from './rank-policy.js';
+
+const OVERSAMPLE = 8;
+const POWER_ITERS = 2;
+const BLOCK_SIZE = 16;
+/**
+ * Below this many elements (a 2048×2048 matrix) a sketch of the full rank cap is cheaper than
+ * growing one block at a time: the GEMMs are too small for their arithmetic to dominate.
+ */
+export const SMALL_TENSOR_ELEMENTS = 1 << 22;
+
+export interface Decomposition {
+  /** at least `rank` triplets; the first `rank` are kept */
+  svd: Svd;
+  rank: number;
+  /** ‖Δ − Δ_r‖_F / ‖Δ‖_F from the spectrum */
+  relError: number;
+  /** captured fraction of ‖Δ‖²_F, 1 − relError² */
+  energy: number;
+  /** adaptive policies: false when the rank cap stopped short of the target */
+  targetMet: boolean;
+}
+
+function spectralRelError(svd: Svd, rank: number, frobSq: number): number {
+  let kept = 0;
+  for (let i = 0; i < rank; i++) kept += svd.S[i] ** 2;
+  return frobSq > 0 ? Math.sqrt(Math.max(0, frobSq - kept) / frobSq) : 0;
+}
+
+function errorsOfEveryRank(svd: Svd, frobSq: number): number[] {
+  const errors = [1];
+  let kept = 0;
+  for (let r = 1; r <= svd.S.length; r++) {
+    kept += svd.S[r - 1] ** 2;
+    errors.push(frobSq > 0 ? Math.sqrt(Math.max(0, frobSq - kept) / frobSq) : 0);
+  }
+  return errors;
+}
+
+export interface DecomposeOptions {
+  /** adaptive policies: 'auto' picks by size (SMALL_TENSOR_ELEMENTS); tests force either path */
+  adaptive?: 'auto' | 'incremental' | 'sketch';
+}
+
+export async function decompose(
+  backend: LinalgBackend,
+  delta: Matrix,
+  frobSq: number,
+  policy: RankPolicy,
+  seed: number,
+  opts: DecomposeOptions = {},
+): Promise<Decomposition> {
+  const most = Math.min(delta.rows, delta.cols);
+  if (policy.mode === 'rank') {
+    const rank = Math.min(policy.rank, most);
+    const svd = await randomizedSvd(backend, delta, { rank, oversample: OVERSAMPLE, powerIters: POWER_ITERS, seed });
+    const relError = spectralRelError(svd, rank, frobSq);
+    return { svd, rank, relError, energy: 1 - relError ** 2, targetMet: true };
+  }
+  const fraction = residualFraction(policy);
+  const cap = Math.min(policy.maxRank, most);
+  const strategy = opts.adaptive ?? 'auto';
+  if (strategy === 'sketch' || (strategy === 'auto' && delta.rows * delta.cols <= SMALL_TENSOR_ELEMENTS)) {
+    const svd = await randomizedSvd(backend, delta, { rank: cap, oversample: OVERSAMPLE, powerIters: POWER_ITERS, seed });
+    const { rank, targetMet } = chooseAdaptiveRank(errorsOfEveryRank(svd, frobSq), fraction, cap);
+    const relError = spectralRelError(svd, rank, frobSq);
+    return { svd, rank, relError, energy: 1 - relError ** 2, targetMet };
+  }
+  let metAt: number | undefined;
+  const inc = await incrementalSvd(backend, delta, {
+    blockSize: BLOCK_SIZE,
+    maxRank: Math.min(cap + BLOCK_SIZE, most),
+    powerIters: POWER_ITERS,
+    seed,
+    stop: (s) => {
+      if (metAt === undefined && s.errorFrobSq <= fraction * s.totalFrobSq) metAt = s.rank;
+      return metAt !== undefined && s.rank > metAt;
+    },
+  });
+  const { rank, targetMet } = chooseAdaptiveRank(errorsOfEveryRank(inc, frobSq), fraction, cap);
+  const relError = spectralRelError(inc, rank, frobSq);
+  return { svd: inc, rank, relError, energy: 1 - relError ** 2, targetMet };
+}

@@ -1,0 +1,98 @@
+/**
+ * Δ = W_B − W_A, formed in place in A's buffer in one pass that also checks every input value is
+ * finite and gathers the norms the rest of the pipeline needs (so the big arrays are walked once).
+ */
+import type { LinalgBackend } from '../linalg/backend.js';
+import type { Matrix } from '../tensor/matrix.js';
+
+export interface DeltaStats {
+  /** every element of B equals A's (then Δ is all zeros and nothing is extracted) */
+  identical: boolean;
+  /** ‖Δ‖²_F, summed in f64 */
+  frobSq: number;
+  /** ‖W_A‖²_F, summed in f64: the scale a difference is judged against */
+  baseFrobSq: number;
+}
+
+/** Where each input tensor comes from, for error messages (`<file>: tensor "<name>"`). */
+export interface DeltaSources {
+  a: string;
+  b: string;
+}
+
+function nonFiniteError(where: string, index: number, value: number): Error {
+  return new Error(
+    `${where} holds ${value} at element ${index}: the checkpoint is corrupt or the fine-tune diverged; ` +
+      'fix or re-export that tensor before extracting',
+  );
+}
+
+/**
+ * After a pass found a non-finite value: which input holds it. `b` is intact and `a` holds b − a,
+ * so a NaN there with a finite b came from A's NaN, and ±Inf from A's ∓Inf (or an overflow).
+ */
+function blameNonFinite(delta: Float32Array, b: Float32Array, sources: DeltaSources): Error {
+  for (let i = 0; i < b.length; i++) if (b[i] - b[i] !== 0) return nonFiniteError(sources.b, i, b[i]);
+  for (let i = 0; i < delta.length; i++) {
+    if (Number.isNaN(delta[i])) return nonFiniteError(sources.a, i, NaN);
+    if (!Number.isFinite(delta[i])) {
+      return new Error(
+        `${sources.a} holds an infinite value at element ${i} (or ${sources.b} minus it overflows f32 there): ` +
+          'the checkpoint is corrupt or the fine-tune diverged; fix or re-export that tensor before extracting',
+      );
+    }
+  }
+  return new Error(`${sources.a} or ${sources.b} holds a NaN or infinite value`);
+}
+
+/**
+ * a ← b − a, elementwise. Throws, naming the file and tensor, when either input holds NaN or ±Inf.
+ * The loop itself has no branch (the f64 sums turn non-finite exactly when some input or
+ * difference is), which keeps it at memory speed; the culprit is looked for only on failure.
+ */
+export function subtractInPlace(a: Float32Array, b: Float32Array, sources: DeltaSources): DeltaStats {
+  if (a.length !== b.length) throw new Error(`${sources.a} has ${a.length} elements but ${sources.b} has ${b.length}`);
+  let frobSq = 0;
+  let baseFrobSq = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    const d = b[i] - x;
+    baseFrobSq += x * x;
+    frobSq += d * d;
+    a[i] = d;
+  }
+  if (!Number.isFinite(frobSq) || !Number.isFinite(baseFrobSq)) throw blameNonFinite(a, b, sources);
+  // a sum of squares of f32 values in f64 cannot underflow to 0 unless every value is 0
+  return { identical: frobSq === 0, frobSq, baseFrobSq };
+}
+
+/** Throws, naming the file and tensor, on the first NaN or ±Inf in `data`. */
+export function assertFinite(data: Float32Array, where: string): void {
+  for (let i = 0; i < data.length; i++) {
+    if (data[i] - data[i] !== 0) throw nonFiniteError(where, i, data[i]);
+  }
+}
+
+/** Rows of Δ − scale·B·A formed per block, so the check never holds a second full-size matrix. */
+const VERIFY_BLOCK_ELEMENTS = 4 << 20;
+
+/**
+ * ‖Δ − scale·B·A‖_F / ‖Δ‖_F computed exactly with GEMMs (B out×r, A r×in), block of rows by block.
+ * Used to check the error the spectrum predicts against the factors as actually stored.
+ */
+export async function exactRelError(backend: LinalgBackend, delta: Matrix, B: Matrix, A: Matrix, scale: number, frobSq: number): Promise<number> {
+  const { rows, cols } = delta;
+  const blockRows = Math.max(1, Math.floor(VERIFY_BLOCK_ELEMENTS / Math.max(1, cols)));
+  let residual = 0;
+  for (let r0 = 0; r0 < rows; r0 += blockRows) {
+    const r1 = Math.min(rows, r0 + blockRows);
+    const bBlock: Matrix = { rows: r1 - r0, cols: B.cols, data: B.data.subarray(r0 * B.cols, r1 * B.cols) };
+    const product = await backend.gemm(bBlock, A);
+    const offset = r0 * cols;
+    for (let i = 0; i < product.data.length; i++) {
+      const e = delta.data[offset + i] - scale * product.data[i];
+      residual += e * e;
+    }
+  }
+  return frobSq > 0 ? Math.sqrt(residual / frobSq) : 0;
+}

@@ -1,0 +1,275 @@
+/**
+ * `extractLora`: the adapter that turns model A into model B. Tensor pairs stream through one at
+ * a time — the next pair is read while the current one is decomposed — so memory holds a few
+ * tensors whatever the model size, and the time is close to that of reading both checkpoints.
+ * Output goes to a temporary folder that becomes `out` only when everything succeeded.
+ */
+import { join } from 'node:path';
+import { assertNotInput, atomicOutputDir, atomicWriteFile } from '../io/atomic.js';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import type { FloatDType, TensorInfo } from '../io/types.js';
+import type { LinalgBackend } from '../linalg/backend.js';
+import { getBackend } from '../linalg/index.js';
+import { ADAPTER_CONFIG_FILE } from '../lora/adapter.js';
+import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
+import { isFloatDType } from '../tensor/dtype.js';
+import { prefetch } from '../pipeline/prefetch.js';
+import { BufferPool } from './buffer-pool.js';
+import { handleJob, type JobOutcome } from './handlers.js';
+import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
+import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
+import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
+import { tensorFileResolver, type TensorFileOf } from './tensor-files.js';
+import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
+
+export interface ExtractProgress {
+  done: number;
+  total: number;
+  /** the tensor just finished */
+  name: string;
+}
+
+export interface ExtractOptions {
+  /** the model the adapter applies to (folder, or a .safetensors file) */
+  modelA: string;
+  /** the model the adapter should turn A into */
+  modelB: string;
+  /** output folder (created atomically) */
+  out: string;
+  /** default: fixed rank 16 */
+  policy?: RankPolicy;
+  /** one alpha for every module (scaling alpha/r); default: alpha = each module's rank (scaling 1) */
+  alpha?: number;
+  /** module names (last path component) to target instead of the decoder layers' linear weights */
+  targetModules?: readonly string[];
+  /** only tensors whose name matches are targets */
+  include?: RegExp;
+  /** tensors whose name matches are not targets */
+  exclude?: RegExp;
+  /** default 'peft' */
+  format?: AdapterFormat;
+  /** input embeddings and LM head: 'skip' (default), 'lora', or 'full' (saved whole) */
+  embeddings?: EmbeddingsMode;
+  /** storage dtype of the adapter; default: model B's dtype */
+  dtype?: FloatDType;
+  /** seed of the randomized SVDs (default 0); the same seed gives byte-identical output */
+  seed?: number;
+  /** GEMM threads (default: all cores) */
+  threads?: number;
+  /** write non-target tensors that differ (norms, biases) whole, as PEFT modules_to_save */
+  saveModules?: boolean;
+  /** leave 3-D MoE expert tensors out */
+  skip3d?: boolean;
+  /** compute every tensor's error exactly by GEMM (by default only the first of each module type) */
+  verify?: boolean;
+  /** replace an existing non-empty `out` */
+  overwrite?: boolean;
+  /** a GEMM backend to use instead of getBackend({ threads }) */
+  backend?: LinalgBackend;
+  onProgress?: (p: ExtractProgress) => void;
+}
+
+/** FNV-1a of a string: a per-tensor seed that does not depend on which other tensors are extracted. */
+function hashString(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** The adapter dtype when none is asked for: that of model B's first target tensor. */
+function defaultDtype(plan: ExtractionPlan): FloatDType {
+  const target = plan.jobs.find((j) => j.plan.action !== 'compare');
+  const dtype = target?.b.dtype ?? 'F32';
+  return isFloatDType(dtype) ? dtype : 'F32';
+}
+
+/** Which module type a job belongs to; the first of each type gets an exact error check. */
+function moduleType(job: Job): string | undefined {
+  const p = job.plan;
+  if (p.action === 'lora') return p.module.slice(p.module.lastIndexOf('.') + 1);
+  if (p.action === 'experts') return `${p.param} (experts)`;
+  return undefined;
+}
+
+interface LoadedPair {
+  a?: Float32Array;
+  b: Float32Array;
+}
+
+function elements(t: TensorInfo): number {
+  return t.shape.reduce((x, y) => x * y, 1);
+}
+
+export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
+  const started = performance.now();
+  const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
+  checkPolicy(policy);
+  if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
+  const format = opts.format ?? 'peft';
+  const embeddings = opts.embeddings ?? 'skip';
+  const seed = opts.seed ?? 0;
+  if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
+  assertNotInput(opts.out, [opts.modelA, opts.modelB]);
+
+  const a = await openCheckpoint(opts.modelA);
+  let b: Checkpoint;
+  try {
+    b = await openCheckpoint(opts.modelB);
+  } catch (err) {
+    await a.close();
+    throw err;
+  }
+  try {
+    const fileOf = { a: await tensorFileResolver(a), b: await tensorFileResolver(b) };
+    const plan = planExtraction(a, b, {
+      fileOf,
+      policy,
+      selection: { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude },
+      embeddings,
+      format,
+      saveModules: opts.saveModules ?? false,
+      skip3d: opts.skip3d ?? false,
+    });
+    const backend = opts.backend ?? (await getBackend({ threads: opts.threads }));
+    const dtype = opts.dtype ?? defaultDtype(plan);
+    const dir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
+    let sink: AdapterSink | undefined;
+    try {
+      sink = await createAdapterSink(dir.tmpPath, {
+        format,
+        dtype,
+        baseModel: opts.modelA,
+        baseConfig: a.config,
+        // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
+        extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
+      });
+      const report = await runPlan({ opts, plan, a, b, fileOf, backend, sink, dtype, seed, policy, format, embeddings, started });
+      await sink.finish();
+      sink = undefined;
+      await finishPeftConfig(dir.tmpPath, report, format);
+      report.totals.seconds = (performance.now() - started) / 1000;
+      await atomicWriteFile(join(dir.tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+      await dir.commit();
+      return report;
+    } catch (err) {
+      await sink?.abort();
+      await dir.abort();
+      throw err;
+    }
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+}
+
+/** Expert stacks were written as plain modules; their config entries become target_parameters. */
+async function finishPeftConfig(dir: string, report: ExtractReport, format: AdapterFormat): Promise<void> {
+  const experts = report.tensors.filter((t) => t.kind === 'experts');
+  if (!experts.length || format === 'gguf') return;
+  const entries: ExpertParameterEntry[] = experts.map((t) => ({ parameter: t.experts!.parameter, wrapper: t.module, rank: t.rank, alpha: t.alpha }));
+  const linear = report.tensors.filter((t) => t.kind !== 'experts').map((t) => t.module);
+  await rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear);
+}
+
+interface RunContext {
+  opts: ExtractOptions;
+  plan: ExtractionPlan;
+  a: Checkpoint;
+  b: Checkpoint;
+  fileOf: { a: TensorFileOf; b: TensorFileOf };
+  backend: LinalgBackend;
+  sink: AdapterSink;
+  dtype: FloatDType;
+  seed: number;
+  policy: RankPolicy;
+  format: AdapterFormat;
+  embeddings: EmbeddingsMode;
+  started: number;
+}
+
+async function runPlan(ctx: RunContext): Promise<ExtractReport> {
+  const { opts, plan, a, b, fileOf } = ctx;
+  const pool = new BufferPool();
+  let bytesRead = 0;
+
+  const load = async (job: Job): Promise<LoadedPair> => {
+    const read = async (ckpt: Checkpoint, info: TensorInfo) => {
+      bytesRead += info.bytes;
+      return ckpt.readInto(info.name, pool.acquire(elements(info)));
+    };
+    const [ta, tb] = await Promise.all([job.a ? read(a, job.a) : undefined, read(b, job.b)]);
+    return { a: ta, b: tb };
+  };
+
+  const tensors: ExtractedTensor[] = [];
+  const skippedIdentical: string[] = [];
+  const differing: DifferingTensor[] = [];
+  const checkedTypes = new Set<string>();
+  let params = 0;
+  let computeSeconds = 0;
+  let readWaitSeconds = 0;
+  let waitFrom = performance.now();
+
+  for await (const { item: job, value, index } of prefetch(plan.jobs, load, 1)) {
+    const t0 = performance.now();
+    readWaitSeconds += (t0 - waitFrom) / 1000;
+    const type = moduleType(job);
+    const verify = opts.verify === true || (type !== undefined && !checkedTypes.has(type));
+    if (type !== undefined) checkedTypes.add(type);
+    const outcome: JobOutcome = await handleJob(
+      { backend: ctx.backend, sink: ctx.sink, policy: ctx.policy, alpha: opts.alpha, dtype: ctx.dtype },
+      {
+        job,
+        a: value.a,
+        b: value.b,
+        sources: { a: `${fileOf.a(job.name)}: tensor "${job.name}"`, b: `${fileOf.b(job.name)}: tensor "${job.name}"` },
+        seed: hashString(`${ctx.seed}:${job.name}`),
+        verify,
+      },
+    );
+    if (value.a) pool.release(value.a);
+    pool.release(value.b);
+    const seconds = (performance.now() - t0) / 1000;
+    computeSeconds += seconds;
+    params += outcome.params;
+    if (outcome.extracted) tensors.push({ ...outcome.extracted, seconds });
+    if (outcome.identical) skippedIdentical.push(job.name);
+    if (outcome.differing) differing.push(outcome.differing);
+    opts.onProgress?.({ done: index + 1, total: plan.jobs.length, name: job.name });
+    waitFrom = performance.now();
+  }
+
+  const warnings = [...plan.warnings];
+  const capped = tensors.filter((t) => !t.targetMet);
+  if (capped.length) warnings.push(`${capped.length} tensor(s) reached the rank cap before the target (${capped[0].name}…): raise --max-rank for a closer fit`);
+  return {
+    modelA: opts.modelA,
+    modelB: opts.modelB,
+    out: opts.out,
+    format: ctx.format,
+    dtype: ctx.dtype,
+    policy: ctx.policy,
+    alpha: opts.alpha ?? 'rank',
+    seed: ctx.seed,
+    backend: ctx.backend.name,
+    embeddings: { mode: ctx.embeddings, tied: plan.tied, vocabA: plan.vocabA, vocabB: plan.vocabB },
+    tensors,
+    skippedIdentical,
+    nonTargetDiffering: differing,
+    skipped3d: plan.skipped3d,
+    notes: plan.notes,
+    warnings,
+    totals: {
+      tensors: tensors.length,
+      params,
+      bytesRead,
+      seconds: (performance.now() - ctx.started) / 1000,
+      readWaitSeconds,
+      computeSeconds,
+      skippedIdentical: skippedIdentical.length,
+      nonTargetDiffering: differing.length,
+    },
+  };
+}

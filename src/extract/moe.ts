@@ -1,0 +1,169 @@
+/**
+ * 3-D MoE expert tensors ([experts, ·, ·], e.g. `mlp.experts.gate_up_proj`) written the way PEFT
+ * loads them: LoraConfig.target_parameters and lora.ParamWrapper (PEFT ≥ 0.17).
+ *
+ * What PEFT does, which this file mirrors:
+ * - One ParamWrapper per targeted parameter, around the module holding it. Several targeted
+ *   parameters of one module nest: each wraps the previous wrapper, in the order the module
+ *   declares its parameters, so the first-declared parameter's LoRA is saved under
+ *   `<module>.base_layer.….lora_A.weight` and the last one's under `<module>.lora_A.weight`.
+ *   transformers declares gate_up_proj (gate_proj, up_proj, w1, w3) before down_proj (w2).
+ * - One rank r per parameter; lora_A is (r·E) × in with rows grouped by expert (row e·r + j),
+ *   lora_B is out × (r·E) with columns grouped by rank (column j·E + e), so that
+ *   ΔW_e = (alpha / r) · Σ_j B[:, j·E + e] · A[e·r + j, :].
+ * - Layout: weights stored (E, out, in) (used with F.linear, transformers' default) or
+ *   (E, in, out) (used as x @ W: gpt-oss and Llama 4, whose expert modules set is_transposed);
+ *   ΔW_e is in the first case slice e, in the second its transpose.
+ * - rank_pattern / alpha_pattern entries are matched against the parameter's path
+ *   (`model.layers.0.mlp.experts.gate_up_proj`), and target_parameters lists those paths.
+ */
+import { readFile } from 'node:fs/promises';
+import { atomicWriteFile } from '../io/atomic.js';
+import { moduleSuffix, patternKey, type PeftConfig } from '../lora/adapter.js';
+import type { LowRankFactors } from '../lora/lowrank.js';
+import { matrix, type Matrix } from '../tensor/matrix.js';
+
+export type ExpertLayout = 'out-in' | 'in-out';
+
+/** model_type values whose expert modules store (E, in, out) (is_transposed in transformers). */
+const TRANSPOSED_EXPERT_MODEL_TYPES = new Set(['gpt_oss', 'llama4', 'llama4_text']);
+
+function isDownProjection(param: string): boolean {
+  return param.startsWith('down') || param === 'w2';
+}
+
+function modelType(config: Record<string, unknown> | undefined): string | undefined {
+  const text = config?.['text_config'];
+  const inner = typeof text === 'object' && text !== null ? (text as Record<string, unknown>)['model_type'] : undefined;
+  const own = config?.['model_type'];
+  return typeof own === 'string' ? own : typeof inner === 'string' ? inner : undefined;
+}
+
+function hiddenSize(config: Record<string, unknown> | undefined): number | undefined {
+  const text = config?.['text_config'];
+  const value = config?.['hidden_size'] ?? (typeof text === 'object' && text !== null ? (text as Record<string, unknown>)['hidden_size'] : undefined);
+  return typeof value === 'number' ? value : undefined;
+}
+
+/**
+ * How a 3-D expert tensor is laid out. The model type decides; when config.json gives the hidden
+ * size and the shape only fits the other layout (a gate/up projection reads the hidden state, a
+ * down projection writes it), the shape wins.
+ */
+export function expertLayout(config: Record<string, unknown> | undefined, param: string, shape: readonly number[]): ExpertLayout {
+  const type = modelType(config);
+  const byType: ExpertLayout = type !== undefined && TRANSPOSED_EXPERT_MODEL_TYPES.has(type) ? 'in-out' : 'out-in';
+  const hidden = hiddenSize(config);
+  if (hidden === undefined || shape[1] === shape[2]) return byType;
+  // the dimension that is the hidden size: input of gate/up, output of down
+  const hiddenIsInput = !isDownProjection(param);
+  const outInFits = hiddenIsInput ? shape[2] === hidden : shape[1] === hidden;
+  const inOutFits = hiddenIsInput ? shape[1] === hidden : shape[2] === hidden;
+  if (outInFits && !inOutFits) return 'out-in';
+  if (inOutFits && !outInFits) return 'in-out';
+  return byType;
+}
+
+/** [out, in] of one expert's weight in the orientation LoRA works in (ΔW_e = B·A, out × in). */
+export function expertWeightShape(layout: ExpertLayout, shape: readonly number[]): [out: number, inF: number] {
+  return layout === 'out-in' ? [shape[1], shape[2]] : [shape[2], shape[1]];
+}
+
+/**
+ * The PEFT module path under which each targeted expert parameter's LoRA is saved, keyed by the
+ * parameter's full name: `<module>` plus one `.base_layer` per targeted parameter of the same
+ * module that PEFT wraps after it. `params` is in checkpoint order.
+ */
+export function peftWrapperPaths(params: ReadonlyArray<{ module: string; param: string }>): Map<string, string> {
+  const byModule = new Map<string, string[]>();
+  for (const { module, param } of params) {
+    const list = byModule.get(module) ?? [];
+    list.push(param);
+    byModule.set(module, list);
+  }
+  const paths = new Map<string, string>();
+  for (const [module, list] of byModule) {
+    // stable sort: declaration order as transformers writes it, checkpoint order otherwise
+    const ordered = [...list].sort((x, y) => Number(isDownProjection(x)) - Number(isDownProjection(y)));
+    ordered.forEach((param, i) => {
+      paths.set(`${module}.${param}`, module + '.base_layer'.repeat(ordered.length - 1 - i));
+    });
+  }
+  return paths;
+}
+
+/**
+ * PEFT's stacked lora_A ((r·E) × in, rows e·r + j) and lora_B (out × (r·E), columns j·E + e)
+ * from each expert's factors; experts with fewer than r directions get zero rows/columns.
+ */
+export function stackExpertFactors(experts: readonly LowRankFactors[], rank: number): LowRankFactors {
+  const count = experts.length;
+  const inF = experts[0].A.cols;
+  const out = experts[0].B.rows;
+  const A = matrix(rank * count, inF);
+  const B = matrix(out, rank * count);
+  experts.forEach((f, e) => {
+    const r = f.A.rows;
+    if (r > rank) throw new Error(`stackExpertFactors: expert ${e} has rank ${r} > ${rank}`);
+    A.data.set(f.A.data, e * rank * inF);
+    for (let o = 0; o < out; o++) {
+      for (let j = 0; j < r; j++) B.data[o * rank * count + j * count + e] = f.B.data[o * r + j];
+    }
+  });
+  return { A, B };
+}
+
+/** ΔW_e (out × in, unscaled) of expert e from PEFT's stacked factors: the inverse of stackExpertFactors. */
+export function expertDelta(A: Matrix, B: Matrix, experts: number, e: number): Matrix {
+  const rank = A.rows / experts;
+  const out = B.rows;
+  const inF = A.cols;
+  const d = matrix(out, inF);
+  for (let o = 0; o < out; o++) {
+    for (let j = 0; j < rank; j++) {
+      const b = B.data[o * B.cols + j * experts + e];
+      if (b === 0) continue;
+      const aRow = (e * rank + j) * inF;
+      for (let i = 0; i < inF; i++) d.data[o * inF + i] += b * A.data[aRow + i];
+    }
+  }
+  return d;
+}
+
+export interface ExpertParameterEntry {
+  /** full parameter path, e.g. `model.layers.0.mlp.experts.gate_up_proj` */
+  parameter: string;
+  /** PEFT module path its factors were written under */
+  wrapper: string;
+  /** rank per expert */
+  rank: number;
+  alpha: number;
+}
+
+/**
+ * Turns the adapter_config.json the PEFT writer produced (which saw the stacked factors as plain
+ * modules of rank r·E) into one PEFT loads with ParamWrapper: the wrappers leave target_modules and
+ * the patterns, the parameters go to target_parameters with their per-expert rank and alpha.
+ * `linearModules` are the ordinary LoRA modules written (their suffixes stay in target_modules).
+ */
+export async function rewriteConfigForExperts(configPath: string, entries: readonly ExpertParameterEntry[], linearModules: readonly string[]): Promise<void> {
+  const config = JSON.parse(await readFile(configPath, 'utf8')) as PeftConfig;
+  const rankPattern = { ...config.rank_pattern };
+  const alphaPattern = { ...config.alpha_pattern };
+  for (const e of entries) {
+    delete rankPattern[patternKey(e.wrapper)];
+    delete alphaPattern[patternKey(e.wrapper)];
+  }
+  for (const e of entries) {
+    if (e.rank !== config.r) rankPattern[patternKey(e.parameter)] = e.rank;
+    if (e.alpha !== config.lora_alpha) alphaPattern[patternKey(e.parameter)] = e.alpha;
+  }
+  const rewritten: PeftConfig = {
+    ...config,
+    target_modules: [...new Set(linearModules.map(moduleSuffix))].sort(),
+    target_parameters: entries.map((e) => e.parameter).sort(),
+    rank_pattern: rankPattern,
+    alpha_pattern: alphaPattern,
+  };
+  await atomicWriteFile(configPath, JSON.stringify(rewritten, null, 2) + '\n');
+}
