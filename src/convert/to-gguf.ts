@@ -1,0 +1,135 @@
+/**
+ * Hugging Face safetensors checkpoint → llama.cpp GGUF model, written the way llama.cpp's
+ * convert_hf_to_gguf.py writes Llama-family (llama, qwen2, qwen3) models: the same tensor names,
+ * the Q/K row permutation for `llama`, 1-D tensors and norms kept in F32, the same model KVs, and
+ * tokenizer metadata either copied from a GGUF (`vocabFrom`) or built from the model folder.
+ *
+ * Every tensor's shape is known from the safetensors headers, so the GGUF header is written first
+ * and each tensor streams straight into place: memory holds about two tensors at a time.
+ */
+import { basename } from 'node:path';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { createGgufSink, kvString, kvU32, type GgufKv, type GgufTensorPlan } from '../io/gguf.js';
+import type { FloatDType } from '../io/types.js';
+import { ggufArchFromConfig, hfToGgufTensorName, permuteQkRows, qkPermuteHeadCount, type GgufArch } from '../lora/gguf-names.js';
+import { prefetch } from '../pipeline/prefetch.js';
+import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors, textHparams } from './gguf-hparams.js';
+import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
+import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
+
+export interface ToGgufOptions {
+  /** Storage dtype of 2-D weights; 1-D tensors and norms are always F32. Default F16 (the converter's default). */
+  dtype?: FloatDType;
+  /** Copy all `tokenizer.*` KVs from this GGUF instead of reading the model folder's tokenizer files. */
+  vocabFrom?: string;
+  /** general.name; default the model folder's name (as the converter does). */
+  name?: string;
+  /** Called after each tensor is written (progress). */
+  onTensor?: (ggufName: string, index: number, total: number) => void;
+}
+
+export interface ToGgufResult {
+  path: string;
+  arch: GgufArch;
+  dtype: FloatDType;
+  tensors: number;
+  /** Tokens in the written vocabulary. */
+  vocabSize: number;
+  /** Where the tokenizer metadata came from. */
+  tokenizer: string;
+}
+
+/** Buffers HF checkpoints carry that llama.cpp recomputes (the converter skips them too). */
+const SKIPPED_SUFFIXES = ['.attention.masked_bias', '.attention.bias', '.rotary_emb.inv_freq'];
+
+interface PlannedTensor {
+  hfName: string | undefined;
+  plan: GgufTensorPlan;
+  /** Produces the tensor's f32 data in GGUF layout. */
+  load: () => Promise<Float32Array>;
+}
+
+/** The converter stores 1-D tensors and every `*_norm.weight` in F32 whatever the output type. */
+function storageDtype(ggufName: string, shape: number[], dtype: FloatDType): FloatDType {
+  return shape.length <= 1 || ggufName.endsWith('_norm.weight') ? 'F32' : dtype;
+}
+
+function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, unknown>, dtype: FloatDType): PlannedTensor[] {
+  const planned: PlannedTensor[] = [];
+  const ropeFactors = llama3RopeFactors(ckpt.path, textHparams(config));
+  if (ropeFactors) {
+    planned.push({ hfName: undefined, plan: { name: 'rope_freqs.weight', shape: [ropeFactors.length], dtype: 'F32' }, load: async () => ropeFactors });
+  }
+  for (const info of ckpt.list()) {
+    if (SKIPPED_SUFFIXES.some((s) => info.name.endsWith(s))) continue;
+    const name = hfToGgufTensorName(arch, info.name);
+    if (name === undefined) {
+      throw new Error(`${ckpt.path}: tensor "${info.name}" has no llama.cpp name for architecture "${arch}"; to-gguf converts plain ${arch} checkpoints only`);
+    }
+    const shape = [...info.shape];
+    const modulePath = info.name.replace(/\.(weight|bias)$/, '');
+    const nHead = qkPermuteHeadCount(arch, config, modulePath);
+    const load = async () => {
+      const data = await ckpt.read(info.name);
+      return nHead === undefined ? data : permuteQkRows(data, shape[0]!, shape.length > 1 ? shape[1]! : 1, nHead);
+    };
+    planned.push({ hfName: info.name, plan: { name, shape, dtype: storageDtype(name, shape, dtype) }, load });
+  }
+  return planned;
+}
+
+/** Rows of the token embedding: the vocabulary size llama.cpp will check the tokenizer against. */
+function embeddingRows(planned: PlannedTensor[], where: string): number {
+  const embd = planned.find((t) => t.plan.name === 'token_embd.weight');
+  if (!embd) throw new Error(`${where}: no model.embed_tokens.weight tensor; is this a complete causal-LM checkpoint?`);
+  return embd.plan.shape[0]!;
+}
+
+/**
+ * Converts the checkpoint at `modelPath` (folder or .safetensors file with config.json beside it)
+ * to a GGUF model at `outPath`, atomically (the file appears only when complete).
+ */
+export async function convertToGguf(modelPath: string, outPath: string, opts: ToGgufOptions = {}): Promise<ToGgufResult> {
+  const dtype = opts.dtype ?? 'F16';
+  const ckpt = await openCheckpoint(modelPath);
+  try {
+    const config = ckpt.config;
+    if (!config) throw new Error(`${ckpt.path}: no config.json next to the weights; to-gguf needs it for the architecture and hyper-parameters`);
+    const arch = ggufArchFromConfig(config);
+    const hparamKvs = ggufHparamKvs(ckpt.path, arch, config, dtype);
+    const planned = planTensors(ckpt, arch, config, dtype);
+    const vocabRows = embeddingRows(planned, ckpt.path);
+
+    const tokenizer: TokenizerKvs = opts.vocabFrom
+      ? await tokenizerKvsFromGguf(opts.vocabFrom)
+      : await tokenizerKvsFromFolder(ckpt.dir, arch, textHparams(config));
+    if (tokenizer.tokenCount !== vocabRows) {
+      throw new Error(
+        `${tokenizer.source}: the tokenizer has ${tokenizer.tokenCount} tokens but ${ckpt.path} has ${vocabRows} embedding rows; llama.cpp needs them equal — use a matching vocabulary`,
+      );
+    }
+
+    const kv: Array<[string, GgufKv]> = [
+      ['general.architecture', kvString(arch)],
+      ['general.type', kvString('model')],
+      ['general.name', kvString(opts.name ?? basename(ckpt.dir))],
+      ...hparamKvs,
+      ['general.quantization_version', kvU32(GGML_QUANT_VERSION)],
+      ...tokenizer.kvs,
+    ];
+    const sink = await createGgufSink(outPath, { kv, plan: planned.map((t) => t.plan) });
+    try {
+      for await (const { item, value, index } of prefetch(planned, (t) => t.load(), 1)) {
+        await sink.add(item.plan.name, item.plan.shape, value);
+        opts.onTensor?.(item.plan.name, index, planned.length);
+      }
+      await sink.finish();
+    } catch (err) {
+      await sink.abort();
+      throw err;
+    }
+    return { path: outPath, arch, dtype, tensors: planned.length, vocabSize: tokenizer.tokenCount, tokenizer: tokenizer.source };
+  } finally {
+    await ckpt.close();
+  }
+}

@@ -1,0 +1,411 @@
+/**
+ * llama.cpp as a real client in tests, through node-llama-cpp installed by `npm run setup:llama`
+ * under .llama/ (kept out of the project's own dependencies: it is ~85 MB of native code), plus
+ * tiny synthetic Llama checkpoints with planted low-rank deltas to feed it.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { pathToFileURL } from 'node:url';
+import { createRng } from '../../src/linalg/random.js';
+import type { LoraModule } from '../../src/lora/adapter.js';
+import { matrix, type Matrix } from '../../src/tensor/matrix.js';
+import { REPO_ROOT } from './cli.js';
+import { writeModelFolder } from './synthetic.js';
+
+const run = promisify(execFile);
+
+export const NODE_LLAMA_CPP_DIR = join(REPO_ROOT, '.llama', 'node_modules', 'node-llama-cpp');
+/** llama.cpp's source tree ships inside node-llama-cpp as a git bundle. */
+export const LLAMA_CPP_BUNDLE = join(NODE_LLAMA_CPP_DIR, 'llama', 'gitRelease.bundle');
+
+function missingSetup(what: string): Error {
+  return new Error(`${what} is missing: run \`npm run setup:llama\` (installs node-llama-cpp under .llama/) before these tests`);
+}
+
+// The part of node-llama-cpp's API these tests use (its own types live outside our node_modules).
+export interface LlamaModelLike {
+  tokenize(text: string): number[];
+  createContext(opts: Record<string, unknown>): Promise<LlamaContextLike>;
+  dispose(): Promise<void>;
+}
+interface LlamaContextLike {
+  getSequence(): {
+    controlledEvaluate(input: Array<number | [number, Record<string, unknown>]>): Promise<Array<{ next?: { logits?: Map<number, number> } } | undefined>>;
+  };
+  dispose(): Promise<void>;
+}
+export interface LlamaLike {
+  loadModel(opts: { modelPath: string; gpuLayers?: number }): Promise<LlamaModelLike>;
+  dispose(): Promise<void>;
+}
+
+/** node-llama-cpp's Llama on the CPU, never downloading or building anything. Throws (never skips) when not installed. */
+export async function loadLlama(): Promise<LlamaLike> {
+  if (!existsSync(join(NODE_LLAMA_CPP_DIR, 'package.json'))) throw missingSetup(`node-llama-cpp (${NODE_LLAMA_CPP_DIR})`);
+  const mod = (await import(pathToFileURL(join(NODE_LLAMA_CPP_DIR, 'dist', 'index.js')).href)) as {
+    getLlama(opts: Record<string, unknown>): Promise<LlamaLike>;
+  };
+  return mod.getLlama({ gpu: false, build: 'never', logLevel: 'error', maxThreads: 2 });
+}
+
+/**
+ * Extracts files of llama.cpp's source tree (e.g. `models/ggml-vocab-llama-spm.gguf`) from
+ * node-llama-cpp's git bundle into `destDir` (flat, by base name); returns their paths in order.
+ */
+export async function extractFromLlamaCppSource(relPaths: string[], destDir: string): Promise<string[]> {
+  if (!existsSync(LLAMA_CPP_BUNDLE)) throw missingSetup(`llama.cpp source bundle (${LLAMA_CPP_BUNDLE})`);
+  const repo = await mkdtemp(join(tmpdir(), 'loraforge-llamacpp-src-'));
+  try {
+    await run('git', ['init', '-q', repo]);
+    await run('git', ['-C', repo, 'fetch', '-q', LLAMA_CPP_BUNDLE]);
+    await mkdir(destDir, { recursive: true });
+    const out: string[] = [];
+    for (const relPath of relPaths) {
+      const { stdout } = await run('git', ['-C', repo, 'show', `FETCH_HEAD:${relPath}`], { encoding: 'buffer', maxBuffer: 64 << 20 });
+      const path = join(destDir, relPath.split('/').pop()!);
+      await writeFile(path, stdout);
+      out.push(path);
+    }
+    return out;
+  } finally {
+    await rm(repo, { recursive: true, force: true });
+  }
+}
+
+/** Full next-token logits (vocabulary order) after each of `tokens`, from llama.cpp. */
+export async function llamaLogits(
+  model: LlamaModelLike,
+  tokens: number[],
+  vocabSize: number,
+  lora?: { filePath: string; scale?: number },
+): Promise<Float32Array[]> {
+  const context = await model.createContext({
+    contextSize: 256,
+    batchSize: tokens.length,
+    threads: 2,
+    // f32 all the way: an f16 KV cache or the CPU flash-attention kernel (which rounds to f16)
+    // would blur differences of ~1e-3 between the runs being compared
+    experimentalKvCacheKeyType: 'F32',
+    experimentalKvCacheValueType: 'F32',
+    flashAttention: false,
+    ...(lora ? { lora: { adapters: [{ filePath: lora.filePath, scale: lora.scale ?? 1 }] } } : {}),
+  });
+  try {
+    const out = await context.getSequence().controlledEvaluate(tokens.map((t) => [t, { generateNext: { logits: true } }]));
+    return out.map((item, i) => {
+      const logits = item?.next?.logits;
+      if (!logits || logits.size !== vocabSize) throw new Error(`llama.cpp returned ${logits?.size ?? 0} logits for position ${i}, expected ${vocabSize}`);
+      const row = new Float32Array(vocabSize);
+      for (const [tok, v] of logits) row[tok] = v;
+      return row;
+    });
+  } finally {
+    await context.dispose();
+  }
+}
+
+export function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) for (let j = 0; j < a[i]!.length; j++) m = Math.max(m, Math.abs(a[i]![j]! - b[i]![j]!));
+  return m;
+}
+
+export function maxAbs(a: Float32Array[]): number {
+  let m = 0;
+  for (const row of a) for (const v of row) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic Llama checkpoints
+// ---------------------------------------------------------------------------------------------
+
+export interface TinyLlamaShape {
+  vocab: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+}
+
+export function tinyLlamaConfig(s: TinyLlamaShape, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: s.vocab,
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    max_position_embeddings: 2048,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+    hidden_act: 'silu',
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: 'float32',
+    ...extra,
+  };
+}
+
+type Tensors = Record<string, { shape: number[]; data: Float32Array }>;
+
+/** Zero-mean noise with standard deviation `std`: uniform, which is ~3× cheaper than normal for vocab-sized tensors. */
+function noise(n: number, std: number, rng: ReturnType<typeof createRng>): Float32Array {
+  const d = new Float32Array(n);
+  const halfWidth = Math.sqrt(3) * std;
+  for (let i = 0; i < n; i++) d[i] = (2 * rng.next() - 1) * halfWidth;
+  return d;
+}
+
+/**
+ * Random Llama weights with roughly unit-scale activations and logits (HF names, base-weight
+ * orientation); no lm_head when `tied`.
+ */
+export function tinyLlamaWeights(s: TinyLlamaShape, seed: number, tied = false): Tensors {
+  const rng = createRng(seed);
+  const headDim = s.hidden / s.heads;
+  const t: Tensors = {};
+  const linear = (name: string, out: number, inp: number) => (t[name] = { shape: [out, inp], data: noise(out * inp, 1 / Math.sqrt(inp), rng) });
+  const norm = (name: string) => {
+    const d = noise(s.hidden, 0.1, rng);
+    for (let i = 0; i < d.length; i++) d[i]! += 1;
+    t[name] = { shape: [s.hidden], data: d };
+  };
+  t['model.embed_tokens.weight'] = { shape: [s.vocab, s.hidden], data: noise(s.vocab * s.hidden, 1, rng) };
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}.`;
+    norm(`${p}input_layernorm.weight`);
+    linear(`${p}self_attn.q_proj.weight`, s.heads * headDim, s.hidden);
+    linear(`${p}self_attn.k_proj.weight`, s.kvHeads * headDim, s.hidden);
+    linear(`${p}self_attn.v_proj.weight`, s.kvHeads * headDim, s.hidden);
+    linear(`${p}self_attn.o_proj.weight`, s.hidden, s.heads * headDim);
+    norm(`${p}post_attention_layernorm.weight`);
+    linear(`${p}mlp.gate_proj.weight`, s.intermediate, s.hidden);
+    linear(`${p}mlp.up_proj.weight`, s.intermediate, s.hidden);
+    linear(`${p}mlp.down_proj.weight`, s.hidden, s.intermediate);
+  }
+  norm('model.norm.weight');
+  if (tied) return t;
+  // larger than 1/√hidden so logits spread over a few units and a wrong delta shows clearly
+  t['lm_head.weight'] = { shape: [s.vocab, s.hidden], data: noise(s.vocab * s.hidden, 3 / Math.sqrt(s.hidden), rng) };
+  return t;
+}
+
+export interface PlantedDelta {
+  /** module path, e.g. model.layers.0.self_attn.q_proj */
+  module: string;
+  rank: number;
+  alpha: number;
+}
+
+/**
+ * Adds ΔW = s·B·A (s = alpha/rank) to each listed module of `base` and returns the new tensors
+ * and the LoRA modules that produce exactly that change. ‖ΔW‖ is about `relative`·‖W‖.
+ */
+export function plantLowRankDeltas(base: Tensors, deltas: PlantedDelta[], seed: number, relative = 0.3): { tensors: Tensors; modules: LoraModule[] } {
+  const rng = createRng(seed);
+  const tensors: Tensors = { ...base };
+  const modules: LoraModule[] = [];
+  for (const d of deltas) {
+    const w = base[`${d.module}.weight`];
+    if (!w) throw new Error(`no tensor ${d.module}.weight to plant a delta in`);
+    const [out, inp] = w.shape as [number, number];
+    const s = d.alpha / d.rank;
+    // ΔW entries ≈ relative·(W's entry scale): A ~ N(0, 1/√rank), B ~ N(0, relative·σ_W)/s
+    let sq = 0;
+    for (const v of w.data) sq += v * v;
+    const sigmaW = Math.sqrt(sq / w.data.length);
+    const A: Matrix = matrix(d.rank, inp, noise(d.rank * inp, 1 / Math.sqrt(d.rank), rng));
+    const B: Matrix = matrix(out, d.rank, noise(out * d.rank, (relative * sigmaW) / s, rng));
+    const data = Float32Array.from(w.data);
+    for (let i = 0; i < out; i++) {
+      for (let k = 0; k < d.rank; k++) {
+        const b = s * B.data[i * d.rank + k]!;
+        for (let j = 0; j < inp; j++) data[i * inp + j]! += b * A.data[k * inp + j]!;
+      }
+    }
+    tensors[`${d.module}.weight`] = { shape: w.shape, data };
+    modules.push({ name: d.module, kind: d.module.endsWith('embed_tokens') ? 'embedding' : 'linear', A, B, alpha: d.alpha });
+  }
+  return { tensors, modules };
+}
+
+export async function writeTinyLlama(dir: string, tensors: Tensors, config: Record<string, unknown>): Promise<void> {
+  await writeModelFolder(dir, tensors, { dtype: 'F32', config });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference forward pass (Hugging Face LlamaForCausalLM / Qwen2ForCausalLM semantics, f64)
+// ---------------------------------------------------------------------------------------------
+
+/** y = W·x (+ b) for a row-major (out × in) weight. */
+function affine(w: { shape: number[]; data: Float32Array }, x: Float64Array, bias?: { data: Float32Array }): Float64Array {
+  const [out, inp] = w.shape as [number, number];
+  const y = new Float64Array(out);
+  for (let i = 0; i < out; i++) {
+    let s = bias ? bias.data[i]! : 0;
+    const row = i * inp;
+    for (let j = 0; j < inp; j++) s += w.data[row + j]! * x[j]!;
+    y[i] = s;
+  }
+  return y;
+}
+
+function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
+  let ss = 0;
+  for (const v of x) ss += v * v;
+  const inv = 1 / Math.sqrt(ss / x.length + eps);
+  return x.map((v, i) => v * inv * w[i]!);
+}
+
+/** HF's rotate_half RoPE on each head of `v` (heads × headDim) at position `pos`. */
+function rope(v: Float64Array, heads: number, headDim: number, pos: number, theta: number): void {
+  const half = headDim / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      const angle = pos * theta ** (-(2 * i) / headDim);
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      const a = v[h * headDim + i]!;
+      const b = v[h * headDim + i + half]!;
+      v[h * headDim + i] = a * c - b * s;
+      v[h * headDim + i + half] = b * c + a * s;
+    }
+  }
+}
+
+/**
+ * Next-token logits after each token, computed from the HF tensors exactly as transformers'
+ * Llama/Qwen2 modeling code does (RMSNorm, rotate-half RoPE, causal GQA attention, SwiGLU MLP;
+ * q/k/v biases when present). An independent oracle for what a correct GGUF must compute.
+ */
+export function referenceLogits(t: Tensors, config: Record<string, unknown>, tokens: number[]): Float64Array[] {
+  const hidden = config['hidden_size'] as number;
+  const heads = config['num_attention_heads'] as number;
+  const kvHeads = (config['num_key_value_heads'] as number | undefined) ?? heads;
+  const layers = config['num_hidden_layers'] as number;
+  const eps = config['rms_norm_eps'] as number;
+  const theta = (config['rope_theta'] as number | undefined) ?? 10000;
+  const headDim = hidden / heads;
+  const embed = t['model.embed_tokens.weight']!;
+  const keys: Float64Array[][] = Array.from({ length: layers }, () => []);
+  const values: Float64Array[][] = Array.from({ length: layers }, () => []);
+  const out: Float64Array[] = [];
+  tokens.forEach((tok, pos) => {
+    let h = Float64Array.from(embed.data.subarray(tok * hidden, (tok + 1) * hidden));
+    for (let l = 0; l < layers; l++) {
+      const p = `model.layers.${l}.`;
+      const x = rmsNorm(h, t[`${p}input_layernorm.weight`]!.data, eps);
+      const q = affine(t[`${p}self_attn.q_proj.weight`]!, x, t[`${p}self_attn.q_proj.bias`]);
+      const k = affine(t[`${p}self_attn.k_proj.weight`]!, x, t[`${p}self_attn.k_proj.bias`]);
+      const v = affine(t[`${p}self_attn.v_proj.weight`]!, x, t[`${p}self_attn.v_proj.bias`]);
+      rope(q, heads, headDim, pos, theta);
+      rope(k, kvHeads, headDim, pos, theta);
+      keys[l]!.push(k);
+      values[l]!.push(v);
+      const attn = new Float64Array(heads * headDim);
+      for (let hd = 0; hd < heads; hd++) {
+        const kv = Math.floor(hd / (heads / kvHeads));
+        const scores = keys[l]!.map((kk) => {
+          let s = 0;
+          for (let d = 0; d < headDim; d++) s += q[hd * headDim + d]! * kk[kv * headDim + d]!;
+          return s / Math.sqrt(headDim);
+        });
+        const m = Math.max(...scores);
+        const w = scores.map((s) => Math.exp(s - m));
+        const z = w.reduce((a, b) => a + b, 0);
+        for (let j = 0; j < w.length; j++) {
+          for (let d = 0; d < headDim; d++) attn[hd * headDim + d]! += (w[j]! / z) * values[l]![j]![kv * headDim + d]!;
+        }
+      }
+      const o = affine(t[`${p}self_attn.o_proj.weight`]!, attn);
+      h = h.map((v2, i) => v2 + o[i]!);
+      const x2 = rmsNorm(h, t[`${p}post_attention_layernorm.weight`]!.data, eps);
+      const gate = affine(t[`${p}mlp.gate_proj.weight`]!, x2);
+      const up = affine(t[`${p}mlp.up_proj.weight`]!, x2);
+      const act = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]!);
+      const down = affine(t[`${p}mlp.down_proj.weight`]!, act);
+      h = h.map((v2, i) => v2 + down[i]!);
+    }
+    const head = t['lm_head.weight'] ?? embed;
+    out.push(affine(head, rmsNorm(h, t['model.norm.weight']!.data, eps)));
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer material from llama.cpp's vocab GGUFs and golden tokenization vectors
+// ---------------------------------------------------------------------------------------------
+
+export interface VocabArrays {
+  kv: Map<string, unknown>;
+  tokens: string[];
+  types: number[];
+  scores?: number[];
+  merges?: string[];
+}
+
+export async function readVocabGguf(path: string): Promise<VocabArrays> {
+  const { openGguf } = await import('../../src/io/gguf.js');
+  const f = await openGguf(path);
+  try {
+    const kv = f.kv;
+    return {
+      kv,
+      tokens: kv.get('tokenizer.ggml.tokens') as string[],
+      types: kv.get('tokenizer.ggml.token_type') as number[],
+      scores: kv.get('tokenizer.ggml.scores') as number[] | undefined,
+      merges: kv.get('tokenizer.ggml.merges') as string[] | undefined,
+    };
+  } finally {
+    await f.close();
+  }
+}
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+/**
+ * A SentencePiece `tokenizer.model` (protobuf ModelProto with only `pieces`: piece = 1,
+ * score = 2 (float), type = 3 (enum)), encoded from scratch for tests.
+ */
+export function encodeSentencePieceModel(pieces: Array<{ piece: string; score: number; type: number }>): Buffer {
+  const chunks: Buffer[] = [];
+  for (const p of pieces) {
+    const text = Buffer.from(p.piece, 'utf8');
+    const score = Buffer.alloc(4);
+    score.writeFloatLE(p.score);
+    const body = Buffer.concat([Buffer.from([0x0a, ...varint(text.length)]), text, Buffer.from([0x15]), score, Buffer.from([0x18, ...varint(p.type)])]);
+    chunks.push(Buffer.from([0x0a, ...varint(body.length)]), body);
+  }
+  // a trainer_spec-like field 2 the parser must skip
+  chunks.push(Buffer.from([0x12, 0x02, 0x08, 0x01]));
+  return Buffer.concat(chunks);
+}
+
+/** llama.cpp's tests/test-tokenizer-0 cases: inputs split on "\n__ggml_vocab_test__\n", one line of ids per input. */
+export async function readGoldenTokenizerCases(inpPath: string, outPath: string): Promise<Array<{ text: string; ids: number[] }>> {
+  const { readFile } = await import('node:fs/promises');
+  const raw = await readFile(inpPath, 'utf8');
+  const inputs = raw.split('\n__ggml_vocab_test__\n');
+  if (inputs[inputs.length - 1] === '') inputs.pop();
+  const lines = (await readFile(outPath, 'utf8')).split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  if (inputs.length !== lines.length) throw new Error(`${inpPath}: ${inputs.length} inputs but ${lines.length} expected outputs`);
+  return inputs.map((text, i) => ({ text, ids: lines[i]!.trim() === '' ? [] : lines[i]!.trim().split(' ').map(Number) }));
+}
