@@ -1,0 +1,188 @@
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Option, type Command } from 'commander';
+import type { FloatDType } from '../io/types.js';
+import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
+import {
+  MAJORITY_SIGNS,
+  MERGE_METHODS,
+  METHOD_NAMES,
+  REPORT_FILE,
+  checkMethodOptions,
+  mergeAdapters,
+  type AdapterInput,
+  type MajoritySign,
+  type MergeReport,
+  type MethodName,
+} from '../merge-adapters/index.js';
+import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
+import { table } from './format.js';
+import { createProgress } from './progress.js';
+
+interface MergeAdaptersFlags {
+  adapter: string[];
+  method: MethodName;
+  out: string;
+  density?: string;
+  majoritySign?: MajoritySign;
+  svdRank?: string;
+  svdClamp?: string;
+  seed?: string;
+  exact?: boolean;
+  format: AdapterFormat;
+  dtype: FloatDType;
+  baseConfig?: string;
+  force?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** `DIR` or `DIR:WEIGHT` (the last colon followed by a number splits them; weight defaults to 1). */
+export function parseAdapterSpec(spec: string): AdapterInput {
+  const m = /^(.+):([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$/.exec(spec);
+  if (!m) return { path: spec, weight: 1 };
+  return { path: m[1], weight: Number(m[2]) };
+}
+
+/** atomicOutputDir refuses too, but its message names the library option, not this command's flag. */
+async function refuseNonEmptyOut(out: string): Promise<void> {
+  const entries = await readdir(out).catch(() => []);
+  if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
+}
+
+/** config.json itself or a model folder holding one. */
+async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
+  const file = (await stat(path)).isDirectory() ? join(path, 'config.json') : path;
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new UsageError(`--base-config ${file}: cannot read it as JSON (${(err as Error).message})`);
+  }
+}
+
+function formatError(e: number | null): string {
+  if (e === null) return '-';
+  return e < 1e-3 ? e.toExponential(1) : e.toFixed(4);
+}
+
+/** Modules grouped by their path with layer numbers starred (`model.layers.*.self_attn.q_proj`). */
+function summaryTable(report: MergeReport): string {
+  const groups = new Map<string, MergeReport['modules']>();
+  for (const m of report.modules) {
+    const key = m.name.replace(/\.\d+(?=\.|$)/g, '.*');
+    groups.set(key, [...(groups.get(key) ?? []), m]);
+  }
+  const distinct = (xs: Array<string | number>) => [...new Set(xs)].join('/');
+  const rows = [['module', 'count', 'input ranks', 'output rank', 'rel. error (max)', 'rel. error (mean)']];
+  for (const [key, ms] of groups) {
+    const errors = ms.map((m) => m.relError).filter((e): e is number => e !== null);
+    rows.push([
+      key,
+      String(ms.length),
+      distinct(ms.map((m) => m.inputRanks.map((r) => r ?? '-').join(','))),
+      distinct(ms.map((m) => (m.omitted ? 'omitted' : m.outputRank))),
+      formatError(errors.length ? Math.max(...errors) : null),
+      formatError(errors.length ? errors.reduce((a, b) => a + b, 0) / errors.length : null),
+    ]);
+  }
+  return table(rows);
+}
+
+function printSummary(report: MergeReport): void {
+  const how = report.semantics === 'exact' ? 'exact deltas' : 'PEFT semantics';
+  const method = report.resolvedMethod === report.method ? report.method : `${report.method} → ${report.resolvedMethod}`;
+  const lines = [
+    `merged ${report.adapters.length} adapter(s) with ${method} (${how}) into ${report.out} (${report.format}) in ${report.seconds.toFixed(1)} s`,
+    ...report.adapters.map((a, i) => `  [${i + 1}] ${a.path}  weight ${a.weight}  r=${a.ranks.join('/')}  ${a.modules} modules`),
+    '',
+    summaryTable(report),
+    '',
+    `relative error = ‖merged − Σ w_i·s_i·B_i·A_i‖_F / ‖Σ w_i·s_i·B_i·A_i‖_F per module; max ${formatError(report.maxRelError)}`,
+  ];
+  if (report.carriedTensors.length) lines.push(`copied full tensors (modules_to_save): ${report.carriedTensors.join(', ')}`);
+  for (const note of report.notes) lines.push(`note: ${note}`);
+  lines.push(`report: ${join(report.out, REPORT_FILE)}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+const METHOD_HELP = METHOD_NAMES.map((n) => `  ${n.padEnd(20)} ${MERGE_METHODS[n].summary}`).join('\n');
+
+export function registerMergeAdapters(program: Command): void {
+  program
+    .command('merge-adapters')
+    .description(
+      'Merge LoRA adapters into one with PEFT add_weighted_adapter semantics (default) or exactly (--exact). Writes the new adapter ' +
+        '(r = lora_alpha, scaling 1) and report.json with each module\'s relative error against the exact weighted sum Σ w_i·s_i·B_i·A_i.',
+    )
+    .option('--adapter <dir[:weight]>', 'a PEFT adapter folder and its weight (default 1); repeat for each adapter', (v: string, acc: string[]) => [...acc, v], [])
+    .addOption(new Option('--method <name>', 'merge method (see below)').choices(METHOD_NAMES).makeOptionMandatory())
+    .requiredOption('--out <dir>', 'output folder (created atomically)')
+    .option('--density <d>', 'fraction of entries kept by ties / dare_* / magnitude_prune (default 0.5)')
+    .addOption(new Option('--majority-sign <how>', 'TIES sign election: sign of the sum or of the sign count (default total)').choices(MAJORITY_SIGNS))
+    .option('--svd-rank <n>', 'output rank of the SVD merges (default: the largest input rank; linear --exact: lossless)')
+    .option('--svd-clamp <q>', 'clamp the SVD factors at this quantile of their entries, as PEFT svd_clamp')
+    .option('--seed <n>', 'seed of the DARE masks (default 0)')
+    .option('--exact', 'merge the true deltas w_i·s_i·B_i·A_i and re-factorise: no cross terms, no double scaling')
+    .addOption(new Option('--format <f>', 'output format').choices(ADAPTER_FORMATS).default('peft'))
+    .addOption(new Option('--dtype <t>', 'storage dtype of the new factors').choices(['F32', 'BF16', 'F16']).default('F32').argParser((v) => v.toUpperCase()))
+    .option('--base-config <path>', "the base model's config.json (or its folder); needed for --format gguf|both")
+    .option('--force', 'replace --out if it exists and is not empty')
+    .option('--json', 'print the report as JSON')
+    .option('--quiet', 'no progress bar')
+    .addHelpText(
+      'after',
+      `
+Methods (PEFT's names and formulas):
+${METHOD_HELP}
+
+  linear, ties, dare_linear, dare_ties and magnitude_prune merge lora_A and lora_B separately, as PEFT
+  does: the result B'·A' carries cross terms B_j·A_i and is not the weighted sum of the adapters (often
+  100% off). The *_svd methods reproduce PEFT 5d602fd, which applies each adapter's scaling twice.
+  --exact merges the true deltas instead (for *_svd: what PEFT does after PR #3111) and re-factorises
+  with an SVD; svd and linear --exact never form the out×in delta. With one adapter every method is
+  linear, as in PEFT. DoRA adapters cannot be merged yet.
+
+Examples:
+  loraforge merge-adapters --adapter ./math:0.7 --adapter ./code:0.3 --method cat --out ./merged
+  loraforge merge-adapters --adapter ./a --adapter ./b:-0.5 --method svd --exact --svd-rank 32 --out ./merged
+  loraforge merge-adapters --adapter ./a --adapter ./b --method ties_svd --density 0.3 --out ./merged --json`,
+    )
+    .action(async (flags: MergeAdaptersFlags) => {
+      if (flags.adapter.length === 0) throw new UsageError('give at least one --adapter DIR[:weight]');
+      const adapters = flags.adapter.map(parseAdapterSpec);
+      const method = MERGE_METHODS[flags.method];
+      const options = {
+        density: flags.density === undefined ? undefined : parseFloatFlag('--density', flags.density, [0, 1]),
+        majoritySign: flags.majoritySign,
+        svdRank: flags.svdRank === undefined ? undefined : parseIntFlag('--svd-rank', flags.svdRank, 1),
+        svdClamp: flags.svdClamp === undefined ? undefined : parseFloatFlag('--svd-clamp', flags.svdClamp, [0, 1]),
+        seed: flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0),
+        exact: flags.exact ?? false,
+      };
+      const problem = checkMethodOptions(method, options);
+      if (problem) throw new UsageError(problem);
+      if (flags.format !== 'peft' && !flags.baseConfig) {
+        throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model's config: pass --base-config`);
+      }
+      if (!flags.force) await refuseNonEmptyOut(flags.out);
+      const baseConfig = flags.baseConfig ? await readBaseConfig(flags.baseConfig) : undefined;
+      let progress: ReturnType<typeof createProgress> | undefined;
+      const report = await mergeAdapters({
+        ...options,
+        adapters,
+        method: flags.method,
+        out: flags.out,
+        format: flags.format,
+        dtype: flags.dtype,
+        baseConfig,
+        overwrite: flags.force ?? false,
+        onProgress: (done, total, name) => {
+          progress ??= createProgress('merging', total, { quiet: flags.quiet || flags.json });
+          progress.tick(name);
+          if (done === total) progress.done();
+        },
+      });
+      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      else printSummary(report);
+    });
+}

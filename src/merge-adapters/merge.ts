@@ -1,0 +1,318 @@
+/**
+ * merge-adapters end to end: open the adapters, plan every module (which adapters have it, with
+ * what shape and rank), merge module by module while the next one is read, write the new adapter
+ * through the adapter sink with r = alpha (scaling 1, as PEFT does) and report how far each module
+ * is from the exact weighted sum.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FloatDType } from '../io/types.js';
+import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import type { LinalgBackend } from '../linalg/backend.js';
+import { getBackend } from '../linalg/index.js';
+import { openPeftAdapter, type LoraKind, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { createAdapterSink, type AdapterFormat } from '../lora/sink.js';
+import { prefetch } from '../pipeline/prefetch.js';
+import { transpose } from '../tensor/matrix.js';
+import { compareToWeightedSum } from './exact.js';
+import { unequalRanksProblem } from './combine-factors.js';
+import {
+  MERGE_METHODS,
+  acceptedParams,
+  checkMethodOptions,
+  defaultSvdRank,
+  mergeModule,
+  type MethodName,
+  type MethodOptions,
+  type MethodParam,
+} from './methods.js';
+import { seededMaskSource } from './prune.js';
+import type { LowRank, MajoritySign, MaskSource, MergeTerm } from './types.js';
+
+export const REPORT_FILE = 'report.json';
+const DEFAULT_DENSITY = 0.5;
+const DEFAULT_MAJORITY_SIGN: MajoritySign = 'total';
+const DEFAULT_SEED = 0;
+
+export interface AdapterInput {
+  /** PEFT adapter folder (adapter_config.json + adapter_model.safetensors) */
+  path: string;
+  weight: number;
+}
+
+export interface MergeAdaptersOptions extends MethodOptions {
+  adapters: AdapterInput[];
+  method: MethodName;
+  out: string;
+  format?: AdapterFormat;
+  dtype?: FloatDType;
+  /** base model config.json, needed for GGUF output */
+  baseConfig?: Record<string, unknown>;
+  /** replace a non-empty --out */
+  overwrite?: boolean;
+  backend?: LinalgBackend;
+  /** where DARE masks come from; default: the seeded RNG (`seed`) */
+  masks?: MaskSource;
+  onProgress?: (done: number, total: number, module: string) => void;
+}
+
+export interface ModuleReport {
+  name: string;
+  kind: LoraKind;
+  method: MethodName;
+  /** rank per adapter, in command-line order; null where the adapter lacks the module */
+  inputRanks: Array<number | null>;
+  outputRank: number;
+  /** ‖result − Σ w_i·s_i·B_i·A_i‖_F / ‖Σ …‖_F; null when the exact sum is zero */
+  relError: number | null;
+  exactNorm: number;
+  clampHi?: number;
+  /** set when the module was left out of the output */
+  omitted?: string;
+}
+
+export interface MergeReport {
+  method: MethodName;
+  /** the method actually applied (PEFT turns any method into linear for a single adapter) */
+  resolvedMethod: MethodName;
+  /** 'peft': PEFT's formulas at the reference commit; 'exact': the true weighted deltas */
+  semantics: 'peft' | 'exact';
+  adapters: Array<{ path: string; weight: number; modules: number; ranks: number[] }>;
+  density?: number;
+  majoritySign?: MajoritySign;
+  /** output rank of the SVD paths (null: keep every non-zero singular value) */
+  svdRank?: number | null;
+  svdClamp?: number;
+  seed?: number;
+  out: string;
+  format: AdapterFormat;
+  modules: ModuleReport[];
+  /** modules_to_save tensors copied from the one adapter that has them */
+  carriedTensors: string[];
+  notes: string[];
+  maxRelError: number | null;
+  seconds: number;
+}
+
+interface ModulePlan {
+  name: string;
+  kind: LoraKind;
+  /** (adapter index, module info) for every adapter that has the module */
+  sources: Array<{ adapter: number; info: LoraModuleInfo }>;
+}
+
+const DORA_MESSAGE = 'DoRA adapters cannot be merged yet; convert them to LoRA first with `loraforge convert`';
+
+/** Modules in first-seen order over the adapters, with shapes and kinds checked to agree. */
+function planModules(adapters: PeftAdapter[]): ModulePlan[] {
+  const plans = new Map<string, ModulePlan>();
+  adapters.forEach((adapter, index) => {
+    for (const info of adapter.modules) {
+      if (info.hasMagnitude) throw new Error(`${adapter.dir}: module "${info.name}" is DoRA (has a magnitude vector). ${DORA_MESSAGE}`);
+      const plan = plans.get(info.name);
+      if (!plan) {
+        plans.set(info.name, { name: info.name, kind: info.kind, sources: [{ adapter: index, info }] });
+        continue;
+      }
+      const first = plan.sources[0];
+      const shape = (i: LoraModuleInfo) => `${i.kind} ${i.outFeatures}×${i.inFeatures}`;
+      if (info.kind !== plan.kind || info.outFeatures !== first.info.outFeatures || info.inFeatures !== first.info.inFeatures) {
+        throw new Error(
+          `module "${info.name}" is ${shape(first.info)} in ${adapters[first.adapter].dir} but ${shape(info)} in ${adapter.dir}: ` +
+            'adapters for different base models (or layers) cannot be merged',
+        );
+      }
+      plan.sources.push({ adapter: index, info });
+    }
+  });
+  return [...plans.values()];
+}
+
+/** modules_to_save tensors: carried over when one adapter has them, refused when several do (as PEFT). */
+function planFullTensors(adapters: PeftAdapter[]): Array<{ adapter: number; name: string; shape: number[] }> {
+  const owners = new Map<string, number>();
+  const out: Array<{ adapter: number; name: string; shape: number[] }> = [];
+  adapters.forEach((adapter, index) => {
+    for (const t of adapter.fullTensors) {
+      const other = owners.get(t.name);
+      if (other !== undefined) {
+        throw new Error(
+          `"${t.name}" is a full tensor (modules_to_save) in both ${adapters[other].dir} and ${adapter.dir}: full tensors cannot be ` +
+            'merged by weight; remove it from all but one adapter',
+        );
+      }
+      owners.set(t.name, index);
+      out.push({ adapter: index, name: t.name, shape: t.shape });
+    }
+  });
+  return out;
+}
+
+/** A module as a merge term, in PEFT's orientation (embeddings swapped), EDoRA latents folded into B. */
+async function loadTerm(backend: LinalgBackend, adapter: PeftAdapter, index: number, info: LoraModuleInfo, weight: number): Promise<MergeTerm> {
+  const m = await adapter.load(info.name);
+  const B = m.latent ? await backend.gemm(m.B, m.latent) : m.B; // ΔW = s·B·R·A = s·(B·R)·A
+  const f = m.kind === 'embedding' ? { A: transpose(B), B: transpose(m.A) } : { A: m.A, B };
+  return { adapter: index, A: f.A, B: f.B, scaling: info.scaling, weight };
+}
+
+/** Back from PEFT's orientation to the base weight's, as LoraModule wants. */
+function toLoraModule(name: string, kind: LoraKind, f: LowRank): LoraModule {
+  const rank = f.A.rows;
+  const factors = kind === 'embedding' ? { A: transpose(f.B), B: transpose(f.A) } : f;
+  return { name, kind, A: factors.A, B: factors.B, alpha: rank };
+}
+
+function validate(opts: MergeAdaptersOptions): void {
+  const m = MERGE_METHODS[opts.method];
+  if (!m) throw new Error(`unknown merge method "${opts.method}"`);
+  if (opts.adapters.length === 0) throw new Error('merge-adapters needs at least one adapter');
+  for (const a of opts.adapters) {
+    if (!Number.isFinite(a.weight)) throw new Error(`${a.path}: weight ${a.weight} is not a finite number`);
+  }
+  const problem = checkMethodOptions(m, opts);
+  if (problem) throw new Error(problem);
+}
+
+function notesFor(resolved: MethodName, requested: MethodName, exact: boolean, adapterCount: number): string[] {
+  const m = MERGE_METHODS[resolved];
+  const notes: string[] = [];
+  if (adapterCount === 1 && requested !== 'linear') {
+    notes.push(`one adapter: merged with linear whatever the method, as PEFT does (the result is exactly weight × its delta)`);
+  }
+  if (m.family === 'factors' && !exact) {
+    notes.push(
+      `${resolved} merges lora_A and lora_B separately, as PEFT does: B'·A' carries cross terms B_j·A_i (i ≠ j), so it is not ` +
+        'the weighted sum of the adapters; --exact merges the deltas and re-factorises instead',
+    );
+  }
+  if (m.family === 'svd' && !exact) {
+    notes.push(
+      `${resolved} reproduces PEFT at 5d602fd, which applies each adapter's scaling twice (weights w_i·s_i on deltas s_i·B_i·A_i); ` +
+        '--exact uses w_i, as PEFT does after PR #3111',
+    );
+  }
+  return notes;
+}
+
+/** Merges PEFT LoRA adapters into one new adapter; see docs/usage/merge-adapters.md. */
+export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
+  const started = performance.now();
+  validate(opts);
+  assertNotInput(opts.out, opts.adapters.map((a) => a.path));
+  const exact = opts.exact ?? false;
+  const format = opts.format ?? 'peft';
+  const backend = opts.backend ?? (await getBackend());
+
+  const adapters: PeftAdapter[] = [];
+  try {
+    for (const a of opts.adapters) adapters.push(await openPeftAdapter(a.path));
+    const plans = planModules(adapters);
+    if (plans.length === 0) throw new Error('the adapters have no LoRA modules to merge');
+    const fullTensors = planFullTensors(adapters);
+    // PEFT: with one adapter every combination type becomes linear
+    const resolvedName: MethodName = opts.adapters.length === 1 ? 'linear' : opts.method;
+    const method = MERGE_METHODS[resolvedName];
+    const maxInputRank = Math.max(...plans.flatMap((p) => p.sources.map((s) => s.info.rank)));
+    const rank = opts.svdRank ?? defaultSvdRank(method, exact, maxInputRank);
+    const uses = (p: MethodParam) => acceptedParams(method, exact).includes(p);
+    const density = opts.density ?? DEFAULT_DENSITY;
+    const seed = opts.seed ?? DEFAULT_SEED;
+    const masks = opts.masks ?? seededMaskSource(seed, density);
+    if (method.family === 'factors' && !exact) {
+      for (const p of plans) {
+        const sources = p.sources.map((s) => ({ label: opts.adapters[s.adapter].path, rank: s.info.rank }));
+        const problem = unequalRanksProblem(p.name, resolvedName, sources);
+        if (problem) throw new Error(problem);
+      }
+    }
+
+    const dir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
+    const sink = await createAdapterSink(dir.tmpPath, {
+      format,
+      dtype: opts.dtype,
+      baseModel: (adapters[0].config.base_model_name_or_path as string | null | undefined) ?? undefined,
+      baseConfig: opts.baseConfig,
+      useRslora: false, // r = alpha gives scaling 1 only without rsLoRA (PEFT keeps rsLoRA here: its quirk 8)
+    });
+    const modules: ModuleReport[] = [];
+    try {
+      const load = (p: ModulePlan) =>
+        Promise.all(p.sources.map((s) => loadTerm(backend, adapters[s.adapter], s.adapter, s.info, opts.adapters[s.adapter].weight)));
+      for await (const { item: plan, value: terms, index } of prefetch(plans, load)) {
+        const merged = await mergeModule(method, {
+          backend,
+          module: plan.name,
+          terms,
+          density,
+          majoritySign: opts.majoritySign ?? DEFAULT_MAJORITY_SIGN,
+          rank,
+          svdClamp: opts.svdClamp,
+          exact,
+          masks,
+        });
+        const cmp = await compareToWeightedSum(backend, merged, terms);
+        const inputRanks = opts.adapters.map((_, i) => plan.sources.find((s) => s.adapter === i)?.info.rank ?? null);
+        const row: ModuleReport = {
+          name: plan.name,
+          kind: plan.kind,
+          method: resolvedName,
+          inputRanks,
+          outputRank: merged.A.rows,
+          relError: cmp.relError,
+          exactNorm: cmp.exactNorm,
+        };
+        if (merged.clampHi !== undefined) row.clampHi = merged.clampHi;
+        if (merged.A.rows === 0) row.omitted = 'the merged delta is zero (the adapters cancel here); nothing to write';
+        else await sink.addModule(toLoraModule(plan.name, plan.kind, merged));
+        modules.push(row);
+        opts.onProgress?.(index + 1, plans.length, plan.name);
+      }
+      if (modules.every((m) => m.omitted)) {
+        throw new Error('the merged adapter is zero in every module (the weighted adapters cancel out); there is nothing to write');
+      }
+      for (const t of fullTensors) await sink.addFull(t.name, t.shape, await adapters[t.adapter].readFull(t.name));
+      await sink.finish();
+    } catch (err) {
+      await sink.abort();
+      await dir.abort();
+      throw err;
+    }
+
+    const errors = modules.map((m) => m.relError).filter((e): e is number => e !== null);
+    const report: MergeReport = {
+      method: opts.method,
+      resolvedMethod: resolvedName,
+      semantics: exact ? 'exact' : 'peft',
+      adapters: opts.adapters.map((a, i) => ({
+        path: a.path,
+        weight: a.weight,
+        modules: adapters[i].modules.length,
+        ranks: [...new Set(adapters[i].modules.map((m) => m.rank))].sort((x, y) => x - y),
+      })),
+      out: opts.out,
+      format,
+      modules,
+      carriedTensors: fullTensors.map((t) => t.name),
+      notes: notesFor(resolvedName, opts.method, exact, opts.adapters.length),
+      maxRelError: errors.length ? Math.max(...errors) : null,
+      seconds: 0,
+    };
+    if (uses('density')) report.density = density;
+    if (uses('majoritySign')) report.majoritySign = opts.majoritySign ?? DEFAULT_MAJORITY_SIGN;
+    if (uses('seed')) report.seed = seed;
+    if (uses('svdRank')) report.svdRank = Number.isFinite(rank) ? rank : null;
+    if (opts.svdClamp !== undefined) report.svdClamp = opts.svdClamp;
+    report.seconds = (performance.now() - started) / 1000;
+    try {
+      await writeFile(join(dir.tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+      await dir.commit();
+    } catch (err) {
+      await dir.abort();
+      throw err;
+    }
+    return report;
+  } finally {
+    for (const a of adapters) await a.close();
+  }
+}
