@@ -1,0 +1,161 @@
+/**
+ * Whole-model merge benchmark: `npx tsx bench/merge.ts [--layers N] [--vocab N] [--keep]`
+ * (or `npm run bench:merge`).
+ *
+ * Writes two 1B-shaped bf16 checkpoints (Llama 3.2 1B layout: hidden 2048, intermediate 8192,
+ * 32 query / 8 key-value heads, 16 layers by default; a small vocabulary to save time) into
+ * os.tmpdir(), then merges them with TIES (base + one fine-tune, density 0.5) and compares the time
+ * with the I/O floor measured in the same run: reading both inputs (decoded to f32) and writing
+ * one output of the same shape, pipelined the same way. Each measurement runs in a child process,
+ * so its peak RSS is its own. Goal: merge ÷ I/O ≤ 1.5, peak RSS a few tensors.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openCheckpoint } from '../src/io/checkpoint.js';
+import { createSafetensorsSink } from '../src/io/safetensors.js';
+import { mergeModels } from '../src/merge/index.js';
+import { prefetch } from '../src/pipeline/prefetch.js';
+
+const HIDDEN = 2048;
+const INTERMEDIATE = 8192;
+const KV = (HIDDEN / 32) * 8;
+const ROUNDS = 2;
+
+function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+function modelTensors(layers: number, vocab: number): Array<{ name: string; shape: number[] }> {
+  const t = [{ name: 'model.embed_tokens.weight', shape: [vocab, HIDDEN] }];
+  for (let i = 0; i < layers; i++) {
+    const p = `model.layers.${i}.`;
+    t.push(
+      { name: `${p}input_layernorm.weight`, shape: [HIDDEN] },
+      { name: `${p}self_attn.q_proj.weight`, shape: [HIDDEN, HIDDEN] },
+      { name: `${p}self_attn.k_proj.weight`, shape: [KV, HIDDEN] },
+      { name: `${p}self_attn.v_proj.weight`, shape: [KV, HIDDEN] },
+      { name: `${p}self_attn.o_proj.weight`, shape: [HIDDEN, HIDDEN] },
+      { name: `${p}post_attention_layernorm.weight`, shape: [HIDDEN] },
+      { name: `${p}mlp.gate_proj.weight`, shape: [INTERMEDIATE, HIDDEN] },
+      { name: `${p}mlp.up_proj.weight`, shape: [INTERMEDIATE, HIDDEN] },
+      { name: `${p}mlp.down_proj.weight`, shape: [HIDDEN, INTERMEDIATE] },
+    );
+  }
+  t.push({ name: 'model.norm.weight', shape: [HIDDEN] }, { name: 'lm_head.weight', shape: [vocab, HIDDEN] });
+  return t;
+}
+
+/** Uniform noise from a 32-bit xorshift: the bench needs volume, not Gaussian quality. */
+function fillNoise(out: Float32Array, state: { s: number }, scale: number, add?: Float32Array): void {
+  let s = state.s;
+  for (let i = 0; i < out.length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    const u = ((s >>> 0) / 4294967296 - 0.5) * scale;
+    out[i] = add ? add[i] + u : u;
+  }
+  state.s = s;
+}
+
+/** The base and a fine-tune (base + small noise), both bf16, sharded like a Hub checkpoint. */
+async function generate(dir: string, layers: number, vocab: number): Promise<void> {
+  const plan = modelTensors(layers, vocab).map((t) => ({ ...t, dtype: 'BF16' as const }));
+  const sinks = await Promise.all(['base', 'tuned'].map(async (m) => {
+    const d = join(dir, m);
+    await mkdir(d);
+    await writeFile(join(d, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: HIDDEN, intermediate_size: INTERMEDIATE, num_hidden_layers: layers, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: vocab }));
+    return createSafetensorsSink(d, { plan, maxShardBytes: 5e9 });
+  }));
+  const state = { s: 0x9e3779b9 };
+  for (const t of plan) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const base = new Float32Array(n);
+    fillNoise(base, state, 0.1);
+    const tuned = new Float32Array(n);
+    fillNoise(tuned, state, 0.002, base);
+    await Promise.all([sinks[0].add(t.name, t.shape, base), sinks[1].add(t.name, t.shape, tuned)]);
+  }
+  await Promise.all(sinks.map((s) => s.finish()));
+}
+
+/** The I/O floor: read both inputs to f32 and write one output, pipelined like the merge. */
+async function ioBaseline(dir: string, out: string): Promise<void> {
+  const [a, b] = await Promise.all([openCheckpoint(join(dir, 'base')), openCheckpoint(join(dir, 'tuned'))]);
+  const tensors = a.list();
+  await mkdir(out);
+  const sink = await createSafetensorsSink(out, { plan: tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: 'BF16' as const })), maxShardBytes: 5e9 });
+  let writing: Promise<void> = Promise.resolve();
+  const load = (t: (typeof tensors)[number]) => {
+    const n = t.shape.reduce((x, y) => x * y, 1);
+    return Promise.all([a.readInto(t.name, new Float32Array(n)), b.readInto(t.name, new Float32Array(n))]);
+  };
+  for await (const { item, value } of prefetch(tensors, load, 1)) {
+    await writing;
+    writing = sink.add(item.name, item.shape, value[0]);
+  }
+  await writing;
+  await sink.finish();
+  await Promise.all([a.close(), b.close()]);
+}
+
+async function tiesMerge(dir: string, out: string): Promise<void> {
+  await mergeModels(
+    { merge_method: 'ties', base_model: join(dir, 'base'), models: [{ model: join(dir, 'tuned'), parameters: { weight: 1, density: 0.5 } }], dtype: 'bfloat16' },
+    { out },
+  );
+}
+
+/** Child mode: run one measurement and print {seconds, maxRssBytes}. */
+async function child(kind: string, dir: string, out: string): Promise<void> {
+  const t0 = performance.now();
+  if (kind === 'io') await ioBaseline(dir, out);
+  else await tiesMerge(dir, out);
+  const seconds = (performance.now() - t0) / 1000;
+  process.stdout.write(JSON.stringify({ seconds, maxRssBytes: process.resourceUsage().maxRSS * 1024 }) + '\n');
+}
+
+function measure(kind: 'io' | 'merge', dir: string, out: string): { seconds: number; maxRssBytes: number } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', kind, dir, out], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  if (r.status !== 0) throw new Error(`bench/merge.ts: the ${kind} run failed:\n${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop() as string);
+}
+
+async function main(): Promise<void> {
+  const ci = process.argv.indexOf('--child');
+  if (ci >= 0) return child(process.argv[ci + 1], process.argv[ci + 2], process.argv[ci + 3]);
+  const layers = flag('--layers', 16);
+  const vocab = flag('--vocab', 8192);
+  const dir = await mkdtemp(join(tmpdir(), 'loraforge-bench-merge-'));
+  try {
+    const params = modelTensors(layers, vocab).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
+    console.log(`merge bench: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`);
+    console.log(`two bf16 checkpoints: ${layers} layers, hidden ${HIDDEN}, intermediate ${INTERMEDIATE}, vocab ${vocab}: ${(params / 1e9).toFixed(2)}B parameters, ${((params * 2) / 1e9).toFixed(2)} GB each`);
+    let t = performance.now();
+    await generate(dir, layers, vocab);
+    console.log(`generated in ${((performance.now() - t) / 1000).toFixed(1)} s (in ${dir})\n`);
+    const best = { io: { seconds: Infinity, maxRssBytes: 0 }, merge: { seconds: Infinity, maxRssBytes: 0 } };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const kind of ['io', 'merge'] as const) {
+        const out = join(dir, `out-${kind}-${round}`);
+        const r = measure(kind, dir, out);
+        await rm(out, { recursive: true, force: true });
+        console.log(`  round ${round + 1} ${kind.padEnd(5)} ${r.seconds.toFixed(2)} s, peak RSS ${(r.maxRssBytes / 1e6).toFixed(0)} MB`);
+        if (r.seconds < best[kind].seconds) best[kind] = r;
+      }
+    }
+    t = best.merge.seconds / best.io.seconds;
+    const gbs = (params * 2 * 3) / 1e9 / best.merge.seconds;
+    console.log(`\nI/O floor (read 2 inputs + write 1 output): ${best.io.seconds.toFixed(2)} s, peak RSS ${(best.io.maxRssBytes / 1e6).toFixed(0)} MB`);
+    console.log(`ties merge:                                 ${best.merge.seconds.toFixed(2)} s, peak RSS ${(best.merge.maxRssBytes / 1e6).toFixed(0)} MB (${gbs.toFixed(2)} GB/s of bf16 in+out)`);
+    console.log(`merge ÷ I/O = ${t.toFixed(2)} (goal ≤ 1.5); largest tensor ${((HIDDEN * INTERMEDIATE * 4) / 1e6).toFixed(0)} MB as f32`);
+  } finally {
+    if (!process.argv.includes('--keep')) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,98 @@
+import { readdir } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { parseShardSize } from '../io/safetensors.js';
+import { describeMethods, mergeModels, type MergeModelsReport } from '../merge/index.js';
+import { UsageError, parseIntFlag } from './errors.js';
+import { formatBytes } from './format.js';
+import { createProgress } from './progress.js';
+
+interface MergeFlags {
+  out: string;
+  shardSize: string;
+  seed?: string;
+  force?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** atomicOutputDir refuses too, but its message names the library option, not this command's flag. */
+async function refuseNonEmptyOut(out: string): Promise<void> {
+  const entries = await readdir(out).catch(() => []);
+  if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
+}
+
+function printSummary(r: MergeModelsReport): void {
+  const dtypes = Object.entries(r.dtypes).map(([d, n]) => `${d}×${n}`).join(', ');
+  const lines = [
+    `merged ${r.models.length} model(s) with ${r.method} into ${r.out} in ${r.seconds.toFixed(1)} s`,
+    ...r.models.map((m) => `  ${m === r.baseModel ? 'base ' : '     '}${m}`),
+    `wrote ${r.tensors} tensors (${r.layers} layers; ${dtypes}), ${formatBytes(r.bytes)} in ${r.shards} shard(s)`,
+    `files: ${r.files.join(', ')}`,
+  ];
+  for (const note of r.notes) lines.push(`note: ${note}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export function registerMerge(program: Command): void {
+  program
+    .command('merge <config>')
+    .description(
+      'Merge whole models as a mergekit-style YAML config describes (linear, task_arithmetic, ties, dare_linear, dare_ties, slerp, passthrough). ' +
+        'Streams one tensor at a time: memory stays at a few tensors whatever the model size.',
+    )
+    .requiredOption('--out <dir>', 'output model folder (created atomically)')
+    .option('--shard-size <size>', 'largest output shard, e.g. 5GB, 500MB, 2GiB', '5GB')
+    .option('--seed <n>', 'seed of the DARE masks (default 0)')
+    .option('--force', 'replace --out if it exists and is not empty')
+    .option('--json', 'print the summary as JSON')
+    .option('--quiet', 'no progress bar')
+    .addHelpText(
+      'after',
+      `
+Methods and parameters (mergekit names, defaults and formulas):
+${describeMethods()}
+
+Parameters may be a scalar, a gradient list interpolated across the layers of a slice
+([0, 0.5, 1]), or a filter list matched against tensor names ([{filter: self_attn, value: 0.3},
+{value: 0.5}]). Model paths are local folders, relative to the working directory.
+
+Examples:
+  # merge.yaml
+  merge_method: ties
+  base_model: ./Llama-3.2-1B
+  models:
+    - model: ./llama-math
+      parameters: {weight: 0.6, density: 0.5}
+    - model: ./llama-code
+      parameters: {weight: 0.4, density: 0.5}
+  dtype: bfloat16
+
+  loraforge merge merge.yaml --out ./merged
+  loraforge merge stack.yaml --out ./frankenmerge --shard-size 2GB --json
+  loraforge merge dare.yaml --out ./merged --seed 42 --force`,
+    )
+    .action(async (configPath: string, flags: MergeFlags) => {
+      let maxShardBytes: number;
+      try {
+        maxShardBytes = parseShardSize(flags.shardSize);
+      } catch (err) {
+        throw new UsageError(`--shard-size: ${(err as Error).message}`);
+      }
+      const seed = flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0);
+      if (!flags.force) await refuseNonEmptyOut(flags.out);
+      let progress: ReturnType<typeof createProgress> | undefined;
+      const report = await mergeModels(configPath, {
+        out: flags.out,
+        maxShardBytes,
+        seed,
+        overwrite: flags.force ?? false,
+        onProgress: (done, total, name) => {
+          progress ??= createProgress('merging', total, { quiet: flags.quiet || flags.json });
+          progress.tick(name);
+          if (done === total) progress.done();
+        },
+      });
+      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      else printSummary(report);
+    });
+}

@@ -1,0 +1,242 @@
+/**
+ * The merge methods, one table: each names its parameters (with kinds, defaults and which are
+ * required) and a per-tensor function. Config validation, parameter resolution, `--help` and the
+ * docs all read this table, so a method is added here and nowhere else. Names, parameters and
+ * defaults are mergekit's (merge_methods/registry.py).
+ *
+ * The executor decides what is read and when; a method only sees one output tensor's inputs, in
+ * source order, and may overwrite them (it returns the array holding the result, often an input).
+ */
+import type { Rng } from '../linalg/random.js';
+import { mergeLinear } from './linear.js';
+import type { Scalar } from './params.js';
+import { passthroughTensor } from './passthrough.js';
+import { slerpInto } from './slerp.js';
+import { magnitudeKeepCount } from './sparsify.js';
+import { mergeTaskVectors, type TaskArithmeticOptions } from './task-arithmetic.js';
+
+export const METHOD_NAMES = ['linear', 'task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'slerp', 'passthrough'] as const;
+export type MethodName = (typeof METHOD_NAMES)[number];
+
+export interface ParamDef {
+  name: string;
+  kind: 'number' | 'boolean';
+  required: boolean;
+  /** used when no level sets the parameter (absent: the parameter stays unset) */
+  default?: Scalar;
+  help: string;
+}
+
+/** What a method knows about one output tensor: everything resolved, nothing loaded. */
+export interface TensorContext {
+  /** output tensor name (for messages) */
+  tensor: string;
+  numel: number;
+  /** index of base_model among the inputs, when it is one */
+  base: number | undefined;
+  /** merge-wide parameters at this tensor, defaults applied */
+  params: Readonly<Record<string, Scalar>>;
+  /** per-model parameters at this tensor, one record per input (unset ones absent) */
+  inputParams: ReadonlyArray<Readonly<Record<string, Scalar | undefined>>>;
+  /** how to name each input in messages */
+  inputLabels: readonly string[];
+}
+
+export interface MergeMethodDef {
+  name: MethodName;
+  title: string;
+  reference?: string;
+  summary: string;
+  /**
+   * required: task vectors are taken against base_model (added as an input when not listed);
+   * optional: base_model, when given, must be one of the merged models; unused: only its config and tokenizer are used.
+   */
+  base: 'required' | 'optional' | 'unused';
+  /** exact number of inputs per output tensor, base included, when the method fixes it */
+  inputs?: number;
+  /** draws from the --seed RNG */
+  randomized: boolean;
+  /** merge-wide: set at the top level or per slice */
+  params: readonly ParamDef[];
+  /** per model: set under a model (or at the top level / per slice as a default for all models) */
+  tensorParams: readonly ParamDef[];
+  /** plan-time checks that need the tensor's size (throws a message without location) */
+  check?(ctx: TensorContext): void;
+  merge(ctx: TensorContext, inputs: Float32Array[], rng: (input: number) => Rng): Float32Array;
+}
+
+const num = (v: Scalar | undefined): number => v as number;
+
+const WEIGHT: ParamDef = { name: 'weight', kind: 'number', required: true, help: "the model's weight" };
+
+function taskArithmeticMethod(spec: {
+  name: MethodName;
+  title: string;
+  reference: string;
+  summary: string;
+  sparsification: TaskArithmeticOptions['sparsification'];
+  consensus: boolean;
+  normalize: boolean;
+  rescale: boolean;
+}): MergeMethodDef {
+  const sparsifies = spec.sparsification !== undefined;
+  return {
+    name: spec.name,
+    title: spec.title,
+    reference: spec.reference,
+    summary: spec.summary,
+    base: 'required',
+    randomized: spec.sparsification === 'random',
+    params: [
+      { name: 'normalize', kind: 'boolean', required: false, default: spec.normalize, help: 'divide the summed task vectors by the sum of the (agreeing) weights' },
+      { name: 'lambda', kind: 'number', required: false, default: 1, help: 'scale of the merged task vector' },
+      { name: 'rescale', kind: 'boolean', required: false, default: spec.rescale, help: 'after sparsifying, scale each task vector back to its L1 norm' },
+      { name: 'int8_mask', kind: 'boolean', required: false, default: false, help: 'accepted for mergekit compatibility; no effect (no masks are stored)' },
+    ],
+    tensorParams: [
+      { ...WEIGHT, help: "weight of the model's task vector" },
+      {
+        name: 'density',
+        kind: 'number',
+        required: false,
+        default: 1,
+        help: sparsifies ? 'fraction of task-vector entries kept' : 'accepted for mergekit compatibility; no effect without sparsification',
+      },
+    ],
+    check(ctx) {
+      if (spec.sparsification !== 'magnitude') return;
+      ctx.inputParams.forEach((p, i) => {
+        if (i === ctx.base) return;
+        const density = num(p.density);
+        if (density < 1 && magnitudeKeepCount(density, ctx.numel) <= 0) {
+          throw new Error(`density ${density} of ${ctx.inputLabels[i]} keeps none of the ${ctx.numel} entries of tensor "${ctx.tensor}": use a density ≥ ${1 / ctx.numel}`);
+        }
+      });
+    },
+    merge(ctx, inputs, rng) {
+      const base = inputs[ctx.base as number];
+      const tvs = inputs.flatMap((data, i) =>
+        i === ctx.base ? [] : [{ data, weight: num(ctx.inputParams[i].weight), density: num(ctx.inputParams[i].density), rng: () => rng(i) }],
+      );
+      return mergeTaskVectors(base, tvs, {
+        sparsification: spec.sparsification,
+        consensus: spec.consensus,
+        normalize: ctx.params.normalize as boolean,
+        lambda: num(ctx.params.lambda),
+        rescale: ctx.params.rescale as boolean,
+      });
+    },
+  };
+}
+
+export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
+  linear: {
+    name: 'linear',
+    title: 'Linear',
+    reference: 'https://arxiv.org/abs/2203.05482',
+    summary: 'weighted average of the models: Σ w·x (/ Σ w with normalize)',
+    base: 'optional',
+    randomized: false,
+    params: [{ name: 'normalize', kind: 'boolean', required: false, default: true, help: 'divide by the sum of the weights' }],
+    tensorParams: [WEIGHT],
+    check(ctx) {
+      if (!ctx.params.normalize) return;
+      const total = ctx.inputParams.reduce((s, p) => s + num(p.weight), 0);
+      if (total === 0) throw new Error(`the weights of tensor "${ctx.tensor}" sum to 0, so normalize would divide by 0: change the weights or set normalize: false`);
+    },
+    merge: (ctx, inputs) =>
+      mergeLinear(
+        inputs,
+        ctx.inputParams.map((p) => num(p.weight)),
+        ctx.params.normalize as boolean,
+      ),
+  },
+  task_arithmetic: taskArithmeticMethod({
+    name: 'task_arithmetic',
+    title: 'Task Arithmetic',
+    reference: 'https://arxiv.org/abs/2212.04089',
+    summary: 'base + λ·Σ w·(x − base)',
+    sparsification: undefined,
+    consensus: false,
+    normalize: false,
+    rescale: false,
+  }),
+  ties: taskArithmeticMethod({
+    name: 'ties',
+    title: 'TIES',
+    reference: 'https://arxiv.org/abs/2306.01708',
+    summary: 'task vectors trimmed to their largest entries (density), majority sign elected by the sum, agreeing entries averaged',
+    sparsification: 'magnitude',
+    consensus: true,
+    normalize: true,
+    rescale: false,
+  }),
+  dare_linear: taskArithmeticMethod({
+    name: 'dare_linear',
+    title: 'Linear DARE',
+    reference: 'https://arxiv.org/abs/2311.03099',
+    summary: 'task vectors randomly dropped (keep probability density, seeded) and rescaled, then summed',
+    sparsification: 'random',
+    consensus: false,
+    normalize: false,
+    rescale: true,
+  }),
+  dare_ties: taskArithmeticMethod({
+    name: 'dare_ties',
+    title: 'DARE TIES',
+    reference: 'https://arxiv.org/abs/2311.03099',
+    summary: 'DARE drop and rescale, then TIES sign election',
+    sparsification: 'random',
+    consensus: true,
+    normalize: false,
+    rescale: true,
+  }),
+  slerp: {
+    name: 'slerp',
+    title: 'SLERP',
+    reference: 'https://en.wikipedia.org/wiki/Slerp',
+    summary: 'spherical interpolation from base_model (t = 0) to the other model (t = 1); lerp when near-parallel',
+    base: 'required',
+    inputs: 2,
+    randomized: false,
+    params: [{ name: 't', kind: 'number', required: true, help: 'interpolation position: 0 = base_model, 1 = the other model' }],
+    tensorParams: [],
+    merge(ctx, inputs) {
+      const b = ctx.base as number;
+      return slerpInto(num(ctx.params.t), inputs[b], inputs[1 - b]);
+    },
+  },
+  passthrough: {
+    name: 'passthrough',
+    title: 'Passthrough',
+    summary: 'copies one model per slice (stack or drop layers with slices); optional per-model scale',
+    base: 'unused',
+    inputs: 1,
+    randomized: false,
+    params: [],
+    tensorParams: [{ name: 'scale', kind: 'number', required: false, help: 'multiply the tensor by this factor' }],
+    merge: (ctx, inputs) => passthroughTensor(inputs[0], ctx.inputParams[0].scale as number | undefined),
+  },
+};
+
+export function isMethodName(name: string): name is MethodName {
+  return (METHOD_NAMES as readonly string[]).includes(name);
+}
+
+function describeParam(p: ParamDef): string {
+  if (p.required) return `${p.name} (required)`;
+  return p.default === undefined ? p.name : `${p.name}=${p.default}`;
+}
+
+/** One line per method with its parameters, for --help. */
+export function describeMethods(): string {
+  return METHOD_NAMES.map((name) => {
+    const m = MERGE_METHODS[name];
+    const parts = [
+      m.tensorParams.length ? `per model: ${m.tensorParams.map(describeParam).join(', ')}` : '',
+      m.params.length ? `merge-wide: ${m.params.map(describeParam).join(', ')}` : '',
+      m.base === 'required' ? 'needs base_model' : '',
+    ].filter(Boolean);
+    return `  ${name.padEnd(16)} ${m.summary}\n  ${''.padEnd(16)} ${parts.join('; ')}`;
+  }).join('\n');
+}

@@ -1,0 +1,266 @@
+/**
+ * From a checked config and the opened models to the list of output tensors, each with its inputs
+ * and fully resolved parameters — before anything is read or written, so every mistake (a missing
+ * tensor, a shape mismatch, a missing weight, a layer range out of bounds) surfaces at once.
+ *
+ * As in mergekit's planner (plan.py): `models:` becomes one slice over all layers of every model
+ * (plus base_model when a method needs it and it is not listed); output layers are numbered in
+ * slice order; a layer's gradient position is t = offset / (slice length − 1) (1 for a one-layer
+ * slice); non-layer tensors use t = 0, embeddings coming from the first slice's models and the
+ * final norm / lm_head from the last slice's.
+ */
+import type { FloatDType, TensorInfo } from '../io/types.js';
+import { isFloatDType } from '../tensor/dtype.js';
+import type { MergeConfig, SliceSpec, SourceSpec } from './config.js';
+import { isPreLayerTensor } from './layers.js';
+import type { MergeMethodDef, TensorContext } from './methods.js';
+import { resolveParameter, type ParameterMap, type Scalar } from './params.js';
+import type { OpenedModels, SourceModel } from './sources.js';
+
+export interface PlannedInput {
+  /** index into the opened models */
+  model: number;
+  tensor: string;
+}
+
+export interface PlannedTensor {
+  name: string;
+  shape: number[];
+  /** storage dtype of the output */
+  dtype: FloatDType;
+  inputs: PlannedInput[];
+  context: TensorContext;
+}
+
+export interface MergePlan {
+  method: MergeMethodDef;
+  tensors: PlannedTensor[];
+  /** per output layer, the model and layer it was taken from (the slice's first source) */
+  layers: Array<{ model: number; layer: number }>;
+  /** the model whose config.json (and, by default, tokenizer) the output takes: base_model, else the first model */
+  donor: number;
+  /** things worth telling the user (tensors left out of the output) */
+  notes: string[];
+}
+
+interface PlanSource {
+  model: number;
+  range: [number, number];
+  parameters?: ParameterMap;
+  where: string;
+}
+
+interface PlanSlice {
+  sources: PlanSource[];
+  parameters?: ParameterMap;
+  /** index of the slice's base model among the opened models */
+  base: number | undefined;
+  where: string;
+}
+
+function fmtShape(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+class Planner {
+  private readonly models: SourceModel[];
+  private readonly method: MergeMethodDef;
+  private readonly tensors: PlannedTensor[] = [];
+  private readonly consumed: Array<Set<string>>;
+
+  constructor(
+    private readonly config: MergeConfig,
+    private readonly opened: OpenedModels,
+  ) {
+    this.models = opened.models;
+    this.method = config.method;
+    this.consumed = this.models.map(() => new Set());
+  }
+
+  private label(model: number): string {
+    return this.models[model].name;
+  }
+
+  private fullRange(spec: SourceSpec): PlanSource {
+    const model = this.opened.indexOf(spec.model);
+    return { model, range: [0, this.models[model].layers.count], parameters: spec.parameters, where: spec.where };
+  }
+
+  /** `models:` as one slice over all layers, base_model added where the method takes task vectors against it. */
+  private slicesFromModels(specs: SourceSpec[]): PlanSlice[] {
+    const sources = specs.map((s) => this.fullRange(s));
+    const { baseModel } = this.config;
+    const base = baseModel ? this.opened.indexOf(baseModel) : undefined;
+    if (baseModel && base !== undefined && !sources.some((s) => s.model === base)) {
+      if (this.method.base === 'required') sources.push(this.fullRange({ model: baseModel, where: baseModel.where }));
+      else if (this.method.base === 'optional') {
+        throw new Error(`${baseModel.where}: ${this.method.name} merges the listed models only, and base_model "${baseModel.name}" is not among them: list it under models with a weight, or drop base_model`);
+      }
+    }
+    const counts = sources.map((s) => this.models[s.model].layers.count);
+    const odd = counts.findIndex((c) => c !== counts[0]);
+    if (odd > 0) {
+      throw new Error(
+        `${this.config.file}: the models have different numbers of layers (${this.label(sources[0].model)}: ${counts[0]}, ${this.label(sources[odd].model)}: ${counts[odd]}); use slices with matching layer_range lengths`,
+      );
+    }
+    return [{ sources, base, where: this.config.file }];
+  }
+
+  private sliceFromSpec(spec: SliceSpec): PlanSlice {
+    const sources = spec.sources.map((s): PlanSource => ({ model: this.opened.indexOf(s.model), range: s.layerRange as [number, number], parameters: s.parameters, where: s.where }));
+    for (const s of sources) {
+      const { count } = this.models[s.model].layers;
+      if (s.range[1] > count) {
+        throw new Error(`${s.where}: layer_range [${s.range[0]}, ${s.range[1]}] is out of bounds: ${this.label(s.model)} has ${count} layers (valid ranges lie within [0, ${count}])`);
+      }
+    }
+    const lengths = sources.map((s) => s.range[1] - s.range[0]);
+    const odd = lengths.findIndex((n) => n !== lengths[0]);
+    if (odd > 0) {
+      throw new Error(`${spec.where}: all sources of a slice need the same number of layers, but ${fmtShape(sources[0].range)} has ${lengths[0]} and ${fmtShape(sources[odd].range)} has ${lengths[odd]}`);
+    }
+    const baseRef = spec.baseModel ?? this.config.baseModel;
+    return { sources, parameters: spec.parameters, base: baseRef ? this.opened.indexOf(baseRef) : undefined, where: spec.where };
+  }
+
+  /** Input counts and base_model presence the method needs, and one layer-naming scheme. */
+  private checkSlice(slice: PlanSlice): void {
+    const { method } = this;
+    const n = slice.sources.length;
+    if (method.inputs !== undefined && n !== method.inputs) {
+      const what = method.name === 'passthrough' ? 'copies one model per slice (use slices to combine models)' : `merges exactly ${method.inputs} models, one of them base_model`;
+      throw new Error(`${slice.where}: ${method.name} ${what}, but ${n} are given (${slice.sources.map((s) => this.label(s.model)).join(', ')})`);
+    }
+    if (method.base === 'required') {
+      if (slice.base === undefined) throw new Error(`${slice.where}: ${method.name} needs base_model (task vectors and interpolation are taken from it)`);
+      if (!slice.sources.some((s) => s.model === slice.base)) {
+        throw new Error(`${slice.where}: base_model "${this.label(slice.base)}" is not one of this slice's sources; ${method.name} needs it as one`);
+      }
+    }
+    const prefixes = new Set(slice.sources.filter((s) => s.range[1] > s.range[0]).map((s) => this.models[s.model].layers.prefix));
+    if (prefixes.size > 1) {
+      throw new Error(`${slice.where}: the models name their layers differently (${[...prefixes].join(' vs ')}): they are not the same architecture`);
+    }
+  }
+
+  private info(input: PlannedInput, output: string): TensorInfo {
+    const { checkpoint, path } = this.models[input.model];
+    if (!checkpoint.has(input.tensor)) {
+      throw new Error(`${path}: missing tensor "${input.tensor}" (needed for output tensor "${output}"): the models do not share one architecture, or the checkpoint is incomplete`);
+    }
+    const info = checkpoint.info(input.tensor);
+    if (!isFloatDType(info.dtype)) {
+      throw new Error(`${path}: tensor "${input.tensor}" is ${info.dtype}; merges read F32, F16 and BF16 tensors (dequantize the checkpoint first)`);
+    }
+    return info;
+  }
+
+  private resolveMergeParams(slice: PlanSlice, tensor: string, t: number): Record<string, Scalar> {
+    const params: Record<string, Scalar> = {};
+    for (const def of this.method.params) {
+      const value = resolveParameter(def.name, [slice.parameters, this.config.parameters], tensor, t) ?? def.default;
+      if (value === undefined) {
+        if (def.required) throw new Error(`${this.config.file}: ${this.method.name} needs the parameter "${def.name}", and none applies to tensor "${tensor}": set it under parameters`);
+        continue;
+      }
+      params[def.name] = value;
+    }
+    return params;
+  }
+
+  private resolveModelParams(slice: PlanSlice, source: PlanSource, isBase: boolean, tensor: string, t: number): Record<string, Scalar | undefined> {
+    const params: Record<string, Scalar | undefined> = {};
+    for (const def of this.method.tensorParams) {
+      const value = resolveParameter(def.name, [source.parameters, slice.parameters, this.config.parameters], tensor, t) ?? def.default;
+      // task vectors are differences from the base: its own weight is never used
+      if (value === undefined && def.required && !(isBase && this.method.base === 'required')) {
+        throw new Error(`${source.where}: ${this.method.name} needs the parameter "${def.name}" for model "${this.label(source.model)}" (tensor "${tensor}"): set it under the model's parameters or the top-level parameters`);
+      }
+      if (value !== undefined) params[def.name] = value;
+    }
+    return params;
+  }
+
+  private addTensor(slice: PlanSlice, output: string, inputNames: string[], t: number): void {
+    const inputs = slice.sources.map((s, i): PlannedInput => ({ model: s.model, tensor: inputNames[i] }));
+    const infos = inputs.map((inp) => this.info(inp, output));
+    infos.forEach((info, i) => {
+      if (info.shape.length !== infos[0].shape.length || info.shape.some((d, k) => d !== infos[0].shape[k])) {
+        throw new Error(
+          `tensor "${output}" has shape ${fmtShape(infos[0].shape)} in ${this.models[inputs[0].model].path} but ${fmtShape(info.shape)} in ${this.models[inputs[i].model].path}: the models are not the same architecture and size`,
+        );
+      }
+    });
+    inputs.forEach((inp) => this.consumed[inp.model].add(inp.tensor));
+    const baseIndex = slice.base === undefined ? -1 : slice.sources.findIndex((s) => s.model === slice.base);
+    const base = baseIndex >= 0 ? baseIndex : undefined;
+    const context: TensorContext = {
+      tensor: output,
+      numel: infos[0].shape.reduce((a, b) => a * b, 1),
+      base,
+      params: this.resolveMergeParams(slice, output, t),
+      inputParams: slice.sources.map((s, i) => this.resolveModelParams(slice, s, i === base, inputNames[i], t)),
+      inputLabels: slice.sources.map((s) => `"${this.label(s.model)}"`),
+    };
+    try {
+      this.method.check?.(context);
+    } catch (err) {
+      throw new Error(`${this.config.file}: ${(err as Error).message}`);
+    }
+    const dtype = this.config.outDtype ?? this.config.dtype ?? (infos[base ?? 0].dtype as FloatDType);
+    this.tensors.push({ name: output, shape: [...infos[0].shape], dtype, inputs, context });
+  }
+
+  private addNonLayer(slice: PlanSlice, pre: boolean): void {
+    const lead = this.models[slice.sources[0].model];
+    for (const name of lead.layers.nonLayer) {
+      if (isPreLayerTensor(name) === pre) this.addTensor(slice, name, slice.sources.map(() => name), 0);
+    }
+  }
+
+  plan(): MergePlan {
+    const { config } = this;
+    const slices = config.models ? this.slicesFromModels(config.models) : (config.slices as SliceSpec[]).map((s) => this.sliceFromSpec(s));
+    slices.forEach((s) => this.checkSlice(s));
+
+    const first = slices[0];
+    const outLayers = this.models[first.sources[0].model].layers;
+    const layers: MergePlan['layers'] = [];
+    this.addNonLayer(first, true);
+    for (const slice of slices) {
+      const lead = slice.sources[0];
+      const length = lead.range[1] - lead.range[0];
+      for (let offset = 0; offset < length; offset++) {
+        const t = length > 1 ? offset / (length - 1) : 1;
+        const outIndex = layers.length;
+        for (const suffix of this.models[lead.model].layers.suffixes(lead.range[0] + offset)) {
+          const names = slice.sources.map((s) => this.models[s.model].layers.tensorName(s.range[0] + offset, suffix));
+          this.addTensor(slice, outLayers.tensorName(outIndex, suffix), names, t);
+        }
+        layers.push({ model: lead.model, layer: lead.range[0] + offset });
+      }
+    }
+    this.addNonLayer(slices[slices.length - 1], false);
+
+    const donorRef = config.baseModel ?? (config.models ? config.models[0].model : (config.slices as SliceSpec[])[0].sources[0].model);
+    return { method: this.method, tensors: this.tensors, layers, donor: this.opened.indexOf(donorRef), notes: this.leftOut() };
+  }
+
+  /** Non-layer tensors of an input that no output tensor uses (layers left out by slices are intended). */
+  private leftOut(): string[] {
+    const notes: string[] = [];
+    this.models.forEach((m, i) => {
+      const unused = m.layers.nonLayer.filter((n) => !this.consumed[i].has(n));
+      if (unused.length > 0 && this.consumed[i].size > 0) {
+        notes.push(`${m.name}: ${unused.length} tensor(s) outside the layers are not in the output (${unused.slice(0, 3).join(', ')}${unused.length > 3 ? ', …' : ''})`);
+      }
+    });
+    return notes;
+  }
+}
+
+/** Plans the merge: every output tensor with its inputs and resolved parameters, checked. */
+export function planMerge(config: MergeConfig, opened: OpenedModels): MergePlan {
+  return new Planner(config, opened).plan();
+}

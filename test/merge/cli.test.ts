@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runCli } from '../helpers/cli.js';
+import { writeTinyModel } from '../helpers/merge.js';
+import { makeTempDir } from '../helpers/synthetic.js';
+
+let dir: string;
+
+before(async () => {
+  dir = await makeTempDir('loraforge-merge-cli-');
+  await writeTinyModel(join(dir, 'base'), { seed: 1, tokenizer: 'base' });
+  await writeTinyModel(join(dir, 'a'), { seed: 2 });
+  await writeFile(
+    join(dir, 'ties.yaml'),
+    'merge_method: ties\nbase_model: ./base\nmodels:\n  - model: ./a\n    parameters: {weight: 1, density: 0.5}\ndtype: bfloat16\ntokenizer_source: base\n',
+  );
+  await mkdir(join(dir, 'busy'));
+  await writeFile(join(dir, 'busy', 'x'), 'x');
+  await writeFile(join(dir, 'typo.yaml'), 'merge_method: ties\nbase_model: ./base\nmodels:\n  - model: ./a\n    parameters: {weigth: 1}\n');
+});
+
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('loraforge merge', () => {
+  it('merges and prints a JSON summary', async () => {
+    const r = await runCli(['merge', 'ties.yaml', '--out', 'merged', '--json', '--shard-size', '2KB'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.method, 'ties');
+    assert.equal(report.tensors, 30);
+    assert.equal(report.dtypes.BF16, 30);
+    assert.ok(report.shards > 1);
+    assert.deepEqual((await readdir(join(dir, 'merged'))).filter((f) => f.endsWith('.json')).sort(), [
+      'config.json',
+      'generation_config.json',
+      'model.safetensors.index.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+    ]);
+  });
+
+  it('fails with the config error (exit 1), on a bad flag or a non-empty --out (exit 2), and documents itself in --help', async () => {
+    // independent runs, started together: each CLI start costs a second or two
+    const [typo, badSize, busy, help] = await Promise.all([
+      runCli(['merge', 'typo.yaml', '--out', 'never'], { cwd: dir }),
+      runCli(['merge', 'ties.yaml', '--out', 'y', '--shard-size', 'lots'], { cwd: dir }),
+      runCli(['merge', 'ties.yaml', '--out', 'busy'], { cwd: dir }),
+      runCli(['merge', '--help']),
+    ]);
+    assert.equal(busy.code, 2);
+    assert.match(busy.stderr, /--out busy exists and is not empty: choose another folder or pass --force to replace it/);
+    assert.equal(typo.code, 1);
+    assert.match(typo.stderr, /^loraforge: typo\.yaml:5:26: models\[0\]\.parameters\.weigth: unknown parameter "weigth"; valid per-model parameters for ties: weight, density\n$/);
+    assert.equal(badSize.code, 2);
+    assert.match(badSize.stderr, /--shard-size: invalid shard size "lots"/);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /dare_ties .*\n.*per model: weight \(required\), density=1; merge-wide: normalize=false, lambda=1, rescale=true/);
+    assert.match(help.stdout, /Examples:\n/);
+  });
+
+  it('replaces a non-empty --out with --force and prints a readable summary', async () => {
+    const forced = await runCli(['merge', 'ties.yaml', '--out', 'busy', '--force', '--quiet'], { cwd: dir });
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.ok(!(await readdir(join(dir, 'busy'))).includes('x'));
+    assert.match(forced.stdout, /merged 2 model\(s\) with ties into busy/);
+    assert.match(forced.stdout, /wrote 30 tensors \(3 layers; BF16×30\), .* in 1 shard\(s\)/);
+  });
+});

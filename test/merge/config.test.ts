@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { mergeModels, parseMergeConfig, validateMergeConfig } from '../../src/merge/index.js';
+import { makeTempDir } from '../helpers/synthetic.js';
+
+function parseError(text: string): string {
+  try {
+    parseMergeConfig(text, 'merge.yaml');
+  } catch (err) {
+    return (err as Error).message;
+  }
+  assert.fail('expected the config to be refused');
+}
+
+describe('parseMergeConfig', () => {
+  it('reads models, parameters of every shape, dtype and tokenizer_source into a typed config', () => {
+    const c = parseMergeConfig(
+      `merge_method: ties
+base_model: ./base
+models:
+  - model: ./a
+    parameters:
+      weight: [0.2, 0.8]
+      density: [{filter: mlp, value: 0.3}, {value: 0.6}]
+  - model: ./b
+    parameters: {weight: 0.5}
+parameters:
+  normalize: false
+  lambda: 1.5
+dtype: float16
+tokenizer_source: base
+`,
+      'merge.yaml',
+    );
+    assert.equal(c.method.name, 'ties');
+    assert.equal(c.baseModel?.name, './base');
+    assert.equal(c.dtype, 'F16');
+    assert.equal(c.tokenizerSource, 'base');
+    assert.deepEqual(c.models?.map((m) => m.model.name), ['./a', './b']);
+    assert.deepEqual(c.models?.[0].parameters, { weight: [0.2, 0.8], density: [{ filter: 'mlp', value: 0.3 }, { value: 0.6 }] });
+    assert.deepEqual(c.parameters, { normalize: false, lambda: 1.5 });
+    assert.match(c.models?.[1].model.where ?? '', /^merge\.yaml:8:12: models\[1\]\.model$/);
+  });
+
+  it('reads slices with layer ranges and per-slice parameters', () => {
+    const c = parseMergeConfig(
+      `merge_method: slerp
+base_model: ./a
+slices:
+  - sources:
+      - {model: ./a, layer_range: [0, 4]}
+      - {model: ./b, layer_range: [2, 6]}
+    parameters: {t: [0, 1]}
+`,
+    );
+    assert.deepEqual(c.slices?.[0].sources.map((s) => s.layerRange), [[0, 4], [2, 6]]);
+    assert.deepEqual(c.slices?.[0].parameters, { t: [0, 1] });
+  });
+
+  it('reports YAML syntax errors with their line', () => {
+    const msg = parseError('merge_method: linear\nmodels:\n  - model: ./a\n    parameters: {weight: 0.5\n  - model: ./b\n');
+    assert.match(msg, /^merge\.yaml: not valid YAML: .*line 5, column 3/s);
+    assert.match(parseError('merge_method: linear\nmerge_method: ties\n'), /unique.*line 2/s);
+  });
+
+  it('names unknown methods and lists the valid ones', () => {
+    const msg = parseError('merge_method: tie\nmodels: [{model: ./a}]\n');
+    assert.match(msg, /merge\.yaml:1:15: merge_method: unknown or unsupported merge_method "tie"; valid: linear, task_arithmetic, ties, dare_linear, dare_ties, slerp, passthrough/);
+    assert.match(parseError('models: [{model: ./a}]\n'), /merge_method is missing; valid methods: linear/);
+  });
+
+  it('names unknown parameters with their line and lists the valid ones', () => {
+    const msg = parseError('merge_method: ties\nbase_model: ./b\nmodels:\n  - model: ./a\n    parameters:\n      weigth: 0.5\n');
+    assert.match(msg, /^merge\.yaml:6:15: models\[0\]\.parameters\.weigth: unknown parameter "weigth"; valid per-model parameters for ties: weight, density$/);
+    const top = parseError('merge_method: slerp\nbase_model: ./a\nmodels: [{model: ./a}, {model: ./b}]\nparameters: {t: 0.5, weight: 1}\n');
+    assert.match(top, /unknown parameter "weight"; valid parameters for slerp: t$/);
+    assert.match(parseError('merge_method: slerp\nmodels: [{model: ./a, parameters: {weight: 1}}]\n'), /slerp takes no per-model parameters/);
+  });
+
+  it('refuses merge-wide parameters set on one model', () => {
+    const msg = parseError('merge_method: ties\nbase_model: ./b\nmodels:\n  - model: ./a\n    parameters: {weight: 1, normalize: true}\n');
+    assert.match(msg, /parameters\.normalize: "normalize" applies to the whole merge, not to one model/);
+  });
+
+  it('checks value types and list shapes', () => {
+    assert.match(parseError('merge_method: linear\nmodels: [{model: ./a, parameters: {weight: high}}]\n'), /weight must be a number.*got "high"/);
+    assert.match(parseError('merge_method: linear\nparameters: {normalize: 0.5}\nmodels: [{model: ./a}]\n'), /normalize must be true or false, got 0\.5/);
+    assert.match(parseError('merge_method: linear\nmodels: [{model: ./a, parameters: {weight: []}}]\n'), /weight is an empty list/);
+    assert.match(parseError('merge_method: linear\nmodels: [{model: ./a, parameters: {weight: [1, {value: 2}]}}]\n'), /mixes plain values and \{filter, value\} entries/);
+    assert.match(parseError('merge_method: linear\nmodels: [{model: ./a, parameters: {weight: [{filter: mlp, valu: 2}]}}]\n'), /unknown key "valu"; valid keys here: filter, value/);
+  });
+
+  it('checks the overall structure', () => {
+    assert.match(parseError(''), /the config is empty/);
+    assert.match(parseError('merge_method: linear\n'), /give the models to merge under models \(or slices\)/);
+    assert.match(parseError('merge_method: linear\nmodels: [{model: ./a}]\nslices: [{sources: [{model: ./a, layer_range: [0, 1]}]}]\n'), /either models or slices, not both/);
+    assert.match(parseError('merge_method: linear\nmodules: {}\nmodels: [{model: ./a}]\n'), /modules: per-module configs are not supported yet/);
+    assert.match(parseError('merge_method: linear\nmodel: ./a\n'), /unknown key "model"; valid keys here: merge_method, base_model, models, slices/);
+    assert.match(parseError('merge_method: linear\ndtype: int8\nmodels: [{model: ./a}]\n'), /unknown dtype "int8"; valid: bfloat16, float16, float32/);
+    assert.match(parseError('merge_method: linear\ntokenizer_source: union\nmodels: [{model: ./a}]\n'), /only tokenizer_source: base is supported/);
+    assert.match(parseError('merge_method: passthrough\nslices: [{sources: [{model: ./a, layer_range: [5, 2]}]}]\n'), /merge\.yaml:2:47: .*layer_range \[5, 2\] ends before it starts/);
+    assert.match(parseError('merge_method: passthrough\nslices: [{sources: [{model: ./a, layer_range: [0]}]}]\n'), /expected \[first, end\] layer indices/);
+    assert.match(parseError('merge_method: passthrough\nslices: [{sources: [{model: ./a}]}]\n'), /each source needs a layer_range/);
+  });
+
+  it('checks object configs the same way, locating errors by key path', () => {
+    assert.throws(() => validateMergeConfig({ merge_method: 'linear', models: [{ model: './a', parameters: { wieght: 1 } }] }), /^Error: merge config: models\[0\]\.parameters\.wieght: unknown parameter/);
+  });
+});
+
+describe('model references', () => {
+  it('refuses Hub ids, model+LoRA references and missing folders with a clear message', async () => {
+    const dir = await makeTempDir('loraforge-merge-cfg-');
+    try {
+      const out = join(dir, 'out');
+      await assert.rejects(
+        mergeModels({ merge_method: 'linear', models: [{ model: 'meta-llama/Llama-3.2-1B', parameters: { weight: 1 } }] }, { out, cwd: dir }),
+        /"meta-llama\/Llama-3\.2-1B" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder/,
+      );
+      await assert.rejects(mergeModels({ merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, { out, cwd: dir }), /model\+LoRA syntax/);
+      await assert.rejects(mergeModels({ merge_method: 'linear', models: [{ model: './nope', parameters: { weight: 1 } }] }, { out, cwd: dir }), /model folder "\.\/nope" does not exist/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
