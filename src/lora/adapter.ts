@@ -29,7 +29,10 @@ export interface LoraModule {
   /** out × r, in the base weight's orientation */
   B: Matrix;
   alpha: number;
-  /** DoRA: one magnitude per output row of the base weight. */
+  /**
+   * DoRA: the magnitude vector. Linear: one per output row of the base weight (`out`); embedding:
+   * one per column (`in`, the embedding dim), since PEFT normalises the embedding weight column-wise.
+   */
   magnitude?: Float32Array;
   /** EDoRA: the trained r × r latent R; ΔW = s·B·R·A. */
   latent?: Matrix;
@@ -94,6 +97,11 @@ const LORA_KEYS: Array<[suffix: string, role: 'A' | 'B' | 'eA' | 'eB' | 'magnitu
   ['.lora_embedding_B', 'eB'],
   ['.lora_magnitude_vector.weight', 'magnitude'],
   ['.lora_magnitude_vector', 'magnitude'],
+  // EDoRA / LoRA-XS keep R in an attribute `default_lora_latent_mapping` beside the module, and
+  // PEFT's save strips ".default", which leaves `<module>_lora_latent_mapping.weight` in the file.
+  // The with-adapter-name form must be tried before the bare `_lora_latent_mapping` suffix.
+  ['.default_lora_latent_mapping.weight', 'latent'],
+  ['_lora_latent_mapping.weight', 'latent'],
   ['.lora_latent_mapping.weight', 'latent'],
 ];
 
@@ -244,8 +252,10 @@ function describeModule(path: string, config: PeftConfig, name: string, k: Modul
   } else {
     throw new Error(`${where} has a magnitude or latent tensor but no LoRA factors`);
   }
-  if (k.magnitude && k.magnitude.shape.reduce((a, b) => a * b, 1) !== outFeatures) {
-    throw new Error(`${where}: lora_magnitude_vector has ${k.magnitude.shape.join('×')} entries, expected ${outFeatures} (one per output row)`);
+  const magnitudeLength = kind === 'embedding' ? inFeatures : outFeatures;
+  if (k.magnitude && k.magnitude.shape.reduce((a, b) => a * b, 1) !== magnitudeLength) {
+    const per = kind === 'embedding' ? 'one per embedding dimension' : 'one per output row';
+    throw new Error(`${where}: lora_magnitude_vector has ${k.magnitude.shape.join('×')} entries, expected ${magnitudeLength} (${per})`);
   }
   if (k.latent && (k.latent.shape[0] !== rank || k.latent.shape[1] !== rank)) {
     throw new Error(`${where}: lora_latent_mapping is ${k.latent.shape.join('×')}, expected ${rank}×${rank} (the rank of lora_A/lora_B)`);
@@ -335,7 +345,8 @@ export class PeftAdapterWriter {
     }
     // magnitude and latent stay f32: they are tiny and DoRA's normalisation is sensitive to them
     if (m.magnitude) await this.sink.add(`${key}.lora_magnitude_vector`, [m.magnitude.length], m.magnitude, 'F32');
-    if (m.latent) await this.sink.add(`${key}.lora_latent_mapping.weight`, [r, r], m.latent.data, 'F32');
+    // the key EDoRA's reference code renames back to `.default_lora_latent_mapping.weight` on load
+    if (m.latent) await this.sink.add(`${key}_lora_latent_mapping.weight`, [r, r], m.latent.data, 'F32');
     this.ranks.set(m.name, { rank: r, alpha: m.alpha, kind: m.kind });
   }
 

@@ -1,0 +1,123 @@
+import { readdir } from 'node:fs/promises';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { applyAdapters, parseAdapterSpec, type ApplyReport } from '../dora/index.js';
+import { parseShardSize } from '../io/safetensors.js';
+import type { FloatDType } from '../io/types.js';
+import { getBackend } from '../linalg/index.js';
+import { UsageError, parseIntFlag } from './errors.js';
+import { table } from './format.js';
+import { createProgress, type Progress } from './progress.js';
+
+const DTYPE_NAMES: Record<string, FloatDType> = {
+  f32: 'F32', fp32: 'F32', float32: 'F32',
+  f16: 'F16', fp16: 'F16', float16: 'F16',
+  bf16: 'BF16', bfloat16: 'BF16',
+};
+
+/** `--dtype` accepting f32/f16/bf16 in any case (and the torch spellings). */
+export function dtypeOption(description: string): Option {
+  return new Option('--dtype <dtype>', `${description} (f32, f16 or bf16)`).argParser((v: string) => {
+    const d = DTYPE_NAMES[v.toLowerCase()];
+    if (!d) throw new InvalidArgumentError('use f32, f16 or bf16');
+    return d;
+  });
+}
+
+/** atomicOutputDir refuses too, but its message names the library option, not this command's flag. */
+export async function refuseNonEmptyOut(out: string): Promise<void> {
+  const entries = await readdir(out).catch(() => []);
+  if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
+}
+
+/** A progress bar made on the first callback, when the total is known. */
+export function lazyProgress(title: string, quiet: boolean): (name: string, index: number, total: number) => void {
+  let progress: Progress | undefined;
+  return (name, index, total) => {
+    progress ??= createProgress(title, total, { quiet });
+    progress.tick(name);
+    if (index + 1 === total) progress.done();
+  };
+}
+
+interface ApplyFlags {
+  base: string;
+  adapter: string[];
+  out: string;
+  dtype?: FloatDType;
+  shardSize: string;
+  threads?: string;
+  force?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+function printSummary(r: ApplyReport): void {
+  const rows = [['adapter', 'weight', 'variant', 'modules', 'saved tensors']];
+  for (const a of r.adapters) rows.push([a.dir, String(a.weight), a.variant, String(a.modules), String(a.fullTensors)]);
+  const lines = [
+    `merged ${r.adapters.length} adapter(s) into ${r.changedTensors} of ${r.tensors} tensors → ${r.out} in ${r.seconds.toFixed(1)} s`,
+    '',
+    table(rows),
+    '',
+    `files: ${r.files.join(', ')}`,
+  ];
+  if (r.addedTensors.length) lines.push(`added tensors (not in the base): ${r.addedTensors.join(', ')}`);
+  for (const a of r.adapters) if (a.reconstrConfig) lines.push(`EDoRA reconstr_config: ${a.reconstrConfig}`);
+  for (const note of r.notes) lines.push(`note: ${note}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export function registerApply(program: Command): void {
+  program
+    .command('apply')
+    .description(
+      "Merge LoRA, rsLoRA, DoRA or EDoRA adapters into a base model and write a full model folder: PEFT's merge_and_unload, " +
+        'streamed tensor by tensor (embedding LoRA and modules_to_save tensors included).',
+    )
+    .requiredOption('--base <path>', 'base model folder (or .safetensors file)')
+    .option('--adapter <dir[:weight]>', 'PEFT adapter folder and its weight (default 1); repeat to apply several, in order', (v: string, acc: string[]) => [...acc, v], [])
+    .requiredOption('--out <dir>', 'output model folder (written atomically)')
+    .addOption(dtypeOption("output dtype of every tensor; default: each tensor keeps the base's"))
+    .option('--shard-size <size>', 'maximum size of a weight shard', '5GB')
+    .option('--threads <n>', 'GEMM threads (default: all cores)')
+    .option('--force', 'replace --out if it exists and is not empty')
+    .option('--json', 'print the report as JSON')
+    .option('--quiet', 'no progress bar')
+    .addHelpText(
+      'after',
+      `
+Each adapter changes every weight it targets from W to W' (LoRA: W + s·B·A; DoRA: m/‖W + s·B·A‖ ·
+(W + s·B·A) per output row; EDoRA: the same with s·B·R·A); a weight w makes that W + w·(W' − W).
+Several adapters are applied one after the other in the order given, each to the result of the
+previous ones, as PEFT does. For plain LoRA the order does not matter; for DoRA it does.
+config.json, the tokenizer and other non-weight files are copied from the base.
+
+Examples:
+  loraforge apply --base ./Llama-3.2-1B --adapter ./my-dora --out ./merged
+  loraforge apply --base ./Qwen2.5-7B --adapter ./math:0.7 --adapter ./style:0.3 --out ./merged --dtype bf16
+  loraforge apply --base ./base --adapter ./edora/checkpoint-500 --out ./merged --shard-size 2GB --json`,
+    )
+    .action(async (flags: ApplyFlags) => {
+      if (flags.adapter.length === 0) throw new UsageError('give at least one --adapter DIR[:weight]');
+      let maxShardBytes: number;
+      try {
+        maxShardBytes = parseShardSize(flags.shardSize);
+      } catch (err) {
+        throw new UsageError(`--shard-size: ${(err as Error).message}`);
+      }
+      const threads = flags.threads === undefined ? undefined : parseIntFlag('--threads', flags.threads, 1);
+      if (!flags.force) await refuseNonEmptyOut(flags.out);
+      const report = await applyAdapters({
+        base: flags.base,
+        adapters: flags.adapter.map(parseAdapterSpec),
+        out: flags.out,
+        dtype: flags.dtype,
+        maxShardBytes,
+        overwrite: flags.force ?? false,
+        backend: await getBackend({ threads }),
+        onTensor: lazyProgress('apply', Boolean(flags.quiet || flags.json)),
+      });
+      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      else printSummary(report);
+    });
+}

@@ -1,0 +1,271 @@
+/**
+ * `apply`: PEFT's merge_and_unload, out of core. The base checkpoint is streamed tensor by tensor
+ * into a new model folder; every tensor an adapter touches is changed on the way through (LoRA,
+ * rsLoRA, LoRA-XS, DoRA, EDoRA modules, embedding LoRA, modules_to_save tensors and saved biases).
+ *
+ * Several adapters are applied one after the other, in the order given, each to the result of the
+ * previous ones — as PEFT does when it merges several adapters into one layer. For plain LoRA the
+ * order does not matter (the deltas add up); for DoRA it does, since each adapter's norm is taken
+ * of the weight it finds. An adapter's weight w scales what it does to each tensor:
+ * W ← W + w·(W' − W) (see formula.ts).
+ */
+import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { createSafetensorsSink } from '../io/safetensors.js';
+import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import type { FloatDType, TensorInfo } from '../io/types.js';
+import { getBackend } from '../linalg/index.js';
+import type { LinalgBackend } from '../linalg/backend.js';
+import { openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { prefetch } from '../pipeline/prefetch.js';
+import { isFloatDType } from '../tensor/dtype.js';
+import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from './formula.js';
+import { asOutIn, resolveModuleTarget, toStored } from './targets.js';
+import { checkAdapterVariant, type AdapterVariant } from './variant.js';
+
+export interface AdapterSpec {
+  dir: string;
+  /** scales what the adapter does to each weight (default 1) */
+  weight?: number;
+}
+
+export interface ApplyOptions {
+  /** model folder or .safetensors file */
+  base: string;
+  /** applied in this order */
+  adapters: AdapterSpec[];
+  /** output model folder */
+  out: string;
+  /** output dtype for every tensor; default: each tensor keeps the base's dtype */
+  dtype?: FloatDType;
+  /** shard size in bytes (default 5 GB, as save_pretrained) */
+  maxShardBytes?: number;
+  /** replace a non-empty --out */
+  overwrite?: boolean;
+  backend?: LinalgBackend;
+  /** called after each output tensor is written */
+  onTensor?: (name: string, index: number, total: number) => void;
+}
+
+export interface AppliedUpdate {
+  /** base tensor changed */
+  tensor: string;
+  adapter: string;
+  /** adapter module (LoRA modules) or saved tensor name (modules_to_save) */
+  source: string;
+  method: AdapterMethod | 'full';
+  rank?: number;
+  weight: number;
+  note?: string;
+}
+
+export interface ApplyReport {
+  base: string;
+  out: string;
+  adapters: Array<{ dir: string; weight: number; variant: string; modules: number; fullTensors: number; reconstrConfig?: string }>;
+  /** tensors written */
+  tensors: number;
+  /** of them, changed by an adapter */
+  changedTensors: number;
+  /** tensors an adapter brought that the base did not have (e.g. a new head in modules_to_save) */
+  addedTensors: string[];
+  updates: AppliedUpdate[];
+  /** files written under out, weights first */
+  files: string[];
+  notes: string[];
+  seconds: number;
+}
+
+const DEFAULT_SHARD_BYTES = 5_000_000_000;
+
+type Op =
+  | { type: 'module'; adapter: number; info: LoraModuleInfo; method: AdapterMethod; transposed: boolean; tied: boolean }
+  | { type: 'full'; adapter: number; name: string };
+
+interface OutputTensor {
+  name: string;
+  shape: number[];
+  dtype: FloatDType;
+  /** where the starting value comes from: the base, or the first adapter that brings a new tensor */
+  from: { base: true } | { adapter: number };
+}
+
+/** Weight files a copied model folder must not carry over (they are what we rewrite). */
+const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack)$|\.index\.json$|^adapter_config\.json$/;
+/** For a lone .safetensors file we copy only what obviously belongs to a model, not its whole folder. */
+const MODEL_SIDE_FILE = /^(config\.json|generation_config\.json|tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja)|preprocessor_config\.json)$/;
+
+const TORCH_DTYPE: Record<FloatDType, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+function outputDtype(base: Checkpoint, t: TensorInfo, requested: FloatDType | undefined): FloatDType {
+  if (requested) return requested;
+  if (!isFloatDType(t.dtype)) {
+    throw new Error(`${base.path}: tensor "${t.name}" is ${t.dtype}; apply reads and writes F32/F16/BF16 checkpoints only (dequantize the base first)`);
+  }
+  return t.dtype;
+}
+
+interface Plan {
+  tensors: OutputTensor[];
+  ops: Map<string, Op[]>;
+}
+
+function planApply(base: Checkpoint, adapters: PeftAdapter[], methods: Array<Map<string, AdapterMethod>>, dtype: FloatDType | undefined): Plan {
+  const ops = new Map<string, Op[]>();
+  const push = (tensor: string, op: Op) => {
+    const list = ops.get(tensor) ?? [];
+    list.push(op);
+    ops.set(tensor, list);
+  };
+  const tensors: OutputTensor[] = base.list().map((t) => ({ name: t.name, shape: t.shape, dtype: outputDtype(base, t, dtype), from: { base: true } }));
+  const added = new Map<string, OutputTensor>();
+
+  adapters.forEach((adapter, a) => {
+    for (const info of adapter.modules) {
+      const target = resolveModuleTarget(base, adapter, info);
+      push(target.tensor, { type: 'module', adapter: a, info, method: methods[a].get(info.name)!, transposed: target.transposed, tied: target.tied });
+    }
+    for (const t of adapter.fullTensors) {
+      if (base.has(t.name)) {
+        const shape = base.info(t.name).shape;
+        if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i])) {
+          throw new Error(
+            `${adapter.dir}: saved tensor "${t.name}" is [${t.shape.join(', ')}] but the base has [${shape.join(', ')}] in ${base.path}: the adapter was made for another base (or a resized vocabulary)`,
+          );
+        }
+        push(t.name, { type: 'full', adapter: a, name: t.name });
+        continue;
+      }
+      const prior = added.get(t.name);
+      if (prior) {
+        if (prior.shape.join() !== t.shape.join()) throw new Error(`${adapter.dir}: saved tensor "${t.name}" is [${t.shape.join(', ')}] but an earlier adapter brought it as [${prior.shape.join(', ')}]`);
+        push(t.name, { type: 'full', adapter: a, name: t.name });
+        continue;
+      }
+      const dt = dtype ?? (isFloatDType(t.dtype) ? t.dtype : 'F32');
+      const out: OutputTensor = { name: t.name, shape: t.shape, dtype: dt, from: { adapter: a } };
+      added.set(t.name, out);
+      tensors.push(out);
+    }
+  });
+  return { tensors, ops };
+}
+
+/** Copies config and tokenizer files beside the new weights; with --dtype, config.json says the new dtype. */
+async function copySideFiles(base: Checkpoint, basePath: string, outDir: string, dtype: FloatDType | undefined): Promise<string[]> {
+  const isFolder = (await stat(basePath)).isDirectory();
+  const copied: string[] = [];
+  for (const entry of await readdir(base.dir, { withFileTypes: true })) {
+    if (!entry.isFile() || entry.name.startsWith('.')) continue;
+    if (WEIGHT_FILE.test(entry.name) || (!isFolder && !MODEL_SIDE_FILE.test(entry.name))) continue;
+    const src = join(base.dir, entry.name);
+    const dst = join(outDir, entry.name);
+    if (entry.name === 'config.json' && dtype) {
+      const config = JSON.parse(await readFile(src, 'utf8')) as Record<string, unknown>;
+      // transformers reads the load dtype from torch_dtype (newer versions: dtype)
+      for (const key of ['torch_dtype', 'dtype']) if (typeof config[key] === 'string') config[key] = TORCH_DTYPE[dtype];
+      await writeFile(dst, `${JSON.stringify(config, null, 2)}\n`);
+    } else {
+      await copyFile(src, dst);
+    }
+    copied.push(entry.name);
+  }
+  return copied.sort();
+}
+
+async function closeAll(items: Array<{ close(): Promise<void> } | undefined>): Promise<void> {
+  await Promise.all(items.map((x) => x?.close().catch(() => undefined)));
+}
+
+/** Merges the adapters into the base and writes a full model folder. */
+export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
+  const started = Date.now();
+  if (opts.adapters.length === 0) throw new Error('apply: give at least one adapter');
+  for (const a of opts.adapters) {
+    if (a.weight !== undefined && !Number.isFinite(a.weight)) throw new Error(`apply: adapter ${a.dir} has weight ${a.weight}; use a finite number`);
+  }
+  assertNotInput(opts.out, [opts.base, ...opts.adapters.map((a) => a.dir)]);
+  const backend = opts.backend ?? (await getBackend());
+
+  const base = await openCheckpoint(opts.base);
+  const adapters: PeftAdapter[] = [];
+  try {
+    for (const a of opts.adapters) adapters.push(await openPeftAdapter(a.dir));
+    const variants: AdapterVariant[] = [];
+    for (const adapter of adapters) variants.push(await checkAdapterVariant(adapter));
+    const plan = planApply(base, adapters, variants.map((v) => v.methods), opts.dtype);
+    const weights = opts.adapters.map((a) => a.weight ?? 1);
+    const notes = variants.flatMap((v) => v.notes);
+
+    const outDir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
+    const sink = await createSafetensorsSink(outDir.tmpPath, {
+      baseName: 'model',
+      maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
+      plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
+    });
+    const updates: AppliedUpdate[] = [];
+    try {
+      const load = (t: OutputTensor) => ('base' in t.from ? base.read(t.name) : adapters[t.from.adapter].readFull(t.name));
+      for await (const { item: t, value: data, index } of prefetch(plan.tensors, load)) {
+        let current = data;
+        for (const op of plan.ops.get(t.name) ?? []) {
+          const adapter = adapters[op.adapter];
+          const weight = weights[op.adapter];
+          if (op.type === 'full') {
+            const saved = await adapter.readFull(op.name);
+            for (let i = 0; i < current.length; i++) current[i] += weight * (saved[i] - current[i]);
+            updates.push({ tensor: t.name, adapter: adapter.dir, source: op.name, method: 'full', weight });
+            continue;
+          }
+          const mod = await adapter.load(op.info.name);
+          const W = asOutIn(current, t.shape, op.transposed);
+          await applyUpdateInPlace(backend, W, await weightUpdate(backend, mod, op.info.scaling, weight));
+          current = toStored(W, op.transposed);
+          const note = op.tied ? `lm_head is tied to ${t.name}: the merge changes both` : undefined;
+          updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: op.method, rank: op.info.rank, weight, ...(note ? { note } : {}) });
+        }
+        await sink.add(t.name, t.shape, current, t.dtype);
+        opts.onTensor?.(t.name, index, plan.tensors.length);
+      }
+      await sink.finish();
+      const copied = await copySideFiles(base, opts.base, outDir.tmpPath, opts.dtype);
+      await outDir.commit();
+      if (updates.some((u) => u.note)) notes.push(...new Set(updates.filter((u) => u.note).map((u) => u.note!)));
+      const changed = new Set(updates.map((u) => u.tensor));
+      return {
+        base: resolve(opts.base),
+        out: resolve(opts.out),
+        adapters: adapters.map((a, i) => ({
+          dir: a.dir,
+          weight: weights[i],
+          variant: variants[i].summary,
+          modules: a.modules.length,
+          fullTensors: a.fullTensors.length,
+          ...(variants[i].reconstrConfig ? { reconstrConfig: variants[i].reconstrConfig } : {}),
+        })),
+        tensors: plan.tensors.length,
+        changedTensors: changed.size,
+        addedTensors: plan.tensors.filter((t) => !('base' in t.from)).map((t) => t.name),
+        updates,
+        files: [...sink.writtenFiles(), ...copied],
+        notes,
+        seconds: (Date.now() - started) / 1000,
+      };
+    } catch (err) {
+      await sink.abort();
+      await outDir.abort();
+      throw err;
+    }
+  } finally {
+    await closeAll([base, ...adapters]);
+  }
+}
+
+/** `DIR` or `DIR:weight` (the last colon, when a number follows it, so paths with colons still work). */
+export function parseAdapterSpec(text: string): AdapterSpec {
+  const m = /^(.*):([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)$/i.exec(text);
+  if (m && m[1] !== '') return { dir: m[1], weight: Number(m[2]) };
+  return { dir: text };
+}
+
