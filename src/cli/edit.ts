@@ -1,0 +1,162 @@
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import type { FloatDType } from '../io/types.js';
+import { getBackend } from '../linalg/index.js';
+import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
+import { editAdapter, editDelta, isEmptyEdit, type EditSummary, type SigmaEdit } from '../spectrum/edit.js';
+import { parseIndexList, parseNameList, parseRegexFlag, parseScaleList, type ModuleSelector } from '../spectrum/selectors.js';
+import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
+import { table } from './format.js';
+import { checkOutFlag, lazyProgress, sourceFlags } from './spectrum.js';
+
+const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+/** rows of the per-module table printed without --json */
+const TABLE_ROWS = 20;
+
+interface EditFlags {
+  adapter?: string;
+  modelA?: string;
+  modelB?: string;
+  rank?: string;
+  out: string;
+  zero?: string;
+  keep?: string;
+  scale?: string;
+  perturb?: string;
+  seed: string;
+  layers?: string;
+  modules?: string;
+  include?: string;
+  format: string;
+  dtype?: string;
+  baseConfig?: string;
+  threads?: string;
+  json?: boolean;
+  quiet?: boolean;
+  force?: boolean;
+}
+
+function parseEdit(opts: EditFlags): SigmaEdit {
+  const edit: SigmaEdit = {
+    keep: opts.keep !== undefined ? parseIndexList('--keep', opts.keep) : undefined,
+    zero: opts.zero !== undefined ? parseIndexList('--zero', opts.zero) : undefined,
+    scale: opts.scale !== undefined ? parseScaleList('--scale', opts.scale) : undefined,
+    perturb: opts.perturb !== undefined ? parseFloatFlag('--perturb', opts.perturb) : undefined,
+  };
+  if (isEmptyEdit(edit)) throw new UsageError('no edit given: pass --zero, --keep, --scale or --perturb (to extract without editing, use loraforge extract)');
+  return edit;
+}
+
+function parseSelector(opts: EditFlags): ModuleSelector {
+  return {
+    layers: opts.layers !== undefined ? new Set(parseIndexList('--layers', opts.layers)) : undefined,
+    modules: opts.modules !== undefined ? new Set(parseNameList('--modules', opts.modules)) : undefined,
+  };
+}
+
+/** --base-config: a config.json, or a model folder holding one. */
+async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
+  const file = (await stat(path).catch(() => undefined))?.isDirectory() ? join(path, 'config.json') : path;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new UsageError(`--base-config ${path}: cannot read ${file}; pass the base model's config.json or its folder`);
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new UsageError(`--base-config ${file}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+function printSummary(s: EditSummary): void {
+  const edited = s.modules.filter((m) => m.edited);
+  const rankChange = (m: EditSummary['modules'][number]) => (m.rankBefore === m.rankAfter ? String(m.rankAfter) : `${m.rankBefore}→${m.rankAfter}`);
+  const sigma = (xs: number[] | undefined) => (xs ?? []).slice(0, 4).map((x) => x.toPrecision(3)).join(' ') + ((xs?.length ?? 0) > 4 ? ' …' : '');
+  const rows = [['module', 'rank', 'σ before', 'σ after'], ...edited.slice(0, TABLE_ROWS).map((m) => [m.name, rankChange(m), sigma(m.sigmaBefore), sigma(m.sigmaAfter)])];
+  const lines = [`${s.out} (${s.format}, ${s.dtype}): ${s.edited} module(s) edited, ${s.copied} unchanged${s.fullTensors ? `, ${s.fullTensors} full tensor(s) copied` : ''}`, '', table(rows)];
+  if (edited.length > TABLE_ROWS) lines.push(`… ${edited.length - TABLE_ROWS} more (--json lists all)`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export function registerEdit(program: Command): void {
+  program
+    .command('edit')
+    .description(
+      "Zero, keep, scale or randomly perturb singular components of a LoRA adapter's modules (exact re-factorisation U·Σ·Vᵀ of each update), or of an adapter extracted from two checkpoints, and write a new adapter.",
+    )
+    .option('--adapter <dir>', 'PEFT LoRA adapter folder to edit')
+    .option('--model-a <path>', 'base checkpoint: extract Δ = B − A at --rank, then edit')
+    .option('--model-b <path>', 'fine-tuned checkpoint')
+    .option('--rank <r>', 'rank extracted per tensor from --model-a/--model-b')
+    .requiredOption('--out <dir>', 'output adapter folder')
+    .option('--zero <list>', 'remove these components, e.g. 0,1,2 or 0-3 (0 = largest σ)')
+    .option('--keep <list>', 'keep only these components, e.g. 0-7')
+    .option('--scale <list>', 'multiply σᵢ by a factor, e.g. 0:0.5,1:2 or 4-7:0.1 (0 removes, negative flips)')
+    .option('--perturb <eps>', 'multiply every σᵢ by (1 + eps·rᵢ), rᵢ ~ N(0,1) seeded by --seed')
+    .option('--seed <n>', 'seed of --perturb (and of the randomized SVD for checkpoints)', '0')
+    .option('--layers <list>', 'edit only modules in these layers (layers.N.), e.g. 20-31 or 0,2,4')
+    .option('--modules <names>', 'edit only these module types, e.g. q_proj,v_proj')
+    .option('--include <regex>', 'checkpoints: tensors to extract (default: weights inside layers.N.)')
+    .option('--format <format>', `output format: ${ADAPTER_FORMATS.join(' | ')}`, 'peft')
+    .option('--dtype <dtype>', 'storage dtype of the factors: f32 | f16 | bf16 (default: the input\'s)')
+    .option('--base-config <path>', "base model config.json (or its folder), needed for --format gguf|both with --adapter")
+    .option('--threads <n>', 'threads for the native GEMM (default: all cores)')
+    .option('--json', 'print a JSON summary on stdout')
+    .option('--quiet', 'no progress bar')
+    .option('--force', 'replace a non-empty --out folder')
+    .addHelpText(
+      'after',
+      `
+Component indices are 0-based in descending σ order of each module. Edits apply as: --keep,
+then --zero, then --scale, then --perturb. Removed components are dropped (the module's rank
+shrinks; a module with none left keeps rank 1 with zero factors). lora_alpha is kept and the
+factors absorb the change of alpha/r, so scaling·B·A is exactly the edited update.
+
+Examples:
+  loraforge edit --adapter ./my-lora --out ./my-lora-no-top --zero 0
+  loraforge edit --adapter ./my-lora --out ./my-lora-top8 --keep 0-7 --layers 20-31 --modules q_proj,v_proj
+  loraforge edit --adapter ./my-lora --out ./my-lora-noisy --perturb 0.1 --seed 7
+  loraforge edit --model-a ./base --model-b ./tuned --rank 16 --out ./edited --scale 0:0.5,1:2`,
+    )
+    .action(async (opts: EditFlags) => {
+      const source = sourceFlags(opts);
+      const edit = parseEdit(opts);
+      const select = parseSelector(opts);
+      const seed = parseIntFlag('--seed', opts.seed, 0);
+      const threads = opts.threads !== undefined ? parseIntFlag('--threads', opts.threads, 1) : undefined;
+      if (!ADAPTER_FORMATS.includes(opts.format as AdapterFormat)) throw new UsageError(`--format must be one of ${ADAPTER_FORMATS.join(', ')}, got "${opts.format}"`);
+      const format = opts.format as AdapterFormat;
+      const dtype = opts.dtype !== undefined ? DTYPES[opts.dtype.toLowerCase()] : undefined;
+      if (opts.dtype !== undefined && !dtype) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${opts.dtype}"`);
+      const baseConfig = opts.baseConfig !== undefined ? await readBaseConfig(opts.baseConfig) : undefined;
+      const inputs = 'adapter' in source ? [source.adapter] : [source.modelA, source.modelB];
+      if ('adapter' in source) {
+        if (opts.rank !== undefined) throw new UsageError('--rank applies to --model-a/--model-b; an adapter keeps its own ranks');
+        if (opts.include !== undefined) throw new UsageError('--include applies to --model-a/--model-b; select adapter modules with --layers/--modules');
+        if (format !== 'peft' && !baseConfig) throw new UsageError(`--format ${format} needs --base-config (the base model's config.json) to name GGUF tensors`);
+      } else if (opts.rank === undefined) {
+        throw new UsageError('--model-a/--model-b need --rank R (the rank extracted before editing)');
+      }
+      const rank = opts.rank !== undefined ? parseIntFlag('--rank', opts.rank, 1) : 0;
+      const include = opts.include !== undefined ? parseRegexFlag('--include', opts.include) : undefined;
+      await checkOutFlag(opts.out, inputs, opts.force === true);
+
+      const backend = await getBackend({ threads });
+      const progress = lazyProgress('edit', opts.quiet === true);
+      const common = { out: opts.out, edit, select, seed, format, dtype, baseConfig, overwrite: opts.force === true, onModule: progress.tick };
+      let summary: EditSummary;
+      try {
+        summary =
+          'adapter' in source
+            ? await editAdapter(backend, { ...common, adapter: source.adapter })
+            : await editDelta(backend, { ...common, modelA: source.modelA, modelB: source.modelB, rank, include });
+      } finally {
+        progress.done();
+      }
+      if (opts.json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+      else printSummary(summary);
+    });
+}

@@ -1,0 +1,163 @@
+import { readdir } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { assertNotInput } from '../io/atomic.js';
+import { getBackend } from '../linalg/index.js';
+import { groupByModuleType } from '../spectrum/charts.js';
+import { writeSpectrumOutputs } from '../spectrum/output.js';
+import { parseRegexFlag } from '../spectrum/selectors.js';
+import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumProgress, type SpectrumResult } from '../spectrum/spectrum.js';
+import { parseIntFlag, UsageError } from './errors.js';
+import { table } from './format.js';
+import { createProgress, type Progress } from './progress.js';
+
+/** The input is either an adapter or a model pair; says which, or why the flags are wrong. */
+export function sourceFlags(opts: { adapter?: string; modelA?: string; modelB?: string }): { adapter: string } | { modelA: string; modelB: string } {
+  if (opts.adapter !== undefined) {
+    if (opts.modelA !== undefined || opts.modelB !== undefined) throw new UsageError('pass either --adapter or --model-a/--model-b, not both');
+    return { adapter: opts.adapter };
+  }
+  if (opts.modelA === undefined || opts.modelB === undefined) {
+    throw new UsageError('pass --adapter DIR, or both --model-a PATH and --model-b PATH');
+  }
+  return { modelA: opts.modelA, modelB: opts.modelB };
+}
+
+/**
+ * Refuses, before any work, an --out that is or holds an input, or a non-empty folder without
+ * --force (the library checks again when it writes; this only makes the refusal immediate).
+ */
+export async function checkOutFlag(out: string, inputs: string[], force: boolean): Promise<void> {
+  try {
+    assertNotInput(out, inputs);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (force) return;
+  const entries = await readdir(out).catch(() => [] as string[]);
+  if (entries.length > 0) throw new UsageError(`--out ${out} already exists and is not empty: choose another folder or pass --force to replace it`);
+}
+
+/** A progress bar created on the first callback, when the total is known. */
+export function lazyProgress(title: string, quiet: boolean): { tick: (p: SpectrumProgress) => void; done: () => void } {
+  let bar: Progress | undefined;
+  return {
+    tick(p) {
+      bar ??= createProgress(title, p.total, { quiet });
+      bar.tick(p.name);
+    },
+    done() {
+      bar?.done();
+    },
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[(s.length - 1) >> 1];
+}
+
+function summaryRows(result: SpectrumResult): string[][] {
+  const show = (v: number) => (v > result.top ? `>${result.top}` : String(v));
+  return [
+    ['module type', 'tensors', 'median σ₁', 'eff. rank 90%', '95%', '99%'],
+    ...groupByModuleType(result.tensors).map(({ type, tensors }) => [
+      type,
+      String(tensors.length),
+      median(tensors.map((t) => t.sigma[0] ?? 0)).toPrecision(4),
+      ...(['p90', 'p95', 'p99'] as const).map((k) => show(median(tensors.map((t) => t.effectiveRank[k] ?? result.top + 1)))),
+    ]),
+  ];
+}
+
+interface SpectrumFlags {
+  adapter?: string;
+  modelA?: string;
+  modelB?: string;
+  out: string;
+  top: string;
+  include?: string;
+  seed: string;
+  png: boolean;
+  threads?: string;
+  json?: boolean;
+  quiet?: boolean;
+  force?: boolean;
+}
+
+export function registerSpectrum(program: Command): void {
+  program
+    .command('spectrum')
+    .description(
+      'Per-tensor singular values of a LoRA adapter (exact, from its factors) or of the difference of two checkpoints (randomized SVD): energy captured per rank, effective ranks, and an offline HTML report with charts.',
+    )
+    .option('--adapter <dir>', 'PEFT LoRA adapter folder')
+    .option('--model-a <path>', 'first checkpoint (folder or .safetensors): Δ = B − A')
+    .option('--model-b <path>', 'second checkpoint')
+    .requiredOption('--out <dir>', 'output folder: spectrum.json, report.html, charts/')
+    .option('--top <k>', 'singular values kept per tensor', String(DEFAULT_TOP))
+    .option('--include <regex>', 'only tensors/modules whose name matches (default for checkpoints: weights inside layers.N.)')
+    .option('--seed <n>', 'seed of the randomized SVD (checkpoint deltas)', '0')
+    .option('--no-png', 'write the charts as SVG only')
+    .option('--threads <n>', 'threads for the native GEMM (default: all cores)')
+    .option('--json', 'print a JSON summary on stdout')
+    .option('--quiet', 'no progress bar')
+    .option('--force', 'replace a non-empty --out folder')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  loraforge spectrum --adapter ./my-lora --out ./my-lora-spectrum
+  loraforge spectrum --model-a ./Llama-3.2-1B --model-b ./Llama-3.2-1B-Instruct --out ./spec --top 32
+  loraforge spectrum --adapter ./my-lora --out ./spec --include 'self_attn' --json | jq '.moduleTypes'
+
+Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are the same charts as files.`,
+    )
+    .action(async (opts: SpectrumFlags) => {
+      const source = sourceFlags(opts);
+      const top = parseIntFlag('--top', opts.top, 1);
+      const seed = parseIntFlag('--seed', opts.seed, 0);
+      const include = opts.include !== undefined ? parseRegexFlag('--include', opts.include) : undefined;
+      const threads = opts.threads !== undefined ? parseIntFlag('--threads', opts.threads, 1) : undefined;
+      const inputs = 'adapter' in source ? [source.adapter] : [source.modelA, source.modelB];
+      await checkOutFlag(opts.out, inputs, opts.force === true);
+
+      const backend = await getBackend({ threads });
+      const progress = lazyProgress('spectrum', opts.quiet === true);
+      let result: SpectrumResult;
+      try {
+        result =
+          'adapter' in source
+            ? await adapterSpectrum(backend, source.adapter, { top, include, onTensor: progress.tick })
+            : await deltaSpectrum(backend, source.modelA, source.modelB, { top, include, seed, onTensor: progress.tick });
+      } finally {
+        progress.done();
+      }
+      if (result.tensors.length === 0) throw new Error(`${inputs.join(', ')}: no tensor matched${include ? ` --include ${include.source}` : ''}; nothing to report`);
+      const files = await writeSpectrumOutputs(result, opts.out, { overwrite: opts.force === true, png: opts.png });
+
+      if (opts.json) {
+        const summary = {
+          out: opts.out,
+          files,
+          method: result.method,
+          top: result.top,
+          tensors: result.tensors.length,
+          moduleTypes: groupByModuleType(result.tensors).map(({ type, tensors }) => ({
+            type,
+            tensors: tensors.length,
+            effectiveRank: Object.fromEntries(tensors.map((t) => [t.name, t.effectiveRank])),
+          })),
+          skipped: result.skipped,
+        };
+        process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+        return;
+      }
+      const lines = [
+        `${result.tensors.length} tensors (${result.method}, top ${result.top}) → ${opts.out}/report.html, spectrum.json, ${files.filter((f) => f.startsWith('charts')).length} chart files`,
+        '',
+        table(summaryRows(result)),
+      ];
+      if (result.skipped.length) lines.push('', `${result.skipped.length} tensor(s) skipped; see spectrum.json "skipped"`);
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+}

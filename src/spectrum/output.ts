@@ -1,0 +1,54 @@
+/**
+ * Writes everything `loraforge spectrum` produces into one folder, atomically:
+ *   spectrum.json, report.html, charts/<id>.svg and charts/<id>.png.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import { spectrumCharts } from './charts.js';
+import { encodePng } from './png.js';
+import { rasterize } from './raster.js';
+import { renderReportHtml } from './report-html.js';
+import type { SpectrumResult } from './spectrum.js';
+import { svgFile } from './svg.js';
+
+export const SPECTRUM_JSON = 'spectrum.json';
+export const REPORT_HTML = 'report.html';
+export const CHARTS_DIR = 'charts';
+
+export interface SpectrumOutputOptions {
+  /** replace a non-empty output folder */
+  overwrite?: boolean;
+  /** also write PNG copies of the charts (default true) */
+  png?: boolean;
+}
+
+/** Paths of the inputs a spectrum was computed from (the output must not touch them). */
+function inputsOf(result: SpectrumResult): string[] {
+  return result.source.kind === 'adapter' ? [result.source.adapter] : [result.source.modelA, result.source.modelB];
+}
+
+/** Writes the outputs to `out` and returns their paths relative to it. */
+export async function writeSpectrumOutputs(result: SpectrumResult, out: string, opts: SpectrumOutputOptions = {}): Promise<string[]> {
+  assertNotInput(out, inputsOf(result));
+  const charts = spectrumCharts(result);
+  const png = opts.png ?? true;
+  const dir = await atomicOutputDir(out, { overwrite: opts.overwrite });
+  try {
+    const files: Array<[string, string | Uint8Array]> = [
+      [SPECTRUM_JSON, JSON.stringify(result, null, 1) + '\n'],
+      [REPORT_HTML, renderReportHtml(result, charts, png)],
+    ];
+    for (const c of charts) {
+      files.push([join(CHARTS_DIR, `${c.id}.svg`), svgFile(c.scene)]);
+      if (png) files.push([join(CHARTS_DIR, `${c.id}.png`), encodePng(rasterize(c.scene))]);
+    }
+    await mkdir(join(dir.tmpPath, CHARTS_DIR));
+    for (const [name, data] of files) await writeFile(join(dir.tmpPath, name), data);
+    await dir.commit();
+    return files.map(([name]) => name);
+  } catch (err) {
+    await dir.abort();
+    throw err;
+  }
+}

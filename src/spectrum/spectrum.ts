@@ -1,0 +1,276 @@
+/**
+ * Per-tensor singular values of a LoRA adapter (exact, from its factors) or of the difference
+ * of two checkpoints Δ = W_B − W_A (top-k by randomized SVD, streamed pair by pair), with the
+ * energy each rank captures and the effective ranks at 90/95/99% energy.
+ */
+import type { LinalgBackend } from '../linalg/backend.js';
+import { productSvd } from '../linalg/product-svd.js';
+import { randomizedSvd } from '../linalg/rsvd.js';
+import { openCheckpoint, pairTensors } from '../io/checkpoint.js';
+import type { TensorInfo, TensorSource } from '../io/types.js';
+import { openPeftAdapter, type LoraModule } from '../lora/adapter.js';
+import { prefetch } from '../pipeline/prefetch.js';
+import type { Matrix } from '../tensor/matrix.js';
+import { layerIndexOf, moduleTypeOf, naturalCompare } from './selectors.js';
+
+/** Energy fractions at which the effective rank is reported. */
+export const ENERGY_THRESHOLDS = [0.9, 0.95, 0.99] as const;
+export const DEFAULT_TOP = 64;
+
+export interface EffectiveRanks {
+  /** smallest r whose top-r components hold ≥ 90% of ‖Δ‖²_F; null when more than the components computed */
+  p90: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export interface TensorSpectrum {
+  /** adapter: module path; delta: tensor name */
+  name: string;
+  /** from `layers.N.` in the name; null outside the decoder layer stack */
+  layer: number | null;
+  /** last path component: q_proj, down_proj, … */
+  moduleType: string;
+  /** [out, in] of the weight Δ changes */
+  shape: [number, number];
+  /** LoRA rank (adapters); null for checkpoint deltas */
+  rank: number | null;
+  /** top-k singular values of Δ, descending */
+  sigma: number[];
+  /** energy[i]: fraction of ‖Δ‖²_F held by the top i+1 components */
+  energy: number[];
+  /** ‖Δ‖²_F, exact */
+  totalEnergy: number;
+  effectiveRank: EffectiveRanks;
+}
+
+export interface SpectrumResult {
+  source: { kind: 'adapter'; adapter: string } | { kind: 'delta'; modelA: string; modelB: string };
+  /** k asked for */
+  top: number;
+  /** adapters: every σ is exact; deltas: σ from a randomized SVD, ‖Δ‖²_F exact */
+  method: 'exact-from-factors' | 'randomized-svd';
+  thresholds: readonly number[];
+  /** in natural order of names (layers.2 before layers.10) */
+  tensors: TensorSpectrum[];
+  /** tensors the filter picked but that have no spectrum here, with why */
+  skipped: Array<{ name: string; reason: string }>;
+  notes: string[];
+}
+
+export interface SpectrumProgress {
+  index: number;
+  total: number;
+  name: string;
+}
+
+interface CommonOptions {
+  /** singular values kept per tensor (default 64) */
+  top?: number;
+  /** only tensors/modules whose name matches */
+  include?: RegExp;
+  /** called after each tensor */
+  onTensor?: (p: SpectrumProgress) => void;
+}
+
+export interface AdapterSpectrumOptions extends CommonOptions {}
+
+export interface DeltaSpectrumOptions extends CommonOptions {
+  /** seed of the randomized SVD (default 0) */
+  seed?: number;
+  /** randomized SVD oversampling (default 8) and power iterations (default 2) */
+  oversample?: number;
+  powerIters?: number;
+  /** tensors read ahead while one is decomposed (default 1) */
+  prefetchDepth?: number;
+}
+
+/**
+ * Top-k summary of a spectrum. `allSigma` may be every singular value (then energies and
+ * effective ranks are exact) or only the leading ones; `totalEnergy` is always ‖Δ‖²_F.
+ */
+export function summarizeSpectrum(allSigma: ArrayLike<number>, totalEnergy: number, top: number): Pick<TensorSpectrum, 'sigma' | 'energy' | 'totalEnergy' | 'effectiveRank'> {
+  const cumulative: number[] = [];
+  let acc = 0;
+  for (let i = 0; i < allSigma.length; i++) {
+    acc += allSigma[i] * allSigma[i];
+    // a zero Δ has nothing left to capture: every rank holds all of it
+    cumulative.push(totalEnergy > 0 ? Math.min(1, acc / totalEnergy) : 1);
+  }
+  const rankAt = (p: number): number | null => {
+    if (totalEnergy === 0) return 0;
+    const i = cumulative.findIndex((e) => e >= p);
+    return i < 0 ? null : i + 1;
+  };
+  const k = Math.min(top, allSigma.length);
+  return {
+    sigma: Array.from({ length: k }, (_, i) => allSigma[i]),
+    energy: cumulative.slice(0, k),
+    totalEnergy,
+    effectiveRank: { p90: rankAt(0.9), p95: rankAt(0.95), p99: rankAt(0.99) },
+  };
+}
+
+function checkTop(top: number): number {
+  if (!Number.isInteger(top) || top < 1) throw new Error(`spectrum: top must be an integer ≥ 1, got ${top}`);
+  return top;
+}
+
+/** Refuses singular values that are NaN/∞ (from NaN or overflowed factors) before they reach a report or an adapter. */
+export function assertFiniteSpectrum(sigma: ArrayLike<number>, where: string): void {
+  for (let i = 0; i < sigma.length; i++) {
+    if (!Number.isFinite(sigma[i])) throw new Error(`${where}: the update has NaN or infinite values (corrupt or overflowed factors); exclude this module`);
+  }
+}
+
+/** scaling·B (with an EDoRA latent folded in: scaling·B·R), the left factor of Δ = B'·A. */
+export async function scaledLeftFactor(backend: LinalgBackend, m: LoraModule, scaling: number): Promise<Matrix> {
+  const left = m.latent ? await backend.gemm(m.B, m.latent) : { ...m.B, data: Float32Array.from(m.B.data) };
+  for (let i = 0; i < left.data.length; i++) left.data[i] *= scaling;
+  return left;
+}
+
+/** Exact singular values of every module ΔW = scaling·B·A of a PEFT adapter folder. */
+export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts: AdapterSpectrumOptions = {}): Promise<SpectrumResult> {
+  const top = checkTop(opts.top ?? DEFAULT_TOP);
+  const adapter = await openPeftAdapter(dir);
+  try {
+    const infos = adapter.modules.filter((m) => !opts.include || opts.include.test(m.name)).sort((a, b) => naturalCompare(a.name, b.name));
+    const notes: string[] = [];
+    if (infos.some((m) => m.hasMagnitude)) {
+      notes.push('DoRA adapter: spectra are of the low-rank update scaling·B·A, before DoRA rescales each output row by its magnitude vector.');
+    }
+    if (infos.some((m) => m.hasLatent)) notes.push('EDoRA adapter: spectra are of scaling·B·R·A (the latent R folded in).');
+    const tensors: TensorSpectrum[] = [];
+    for (const [index, info] of infos.entries()) {
+      const m = await adapter.load(info.name);
+      const svd = await productSvd(backend, await scaledLeftFactor(backend, m, info.scaling), m.A);
+      assertFiniteSpectrum(svd.S, `${dir}: module "${info.name}"`);
+      let total = 0;
+      for (const s of svd.S) total += s * s;
+      tensors.push({
+        name: info.name,
+        layer: layerIndexOf(info.name),
+        moduleType: moduleTypeOf(info.name),
+        shape: [info.outFeatures, info.inFeatures],
+        rank: info.rank,
+        ...summarizeSpectrum(svd.S, total, top),
+      });
+      opts.onTensor?.({ index, total: infos.length, name: info.name });
+    }
+    return { source: { kind: 'adapter', adapter: dir }, top, method: 'exact-from-factors', thresholds: ENERGY_THRESHOLDS, tensors, skipped: [], notes };
+  } finally {
+    await adapter.close();
+  }
+}
+
+/** What `spectrum` and `edit` look at in a checkpoint by default: the linear weights of decoder layers. */
+export function isDecoderLinearWeight(name: string): boolean {
+  return layerIndexOf(name) !== null && name.endsWith('.weight');
+}
+
+/** A view of `src` listing only the tensors `keep` accepts (nothing is read). */
+export function filterSource(src: TensorSource, keep: (t: TensorInfo) => boolean): TensorSource {
+  const listed = src.list().filter(keep);
+  const names = new Set(listed.map((t) => t.name));
+  return {
+    path: src.path,
+    list: () => listed,
+    has: (name) => names.has(name),
+    info: (name) => src.info(name),
+    read: (name) => src.read(name),
+    close: () => src.close(),
+  };
+}
+
+export interface DeltaPlan {
+  /** 2-D tensors present in both checkpoints with the same shape, in natural name order */
+  pairs: Array<{ name: string; shape: [number, number] }>;
+  skipped: Array<{ name: string; reason: string }>;
+}
+
+/** Which tensors of a model pair to decompose: the filter (default: decoder-layer weights), then 2-D pairs. */
+export function planDeltaTensors(a: TensorSource, b: TensorSource, include?: RegExp): DeltaPlan {
+  const wanted = (t: TensorInfo) => (include ? include.test(t.name) : isDecoderLinearWeight(t.name));
+  const { pairs, onlyInA, onlyInB } = pairTensors(filterSource(a, wanted), filterSource(b, wanted));
+  const skipped = [
+    ...onlyInA.map((name) => ({ name, reason: `only in ${a.path}` })),
+    ...onlyInB.map((name) => ({ name, reason: `only in ${b.path}` })),
+  ];
+  const kept: DeltaPlan['pairs'] = [];
+  for (const p of pairs) {
+    if (p.a.shape.length === 2) kept.push({ name: p.name, shape: [p.a.shape[0], p.a.shape[1]] });
+    else skipped.push({ name: p.name, reason: `${p.a.shape.length}-D, not a linear weight` });
+  }
+  kept.sort((x, y) => naturalCompare(x.name, y.name));
+  return { pairs: kept, skipped };
+}
+
+/**
+ * Reads W_A and W_B of every planned pair, one pair ahead of the compute, and yields
+ * Δ = W_B − W_A with ‖Δ‖²_F summed in f64 from the exact differences.
+ */
+export async function* streamDeltas(
+  a: TensorSource,
+  b: TensorSource,
+  pairs: DeltaPlan['pairs'],
+  depth = 1,
+): AsyncGenerator<{ name: string; delta: Matrix; totalEnergy: number; index: number }> {
+  const load = async (p: DeltaPlan['pairs'][number]) => ({ wa: await a.read(p.name), wb: await b.read(p.name) });
+  for await (const { item, value, index } of prefetch(pairs, load, depth)) {
+    const { wa, wb } = value;
+    let total = 0;
+    for (let i = 0; i < wb.length; i++) {
+      const d = wb[i] - wa[i];
+      total += d * d;
+      wb[i] = d; // reuse W_B's buffer for Δ: one less tensor-sized allocation per pair
+    }
+    if (!Number.isFinite(total)) {
+      throw new Error(`${b.path}: tensor "${item.name}": W_B − W_A has NaN or infinite values (a corrupt or overflowed checkpoint); exclude it with --include`);
+    }
+    yield { name: item.name, delta: { rows: item.shape[0], cols: item.shape[1], data: wb }, totalEnergy: total, index };
+  }
+}
+
+/** Top-k singular values of Δ = W_B − W_A for the linear weights of two checkpoints, streamed pair by pair. */
+export async function deltaSpectrum(backend: LinalgBackend, modelA: string, modelB: string, opts: DeltaSpectrumOptions = {}): Promise<SpectrumResult> {
+  const top = checkTop(opts.top ?? DEFAULT_TOP);
+  const a = await openCheckpoint(modelA);
+  try {
+    const b = await openCheckpoint(modelB);
+    try {
+      const plan = planDeltaTensors(a, b, opts.include);
+      if (plan.pairs.length === 0) {
+        throw new Error(
+          `${modelA} and ${modelB}: no 2-D tensors in both checkpoints match ${opts.include ? `--include ${opts.include.source}` : 'the default filter (weights inside layers.N.)'}; pass --include REGEX to choose tensors`,
+        );
+      }
+      const tensors: TensorSpectrum[] = [];
+      for await (const { name, delta, totalEnergy, index } of streamDeltas(a, b, plan.pairs, opts.prefetchDepth)) {
+        const svd = await randomizedSvd(backend, delta, { rank: top, seed: opts.seed ?? 0, oversample: opts.oversample, powerIters: opts.powerIters });
+        tensors.push({
+          name,
+          layer: layerIndexOf(name),
+          moduleType: moduleTypeOf(name),
+          shape: [delta.rows, delta.cols],
+          rank: null,
+          ...summarizeSpectrum(svd.S, totalEnergy, top),
+        });
+        opts.onTensor?.({ index, total: plan.pairs.length, name });
+      }
+      return {
+        source: { kind: 'delta', modelA, modelB },
+        top,
+        method: 'randomized-svd',
+        thresholds: ENERGY_THRESHOLDS,
+        tensors,
+        skipped: plan.skipped,
+        notes: ['Singular values come from a randomized SVD (top-k, slightly low when the spectrum decays slowly); energy fractions divide by the exact ‖Δ‖²_F.'],
+      };
+    } finally {
+      await b.close();
+    }
+  } finally {
+    await a.close();
+  }
+}
