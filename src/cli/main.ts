@@ -4,7 +4,16 @@
  */
 import { Command, CommanderError } from 'commander';
 import { EXIT_FAILURE, EXIT_USAGE, UsageError } from './errors.js';
+import { registerApply } from './apply.js';
+import { registerConvert } from './convert.js';
+import { registerEdoraInit } from './edora-init.js';
 import { registerInspect } from './inspect.js';
+import { registerSpectrum } from './spectrum.js';
+import { registerEdit } from './edit.js';
+import { registerMergeAdapters } from './merge-adapters.js';
+import { registerMerge } from './merge.js';
+import { registerToGguf } from './to-gguf.js';
+import { registerExtract } from './extract.js';
 
 const program = new Command('loraforge')
   .description('Fast, exact, streaming LLM weight surgery: extract, merge and edit LoRA adapters.')
@@ -13,6 +22,15 @@ const program = new Command('loraforge')
   .exitOverride();
 
 registerInspect(program);
+registerApply(program);
+registerConvert(program);
+registerEdoraInit(program);
+registerSpectrum(program);
+registerEdit(program);
+registerMergeAdapters(program);
+registerMerge(program);
+registerToGguf(program);
+registerExtract(program);
 
 try {
   await program.parseAsync(process.argv);
