@@ -26,9 +26,9 @@ export interface HandlerContext {
   dtype: FloatDType;
 }
 
-/** What one job contributed: at most one of the three, plus what it wrote. */
+/** What one job contributed: at most one of the three, plus what it wrote (the caller times it). */
 export interface JobOutcome {
-  extracted?: ExtractedTensor;
+  extracted?: Omit<ExtractedTensor, 'seconds'>;
   identical?: boolean;
   differing?: DifferingTensor;
   /** parameters written into the adapter */
@@ -114,7 +114,6 @@ async function handleLora(ctx: HandlerContext, input: JobInput, module: string, 
       relError: dec.relError,
       exactRelError: exact,
       targetMet: dec.targetMet,
-      seconds: 0,
     },
   };
 }
@@ -172,7 +171,6 @@ async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobO
       relError,
       exactRelError: input.verify ? Math.sqrt(exactResidual / stats.frobSq) : undefined,
       targetMet: decs.every((d) => d === undefined || d.targetMet),
-      seconds: 0,
       experts: { count, layout, parameter: `${module}.${param}`, ranks, relErrors },
     },
   };

@@ -128,7 +128,17 @@ function checkNames(a: Checkpoint, b: Checkpoint, tied: boolean, notes: string[]
   return ignored;
 }
 
+/** A llama.cpp LoRA holds low-rank pairs only: whole tensors (modules_to_save) cannot go there. */
+function checkFormat(opts: PlanOptions): void {
+  if (opts.format === 'peft') return;
+  const whole = [opts.saveModules && '--save-modules', opts.embeddings === 'full' && '--embeddings full'].filter(Boolean);
+  if (whole.length) {
+    throw new Error(`${whole.join(' and ')} save whole tensors, which a GGUF LoRA cannot hold: use --format peft with ${whole.length > 1 ? 'them' : 'it'}`);
+  }
+}
+
 export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions): ExtractionPlan {
+  checkFormat(opts);
   const notes: string[] = [];
   const warnings: string[] = [];
   const unreadable = new Set([

@@ -232,6 +232,8 @@ describe('extractLora on planted deltas', () => {
     } finally {
       await gguf.close();
     }
+    const whole = run(f32Sharded, { format: 'gguf', saveModules: true });
+    await rejectsLeavingNothing(whole.report, whole.out, /--save-modules save whole tensors, which a GGUF LoRA cannot hold/);
   });
 
   it('--save-modules writes differing non-target tensors whole (modules_to_save)', async () => {
