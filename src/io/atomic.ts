@@ -41,7 +41,7 @@ function refuseExisting(finalDir: string, kind: PathKind, overwrite: boolean): v
     throw new Error(`${finalDir} exists and is not a directory: choose another output path or remove it`);
   }
   if (kind === 'dir' && !overwrite) {
-    throw new Error(`${finalDir} already exists and is not empty: choose another output path or pass --overwrite to replace it`);
+    throw new Error(`${finalDir} already exists and is not empty: choose another output path or pass --force to replace it`);
   }
 }
 
@@ -135,7 +135,7 @@ function isSameOrInside(inner: string, outer: string): boolean {
 
 /**
  * Never overwrite an input: throws when `outPath` is one of `inputs`, lies inside one, or contains
- * one (an output directory replaced with --overwrite would delete it). Symlinks are resolved, so
+ * one (an output directory replaced with --force would delete it). Symlinks are resolved, so
  * two spellings of the same place are caught.
  */
 export function assertNotInput(outPath: string, inputs: string[]): void {

@@ -52,7 +52,7 @@ describe('atomicOutputDir', () => {
     const out = join(parent, 'out');
     await mkdir(out);
     await writeFile(join(out, 'old.txt'), 'old');
-    await assert.rejects(atomicOutputDir(out), /already exists and is not empty.*--overwrite/);
+    await assert.rejects(atomicOutputDir(out), /already exists and is not empty.*--force/);
     const late = join(parent, 'late');
     const d = await atomicOutputDir(late);
     await mkdir(late);
