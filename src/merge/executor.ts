@@ -1,9 +1,9 @@
 /**
- * Runs a merge plan out of core: one output tensor at a time, each input read (and decoded to f32)
- * only when its tensor is due, the next tensor's inputs read while this one is computed, and the
- * result streamed straight into its place in the output shards (the sink knows the whole layout
- * up front). Peak memory is about two tensors per input plus one being written, whatever the
- * model size. Buffers are recycled: touching fresh memory costs as much as decoding into it.
+ * Runs a merge plan out of core: each input tensor is read (and decoded to f32) only when its
+ * output tensor is due, a few tensors are merged at once by worker threads (see compute.ts) while
+ * the main thread reads the next inputs and writes finished results straight into their place in
+ * the output shards (the sink knows the whole layout up front). Memory stays at a few tensors
+ * (bounded by MAX_INFLIGHT_BYTES), whatever the model size.
  *
  * The output folder is written atomically: shards (+ index), config.json from the donor model with
  * the layer count updated, the tokenizer files, and the merge config as mergekit_config.yml.
@@ -13,9 +13,8 @@ import { join } from 'node:path';
 import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
 import { createSafetensorsSink, type SafetensorsSink } from '../io/safetensors.js';
 import type { FloatDType } from '../io/types.js';
-import { createRng, type Rng } from '../linalg/random.js';
-import { prefetch } from '../pipeline/prefetch.js';
 import { dtypeByteSize } from '../tensor/dtype.js';
+import { createCompute, type Compute } from './compute.js';
 import type { MergeConfig } from './config.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 import { openModels, type SourceModel } from './sources.js';
@@ -53,6 +52,8 @@ export interface MergeModelsOptions {
   overwrite?: boolean;
   /** folder model paths are relative to; default process.cwd() */
   cwd?: string;
+  /** merge large tensors in worker threads, overlapping reading and writing; default true when there is a second core */
+  worker?: boolean;
   onProgress?: (done: number, total: number, tensor: string) => void;
 }
 
@@ -76,64 +77,60 @@ export interface MergeModelsReport {
   notes: string[];
 }
 
-/** Smallest buffer worth recycling; smaller ones are cheap to allocate. */
-const MIN_POOLED_BYTES = 1 << 20;
-
-/** Recycled f32 buffers: the smallest free one that fits, or a new one. */
-class BufferPool {
-  private readonly free: ArrayBuffer[] = [];
-
-  acquire(n: number): Float32Array {
-    const bytes = n * 4;
-    if (bytes < MIN_POOLED_BYTES) return new Float32Array(n);
-    let best = -1;
-    this.free.forEach((b, i) => {
-      if (b.byteLength >= bytes && (best < 0 || b.byteLength < this.free[best].byteLength)) best = i;
-    });
-    const buffer = best >= 0 ? this.free.splice(best, 1)[0] : new ArrayBuffer(bytes);
-    return new Float32Array(buffer, 0, n);
-  }
-
-  release(a: Float32Array): void {
-    if (a.buffer.byteLength >= MIN_POOLED_BYTES) this.free.push(a.buffer as ArrayBuffer);
-  }
-}
-
-/** FNV-1a, 32 bits: a fixed way to turn a mask's identity into an RNG seed. */
-function fnv1a32(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
+/**
+ * Input bytes (as f32) that may be in flight at once: with several workers, tensors are read and
+ * merged concurrently, but not so many that memory grows beyond a few tensors. Two tensors (one
+ * merging, the next being read) are always allowed, however large.
+ */
+const MAX_INFLIGHT_BYTES = 2 ** 31;
 
 /**
- * The DARE stream for input `input` of output tensor `tensor`: seeded by fnv1a32("seed/tensor/input"),
- * so a mask depends on nothing but the seed, the tensor and the input's position in its slice.
+ * The pipeline: tensors are read (decoded on the main thread) and merged (in workers) up to
+ * `compute.concurrency` at a time within MAX_INFLIGHT_BYTES, and written in order as they finish,
+ * so the main thread encodes tensor i while workers merge i+1, i+2.
  */
-export function maskRng(seed: number, tensor: string, input: number): Rng {
-  return createRng(fnv1a32(`${seed}/${tensor}/${input}`));
-}
-
-async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, seed: number, onProgress?: MergeModelsOptions['onProgress']): Promise<void> {
-  const pool = new BufferPool();
-  const load = (t: PlannedTensor) => Promise.all(t.inputs.map((inp) => models[inp.model].checkpoint.readInto(inp.tensor, pool.acquire(t.context.numel))));
+async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, compute: Compute, onProgress?: MergeModelsOptions['onProgress']): Promise<void> {
+  const { pool } = compute;
+  const cost = (t: PlannedTensor) => t.context.numel * 4 * t.inputs.length;
+  const readAndMerge = async (t: PlannedTensor) => {
+    const inputs = await Promise.all(t.inputs.map((inp) => models[inp.model].checkpoint.readInto(inp.tensor, pool.acquire(t.context.numel))));
+    const out = await compute.merge(t.context, inputs);
+    for (const x of inputs) if (x !== out) pool.release(x);
+    return out;
+  };
+  const inflight: Array<{ item: PlannedTensor; result: Promise<Float32Array> }> = [];
+  let inflightBytes = 0;
+  let next = 0;
   let writing: Promise<void> = Promise.resolve();
   let written: Float32Array | undefined;
-  for await (const { item, value: inputs, index } of prefetch(plan.tensors, load, 1)) {
-    const out = plan.method.merge(item.context, inputs, (input) => maskRng(seed, item.name, input));
-    for (const x of inputs) if (x !== out) pool.release(x);
+  try {
+    for (let done = 0; done < plan.tensors.length; done++) {
+      // one more than the workers can take: its inputs are read while they merge
+      while (next < plan.tensors.length && inflight.length <= compute.concurrency) {
+        const item = plan.tensors[next];
+        // the next tensor is always read while one merges; more only within the byte budget
+        if (inflight.length > 1 && inflightBytes + cost(item) > MAX_INFLIGHT_BYTES) break;
+        const result = readAndMerge(item);
+        result.catch(() => {}); // surfaced when awaited below
+        inflight.push({ item, result });
+        inflightBytes += cost(item);
+        next++;
+      }
+      const { item, result } = inflight.shift() as (typeof inflight)[number];
+      const out = await result;
+      inflightBytes -= cost(item);
+      await writing;
+      if (written) pool.release(written);
+      writing = sink.add(item.name, item.shape, out, item.dtype);
+      writing.catch(() => {}); // surfaced when awaited
+      written = out;
+      onProgress?.(done + 1, plan.tensors.length, item.name);
+    }
     await writing;
-    if (written) pool.release(written);
-    writing = sink.add(item.name, item.shape, out, item.dtype);
-    // surfaced by the await above or below; this keeps Node from calling it unhandled meanwhile
-    writing.catch(() => {});
-    written = out;
-    onProgress?.(index + 1, plan.tensors.length, item.name);
+  } finally {
+    // nothing may still touch the files or the workers when the caller cleans up
+    await Promise.allSettled([writing, ...inflight.map((f) => f.result)]);
   }
-  await writing;
 }
 
 /** The donor's config.json with the output's layer count (and per-layer lists) and dtype. */
@@ -213,12 +210,16 @@ export async function executeMerge(config: MergeConfig, opts: MergeModelsOptions
         maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
         plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
       });
+      const compute = createCompute(plan.method, seed, { worker: opts.worker });
+      compute.prepare(plan.tensors.map((t) => t.context));
       try {
-        await streamTensors(plan, models, sink, seed, opts.onProgress);
+        await streamTensors(plan, models, sink, compute, opts.onProgress);
         await sink.finish();
       } catch (err) {
         await sink.abort();
         throw err;
+      } finally {
+        await compute.close();
       }
       const shards = sink.writtenFiles();
       const side = await writeSideFiles(outDir.tmpPath, config, plan, models);

@@ -27,6 +27,14 @@ export interface ParamDef {
   help: string;
 }
 
+/** What the executor lends a method while it merges one tensor. */
+export interface MergeEnv {
+  /** the seeded stream for input `input` (DARE masks) */
+  rng(input: number): Rng;
+  /** a working array of the tensor's size, contents undefined; reclaimed after merge() returns */
+  scratch(): Float32Array;
+}
+
 /** What a method knows about one output tensor: everything resolved, nothing loaded. */
 export interface TensorContext {
   /** output tensor name (for messages) */
@@ -62,7 +70,7 @@ export interface MergeMethodDef {
   tensorParams: readonly ParamDef[];
   /** plan-time checks that need the tensor's size (throws a message without location) */
   check?(ctx: TensorContext): void;
-  merge(ctx: TensorContext, inputs: Float32Array[], rng: (input: number) => Rng): Float32Array;
+  merge(ctx: TensorContext, inputs: Float32Array[], env: MergeEnv): Float32Array;
 }
 
 const num = (v: Scalar | undefined): number => v as number;
@@ -113,18 +121,19 @@ function taskArithmeticMethod(spec: {
         }
       });
     },
-    merge(ctx, inputs, rng) {
+    merge(ctx, inputs, env) {
       const base = inputs[ctx.base as number];
       const tvs = inputs.flatMap((data, i) =>
-        i === ctx.base ? [] : [{ data, weight: num(ctx.inputParams[i].weight), density: num(ctx.inputParams[i].density), rng: () => rng(i) }],
+        i === ctx.base ? [] : [{ data, weight: num(ctx.inputParams[i].weight), density: num(ctx.inputParams[i].density), rng: () => env.rng(i) }],
       );
-      return mergeTaskVectors(base, tvs, {
+      const opts = {
         sparsification: spec.sparsification,
         consensus: spec.consensus,
         normalize: ctx.params.normalize as boolean,
         lambda: num(ctx.params.lambda),
         rescale: ctx.params.rescale as boolean,
-      });
+      };
+      return mergeTaskVectors(base, tvs, opts, env.scratch);
     },
   };
 }

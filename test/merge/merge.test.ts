@@ -88,6 +88,30 @@ describe('models that do not fit together', () => {
   });
 });
 
+describe('worker threads', () => {
+  it('give the same bytes as merging on the main thread (large tensors go to workers)', async () => {
+    // 512×512 = 2^18 entries: the smallest tensor handed to a worker
+    const big = (seed: number) => ({ ...tinyTensors({ seed }), 'model.layers.0.mlp.big.weight': { shape: [512, 512], data: tinyTensors({ seed, hidden: 512, intermediate: 512, layers: 1 })['model.layers.0.self_attn.q_proj.weight'].data } });
+    await writeModelFolder(join(dir, 'big-base'), big(11));
+    await writeModelFolder(join(dir, 'big-a'), big(12));
+    await writeModelFolder(join(dir, 'big-b'), big(13));
+    for (const method of ['ties', 'dare_ties', 'linear']) {
+      const config = {
+        merge_method: method,
+        ...(method === 'linear' ? {} : { base_model: './big-base' }),
+        models: [
+          { model: './big-a', parameters: method === 'linear' ? { weight: 0.7 } : { weight: 0.7, density: 0.4 } },
+          { model: './big-b', parameters: method === 'linear' ? { weight: 0.5 } : { weight: 0.5, density: 0.6 } },
+        ],
+      };
+      const [inWorker, inline] = [out(), out()];
+      await mergeModels(config, { out: inWorker, cwd: dir, seed: 3 });
+      await mergeModels(config, { out: inline, cwd: dir, seed: 3, worker: false });
+      assert.deepEqual(await readFile(join(inWorker, 'model.safetensors')), await readFile(join(inline, 'model.safetensors')), method);
+    }
+  });
+});
+
 describe('output', () => {
   it('shards by --shard-size with an index, holding the same tensors as one file', async () => {
     const one = out();

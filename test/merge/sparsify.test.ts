@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createRng } from '../../src/linalg/random.js';
-import { kthLargestMagnitude, sparsifyMagnitude, sparsifyRandom } from '../../src/merge/sparsify.js';
+import { applyTopK, kthLargestMagnitude, selectTopK, sparsifyMagnitude, sparsifyRandom } from '../../src/merge/sparsify.js';
 
 function gaussian(n: number, seed: number): Float32Array {
   const x = new Float32Array(n);
@@ -9,10 +9,10 @@ function gaussian(n: number, seed: number): Float32Array {
   return x;
 }
 
-/** The reference: indices of a stable descending sort by |x|, first k kept. */
+/** The reference: indices of a stable descending sort by |x|, first k kept; the rest times 0, as mergekit's mask (−0 for negatives). */
 function topKBySort(x: Float32Array, k: number): Float32Array {
   const order = Array.from(x, (_, i) => i).sort((a, b) => Math.abs(x[b]) - Math.abs(x[a]) || a - b);
-  const out = new Float32Array(x.length);
+  const out = x.map((v) => v * 0);
   for (const i of order.slice(0, k)) out[i] = x[i];
   return out;
 }
@@ -45,7 +45,7 @@ describe('sparsifyMagnitude (TIES trim)', () => {
     const x = new Float32Array([1, -2, 2, 0.5, -2, 2, 3]);
     // k = trunc(0.5·7) = 3: 3 and the first two of the four ±2 entries
     sparsifyMagnitude(x, 0.5, false);
-    assert.deepEqual(Array.from(x), [0, -2, 2, 0, 0, 0, 3]);
+    assert.deepEqual(Array.from(x), [0, -2, 2, 0, -0, 0, 3]);
   });
 
   it('rescales the kept entries to the original L1 norm when asked', () => {
@@ -63,6 +63,50 @@ describe('sparsifyMagnitude (TIES trim)', () => {
     sparsifyMagnitude(x, 1, true);
     assert.deepEqual(x, copy);
     assert.throws(() => sparsifyMagnitude(x, 0.05, false), /keeps no entry/);
+  });
+});
+
+/** The top-k rule on large inputs, checked with a native sort: |x| > T kept, ties at T kept in index order up to k. */
+function expectedTopK(x: Float32Array, k: number): Float32Array {
+  const sorted = Float32Array.from(x, Math.abs).sort();
+  const t = sorted[x.length - k];
+  let ties = k - sorted.filter((v) => v > t).length;
+  return x.map((v) => (Math.abs(v) > t ? v : Math.abs(v) === t && ties-- > 0 ? v : v * 0));
+}
+
+describe('selectTopK on large tensors (sampled bracket)', () => {
+  it('keeps exactly the top k of continuous values (bracket of many magnitudes)', () => {
+    const x = gaussian(1_100_000, 8);
+    for (const density of [0.02, 0.3]) {
+      const k = Math.trunc(density * x.length);
+      const y = x.slice();
+      applyTopK(y, selectTopK(y, k));
+      assert.deepEqual(y, expectedTopK(x, k), `density ${density}`);
+    }
+  });
+
+  it('subtracts the base and keeps exactly the top k, ties at the threshold in index order', () => {
+    const n = 1_200_000;
+    // coarse values: thousands of entries share the threshold magnitude
+    const base = gaussian(n, 6).map((v) => Math.round(v * 16) / 16);
+    const tuned = gaussian(n, 7).map((v, i) => base[i] + Math.round(v * 16) / 16);
+    const delta = tuned.map((v, i) => v - base[i]);
+    for (const density of [0.05, 0.5, 0.9]) {
+      const k = Math.trunc(density * n);
+      const x = tuned.slice();
+      applyTopK(x, selectTopK(x, k, base));
+      assert.deepEqual(x, expectedTopK(delta, k), `density ${density}`);
+    }
+  });
+
+  it('keeps the quota of a threshold magnitude shared by most entries, in index order', () => {
+    const n = 1_100_000;
+    const x = new Float32Array(n).fill(-1);
+    for (let i = 0; i < n; i += 1000) x[i] = 2;
+    const k = n / 2;
+    const expected = expectedTopK(x, k);
+    applyTopK(x, selectTopK(x, k));
+    assert.deepEqual(x, expected);
   });
 });
 
