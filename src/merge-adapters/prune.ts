@@ -10,47 +10,55 @@ import { createRng } from '../linalg/random.js';
 import type { ElementwiseStep, MajoritySign, MaskSource } from './types.js';
 
 /**
- * Keep/drop mask of the k entries of largest |value|. Selection is a two-pass radix select on the
- * bits of |x| (for non-negative floats the bit pattern orders like the value), O(n) instead of a
- * sort: deltas of 7B-sized layers have 45M entries. Entries equal to the k-th largest are taken in
- * index order (torch.topk leaves that order unspecified).
+ * Where the k entries of largest |value| end: entries with |x| above `threshold` (compared as the
+ * bits of |x|) are in, and the first `ties` entries (in index order) equal to it. A two-pass
+ * radix select on the bits of |x| (for non-negative floats the bit pattern orders like the value):
+ * O(n) instead of a sort, since deltas of 7B-sized layers have 45M entries. torch.topk leaves the
+ * order among equal values unspecified; index order is ours.
  */
-export function topKMask(t: Float32Array, k: number): Uint8Array {
-  const n = t.length;
-  const mask = new Uint8Array(n);
-  if (k <= 0) return mask;
-  if (k >= n) return mask.fill(1);
-  const bits = new Uint32Array(t.buffer, t.byteOffset, n);
+function topKCut(bits: Uint32Array, k: number): { threshold: number; ties: number } {
   const high = new Uint32Array(1 << 15); // |x| has the sign bit clear: 15 high bits remain
-  for (let i = 0; i < n; i++) high[(bits[i] & 0x7fffffff) >>> 16]++;
+  for (let i = 0; i < bits.length; i++) high[(bits[i] & 0x7fffffff) >>> 16]++;
   let bucket = high.length - 1;
   let above = 0;
   while (above + high[bucket] < k) above += high[bucket--];
   const low = new Uint32Array(1 << 16);
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < bits.length; i++) {
     const key = bits[i] & 0x7fffffff;
     if (key >>> 16 === bucket) low[key & 0xffff]++;
   }
   let cut = low.length - 1;
   while (above + low[cut] < k) above += low[cut--];
-  const threshold = ((bucket << 16) | cut) >>> 0;
-  let ties = k - above; // entries equal to the threshold still to keep
+  return { threshold: ((bucket << 16) | cut) >>> 0, ties: k - above };
+}
+
+/** Calls keep(i) for the k entries of largest |t[i]| and drop(i) for the others, in index order. */
+function selectTopK(t: Float32Array, k: number, keep: (i: number) => void, drop: (i: number) => void): void {
+  const n = t.length;
+  if (k <= 0 || k >= n) {
+    for (let i = 0; i < n; i++) (k <= 0 ? drop : keep)(i);
+    return;
+  }
+  const bits = new Uint32Array(t.buffer, t.byteOffset, n);
+  let { threshold, ties } = topKCut(bits, k);
   for (let i = 0; i < n; i++) {
     const key = bits[i] & 0x7fffffff;
-    if (key > threshold) mask[i] = 1;
-    else if (key === threshold && ties > 0) {
-      mask[i] = 1;
-      ties--;
-    }
+    if (key > threshold || (key === threshold && ties-- > 0)) keep(i);
+    else drop(i);
   }
+}
+
+/** Keep (1) / drop (0) mask of the k entries of largest |value|, ties at the cut in index order. */
+export function topKMask(t: Float32Array, k: number): Uint8Array {
+  const mask = new Uint8Array(t.length);
+  selectTopK(t, k, (i) => (mask[i] = 1), () => {});
   return mask;
 }
 
 /** PEFT's magnitude pruning: keep the floor(density·n) largest |entries|, zero the rest (in place). */
 export function magnitudePruneInPlace(t: Float32Array, density: number): Float32Array {
   if (density >= 1) return t; // PEFT: nothing is pruned
-  const mask = topKMask(t, Math.floor(density * t.length));
-  for (let i = 0; i < t.length; i++) if (!mask[i]) t[i] = 0;
+  selectTopK(t, Math.floor(density * t.length), () => {}, (i) => (t[i] = 0));
   return t;
 }
 
@@ -67,40 +75,41 @@ export function dareInPlace(t: Float32Array, mask: Uint8Array, density: number):
 
 /**
  * TIES sign election per entry, on the (pruned, unweighted) task tensors: +1 or −1 from the sign of
- * Σ_i t_i ('total') or of Σ_i sign(t_i) ('frequency'); a tie (exactly 0) goes to +1 as in PEFT.
+ * Σ_i t_i ('total', summed in f32) or of Σ_i sign(t_i) ('frequency'); a tie (exactly 0) goes to +1
+ * as in PEFT. Loops run tensor by tensor so each pass streams through memory.
  */
 export function electSign(tensors: readonly Float32Array[], method: MajoritySign): Int8Array {
   const n = tensors[0].length;
-  const sign = new Int8Array(n);
-  for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (const t of tensors) s = method === 'total' ? Math.fround(s + t[j]) : s + Math.sign(t[j]);
-    sign[j] = s >= 0 ? 1 : -1;
+  const acc = new Float32Array(n);
+  for (const t of tensors) {
+    if (method === 'total') for (let j = 0; j < n; j++) acc[j] += t[j];
+    else for (let j = 0; j < n; j++) acc[j] += t[j] > 0 ? 1 : t[j] < 0 ? -1 : 0;
   }
+  const sign = new Int8Array(n);
+  for (let j = 0; j < n; j++) sign[j] = acc[j] >= 0 ? 1 : -1;
   return sign;
 }
 
 /**
  * TIES disjoint merge: per entry, the mean of w_i·t_i over the tensors whose sign agrees with the
- * elected one (zeros agree with neither sign); 0 where none agrees.
+ * elected one (zeros agree with neither sign); 0 where none agrees. Sums are f32, in tensor order.
  */
 export function disjointMerge(tensors: readonly Float32Array[], weights: readonly number[], sign: Int8Array): Float32Array {
   const n = tensors[0].length;
-  const w = weights.map(Math.fround);
-  const out = new Float32Array(n);
-  for (let j = 0; j < n; j++) {
-    let sum = 0;
-    let count = 0;
-    for (let i = 0; i < tensors.length; i++) {
-      const x = tensors[i][j];
-      if (Math.sign(x) === sign[j]) {
-        sum = Math.fround(sum + Math.fround(x * w[i]));
-        count++;
+  const sum = new Float32Array(n);
+  const count = new Uint16Array(n);
+  tensors.forEach((t, i) => {
+    const w = Math.fround(weights[i]);
+    for (let j = 0; j < n; j++) {
+      const x = t[j];
+      if ((x > 0 && sign[j] > 0) || (x < 0 && sign[j] < 0)) {
+        sum[j] += Math.fround(x * w);
+        count[j]++;
       }
     }
-    out[j] = sum / Math.max(count, 1);
-  }
-  return out;
+  });
+  for (let j = 0; j < n; j++) if (count[j] > 1) sum[j] /= count[j];
+  return sum;
 }
 
 /** Σ_i w_i·t_i in f32. */

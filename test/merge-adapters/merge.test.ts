@@ -4,13 +4,17 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { openGguf } from '../../src/io/gguf.js';
 import { join } from 'node:path';
 import { openPeftAdapter, readPeftAdapter, PeftAdapterWriter, type LoraModule } from '../../src/lora/adapter.js';
 import { createRng } from '../../src/linalg/random.js';
 import { mergeAdapters, type MergeReport } from '../../src/merge-adapters/index.js';
 import type { MethodName } from '../../src/merge-adapters/methods.js';
 import { matrix, type Matrix } from '../../src/tensor/matrix.js';
+import { Command, CommanderError } from 'commander';
+import { registerMergeAdapters } from '../../src/cli/merge-adapters.js';
+import { UsageError } from '../../src/cli/errors.js';
 import { runCli } from '../helpers/cli.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 import {
@@ -42,6 +46,18 @@ function weightedSum(parts: Array<{ m: LoraModule; weight: number; scaling: numb
   const out = matrix(parts[0].m.B.rows, parts[0].m.A.cols);
   for (const { m, weight, scaling } of parts) product(m.B, m.A, weight * scaling).data.forEach((x, i) => (out.data[i] += x));
   return out;
+}
+
+/** The error a merge-adapters command line is refused with, parsed in this process (no spawn). */
+async function cliError(args: string[]): Promise<Error> {
+  const program = new Command('loraforge').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  registerMergeAdapters(program);
+  try {
+    await program.parseAsync(['merge-adapters', ...args], { from: 'user' });
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error(`accepted: ${args.join(' ')}`);
 }
 
 describe('mergeAdapters on PEFT folders made from the fixtures', () => {
@@ -157,11 +173,12 @@ describe('mergeAdapters on PEFT folders made from the fixtures', () => {
       [['--method', 'ties', '--density', '1.5'], /--density must be a number in \[0, 1\]/],
       [['--method', 'nope'], /nope/],
       [['--method', 'cat', '--out', out], /not empty.*--force/],
+      [['--method', 'cat', '--format', 'gguf'], /--base-config/],
     ];
     for (const [extra, message] of bad) {
-      const r = await runCli([...args, '--out', join(dir, 'never'), ...extra]);
-      assert.equal(r.code, 2, `${extra.join(' ')}: ${r.stderr}`);
-      assert.match(r.stderr, message);
+      const err = await cliError([...args.slice(1), '--out', join(dir, 'never'), ...extra]);
+      assert.ok(err instanceof UsageError || err instanceof CommanderError, `${extra.join(' ')}: ${err}`);
+      assert.match(err.message, message);
     }
     const failed = await runCli([...args, '--method', 'ties', '--out', join(dir, 'never')]);
     assert.equal(failed.code, 1);
@@ -244,6 +261,30 @@ describe('mergeAdapters: module sets, orientations and refusals', () => {
     const adapter = await openPeftAdapter(out);
     assert.deepEqual(await adapter.readFull('lm_head.weight'), head);
     await adapter.close();
+  });
+
+  it('writes PEFT and GGUF side by side with --format both (the CLI reads --base-config)', async () => {
+    const o1 = { name: 'model.layers.0.self_attn.o_proj', kind: 'linear' as const, A: gaussian(2, 16, 31), B: gaussian(16, 2, 32), alpha: 4 };
+    const o2 = { name: 'model.layers.0.self_attn.o_proj', kind: 'linear' as const, A: gaussian(3, 16, 33), B: gaussian(16, 3, 34), alpha: 3 };
+    const a = await writeAdapter(join(dir, 'g1'), [o1]);
+    const b = await writeAdapter(join(dir, 'g2'), [o2]);
+    const config = join(dir, 'config.json');
+    const llama = { architectures: ['LlamaForCausalLM'], num_attention_heads: 4, num_key_value_heads: 2, hidden_size: 16, tie_word_embeddings: false };
+    await writeFile(config, JSON.stringify(llama));
+    const out = join(dir, 'both');
+    const r = await runCli(['merge-adapters', '--adapter', a, '--adapter', `${b}:-1`, '--method', 'cat', '--format', 'both', '--base-config', config, '--out', out, '--quiet']);
+    assert.equal(r.code, 0, r.stderr);
+    const peft = (await readPeftAdapter(out)).modules[0];
+    const file = await openGguf(join(out, 'adapter.gguf'));
+    try {
+      const loraA = matrix(5, 16, await file.read('blk.0.attn_output.weight.lora_a'));
+      const loraB = matrix(16, 5, await file.read('blk.0.attn_output.weight.lora_b'));
+      const want = weightedSum([{ m: o1, weight: 1, scaling: 2 }, { m: o2, weight: -1, scaling: 1 }]);
+      assert.ok(relMaxDiff(product(loraB, loraA).data, want.data) < 1e-6);
+      assert.ok(relMaxDiff(product(peft.B, peft.A).data, want.data) < 1e-6);
+    } finally {
+      await file.close();
+    }
   });
 
   it('writes a fresh RNG path for DARE that is reproducible with --seed', async () => {
