@@ -3,6 +3,7 @@
  * under .llama/ (kept out of the project's own dependencies: it is ~85 MB of native code), plus
  * tiny synthetic Llama checkpoints with planted low-rank deltas to feed it.
  */
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -76,12 +77,16 @@ export async function extractFromLlamaCppSource(relPaths: string[], destDir: str
   }
 }
 
-/** Full next-token logits (vocabulary order) after each of `tokens`, from llama.cpp. */
+/**
+ * Full next-token logits (vocabulary order) from llama.cpp after each of the last `lastN` of
+ * `tokens` (default all: node-llama-cpp returns a Map per position, slow for big vocabularies).
+ */
 export async function llamaLogits(
   model: LlamaModelLike,
   tokens: number[],
   vocabSize: number,
   lora?: { filePath: string; scale?: number },
+  lastN = tokens.length,
 ): Promise<Float32Array[]> {
   const context = await model.createContext({
     contextSize: 256,
@@ -95,8 +100,9 @@ export async function llamaLogits(
     ...(lora ? { lora: { adapters: [{ filePath: lora.filePath, scale: lora.scale ?? 1 }] } } : {}),
   });
   try {
-    const out = await context.getSequence().controlledEvaluate(tokens.map((t) => [t, { generateNext: { logits: true } }]));
-    return out.map((item, i) => {
+    const first = tokens.length - lastN;
+    const out = await context.getSequence().controlledEvaluate(tokens.map((t, i) => (i >= first ? [t, { generateNext: { logits: true } }] : t)));
+    return out.slice(first).map((item, i) => {
       const logits = item?.next?.logits;
       if (!logits || logits.size !== vocabSize) throw new Error(`llama.cpp returned ${logits?.size ?? 0} logits for position ${i}, expected ${vocabSize}`);
       const row = new Float32Array(vocabSize);
@@ -408,4 +414,53 @@ export async function readGoldenTokenizerCases(inpPath: string, outPath: string)
   if (lines[lines.length - 1] === '') lines.pop();
   if (inputs.length !== lines.length) throw new Error(`${inpPath}: ${inputs.length} inputs but ${lines.length} expected outputs`);
   return inputs.map((text, i) => ({ text, ids: lines[i]!.trim() === '' ? [] : lines[i]!.trim().split(' ').map(Number) }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF vs reference, in llama.cpp
+// ---------------------------------------------------------------------------------------------
+
+function maxAbsDiff64(a: Float32Array[], b: Float64Array[]): { diff: number; scale: number } {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    for (let j = 0; j < a[i]!.length; j++) {
+      diff = Math.max(diff, Math.abs(a[i]![j]! - b[i]![j]!));
+      scale = Math.max(scale, Math.abs(b[i]![j]!));
+    }
+  }
+  return { diff, scale };
+}
+
+/**
+ * Loads `gguf` in llama.cpp and asserts that it tokenizes llama.cpp's golden test strings as
+ * expected and that its logits for `text` (last `lastN` positions) match `referenceLogits`.
+ */
+export async function checkAgainstLlamaCpp(
+  llama: LlamaLike,
+  gguf: string,
+  tensors: Parameters<typeof referenceLogits>[0],
+  config: Record<string, unknown>,
+  golden: { inp: string; out: string },
+  tolerance: number,
+  text = 'Hello world! The quick brown fox jumps over 13 lazy dogs.',
+): Promise<void> {
+  const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
+  try {
+    const cases = await readGoldenTokenizerCases(golden.inp, golden.out);
+    let mismatches = 0;
+    for (const c of cases) if (JSON.stringify(model.tokenize(c.text)) !== JSON.stringify(c.ids)) mismatches++;
+    assert.equal(mismatches, 0, `${mismatches} of ${cases.length} golden tokenizations differ`);
+
+    const tokens = model.tokenize(text);
+    // the last few positions attend over the whole sequence; fewer logits keep a 152k vocabulary fast
+    const lastN = 4;
+    const got = await llamaLogits(model, tokens, config['vocab_size'] as number, undefined, lastN);
+    const { diff, scale } = maxAbsDiff64(got, referenceLogits(tensors, config, tokens).slice(-lastN));
+    process.stderr.write(`  ${String(config['model_type'])}: ${cases.length} golden tokenizations ok; logit scale ${scale.toFixed(2)}, max |llama.cpp − reference| ${diff.toExponential(2)}\n`);
+    assert.ok(scale > 1, 'logits are not degenerate');
+    assert.ok(diff <= tolerance * scale, `llama.cpp logits differ from the reference by ${diff} (allowed ${tolerance * scale})`);
+  } finally {
+    await model.dispose();
+  }
 }

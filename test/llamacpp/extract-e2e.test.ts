@@ -1,16 +1,21 @@
 /**
  * End to end through a real client: a tiny Llama base and a fine-tuned model B (= base + planted
- * low-rank deltas on every projection, the embeddings and lm_head, with different ranks and
- * alphas) are converted to GGUF by loraforge, the LoRA is written as a llama.cpp GGUF adapter,
- * and llama.cpp itself must produce the same logits for base + LoRA as for B.
+ * low-rank deltas on every projection, the embeddings and lm_head, with different ranks) are
+ * converted to GGUF by loraforge, `extractLora` recovers the LoRA from the two HF checkpoints
+ * straight into a llama.cpp GGUF adapter (adaptive ranks + one alpha, so every module's scaling
+ * differs and is baked), and llama.cpp itself must produce the same logits for base + LoRA as
+ * for B. The planted factors written directly, with and without the Q/K permutation, check the
+ * writer alone and that the permutation matters.
  */
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { convertToGguf } from '../../src/convert/to-gguf.js';
+import { extractLora } from '../../src/extract/index.js';
 import type { LoraModule } from '../../src/lora/adapter.js';
 import { createGgufLoraWriter } from '../../src/lora/gguf-lora.js';
+import { GGUF_LORA_FILE } from '../../src/lora/sink.js';
 import { qkPermuteHeadCount } from '../../src/lora/gguf-names.js';
 import { runCli } from '../helpers/cli.js';
 import {
@@ -32,7 +37,7 @@ const SHAPE = { vocab: 32000, hidden: 64, layers: 2, heads: 4, kvHeads: 2, inter
 const CONFIG = tinyLlamaConfig(SHAPE);
 const TEXT = 'The quick brown fox jumps over the lazy dog, and then it rests.';
 
-/** Ranks and alphas differ per module, so one file-level alpha could not serve them all. */
+/** Ranks (and, for the directly written factors, alphas) differ per module, so one file-level alpha could not serve them all. */
 function plantedDeltas(): PlantedDelta[] {
   const out: PlantedDelta[] = [
     { module: 'model.embed_tokens', rank: 3, alpha: 3 },
@@ -82,7 +87,9 @@ async function writeLora(path: string, modules: LoraModule[]): Promise<void> {
 describe('llama.cpp end to end: base GGUF + loraforge GGUF LoRA == fine-tuned GGUF', () => {
   let dir = '';
   let llama: LlamaLike | undefined;
-  const logits: Record<'base' | 'withLora' | 'unpermuted' | 'finetuned', Float32Array[]> = {} as never;
+  const logits: Record<'base' | 'extracted' | 'planted' | 'unpermuted' | 'finetuned', Float32Array[]> = {} as never;
+  const plantedRanks = new Map(plantedDeltas().map((d) => [d.module, d.rank]));
+  let extractedRanks = new Map<string, number>();
 
   before(async () => {
     dir = await makeTempDir('loraforge-e2e-');
@@ -99,7 +106,21 @@ describe('llama.cpp end to end: base GGUF + loraforge GGUF LoRA == fine-tuned GG
     const cli = await runCli(['to-gguf', '--model', join(dir, 'finetuned'), '--out', join(dir, 'finetuned.gguf'), '--dtype', 'f32', '--vocab-from', vocab!, '--quiet']);
     assert.equal(cli.code, 0, cli.stderr);
 
-    await writeLora(join(dir, 'lora.gguf'), modules);
+    const report = await extractLora({
+      modelA: join(dir, 'base'),
+      modelB: join(dir, 'finetuned'),
+      out: join(dir, 'extracted'),
+      format: 'gguf',
+      dtype: 'F32',
+      embeddings: 'lora',
+      // the extractor's spectral error estimate resolves ~1e-3, so ask for 1e-2: the planted ranks are exact
+      policy: { mode: 'max-rel-error', maxRelError: 1e-2, maxRank: 16 },
+      alpha: 16,
+      threads: 2,
+    });
+    extractedRanks = new Map(report.tensors.map((t) => [t.module, t.rank]));
+
+    await writeLora(join(dir, 'planted.gguf'), modules);
     const unpermuted = modules.map((m) => {
       const nHead = qkPermuteHeadCount('llama', CONFIG, m.name);
       return nHead === undefined ? m : { ...m, B: unpermuteRows(m.B, nHead) };
@@ -110,7 +131,8 @@ describe('llama.cpp end to end: base GGUF + loraforge GGUF LoRA == fine-tuned GG
     const tokens = baseModel.tokenize(TEXT);
     assert.ok(tokens.length >= 10, `the real vocabulary should split the text into several tokens, got ${tokens.length}`);
     logits.base = await llamaLogits(baseModel, tokens, SHAPE.vocab);
-    logits.withLora = await llamaLogits(baseModel, tokens, SHAPE.vocab, { filePath: join(dir, 'lora.gguf') });
+    logits.extracted = await llamaLogits(baseModel, tokens, SHAPE.vocab, { filePath: join(dir, 'extracted', GGUF_LORA_FILE) });
+    logits.planted = await llamaLogits(baseModel, tokens, SHAPE.vocab, { filePath: join(dir, 'planted.gguf') });
     logits.unpermuted = await llamaLogits(baseModel, tokens, SHAPE.vocab, { filePath: join(dir, 'lora-unpermuted.gguf') });
     await baseModel.dispose();
     const finetunedModel = await llama.loadModel({ modelPath: join(dir, 'finetuned.gguf'), gpuLayers: 0 });
@@ -123,14 +145,20 @@ describe('llama.cpp end to end: base GGUF + loraforge GGUF LoRA == fine-tuned GG
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('base + LoRA reproduces the fine-tuned model to f32 precision', () => {
-    const scale = maxAbs(logits.finetuned);
-    const diff = maxAbsDiff(logits.withLora, logits.finetuned);
-    process.stderr.write(`  logit scale ${scale.toFixed(3)}, max |base+LoRA − finetuned| = ${diff.toExponential(2)}\n`);
-    assert.ok(scale > 1, `logits should not be degenerate (max |logit| ${scale})`);
-    // f32 end to end (weights, LoRA, KV cache, no flash attention): only summation order differs
-    assert.ok(diff <= 2e-5 * scale, `max logit difference ${diff} exceeds ${2e-5 * scale}`);
+  it('extractLora finds each planted rank', () => {
+    assert.deepEqual(Object.fromEntries(extractedRanks), Object.fromEntries(plantedRanks));
   });
+
+  for (const which of ['extracted', 'planted'] as const) {
+    it(`base + ${which} LoRA reproduces the fine-tuned model to f32 precision`, () => {
+      const scale = maxAbs(logits.finetuned);
+      const diff = maxAbsDiff(logits[which], logits.finetuned);
+      process.stderr.write(`  logit scale ${scale.toFixed(3)}, max |base + ${which} LoRA − finetuned| = ${diff.toExponential(2)}\n`);
+      assert.ok(scale > 1, `logits should not be degenerate (max |logit| ${scale})`);
+      // f32 end to end (weights, LoRA, KV cache, no flash attention): only rounding differs
+      assert.ok(diff <= 2e-5 * scale, `max logit difference ${diff} exceeds ${2e-5 * scale}`);
+    });
+  }
 
   it('the base alone is clearly different (the comparison can fail)', () => {
     const scale = maxAbs(logits.finetuned);
