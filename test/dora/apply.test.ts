@@ -12,6 +12,7 @@ import {
   naiveMerge,
   randomMat,
   rowNormsAfterLora,
+  transposeMat,
   unflat,
   writePeftFixture,
   type Mat,
@@ -166,6 +167,26 @@ describe('apply: merging LoRA / DoRA / EDoRA adapters into a base', async () => 
     assert.equal(c32.info('lm_head.weight').dtype, 'F32');
     await c32.close();
     assert.equal(JSON.parse(await readFile(join(out32, 'config.json'), 'utf8')).torch_dtype, 'float32');
+  });
+
+  it('lands an lm_head module on the tied embedding, and handles fan_in_fan_out (Conv1D) weights', async () => {
+    const tied = join(tmp, 'base-tied');
+    const Wc = randomMat(H, KV, 80); // GPT-2 Conv1D stores in × out
+    await writeModelFolder(tied, {
+      [`${EMB}.weight`]: { shape: [V, H], data: flat(base[`${EMB}.weight`]) },
+      'transformer.h.0.attn.c_proj.weight': { shape: [H, KV], data: flat(Wc) },
+    });
+    const head = linearFx('lm_head', V, H, 81, { magnitude: magnitudes(V, 82) });
+    const conv = linearFx('transformer.h.0.attn.c_proj', KV, H, 83, { magnitude: magnitudes(KV, 84) });
+    const dir = join(tmp, 'tied-adapter');
+    await writePeftFixture(dir, { config: { r: 3, lora_alpha: 3, use_dora: true, fan_in_fan_out: true }, modules: [head, conv] });
+    const out = join(tmp, 'out-tied');
+    const report = await applyAdapters({ base: tied, adapters: [{ dir }], out });
+    assert.ok(maxAbsDiff(await readOut(out, `${EMB}.weight`), naiveMerge(base[`${EMB}.weight`], head, 1)) < 1e-5);
+    assert.ok(report.notes.some((n) => /tied/.test(n)));
+    // the DoRA norm is per output (a column of the stored in × out weight)
+    const want = transposeMat(naiveMerge(transposeMat(Wc), conv, 1));
+    assert.ok(maxAbsDiff(await readOut(out, 'transformer.h.0.attn.c_proj.weight'), want) < 1e-5);
   });
 
   it('refuses bad inputs before writing anything', async () => {

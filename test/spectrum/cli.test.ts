@@ -17,33 +17,30 @@ describe('spectrum and edit commands', async () => {
   const adapter = join(dir, 'adapter');
   await writeAdapter(adapter, [q.module, v.module]);
 
-  it('spectrum writes spectrum.json, report.html and charts, and prints a JSON summary', async () => {
+  it('spectrum refuses a non-empty --out without --force, then replaces it and prints a JSON summary', async () => {
     const out = join(dir, 'spec');
-    const r = await runCli(['spectrum', '--adapter', adapter, '--out', out, '--top', '3', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const summary = JSON.parse(r.stdout);
-    assert.equal(summary.tensors, 2);
-    assert.deepEqual(summary.moduleTypes.map((m: { type: string }) => m.type), ['q_proj', 'v_proj']);
-    const json = JSON.parse(await readFile(join(out, 'spectrum.json'), 'utf8'));
-    assert.equal(json.tensors[0].sigma.length, 3);
-    assert.ok(Math.abs(json.tensors[0].sigma[0] - 4) < 1e-5);
-    assert.ok((await readdir(join(out, 'charts'))).includes('heatmap-q_proj.png'));
-    assert.ok((await readFile(join(out, 'report.html'), 'utf8')).includes('<svg'));
-  });
-
-  it('spectrum refuses a non-empty --out without --force, and an --out inside the input', async () => {
-    const full = join(dir, 'full');
-    await mkdir(full);
-    await writeFile(join(full, 'keep.txt'), 'x');
-    const busy = await runCli(['spectrum', '--adapter', adapter, '--out', full]);
+    await mkdir(out);
+    await writeFile(join(out, 'keep.txt'), 'x');
+    const busy = await runCli(['spectrum', '--adapter', adapter, '--out', out]);
     assert.equal(busy.code, 2);
     assert.match(busy.stderr, /not empty.*--force/);
     // checked in-process (each CLI run costs a second or two)
     await assert.rejects(checkOutFlag(join(adapter, 'spec'), [adapter], true), (e: unknown) => e instanceof UsageError && /inside the input/.test(e.message));
     await assert.rejects(checkOutFlag(dir, [adapter], true), /contains the input/);
-    const forced = await runCli(['spectrum', '--adapter', adapter, '--out', full, '--force', '--no-png']);
-    assert.equal(forced.code, 0, forced.stderr);
-    assert.deepEqual((await readdir(join(full, 'charts'))).filter((f) => f.endsWith('.png')), []);
+
+    const r = await runCli(['spectrum', '--adapter', adapter, '--out', out, '--top', '3', '--json', '--force', '--no-png']);
+    assert.equal(r.code, 0, r.stderr);
+    const summary = JSON.parse(r.stdout);
+    assert.equal(summary.tensors, 2);
+    assert.deepEqual(summary.moduleTypes.map((m: { type: string }) => m.type), ['q_proj', 'v_proj']);
+    assert.deepEqual((await readdir(out)).sort(), ['charts', 'report.html', 'spectrum.json'], 'the old content is gone');
+    const json = JSON.parse(await readFile(join(out, 'spectrum.json'), 'utf8'));
+    assert.equal(json.tensors[0].sigma.length, 3);
+    assert.ok(Math.abs(json.tensors[0].sigma[0] - 4) < 1e-5);
+    const charts = await readdir(join(out, 'charts'));
+    assert.ok(charts.includes('heatmap-q_proj.svg'));
+    assert.deepEqual(charts.filter((f) => f.endsWith('.png')), [], '--no-png');
+    assert.ok((await readFile(join(out, 'report.html'), 'utf8')).includes('<svg'));
   });
 
   it('edit --zero writes the edited adapter; usage mistakes exit 2', async () => {
