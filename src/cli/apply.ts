@@ -1,4 +1,3 @@
-import { readdir } from 'node:fs/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { applyAdapters, parseAdapterSpec, type ApplyReport } from '../dora/index.js';
 import { parseShardSize } from '../io/safetensors.js';
@@ -6,7 +5,8 @@ import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { UsageError, parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { createProgress, type Progress } from './progress.js';
+import { lazyProgress } from './progress.js';
+import { checkOutFlag } from './output.js';
 
 const DTYPE_NAMES: Record<string, FloatDType> = {
   f32: 'F32', fp32: 'F32', float32: 'F32',
@@ -21,22 +21,6 @@ export function dtypeOption(description: string): Option {
     if (!d) throw new InvalidArgumentError('use f32, f16 or bf16');
     return d;
   });
-}
-
-/** atomicOutputDir refuses too, but its message names the library option, not this command's flag. */
-export async function refuseNonEmptyOut(out: string): Promise<void> {
-  const entries = await readdir(out).catch(() => []);
-  if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
-}
-
-/** A progress bar made on the first callback, when the total is known. */
-export function lazyProgress(title: string, quiet: boolean): (name: string, index: number, total: number) => void {
-  let progress: Progress | undefined;
-  return (name, index, total) => {
-    progress ??= createProgress(title, total, { quiet });
-    progress.tick(name);
-    if (index + 1 === total) progress.done();
-  };
 }
 
 interface ApplyFlags {
@@ -106,7 +90,8 @@ Examples:
         throw new UsageError(`--shard-size: ${(err as Error).message}`);
       }
       const threads = flags.threads === undefined ? undefined : parseIntFlag('--threads', flags.threads, 1);
-      if (!flags.force) await refuseNonEmptyOut(flags.out);
+      await checkOutFlag(flags.out, [flags.base], flags.force === true);
+      const progress = lazyProgress('apply', Boolean(flags.quiet || flags.json));
       const report = await applyAdapters({
         base: flags.base,
         adapters: flags.adapter.map(parseAdapterSpec),
@@ -115,8 +100,8 @@ Examples:
         maxShardBytes,
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
-        onTensor: lazyProgress('apply', Boolean(flags.quiet || flags.json)),
-      });
+        onTensor: (name, _index, total) => progress.tick({ name, total }),
+      }).finally(progress.done);
       if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       else printSummary(report);
     });

@@ -3,7 +3,9 @@ import { convertAdapter, DEFAULT_ENERGY, DEFAULT_MAX_RANK_FACTOR, type ConvertRe
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
-import { dtypeOption, lazyProgress, refuseNonEmptyOut } from './apply.js';
+import { dtypeOption } from './apply.js';
+import { checkOutFlag } from './output.js';
+import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
 
@@ -93,7 +95,8 @@ Examples:
       }
       if (flags.format !== 'peft' && !flags.base) throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model: pass --base`);
       const threads = flags.threads === undefined ? undefined : parseIntFlag('--threads', flags.threads, 1);
-      if (!flags.force) await refuseNonEmptyOut(flags.out);
+      await checkOutFlag(flags.out, [flags.adapter, ...(flags.base ? [flags.base] : [])], flags.force === true);
+      const progress = lazyProgress('convert', Boolean(flags.quiet || flags.json));
       const report = await convertAdapter({
         adapter: flags.adapter,
         base: flags.base,
@@ -105,7 +108,7 @@ Examples:
         seed: flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0),
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
-        onModule: lazyProgress('convert', Boolean(flags.quiet || flags.json)),
+        onModule: (name, _index, total) => progress.tick({ name, total }),
       });
       if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       else printSummary(report);

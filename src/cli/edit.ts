@@ -8,7 +8,9 @@ import { editAdapter, editDelta, isEmptyEdit, type EditSummary, type SigmaEdit }
 import { parseIndexList, parseNameList, parseRegexFlag, parseScaleList, type ModuleSelector } from '../spectrum/selectors.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
 import { table } from './format.js';
-import { checkOutFlag, lazyProgress, sourceFlags } from './spectrum.js';
+import { sourceFlags } from './spectrum.js';
+import { checkOutFlag } from './output.js';
+import { lazyProgress } from './progress.js';
 
 const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 /** rows of the per-module table printed without --json */

@@ -2,7 +2,9 @@ import type { Command } from 'commander';
 import { DEFAULT_EDORA_POWER_ITERS, DEFAULT_EDORA_SIGMA, edoraInit, type EdoraInitReport } from '../dora/index.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
-import { dtypeOption, lazyProgress, refuseNonEmptyOut } from './apply.js';
+import { dtypeOption } from './apply.js';
+import { checkOutFlag } from './output.js';
+import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
 
@@ -73,7 +75,8 @@ Examples:
       const targetModules = flags.targetModules.split(',').map((t) => t.trim()).filter((t) => t !== '');
       if (targetModules.length === 0) throw new UsageError('--target-modules needs at least one module name, e.g. q_proj,v_proj');
       const threads = flags.threads === undefined ? undefined : parseIntFlag('--threads', flags.threads, 1);
-      if (!flags.force) await refuseNonEmptyOut(flags.out);
+      await checkOutFlag(flags.out, [flags.base], flags.force === true);
+      const progress = lazyProgress('edora-init', Boolean(flags.quiet || flags.json));
       const report = await edoraInit({
         base: flags.base,
         rank,
@@ -86,7 +89,7 @@ Examples:
         dtype: flags.dtype,
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
-        onModule: lazyProgress('edora-init', Boolean(flags.quiet || flags.json)),
+        onModule: (name, _index, total) => progress.tick({ name, total }),
       });
       if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       else printSummary(report);

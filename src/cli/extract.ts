@@ -1,15 +1,14 @@
-import { readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { extractLora, type ExtractOptions, type ExtractProgress } from '../extract/index.js';
+import { extractLora, type ExtractOptions } from '../extract/index.js';
 import { DEFAULT_MAX_RANK, DEFAULT_RANK, type RankPolicy } from '../extract/rank-policy.js';
 import { EMBEDDINGS_MODES, type EmbeddingsMode } from '../extract/plan.js';
 import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extract/report.js';
-import { assertNotInput } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS } from '../lora/sink.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
 import { formatBytes, table } from './format.js';
-import { createProgress, type Progress } from './progress.js';
+import { lazyProgress } from './progress.js';
+import { checkOutFlag } from './output.js';
 import { registerDemo } from './demo.js';
 
 interface ExtractFlags {
@@ -72,16 +71,6 @@ function policyFlags(f: ExtractFlags): RankPolicy {
 }
 
 /** Refuses at once an --out that is an input or a non-empty folder without --force. */
-async function checkOut(out: string, inputs: string[], force: boolean): Promise<void> {
-  try {
-    assertNotInput(out, inputs);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const entries = await readdir(out).catch(() => [] as string[]);
-  if (entries.length > 0 && !force) throw new UsageError(`--out ${out} already exists and is not empty: choose another folder or pass --force to replace it`);
-}
-
 export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
   const alpha = f.alpha === undefined ? undefined : parseFloatFlag('--alpha', f.alpha, [0, Infinity]);
   if (alpha === 0) throw new UsageError('--alpha must be above 0, e.g. 16');
@@ -187,20 +176,6 @@ export function formatExtractReport(r: ExtractReport): string {
   return lines.join('\n');
 }
 
-/** A progress bar made on the first callback, when the number of tensors is known. */
-function progressBar(title: string, quiet: boolean): { tick: (p: ExtractProgress) => void; done: () => void } {
-  let bar: Progress | undefined;
-  return {
-    tick(p) {
-      bar ??= createProgress(title, p.total, { quiet });
-      bar.tick(p.name);
-    },
-    done() {
-      bar?.done();
-    },
-  };
-}
-
 /** Registers `extract` and `demo` (the demo is a guided run of extract). */
 export function registerExtract(program: Command): void {
   registerExtractCommand(program);
@@ -246,8 +221,8 @@ Exit codes: 0 done, 1 bad input (files, shapes, NaN), 2 bad command line.`,
     )
     .action(async (flags: ExtractFlags) => {
       const opts = extractOptionsFromFlags(flags);
-      await checkOut(opts.out, [opts.modelA, opts.modelB], opts.overwrite === true);
-      const progress = progressBar('extract', flags.quiet === true || flags.json === true);
+      await checkOutFlag(opts.out, [opts.modelA, opts.modelB], opts.overwrite === true);
+      const progress = lazyProgress('extract', flags.quiet === true || flags.json === true);
       let report: ExtractReport;
       try {
         report = await extractLora({ ...opts, onProgress: progress.tick });

@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
@@ -17,7 +17,8 @@ import {
 } from '../merge-adapters/index.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { createProgress } from './progress.js';
+import { lazyProgress } from './progress.js';
+import { checkOutFlag } from './output.js';
 
 interface MergeAdaptersFlags {
   adapter: string[];
@@ -42,12 +43,6 @@ export function parseAdapterSpec(spec: string): AdapterInput {
   const m = /^(.+):([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$/.exec(spec);
   if (!m) return { path: spec, weight: 1 };
   return { path: m[1], weight: Number(m[2]) };
-}
-
-/** atomicOutputDir refuses too, but its message names the library option, not this command's flag. */
-async function refuseNonEmptyOut(out: string): Promise<void> {
-  const entries = await readdir(out).catch(() => []);
-  if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
 }
 
 /** config.json itself or a model folder holding one. */
@@ -164,9 +159,9 @@ Examples:
       if (flags.format !== 'peft' && !flags.baseConfig) {
         throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model's config: pass --base-config`);
       }
-      if (!flags.force) await refuseNonEmptyOut(flags.out);
+      await checkOutFlag(flags.out, adapters.map((a) => a.path), flags.force === true);
       const baseConfig = flags.baseConfig ? await readBaseConfig(flags.baseConfig) : undefined;
-      let progress: ReturnType<typeof createProgress> | undefined;
+      const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await mergeAdapters({
         ...options,
         adapters,
@@ -176,12 +171,8 @@ Examples:
         dtype: flags.dtype,
         baseConfig,
         overwrite: flags.force ?? false,
-        onProgress: (done, total, name) => {
-          progress ??= createProgress('merging', total, { quiet: flags.quiet || flags.json });
-          progress.tick(name);
-          if (done === total) progress.done();
-        },
-      });
+        onProgress: (_done, total, name) => progress.tick({ name, total }),
+      }).finally(progress.done);
       if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       else printSummary(report);
     });

@@ -1,10 +1,10 @@
-import { readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { parseShardSize } from '../io/safetensors.js';
 import { describeMethods, mergeModels, type MergeModelsReport } from '../merge/index.js';
 import { UsageError, parseIntFlag } from './errors.js';
 import { formatBytes } from './format.js';
-import { createProgress } from './progress.js';
+import { lazyProgress } from './progress.js';
+import { checkOutFlag } from './output.js';
 
 interface MergeFlags {
   out: string;
@@ -13,12 +13,6 @@ interface MergeFlags {
   force?: boolean;
   json?: boolean;
   quiet?: boolean;
-}
-
-/** atomicOutputDir refuses too, but its message names the library option, not this command's flag. */
-async function refuseNonEmptyOut(out: string): Promise<void> {
-  const entries = await readdir(out).catch(() => []);
-  if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
 }
 
 function printSummary(r: MergeModelsReport): void {
@@ -79,19 +73,15 @@ Examples:
         throw new UsageError(`--shard-size: ${(err as Error).message}`);
       }
       const seed = flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0);
-      if (!flags.force) await refuseNonEmptyOut(flags.out);
-      let progress: ReturnType<typeof createProgress> | undefined;
+      await checkOutFlag(flags.out, [], flags.force === true);
+      const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await mergeModels(configPath, {
         out: flags.out,
         maxShardBytes,
         seed,
         overwrite: flags.force ?? false,
-        onProgress: (done, total, name) => {
-          progress ??= createProgress('merging', total, { quiet: flags.quiet || flags.json });
-          progress.tick(name);
-          if (done === total) progress.done();
-        },
-      });
+        onProgress: (_done, total, name) => progress.tick({ name, total }),
+      }).finally(progress.done);
       if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       else printSummary(report);
     });

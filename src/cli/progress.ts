@@ -37,3 +37,17 @@ export function createProgress(title: string, total: number, opts: { quiet?: boo
     },
   };
 }
+
+/** A bar created on the first tick, when the total is known; done() clears it (safe to call when nothing ticked). */
+export function lazyProgress(title: string, quiet: boolean): { tick: (p: { name: string; total: number }) => void; done: () => void } {
+  let bar: Progress | undefined;
+  return {
+    tick(p) {
+      bar ??= createProgress(title, p.total, { quiet });
+      bar.tick(p.name);
+    },
+    done() {
+      bar?.done();
+    },
+  };
+}

@@ -1,14 +1,13 @@
-import { readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { assertNotInput } from '../io/atomic.js';
 import { getBackend } from '../linalg/index.js';
 import { groupByModuleType } from '../spectrum/charts.js';
 import { writeSpectrumOutputs } from '../spectrum/output.js';
 import { parseRegexFlag } from '../spectrum/selectors.js';
-import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumProgress, type SpectrumResult } from '../spectrum/spectrum.js';
+import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumResult } from '../spectrum/spectrum.js';
 import { parseIntFlag, UsageError } from './errors.js';
 import { table } from './format.js';
-import { createProgress, type Progress } from './progress.js';
+import { lazyProgress } from './progress.js';
+import { checkOutFlag } from './output.js';
 
 /** The input is either an adapter or a model pair; says which, or why the flags are wrong. */
 export function sourceFlags(opts: { adapter?: string; modelA?: string; modelB?: string }): { adapter: string } | { modelA: string; modelB: string } {
@@ -26,31 +25,6 @@ export function sourceFlags(opts: { adapter?: string; modelA?: string; modelB?: 
  * Refuses, before any work, an --out that is or holds an input, or a non-empty folder without
  * --force (the library checks again when it writes; this only makes the refusal immediate).
  */
-export async function checkOutFlag(out: string, inputs: string[], force: boolean): Promise<void> {
-  try {
-    assertNotInput(out, inputs);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  if (force) return;
-  const entries = await readdir(out).catch(() => [] as string[]);
-  if (entries.length > 0) throw new UsageError(`--out ${out} already exists and is not empty: choose another folder or pass --force to replace it`);
-}
-
-/** A progress bar created on the first callback, when the total is known. */
-export function lazyProgress(title: string, quiet: boolean): { tick: (p: SpectrumProgress) => void; done: () => void } {
-  let bar: Progress | undefined;
-  return {
-    tick(p) {
-      bar ??= createProgress(title, p.total, { quiet });
-      bar.tick(p.name);
-    },
-    done() {
-      bar?.done();
-    },
-  };
-}
-
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[(s.length - 1) >> 1];

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { convertToGguf } from '../convert/to-gguf.js';
 import { assertNotInput } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
-import { createProgress } from './progress.js';
+import { lazyProgress } from './progress.js';
 import { UsageError } from './errors.js';
 
 const DTYPES: Readonly<Record<string, FloatDType>> = { f16: 'F16', bf16: 'BF16', f32: 'F32' };
@@ -56,18 +56,14 @@ Examples:
       if (!flags.force && (await exists(flags.out))) {
         throw new UsageError(`${flags.out} already exists: choose another --out or pass --force to replace it`);
       }
-      let progress: ReturnType<typeof createProgress> | undefined;
+      const progress = lazyProgress('to-gguf', Boolean(flags.quiet || flags.json));
       const started = Date.now();
       const result = await convertToGguf(flags.model, flags.out, {
         dtype,
         vocabFrom: flags.vocabFrom,
         name: flags.name,
-        onTensor: (name, _index, total) => {
-          progress ??= createProgress('to-gguf', total, { quiet: flags.quiet || flags.json });
-          progress.tick(name);
-        },
-      });
-      progress?.done();
+        onTensor: (name, _index, total) => progress.tick({ name, total }),
+      }).finally(progress.done);
       const seconds = (Date.now() - started) / 1000;
       if (flags.json) {
         process.stdout.write(`${JSON.stringify({ ...result, seconds }, null, 2)}\n`);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../../src/cli/errors.js';
-import { checkOutFlag } from '../../src/cli/spectrum.js';
+import { checkOutFlag } from '../../src/cli/output.js';
 import { readPeftAdapter } from '../../src/lora/adapter.js';
 import { runCli } from '../helpers/cli.js';
 import { denseUpdate, plantedLora, plantedSum, relMaxDiff, writeAdapter } from '../helpers/spectrum.js';

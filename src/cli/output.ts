@@ -1,0 +1,18 @@
+import { readdir } from 'node:fs/promises';
+import { assertNotInput } from '../io/atomic.js';
+import { UsageError } from './errors.js';
+
+/**
+ * Checks --out before any work starts: it must not be (inside) an input, and an existing non-empty
+ * folder needs --force. atomicOutputDir refuses too, but only after the work and in the library's words.
+ */
+export async function checkOutFlag(out: string, inputs: string[], force: boolean): Promise<void> {
+  try {
+    assertNotInput(out, inputs);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (force) return;
+  const entries = await readdir(out).catch(() => [] as string[]);
+  if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
+}
