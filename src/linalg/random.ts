@@ -151,3 +151,16 @@ export function createRng(seed: number): Rng {
     },
   };
 }
+
+/**
+ * FNV-1a, 32 bits: a fixed, documented way to turn a name (e.g. "seed/tensor/input") into a seed,
+ * so each seeded stream depends only on what it is for, never on processing order.
+ */
+export function fnv1a32(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}

@@ -6,7 +6,7 @@
  * Math.fround; an f32 product or sum rounded from the exact double result is the IEEE f32 result),
  * and the weights are rounded to f32 first, as torch.tensor(weights) does.
  */
-import { createRng } from '../linalg/random.js';
+import { createRng, fnv1a32 } from '../linalg/random.js';
 import type { ElementwiseStep, MajoritySign, MaskSource } from './types.js';
 
 /**
@@ -160,16 +160,6 @@ export function combineTaskTensors(
       return disjointMerge(dropped, weights, electSign(dropped, opts.majoritySign));
     }
   }
-}
-
-/** FNV-1a, 32 bits: a fixed, documented way to turn a mask's identity into an RNG seed. */
-function fnv1a32(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
 }
 
 /**
