@@ -1,27 +1,12 @@
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { applyAdapters, parseAdapterSpec, type ApplyReport } from '../dora/index.js';
-import { parseShardSize } from '../io/safetensors.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { UsageError, parseIntFlag } from './errors.js';
 import { table } from './format.js';
+import { addOutputFlags, dtypeOption, parseShardSizeFlag } from './options.js';
 import { lazyProgress } from './progress.js';
-import { checkOutFlag } from './output.js';
-
-const DTYPE_NAMES: Record<string, FloatDType> = {
-  f32: 'F32', fp32: 'F32', float32: 'F32',
-  f16: 'F16', fp16: 'F16', float16: 'F16',
-  bf16: 'BF16', bfloat16: 'BF16',
-};
-
-/** `--dtype` accepting f32/f16/bf16 in any case (and the torch spellings). */
-export function dtypeOption(description: string): Option {
-  return new Option('--dtype <dtype>', `${description} (f32, f16 or bf16)`).argParser((v: string) => {
-    const d = DTYPE_NAMES[v.toLowerCase()];
-    if (!d) throw new InvalidArgumentError('use f32, f16 or bf16');
-    return d;
-  });
-}
+import { checkOutFlag, printReport } from './output.js';
 
 interface ApplyFlags {
   base: string;
@@ -35,7 +20,7 @@ interface ApplyFlags {
   quiet?: boolean;
 }
 
-function printSummary(r: ApplyReport): void {
+function summaryLines(r: ApplyReport): string[] {
   const rows = [['adapter', 'weight', 'variant', 'modules', 'saved tensors']];
   for (const a of r.adapters) rows.push([a.dir, String(a.weight), a.variant, String(a.modules), String(a.fullTensors)]);
   const lines = [
@@ -48,11 +33,11 @@ function printSummary(r: ApplyReport): void {
   if (r.addedTensors.length) lines.push(`added tensors (not in the base): ${r.addedTensors.join(', ')}`);
   for (const a of r.adapters) if (a.reconstrConfig) lines.push(`EDoRA reconstr_config: ${a.reconstrConfig}`);
   for (const note of r.notes) lines.push(`note: ${note}`);
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines;
 }
 
 export function registerApply(program: Command): void {
-  program
+  const command = program
     .command('apply')
     .description(
       "Merge LoRA, rsLoRA, DoRA or EDoRA adapters into a base model and write a full model folder: PEFT's merge_and_unload, " +
@@ -62,11 +47,8 @@ export function registerApply(program: Command): void {
     .option('--adapter <dir[:weight]>', 'PEFT adapter folder and its weight (default 1); repeat to apply several, in order', (v: string, acc: string[]) => [...acc, v], [])
     .requiredOption('--out <dir>', 'output model folder (written atomically)')
     .addOption(dtypeOption("output dtype of every tensor; default: each tensor keeps the base's"))
-    .option('--shard-size <size>', 'maximum size of a weight shard', '5GB')
-    .option('--threads <n>', 'GEMM threads (default: all cores)')
-    .option('--force', 'replace --out if it exists and is not empty')
-    .option('--json', 'print the report as JSON')
-    .option('--quiet', 'no progress bar')
+    .option('--shard-size <size>', 'maximum size of a weight shard', '5GB');
+  addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
       'after',
       `
@@ -83,13 +65,8 @@ Examples:
     )
     .action(async (flags: ApplyFlags) => {
       if (flags.adapter.length === 0) throw new UsageError('give at least one --adapter DIR[:weight]');
-      let maxShardBytes: number;
-      try {
-        maxShardBytes = parseShardSize(flags.shardSize);
-      } catch (err) {
-        throw new UsageError(`--shard-size: ${(err as Error).message}`);
-      }
-      const threads = flags.threads === undefined ? undefined : parseIntFlag('--threads', flags.threads, 1);
+      const maxShardBytes = parseShardSizeFlag(flags.shardSize);
+      const threads = parseIntFlag('--threads', flags.threads, 1);
       await checkOutFlag(flags.out, [flags.base], flags.force === true);
       const progress = lazyProgress('apply', Boolean(flags.quiet || flags.json));
       const report = await applyAdapters({
@@ -102,7 +79,6 @@ Examples:
         backend: await getBackend({ threads }),
         onTensor: (name, _index, total) => progress.tick({ name, total }),
       }).finally(progress.done);
-      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-      else printSummary(report);
+      printReport(report, flags.json, summaryLines);
     });
 }

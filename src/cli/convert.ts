@@ -3,8 +3,8 @@ import { convertAdapter, DEFAULT_ENERGY, DEFAULT_MAX_RANK_FACTOR, type ConvertRe
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
-import { dtypeOption } from './apply.js';
-import { checkOutFlag } from './output.js';
+import { addOutputFlags, dtypeOption } from './options.js';
+import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
@@ -30,7 +30,7 @@ function formatError(e: number): string {
   return e === 0 ? '0' : e < 1e-3 ? e.toExponential(1) : e.toFixed(4);
 }
 
-function printSummary(r: ConvertReport): void {
+function summaryLines(r: ConvertReport): string[] {
   const policy = r.policy === 'copy' ? 'copy' : 'rank' in r.policy ? `rank ${r.policy.rank}` : `energy ${r.policy.energy}`;
   const rows = [['module', 'source', 'action', 'rank', 'rel. error']];
   for (const m of r.modules) rows.push([m.name, m.method, m.action, `${m.sourceRank} → ${m.rank}`, formatError(m.relError) + (m.note ? `  (${m.note})` : '')]);
@@ -43,11 +43,11 @@ function printSummary(r: ConvertReport): void {
   ];
   if (r.fullTensors.length) lines.push(`copied full tensors (modules_to_save): ${r.fullTensors.join(', ')}`);
   for (const note of r.notes) lines.push(`note: ${note}`);
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines;
 }
 
 export function registerConvert(program: Command): void {
-  program
+  const command = program
     .command('convert')
     .description(
       "Convert a DoRA or EDoRA adapter to a plain LoRA (PEFT and/or llama.cpp GGUF) whose B·A approximates each module's W′ − W, " +
@@ -62,11 +62,8 @@ export function registerConvert(program: Command): void {
     .option('--max-rank <n>', `upper bound on the rank chosen by --energy (default ${DEFAULT_MAX_RANK_FACTOR}× each module's rank)`)
     .addOption(new Option('--format <f>', 'output format').choices(ADAPTER_FORMATS).default('peft'))
     .addOption(dtypeOption('storage dtype of A and B (default f32)'))
-    .option('--seed <n>', 'seed of the randomized SVD (default 0)')
-    .option('--threads <n>', 'GEMM threads (default: all cores)')
-    .option('--force', 'replace --out if it exists and is not empty')
-    .option('--json', 'print the report as JSON')
-    .option('--quiet', 'no progress bar')
+    .option('--seed <n>', 'seed of the randomized SVD (default 0)');
+  addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
       'after',
       `
@@ -89,12 +86,12 @@ Examples:
       if (flags.rank !== undefined) policy = { rank: parseIntFlag('--rank', flags.rank, 1) };
       else if (flags.energy !== undefined || flags.maxRank !== undefined) {
         policy = {
-          energy: flags.energy === undefined ? DEFAULT_ENERGY : parseFloatFlag('--energy', flags.energy, [Number.MIN_VALUE, 1]),
-          maxRank: flags.maxRank === undefined ? undefined : parseIntFlag('--max-rank', flags.maxRank, 1),
+          energy: parseFloatFlag('--energy', flags.energy, [Number.MIN_VALUE, 1]) ?? DEFAULT_ENERGY,
+          maxRank: parseIntFlag('--max-rank', flags.maxRank, 1),
         };
       }
       if (flags.format !== 'peft' && !flags.base) throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model: pass --base`);
-      const threads = flags.threads === undefined ? undefined : parseIntFlag('--threads', flags.threads, 1);
+      const threads = parseIntFlag('--threads', flags.threads, 1);
       await checkOutFlag(flags.out, [flags.adapter, ...(flags.base ? [flags.base] : [])], flags.force === true);
       const progress = lazyProgress('convert', Boolean(flags.quiet || flags.json));
       const report = await convertAdapter({
@@ -105,12 +102,11 @@ Examples:
         policy,
         format: flags.format,
         dtype: flags.dtype,
-        seed: flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0),
+        seed: parseIntFlag('--seed', flags.seed, 0),
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
         onModule: (name, _index, total) => progress.tick({ name, total }),
       });
-      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-      else printSummary(report);
+      printReport(report, flags.json, summaryLines);
     });
 }

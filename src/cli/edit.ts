@@ -8,8 +8,9 @@ import { editAdapter, editDelta, isEmptyEdit, type EditSummary, type SigmaEdit }
 import { parseIndexList, parseNameList, parseRegexFlag, parseScaleList, type ModuleSelector } from '../spectrum/selectors.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
 import { table } from './format.js';
+import { addOutputFlags } from './options.js';
 import { sourceFlags } from './spectrum.js';
-import { checkOutFlag } from './output.js';
+import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 
 const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
@@ -44,7 +45,7 @@ function parseEdit(opts: EditFlags): SigmaEdit {
     keep: opts.keep !== undefined ? parseIndexList('--keep', opts.keep) : undefined,
     zero: opts.zero !== undefined ? parseIndexList('--zero', opts.zero) : undefined,
     scale: opts.scale !== undefined ? parseScaleList('--scale', opts.scale) : undefined,
-    perturb: opts.perturb !== undefined ? parseFloatFlag('--perturb', opts.perturb) : undefined,
+    perturb: parseFloatFlag('--perturb', opts.perturb),
   };
   if (isEmptyEdit(edit)) throw new UsageError('no edit given: pass --zero, --keep, --scale or --perturb (to extract without editing, use loraforge extract)');
   return edit;
@@ -73,18 +74,18 @@ async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
   }
 }
 
-function printSummary(s: EditSummary): void {
+function summaryLines(s: EditSummary): string[] {
   const edited = s.modules.filter((m) => m.edited);
   const rankChange = (m: EditSummary['modules'][number]) => (m.rankBefore === m.rankAfter ? String(m.rankAfter) : `${m.rankBefore}→${m.rankAfter}`);
   const sigma = (xs: number[] | undefined) => (xs ?? []).slice(0, 4).map((x) => x.toPrecision(3)).join(' ') + ((xs?.length ?? 0) > 4 ? ' …' : '');
   const rows = [['module', 'rank', 'σ before', 'σ after'], ...edited.slice(0, TABLE_ROWS).map((m) => [m.name, rankChange(m), sigma(m.sigmaBefore), sigma(m.sigmaAfter)])];
   const lines = [`${s.out} (${s.format}, ${s.dtype}): ${s.edited} module(s) edited, ${s.copied} unchanged${s.fullTensors ? `, ${s.fullTensors} full tensor(s) copied` : ''}`, '', table(rows)];
   if (edited.length > TABLE_ROWS) lines.push(`… ${edited.length - TABLE_ROWS} more (--json lists all)`);
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines;
 }
 
 export function registerEdit(program: Command): void {
-  program
+  const command = program
     .command('edit')
     .description(
       "Zero, keep, scale or randomly perturb singular components of a LoRA adapter's modules (exact re-factorisation U·Σ·Vᵀ of each update), or of an adapter extracted from two checkpoints, and write a new adapter.",
@@ -104,11 +105,8 @@ export function registerEdit(program: Command): void {
     .option('--include <regex>', 'checkpoints: tensors to extract (default: weights inside layers.N.)')
     .option('--format <format>', `output format: ${ADAPTER_FORMATS.join(' | ')}`, 'peft')
     .option('--dtype <dtype>', 'storage dtype of the factors: f32 | f16 | bf16 (default: the input\'s)')
-    .option('--base-config <path>', "base model config.json (or its folder), needed for --format gguf|both with --adapter")
-    .option('--threads <n>', 'threads for the native GEMM (default: all cores)')
-    .option('--json', 'print a JSON summary on stdout')
-    .option('--quiet', 'no progress bar')
-    .option('--force', 'replace a non-empty --out folder')
+    .option('--base-config <path>', "base model config.json (or its folder), needed for --format gguf|both with --adapter");
+  addOutputFlags(command, { threads: true, json: 'print a JSON summary on stdout' })
     .addHelpText(
       'after',
       `
@@ -128,7 +126,7 @@ Examples:
       const edit = parseEdit(opts);
       const select = parseSelector(opts);
       const seed = parseIntFlag('--seed', opts.seed, 0);
-      const threads = opts.threads !== undefined ? parseIntFlag('--threads', opts.threads, 1) : undefined;
+      const threads = parseIntFlag('--threads', opts.threads, 1);
       if (!ADAPTER_FORMATS.includes(opts.format as AdapterFormat)) throw new UsageError(`--format must be one of ${ADAPTER_FORMATS.join(', ')}, got "${opts.format}"`);
       const format = opts.format as AdapterFormat;
       const dtype = opts.dtype !== undefined ? DTYPES[opts.dtype.toLowerCase()] : undefined;
@@ -142,7 +140,7 @@ Examples:
       } else if (opts.rank === undefined) {
         throw new UsageError('--model-a/--model-b need --rank R (the rank extracted before editing)');
       }
-      const rank = opts.rank !== undefined ? parseIntFlag('--rank', opts.rank, 1) : 0;
+      const rank = parseIntFlag('--rank', opts.rank, 1) ?? 0;
       const include = opts.include !== undefined ? parseRegexFlag('--include', opts.include) : undefined;
       await checkOutFlag(opts.out, inputs, opts.force === true);
 
@@ -158,7 +156,6 @@ Examples:
       } finally {
         progress.done();
       }
-      if (opts.json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
-      else printSummary(summary);
+      printReport(summary, opts.json, summaryLines);
     });
 }

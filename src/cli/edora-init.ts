@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import { DEFAULT_EDORA_POWER_ITERS, DEFAULT_EDORA_SIGMA, edoraInit, type EdoraInitReport } from '../dora/index.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
-import { dtypeOption } from './apply.js';
-import { checkOutFlag } from './output.js';
+import { addOutputFlags, dtypeOption } from './options.js';
+import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
@@ -24,21 +24,20 @@ interface EdoraInitFlags {
   quiet?: boolean;
 }
 
-function printSummary(r: EdoraInitReport): void {
+function summaryLines(r: EdoraInitReport): string[] {
   const rows = [['module', 'shape', 'energy kept by B·A']];
   for (const m of r.modules) rows.push([m.name, `${m.shape[0]}×${m.shape[1]}`, m.energy.toFixed(4)]);
-  const lines = [
+  return [
     `initialised ${r.modules.length} EDoRA module(s), rank ${r.rank}, alpha ${r.alpha}, R ~ N(0, ${r.sigma}²), seed ${r.seed} → ${r.out} in ${r.seconds.toFixed(1)} s`,
     '',
     table(rows),
     '',
     'files: adapter_config.json, adapter_model.safetensors, reconstr_config.json',
   ];
-  process.stdout.write(lines.join('\n') + '\n');
 }
 
 export function registerEdoraInit(program: Command): void {
-  program
+  const command = program
     .command('edora-init')
     .description(
       'Initialise an EDoRA adapter from a base model: A and B from a seeded randomized SVD of each target weight (frozen in EDoRA), ' +
@@ -52,11 +51,8 @@ export function registerEdoraInit(program: Command): void {
     .option('--sigma <s>', `standard deviation of R's initial entries (default ${DEFAULT_EDORA_SIGMA}, as the reference)`)
     .option('--power-iters <n>', `power iterations of the randomized SVD (default ${DEFAULT_EDORA_POWER_ITERS})`)
     .option('--seed <n>', 'seed of the SVD and of R (default 0)')
-    .addOption(dtypeOption('storage dtype of A and B (default f32; R and the magnitude stay f32)'))
-    .option('--threads <n>', 'GEMM threads (default: all cores)')
-    .option('--force', 'replace --out if it exists and is not empty')
-    .option('--json', 'print the report as JSON')
-    .option('--quiet', 'no progress bar')
+    .addOption(dtypeOption('storage dtype of A and B (default f32; R and the magnitude stay f32)'));
+  addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
       'after',
       `
@@ -74,7 +70,7 @@ Examples:
       const rank = parseIntFlag('--rank', flags.rank, 1);
       const targetModules = flags.targetModules.split(',').map((t) => t.trim()).filter((t) => t !== '');
       if (targetModules.length === 0) throw new UsageError('--target-modules needs at least one module name, e.g. q_proj,v_proj');
-      const threads = flags.threads === undefined ? undefined : parseIntFlag('--threads', flags.threads, 1);
+      const threads = parseIntFlag('--threads', flags.threads, 1);
       await checkOutFlag(flags.out, [flags.base], flags.force === true);
       const progress = lazyProgress('edora-init', Boolean(flags.quiet || flags.json));
       const report = await edoraInit({
@@ -82,16 +78,15 @@ Examples:
         rank,
         targetModules,
         out: flags.out,
-        alpha: flags.alpha === undefined ? undefined : parseFloatFlag('--alpha', flags.alpha),
-        sigma: flags.sigma === undefined ? undefined : parseFloatFlag('--sigma', flags.sigma, [0, Infinity]),
-        powerIters: flags.powerIters === undefined ? undefined : parseIntFlag('--power-iters', flags.powerIters, 0),
-        seed: flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0),
+        alpha: parseFloatFlag('--alpha', flags.alpha),
+        sigma: parseFloatFlag('--sigma', flags.sigma, [0, Infinity]),
+        powerIters: parseIntFlag('--power-iters', flags.powerIters, 0),
+        seed: parseIntFlag('--seed', flags.seed, 0),
         dtype: flags.dtype,
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
         onModule: (name, _index, total) => progress.tick({ name, total }),
       });
-      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-      else printSummary(report);
+      printReport(report, flags.json, summaryLines);
     });
 }

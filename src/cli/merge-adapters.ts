@@ -2,6 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
+import { parseAdapterSpec } from '../lora/adapter-spec.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
 import {
   MAJORITY_SIGNS,
@@ -10,15 +11,15 @@ import {
   REPORT_FILE,
   checkMethodOptions,
   mergeAdapters,
-  type AdapterInput,
   type MajoritySign,
   type MergeReport,
   type MethodName,
 } from '../merge-adapters/index.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
+import { addOutputFlags } from './options.js';
 import { lazyProgress } from './progress.js';
-import { checkOutFlag } from './output.js';
+import { checkOutFlag, printReport } from './output.js';
 
 interface MergeAdaptersFlags {
   adapter: string[];
@@ -36,13 +37,6 @@ interface MergeAdaptersFlags {
   force?: boolean;
   json?: boolean;
   quiet?: boolean;
-}
-
-/** `DIR` or `DIR:WEIGHT` (the last colon followed by a number splits them; weight defaults to 1). */
-export function parseAdapterSpec(spec: string): AdapterInput {
-  const m = /^(.+):([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$/.exec(spec);
-  if (!m) return { path: spec, weight: 1 };
-  return { path: m[1], weight: Number(m[2]) };
 }
 
 /** config.json itself or a model folder holding one. */
@@ -83,7 +77,7 @@ function summaryTable(report: MergeReport): string {
   return table(rows);
 }
 
-function printSummary(report: MergeReport): void {
+function summaryLines(report: MergeReport): string[] {
   const how = report.semantics === 'exact' ? 'exact deltas' : 'PEFT semantics';
   const method = report.resolvedMethod === report.method ? report.method : `${report.method} → ${report.resolvedMethod}`;
   const lines = [
@@ -97,13 +91,13 @@ function printSummary(report: MergeReport): void {
   if (report.carriedTensors.length) lines.push(`copied full tensors (modules_to_save): ${report.carriedTensors.join(', ')}`);
   for (const note of report.notes) lines.push(`note: ${note}`);
   lines.push(`report: ${join(report.out, REPORT_FILE)}`);
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines;
 }
 
 const METHOD_HELP = METHOD_NAMES.map((n) => `  ${n.padEnd(20)} ${MERGE_METHODS[n].summary}`).join('\n');
 
 export function registerMergeAdapters(program: Command): void {
-  program
+  const command = program
     .command('merge-adapters')
     .description(
       'Merge LoRA adapters into one with PEFT add_weighted_adapter semantics (default) or exactly (--exact). Writes the new adapter ' +
@@ -120,10 +114,8 @@ export function registerMergeAdapters(program: Command): void {
     .option('--exact', 'merge the true deltas w_i·s_i·B_i·A_i and re-factorise: no cross terms, no double scaling')
     .addOption(new Option('--format <f>', 'output format').choices(ADAPTER_FORMATS).default('peft'))
     .addOption(new Option('--dtype <t>', 'storage dtype of the new factors').choices(['F32', 'BF16', 'F16']).default('F32').argParser((v) => v.toUpperCase()))
-    .option('--base-config <path>', "the base model's config.json (or its folder); needed for --format gguf|both")
-    .option('--force', 'replace --out if it exists and is not empty')
-    .option('--json', 'print the report as JSON')
-    .option('--quiet', 'no progress bar')
+    .option('--base-config <path>', "the base model's config.json (or its folder); needed for --format gguf|both");
+  addOutputFlags(command, { threads: false, json: 'print the report as JSON' })
     .addHelpText(
       'after',
       `
@@ -144,14 +136,17 @@ Examples:
     )
     .action(async (flags: MergeAdaptersFlags) => {
       if (flags.adapter.length === 0) throw new UsageError('give at least one --adapter DIR[:weight]');
-      const adapters = flags.adapter.map(parseAdapterSpec);
+      const adapters = flags.adapter.map((spec) => {
+        const { dir, weight } = parseAdapterSpec(spec);
+        return { path: dir, weight: weight ?? 1 };
+      });
       const method = MERGE_METHODS[flags.method];
       const options = {
-        density: flags.density === undefined ? undefined : parseFloatFlag('--density', flags.density, [0, 1]),
+        density: parseFloatFlag('--density', flags.density, [0, 1]),
         majoritySign: flags.majoritySign,
-        svdRank: flags.svdRank === undefined ? undefined : parseIntFlag('--svd-rank', flags.svdRank, 1),
-        svdClamp: flags.svdClamp === undefined ? undefined : parseFloatFlag('--svd-clamp', flags.svdClamp, [0, 1]),
-        seed: flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0),
+        svdRank: parseIntFlag('--svd-rank', flags.svdRank, 1),
+        svdClamp: parseFloatFlag('--svd-clamp', flags.svdClamp, [0, 1]),
+        seed: parseIntFlag('--seed', flags.seed, 0),
         exact: flags.exact ?? false,
       };
       const problem = checkMethodOptions(method, options);
@@ -173,7 +168,6 @@ Examples:
         overwrite: flags.force ?? false,
         onProgress: (_done, total, name) => progress.tick({ name, total }),
       }).finally(progress.done);
-      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-      else printSummary(report);
+      printReport(report, flags.json, summaryLines);
     });
 }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { parseShardSize } from '../io/safetensors.js';
 import { describeMethods, mergeModels, type MergeModelsReport } from '../merge/index.js';
-import { UsageError, parseIntFlag } from './errors.js';
+import { parseIntFlag } from './errors.js';
 import { formatBytes } from './format.js';
+import { addOutputFlags, parseShardSizeFlag } from './options.js';
 import { lazyProgress } from './progress.js';
-import { checkOutFlag } from './output.js';
+import { checkOutFlag, printReport } from './output.js';
 
 interface MergeFlags {
   out: string;
@@ -15,7 +15,7 @@ interface MergeFlags {
   quiet?: boolean;
 }
 
-function printSummary(r: MergeModelsReport): void {
+function summaryLines(r: MergeModelsReport): string[] {
   const dtypes = Object.entries(r.dtypes).map(([d, n]) => `${d}×${n}`).join(', ');
   const lines = [
     `merged ${r.models.length} model(s) with ${r.method} into ${r.out} in ${r.seconds.toFixed(1)} s`,
@@ -24,11 +24,11 @@ function printSummary(r: MergeModelsReport): void {
     `files: ${r.files.join(', ')}`,
   ];
   for (const note of r.notes) lines.push(`note: ${note}`);
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines;
 }
 
 export function registerMerge(program: Command): void {
-  program
+  const command = program
     .command('merge <config>')
     .description(
       'Merge whole models as a mergekit-style YAML config describes (linear, task_arithmetic, ties, dare_linear, dare_ties, slerp, passthrough). ' +
@@ -36,10 +36,8 @@ export function registerMerge(program: Command): void {
     )
     .requiredOption('--out <dir>', 'output model folder (created atomically)')
     .option('--shard-size <size>', 'largest output shard, e.g. 5GB, 500MB, 2GiB', '5GB')
-    .option('--seed <n>', 'seed of the DARE masks (default 0)')
-    .option('--force', 'replace --out if it exists and is not empty')
-    .option('--json', 'print the summary as JSON')
-    .option('--quiet', 'no progress bar')
+    .option('--seed <n>', 'seed of the DARE masks (default 0)');
+  addOutputFlags(command, { threads: false, json: 'print the summary as JSON' })
     .addHelpText(
       'after',
       `
@@ -66,13 +64,8 @@ Examples:
   loraforge merge dare.yaml --out ./merged --seed 42 --force`,
     )
     .action(async (configPath: string, flags: MergeFlags) => {
-      let maxShardBytes: number;
-      try {
-        maxShardBytes = parseShardSize(flags.shardSize);
-      } catch (err) {
-        throw new UsageError(`--shard-size: ${(err as Error).message}`);
-      }
-      const seed = flags.seed === undefined ? undefined : parseIntFlag('--seed', flags.seed, 0);
+      const maxShardBytes = parseShardSizeFlag(flags.shardSize);
+      const seed = parseIntFlag('--seed', flags.seed, 0);
       await checkOutFlag(flags.out, [], flags.force === true);
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await mergeModels(configPath, {
@@ -82,7 +75,6 @@ Examples:
         overwrite: flags.force ?? false,
         onProgress: (_done, total, name) => progress.tick({ name, total }),
       }).finally(progress.done);
-      if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-      else printSummary(report);
+      printReport(report, flags.json, summaryLines);
     });
 }

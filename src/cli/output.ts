@@ -16,3 +16,8 @@ export async function checkOutFlag(out: string, inputs: string[], force: boolean
   const entries = await readdir(out).catch(() => [] as string[]);
   if (entries.length > 0) throw new UsageError(`--out ${out} exists and is not empty: choose another folder or pass --force to replace it`);
 }
+
+/** --json prints the report itself, for scripts; otherwise the command's human summary. */
+export function printReport<R>(report: R, json: boolean | undefined, summaryLines: (report: R) => string[]): void {
+  process.stdout.write((json ? JSON.stringify(report, null, 2) : summaryLines(report).join('\n')) + '\n');
+}

@@ -6,6 +6,7 @@ import { parseRegexFlag } from '../spectrum/selectors.js';
 import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumResult } from '../spectrum/spectrum.js';
 import { parseIntFlag, UsageError } from './errors.js';
 import { table } from './format.js';
+import { addOutputFlags } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
 
@@ -21,10 +22,6 @@ export function sourceFlags(opts: { adapter?: string; modelA?: string; modelB?: 
   return { modelA: opts.modelA, modelB: opts.modelB };
 }
 
-/**
- * Refuses, before any work, an --out that is or holds an input, or a non-empty folder without
- * --force (the library checks again when it writes; this only makes the refusal immediate).
- */
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[(s.length - 1) >> 1];
@@ -59,7 +56,7 @@ interface SpectrumFlags {
 }
 
 export function registerSpectrum(program: Command): void {
-  program
+  const command = program
     .command('spectrum')
     .description(
       'Per-tensor singular values of a LoRA adapter (exact, from its factors) or of the difference of two checkpoints (randomized SVD): energy captured per rank, effective ranks, and an offline HTML report with charts.',
@@ -71,11 +68,8 @@ export function registerSpectrum(program: Command): void {
     .option('--top <k>', 'singular values kept per tensor', String(DEFAULT_TOP))
     .option('--include <regex>', 'only tensors/modules whose name matches (default for checkpoints: weights inside layers.N.)')
     .option('--seed <n>', 'seed of the randomized SVD (checkpoint deltas)', '0')
-    .option('--no-png', 'write the charts as SVG only')
-    .option('--threads <n>', 'threads for the native GEMM (default: all cores)')
-    .option('--json', 'print a JSON summary on stdout')
-    .option('--quiet', 'no progress bar')
-    .option('--force', 'replace a non-empty --out folder')
+    .option('--no-png', 'write the charts as SVG only');
+  addOutputFlags(command, { threads: true, json: 'print a JSON summary on stdout' })
     .addHelpText(
       'after',
       `
@@ -91,7 +85,7 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
       const top = parseIntFlag('--top', opts.top, 1);
       const seed = parseIntFlag('--seed', opts.seed, 0);
       const include = opts.include !== undefined ? parseRegexFlag('--include', opts.include) : undefined;
-      const threads = opts.threads !== undefined ? parseIntFlag('--threads', opts.threads, 1) : undefined;
+      const threads = parseIntFlag('--threads', opts.threads, 1);
       const inputs = 'adapter' in source ? [source.adapter] : [source.modelA, source.modelB];
       await checkOutFlag(opts.out, inputs, opts.force === true);
 

@@ -13,22 +13,17 @@ import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
-import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType, TensorInfo } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from './formula.js';
 import { asOutIn, resolveModuleTarget, toStored } from './targets.js';
 import { checkAdapterVariant, type AdapterVariant } from './variant.js';
-
-export interface AdapterSpec {
-  dir: string;
-  /** scales what the adapter does to each weight (default 1) */
-  weight?: number;
-}
 
 export interface ApplyOptions {
   /** model folder or .safetensors file */
@@ -198,14 +193,14 @@ export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
     const weights = opts.adapters.map((a) => a.weight ?? 1);
     const notes = variants.flatMap((v) => v.notes);
 
-    const outDir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
-    const sink = await createSafetensorsSink(outDir.tmpPath, {
-      baseName: 'model',
-      maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
-      plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
-    });
-    const updates: AppliedUpdate[] = [];
-    try {
+    const openSink = (tmpPath: string) =>
+      createSafetensorsSink(tmpPath, {
+        baseName: 'model',
+        maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
+        plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
+      });
+    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
+      const updates: AppliedUpdate[] = [];
       const load = (t: OutputTensor) => ('base' in t.from ? base.read(t.name) : adapters[t.from.adapter].readFull(t.name));
       for await (const { item: t, value: data, index } of prefetch(plan.tensors, load)) {
         let current = data;
@@ -229,8 +224,7 @@ export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
         opts.onTensor?.(t.name, index, plan.tensors.length);
       }
       await sink.finish();
-      const copied = await copySideFiles(base, opts.base, outDir.tmpPath, opts.dtype);
-      await outDir.commit();
+      const copied = await copySideFiles(base, opts.base, tmpPath, opts.dtype);
       if (updates.some((u) => u.note)) notes.push(...new Set(updates.filter((u) => u.note).map((u) => u.note!)));
       const changed = new Set(updates.map((u) => u.tensor));
       return {
@@ -252,20 +246,9 @@ export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
         notes,
         seconds: (Date.now() - started) / 1000,
       };
-    } catch (err) {
-      await sink.abort();
-      await outDir.abort();
-      throw err;
-    }
+    });
   } finally {
     await closeAll([base, ...adapters]);
   }
-}
-
-/** `DIR` or `DIR:weight` (the last colon, when a number follows it, so paths with colons still work). */
-export function parseAdapterSpec(text: string): AdapterSpec {
-  const m = /^(.*):([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)$/i.exec(text);
-  if (m && m[1] !== '') return { dir: m[1], weight: Number(m[2]) };
-  return { dir: text };
 }
 

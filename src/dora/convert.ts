@@ -14,8 +14,9 @@
  * exactly from the SVD of their own product and truncated.
  */
 import { resolve } from 'node:path';
+import { chooseAdaptiveRank } from '../extract/rank-policy.js';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
-import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
@@ -145,9 +146,9 @@ async function truncatedSvd(
   const maxRank = policy.maxRank ?? DEFAULT_MAX_RANK_FACTOR * sourceRank;
   const budget = 1 - policy.energy;
   const inc = await incrementalSvd(backend, D, { maxRank, seed, stop: (s) => s.errorFrobSq <= budget * s.totalFrobSq });
-  const hit = inc.errors.find((e) => e.rank >= 1 && e.relError ** 2 <= budget);
-  if (hit) return { svd: inc, rank: hit.rank };
-  return { svd: inc, rank: inc.rank, note: `energy ${policy.energy} not reached within rank ${inc.rank} (max rank ${maxRank})` };
+  const { rank, targetMet } = chooseAdaptiveRank(inc.errors.map((e) => e.relError), budget, inc.rank);
+  if (targetMet) return { svd: inc, rank };
+  return { svd: inc, rank, note: `energy ${policy.energy} not reached within rank ${inc.rank} (max rank ${maxRank})` };
 }
 
 interface Loaded {
@@ -178,16 +179,16 @@ export async function convertAdapter(opts: ConvertOptions): Promise<ConvertRepor
     );
     const decomposePolicy: RankPolicy = opts.policy ?? { energy: DEFAULT_ENERGY };
 
-    const outDir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
-    const sink = await createAdapterSink(outDir.tmpPath, {
-      format,
-      dtype: opts.dtype,
-      baseModel: adapter.config.base_model_name_or_path ?? (opts.base ? resolve(opts.base) : undefined),
-      baseConfig: base?.config,
-      useRslora: false,
-      useDora: false,
-    });
-    try {
+    const openSink = (tmpPath: string) =>
+      createAdapterSink(tmpPath, {
+        format,
+        dtype: opts.dtype,
+        baseModel: adapter.config.base_model_name_or_path ?? (opts.base ? resolve(opts.base) : undefined),
+        baseConfig: base?.config,
+        useRslora: false,
+        useDora: false,
+      });
+    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink) => {
       const modules: ConvertedModule[] = [];
       const load = async (name: string): Promise<Loaded> => {
         const mod = await adapter.load(name);
@@ -239,7 +240,6 @@ export async function convertAdapter(opts: ConvertOptions): Promise<ConvertRepor
       }
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       await sink.finish();
-      await outDir.commit();
       const notes = [...variant.notes];
       if (modules.some((m) => m.action === 'copied')) notes.push('plain LoRA modules were copied unchanged (give --rank or --energy to re-factor them)');
       return {
@@ -255,11 +255,7 @@ export async function convertAdapter(opts: ConvertOptions): Promise<ConvertRepor
         notes,
         seconds: (Date.now() - started) / 1000,
       };
-    } catch (err) {
-      await sink.abort();
-      await outDir.abort();
-      throw err;
-    }
+    });
   } finally {
     await adapter.close();
     await base?.close();

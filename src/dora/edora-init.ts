@@ -15,7 +15,7 @@
  */
 import { join, resolve } from 'node:path';
 import { openCheckpoint } from '../io/checkpoint.js';
-import { assertNotInput, atomicOutputDir, atomicWriteFile } from '../io/atomic.js';
+import { assertNotInput, atomicWriteFile, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
@@ -112,9 +112,8 @@ export async function edoraInit(opts: EdoraInitOptions): Promise<EdoraInitReport
     const unused = targets.filter((t) => !used.has(t));
     if (unused.length > 0) throw new Error(`edora-init: target module(s) ${unused.join(', ')} not found in ${base.path}; check the names (e.g. q_proj, v_proj, gate_proj)`);
 
-    const outDir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
-    const sink = await createAdapterSink(outDir.tmpPath, { format: 'peft', dtype: opts.dtype, baseModel: opts.base, useDora: true });
-    try {
+    const openSink = (tmpPath: string) => createAdapterSink(tmpPath, { format: 'peft', dtype: opts.dtype, baseModel: opts.base, useDora: true });
+    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
       const rng = createRng(seed);
       const modules: EdoraInitModule[] = [];
       const r = opts.rank;
@@ -139,14 +138,9 @@ export async function edoraInit(opts: EdoraInitOptions): Promise<EdoraInitReport
         opts.onModule?.(item.name, index, selected.length);
       }
       await sink.finish();
-      await atomicWriteFile(join(outDir.tmpPath, RECONSTR_CONFIG_FILE), `${JSON.stringify(edoraReconstrConfig(r, powerIters, seed), null, 2)}\n`);
-      await outDir.commit();
+      await atomicWriteFile(join(tmpPath, RECONSTR_CONFIG_FILE), `${JSON.stringify(edoraReconstrConfig(r, powerIters, seed), null, 2)}\n`);
       return { base: resolve(opts.base), out: resolve(opts.out), rank: r, alpha, sigma, seed, powerIters, modules, seconds: (Date.now() - started) / 1000 };
-    } catch (err) {
-      await sink.abort();
-      await outDir.abort();
-      throw err;
-    }
+    });
   } finally {
     await base.close();
   }

@@ -134,8 +134,10 @@ function llamaTensorShapes(): Array<[string, number[]]> {
   return shapes;
 }
 
-function llamaConfig(): Record<string, unknown> {
-  const s = DEMO_SHAPE;
+/** config.json of a Llama model of shape `s` (the demo's by default); `tied`: no lm_head, as tie_word_embeddings says. */
+export function llamaConfig(
+  s: { layers: number; hidden: number; intermediate: number; heads: number; kvHeads: number; vocab: number; tied?: boolean } = DEMO_SHAPE,
+): Record<string, unknown> {
   return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
@@ -150,7 +152,7 @@ function llamaConfig(): Record<string, unknown> {
     rms_norm_eps: 1e-5,
     rope_theta: 10000,
     hidden_act: 'silu',
-    tie_word_embeddings: false,
+    tie_word_embeddings: s.tied ?? false,
     torch_dtype: 'bfloat16',
   };
 }

@@ -92,6 +92,31 @@ export async function atomicOutputDir(finalDir: string, opts: { overwrite?: bool
   };
 }
 
+/**
+ * Runs `write` with a sink opened in a new atomic output directory: the directory is committed
+ * when `write` returns; on any failure the sink is aborted and the temporary directory removed,
+ * so a failed run leaves nothing under `finalDir`.
+ */
+export async function withAtomicSink<S extends { abort(): Promise<void> }, T>(
+  finalDir: string,
+  opts: { overwrite?: boolean },
+  openSink: (tmpPath: string) => Promise<S>,
+  write: (sink: S, tmpPath: string) => Promise<T>,
+): Promise<T> {
+  const dir = await atomicOutputDir(finalDir, opts);
+  let sink: S | undefined;
+  try {
+    sink = await openSink(dir.tmpPath);
+    const result = await write(sink, dir.tmpPath);
+    await dir.commit();
+    return result;
+  } catch (err) {
+    await sink?.abort();
+    await dir.abort();
+    throw err;
+  }
+}
+
 /** Writes a whole file via a sibling temporary file, flushed to disk before the rename. */
 export async function atomicWriteFile(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = siblingTempPath(path);

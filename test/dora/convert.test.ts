@@ -7,7 +7,7 @@ import { readPeftAdapter } from '../../src/lora/adapter.js';
 import { svdSmall } from '../../src/linalg/svd-small.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
-import { flat, frob, matmul, naiveMerge, randomMat, rowNormsAfterLora, transposeMat, unflat, writePeftFixture, type Mat, type PeftModuleFixture } from '../helpers/dora.js';
+import { flat, frob, matmul, naiveMerge, orthonormalColumns, randomMat, rowNormsAfterLora, transposeMat, unflat, writePeftFixture, type Mat, type PeftModuleFixture } from '../helpers/dora.js';
 
 const OUT = 24;
 const IN = 20;
@@ -16,22 +16,6 @@ const Q = 'model.layers.0.self_attn.q_proj';
 const EMB = 'model.embed_tokens';
 const Wq = randomMat(OUT, IN, 1);
 const We = randomMat(VOCAB, IN, 2);
-
-/** Columns made orthonormal by Gram–Schmidt (f64), for planting singular values. */
-function orthonormalColumns(m: Mat): Mat {
-  const cols = transposeMat(m);
-  const done: number[][] = [];
-  for (const c of cols) {
-    const v = [...c];
-    for (const q of done) {
-      const d = v.reduce((s, x, i) => s + x * q[i], 0);
-      for (let i = 0; i < v.length; i++) v[i] -= d * q[i];
-    }
-    const n = Math.hypot(...v);
-    done.push(v.map((x) => x / n));
-  }
-  return transposeMat(done);
-}
 
 /** The dense ΔW of a converted module, from the written adapter (scale alpha/r). */
 async function convertedDelta(dir: string, name: string): Promise<Mat> {

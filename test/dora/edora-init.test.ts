@@ -8,27 +8,13 @@ import { openCheckpoint } from '../../src/io/checkpoint.js';
 import { openSafetensors } from '../../src/io/safetensors.js';
 import { openPeftAdapter } from '../../src/lora/adapter.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
-import { flat, matmul, maxAbsDiff, randomMat, transposeMat, unflat, type Mat } from '../helpers/dora.js';
+import { flat, matmul, maxAbsDiff, orthonormalColumns, randomMat, transposeMat, unflat, type Mat } from '../helpers/dora.js';
 
 const Q = 'model.layers.0.self_attn.q_proj';
 const K = 'model.layers.0.self_attn.k_proj';
 const VP = 'model.layers.0.self_attn.v_proj';
 const IN = 20;
 const R = 4;
-
-function orthonormalColumns(m: Mat): Mat {
-  const done: number[][] = [];
-  for (const c of transposeMat(m)) {
-    const v = [...c];
-    for (const q of done) {
-      const d = v.reduce((s, x, i) => s + x * q[i], 0);
-      for (let i = 0; i < v.length; i++) v[i] -= d * q[i];
-    }
-    const n = Math.hypot(...v);
-    done.push(v.map((x) => x / n));
-  }
-  return transposeMat(done);
-}
 
 /** W = U·diag(σ)·Vᵀ with σ_i = 10·0.6^i: a known SVD to compare against. */
 function planted(out: number, seed: number): { W: Mat; U: Mat; S: number[]; V: Mat } {

@@ -44,6 +44,21 @@ export function matmul(a: Mat, b: Mat): Mat {
   return out;
 }
 
+/** Columns made orthonormal by Gram–Schmidt (f64), for planting singular values. */
+export function orthonormalColumns(m: Mat): Mat {
+  const done: number[][] = [];
+  for (const c of transposeMat(m)) {
+    const v = [...c];
+    for (const q of done) {
+      const d = v.reduce((s, x, i) => s + x * q[i], 0);
+      for (let i = 0; i < v.length; i++) v[i] -= d * q[i];
+    }
+    const n = Math.hypot(...v);
+    done.push(v.map((x) => x / n));
+  }
+  return transposeMat(done);
+}
+
 /** A module as PEFT stores it: linear A (r × in), B (out × r); embedding A (r × vocab), B (hidden × r). */
 export interface PeftModuleFixture {
   /** module path without the `base_model.model.` prefix */

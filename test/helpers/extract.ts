@@ -10,6 +10,9 @@ import { createRng } from '../../src/linalg/random.js';
 import { plantedMatrix } from '../linalg/planted.js';
 import { writeModelFolder } from './synthetic.js';
 
+/** The demo's config.json builder, so tests and the demo describe the same kind of model. */
+export { llamaConfig } from '../../src/extract/demo.js';
+
 export type Tensors = Record<string, { shape: number[]; data: Float32Array }>;
 
 export interface TinyLlamaShape {
@@ -24,21 +27,6 @@ export interface TinyLlamaShape {
 }
 
 export const TINY_LLAMA: TinyLlamaShape = { layers: 2, hidden: 64, intermediate: 96, heads: 4, kvHeads: 2, vocab: 50 };
-
-export function llamaConfig(s: TinyLlamaShape): Record<string, unknown> {
-  return {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
-    hidden_size: s.hidden,
-    intermediate_size: s.intermediate,
-    num_hidden_layers: s.layers,
-    num_attention_heads: s.heads,
-    num_key_value_heads: s.kvHeads,
-    vocab_size: s.vocab,
-    tie_word_embeddings: s.tied ?? false,
-    torch_dtype: 'bfloat16',
-  };
-}
 
 function gaussian(count: number, std: number, seed: number): Float32Array {
   const data = new Float32Array(count);

@@ -9,13 +9,14 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { createRng } from '../../src/linalg/random.js';
 import type { LoraModule } from '../../src/lora/adapter.js';
 import { matrix, type Matrix } from '../../src/tensor/matrix.js';
 import { REPO_ROOT } from './cli.js';
-import { writeModelFolder } from './synthetic.js';
+import { makeTempDir, writeModelFolder } from './synthetic.js';
 
 const run = promisify(execFile);
 
@@ -75,6 +76,37 @@ export async function extractFromLlamaCppSource(relPaths: string[], destDir: str
   } finally {
     await rm(repo, { recursive: true, force: true });
   }
+}
+
+export interface LlamaCppVocabFixture {
+  /** a temporary folder for the test's files, removed after the tests */
+  dir: string;
+  llama: LlamaLike;
+  /** llama.cpp's models/ggml-vocab-<name>.gguf */
+  vocab: string;
+  /** the golden tokenizations that go with it (models/ggml-vocab-<name>.gguf.inp/.out) */
+  golden: { inp: string; out: string };
+}
+
+/**
+ * Registers before/after hooks that load llama.cpp and extract one of its vocab GGUFs with its
+ * golden tokenizations into a temporary folder; the returned fixture is filled in by `before`.
+ */
+export function useLlamaCppVocab(name: string): LlamaCppVocabFixture {
+  const fixture = {} as LlamaCppVocabFixture;
+  before(async () => {
+    fixture.dir = await makeTempDir('loraforge-to-gguf-');
+    fixture.llama = await loadLlama();
+    const file = `models/ggml-vocab-${name}.gguf`;
+    const [vocab, inp, out] = await extractFromLlamaCppSource([file, `${file}.inp`, `${file}.out`], join(fixture.dir, 'vocab'));
+    fixture.vocab = vocab!;
+    fixture.golden = { inp: inp!, out: out! };
+  });
+  after(async () => {
+    await fixture.llama?.dispose();
+    if (fixture.dir) await rm(fixture.dir, { recursive: true, force: true });
+  });
+  return fixture;
 }
 
 /**

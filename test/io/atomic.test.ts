@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertNotInput, atomicOutputDir, atomicWriteFile } from '../../src/io/atomic.js';
+import { assertNotInput, atomicOutputDir, atomicWriteFile, withAtomicSink } from '../../src/io/atomic.js';
 
 let root: string;
 before(async () => {
@@ -88,6 +88,65 @@ describe('atomicOutputDir', () => {
     await d.abort();
     assert.deepEqual(await readdir(parent), []);
     await assert.rejects(d.commit(), /already aborted/);
+  });
+});
+
+describe('withAtomicSink', () => {
+  /** A stand-in sink that writes one file into the output folder and records whether it was aborted. */
+  function fileSink(tmpPath: string) {
+    const sink = { tmpPath, aborted: false, abort: async () => void (sink.aborted = true) };
+    return Promise.resolve(sink);
+  }
+
+  it('commits what the sink wrote and returns what write returned', async () => {
+    const parent = await fresh('sink-ok');
+    const out = join(parent, 'out');
+    let opened: Awaited<ReturnType<typeof fileSink>> | undefined;
+    const result = await withAtomicSink(out, {}, fileSink, async (sink, tmpPath) => {
+      opened = sink;
+      assert.equal(sink.tmpPath, tmpPath, 'the sink is opened in the temporary folder');
+      await writeFile(join(tmpPath, 'weights'), 'w');
+      return 42;
+    });
+    assert.equal(result, 42);
+    assert.equal(opened?.aborted, false);
+    assert.deepEqual(await readdir(parent), ['out']);
+    assert.equal(await readFile(join(out, 'weights'), 'utf8'), 'w');
+  });
+
+  it('aborts the sink and leaves nothing behind when write fails', async () => {
+    const parent = await fresh('sink-fail');
+    let opened: Awaited<ReturnType<typeof fileSink>> | undefined;
+    const failing = withAtomicSink(join(parent, 'out'), {}, fileSink, async (sink, tmpPath) => {
+      opened = sink;
+      await writeFile(join(tmpPath, 'partial'), 'x');
+      throw new Error('tensor "x" is broken');
+    });
+    await assert.rejects(failing, /tensor "x" is broken/);
+    assert.equal(opened?.aborted, true);
+    assert.deepEqual(await readdir(parent), []);
+  });
+
+  it('removes the temporary folder when the sink cannot be opened', async () => {
+    const parent = await fresh('sink-open-fail');
+    const failing = withAtomicSink(join(parent, 'out'), {}, () => Promise.reject(new Error('no sink')), async () => 1);
+    await assert.rejects(failing, /no sink/);
+    assert.deepEqual(await readdir(parent), []);
+  });
+
+  it('refuses a non-empty folder without overwrite before opening the sink', async () => {
+    const parent = await fresh('sink-busy');
+    await mkdir(join(parent, 'out'));
+    await writeFile(join(parent, 'out', 'keep'), 'k');
+    let opened = false;
+    const openSink = (tmpPath: string) => {
+      opened = true;
+      return fileSink(tmpPath);
+    };
+    const refused = withAtomicSink(join(parent, 'out'), {}, openSink, async () => 1);
+    await assert.rejects(refused, /already exists and is not empty/);
+    assert.equal(opened, false);
+    assert.deepEqual(await readdir(join(parent, 'out')), ['keep']);
   });
 });
 

@@ -7,56 +7,36 @@
  * strings (models/ggml-vocab-llama-spm.gguf.inp/.out) exactly as expected.
  */
 import assert from 'node:assert/strict';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { convertToGguf } from '../../src/convert/to-gguf.js';
 import {
   checkAgainstLlamaCpp,
   encodeSentencePieceModel,
-  extractFromLlamaCppSource,
-  loadLlama,
   readVocabGguf,
   tinyLlamaConfig,
   tinyLlamaWeights,
+  useLlamaCppVocab,
   writeTinyLlama,
   type VocabArrays,
-  type LlamaLike,
 } from '../helpers/llamacpp.js';
-import { makeTempDir } from '../helpers/synthetic.js';
 
-const SRC = 'models/ggml-vocab-';
-
-let dir = '';
-let llama: LlamaLike;
-let files: Record<string, string> = {};
-
-before(async () => {
-  dir = await makeTempDir('loraforge-to-gguf-');
-  llama = await loadLlama();
-  const names = ['llama-spm.gguf', 'llama-spm.gguf.inp', 'llama-spm.gguf.out'];
-  const paths = await extractFromLlamaCppSource(names.map((n) => SRC + n), join(dir, 'vocab'));
-  files = Object.fromEntries(names.map((n, i) => [n, paths[i]!]));
-});
-
-after(async () => {
-  await llama?.dispose();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
+const fixture = useLlamaCppVocab('llama-spm');
 
 describe('to-gguf output runs in llama.cpp like the HF model (llama)', () => {
   it('llama (GQA, tokenizer.model): permuted Q/K, f32, SentencePiece vocabulary', async () => {
-    const vocab: VocabArrays = await readVocabGguf(files['llama-spm.gguf']!);
+    const vocab: VocabArrays = await readVocabGguf(fixture.vocab);
     const shape = { vocab: vocab.tokens.length, hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96 };
     const config = tinyLlamaConfig(shape);
     const tensors = tinyLlamaWeights(shape, 7);
-    const folder = join(dir, 'llama');
+    const folder = join(fixture.dir, 'llama');
     await writeTinyLlama(folder, tensors, config);
     const pieces = vocab.tokens.map((piece, i) => ({ piece, score: vocab.scores![i]!, type: vocab.types[i]! }));
     await writeFile(join(folder, 'tokenizer.model'), encodeSentencePieceModel(pieces));
     await writeFile(join(folder, 'tokenizer_config.json'), JSON.stringify({ add_bos_token: true, add_eos_token: false, bos_token: '<s>', eos_token: '</s>' }));
 
-    const out = join(dir, 'llama.gguf');
+    const out = join(fixture.dir, 'llama.gguf');
     const result = await convertToGguf(folder, out, { dtype: 'F32' });
     assert.equal(result.tokenizer, join(folder, 'tokenizer.model'));
 
@@ -68,6 +48,6 @@ describe('to-gguf output runs in llama.cpp like the HF model (llama)', () => {
     for (const k of ['tokenizer.ggml.model', 'tokenizer.ggml.pre', 'tokenizer.ggml.bos_token_id', 'tokenizer.ggml.eos_token_id', 'tokenizer.ggml.add_bos_token', 'tokenizer.ggml.add_eos_token']) {
       assert.deepEqual(written.kv.get(k), vocab.kv.get(k), k);
     }
-    await checkAgainstLlamaCpp(llama, out, tensors, config, { inp: files['llama-spm.gguf.inp']!, out: files['llama-spm.gguf.out']! }, 1e-4);
+    await checkAgainstLlamaCpp(fixture.llama, out, tensors, config, fixture.golden, 1e-4);
   });
 });

@@ -6,47 +6,27 @@
  * tokenize its golden test strings (models/ggml-vocab-qwen2.gguf.inp/.out) exactly as expected.
  */
 import assert from 'node:assert/strict';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { convertToGguf } from '../../src/convert/to-gguf.js';
 import { openGguf } from '../../src/io/gguf.js';
 import { createRng } from '../../src/linalg/random.js';
 import { roundTo } from '../../src/tensor/dtype.js';
 import {
   checkAgainstLlamaCpp,
-  extractFromLlamaCppSource,
-  loadLlama,
   readVocabGguf,
   tinyLlamaConfig,
   tinyLlamaWeights,
+  useLlamaCppVocab,
   writeTinyLlama,
-  type LlamaLike,
 } from '../helpers/llamacpp.js';
-import { makeTempDir } from '../helpers/synthetic.js';
 
-const SRC = 'models/ggml-vocab-';
-
-let dir = '';
-let llama: LlamaLike;
-let files: Record<string, string> = {};
-
-before(async () => {
-  dir = await makeTempDir('loraforge-to-gguf-');
-  llama = await loadLlama();
-  const names = ['qwen2.gguf', 'qwen2.gguf.inp', 'qwen2.gguf.out'];
-  const paths = await extractFromLlamaCppSource(names.map((n) => SRC + n), join(dir, 'vocab'));
-  files = Object.fromEntries(names.map((n, i) => [n, paths[i]!]));
-});
-
-after(async () => {
-  await llama?.dispose();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
+const fixture = useLlamaCppVocab('qwen2');
 
 describe('to-gguf output runs in llama.cpp like the HF model (qwen2)', () => {
   it('qwen2 (q/k/v biases, tied embeddings, tokenizer.json byte-level BPE): unpermuted, f16', async () => {
-    const vocab = await readVocabGguf(files['qwen2.gguf']!);
+    const vocab = await readVocabGguf(fixture.vocab);
     const shape = { vocab: vocab.tokens.length, hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96 };
     const config = { ...tinyLlamaConfig(shape), architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', rope_theta: 1000000, rms_norm_eps: 1e-6, bos_token_id: 151643, eos_token_id: 151643, tie_word_embeddings: true };
     const tensors = tinyLlamaWeights(shape, 8, true);
@@ -58,7 +38,7 @@ describe('to-gguf output runs in llama.cpp like the HF model (qwen2)', () => {
         tensors[`model.layers.${l}.self_attn.${proj}.bias`] = { shape: [n], data: data.map((v) => 0.5 * v) };
       }
     }
-    const folder = join(dir, 'qwen2');
+    const folder = join(fixture.dir, 'qwen2');
     await writeTinyLlama(folder, tensors, config);
     // tokenizer.json rebuilt from llama.cpp's vocab: byte-level BPE with Qwen2's pre-tokenizer regex
     const modelVocab: Record<string, number> = {};
@@ -83,7 +63,7 @@ describe('to-gguf output runs in llama.cpp like the HF model (qwen2)', () => {
     );
     await writeFile(join(folder, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', bos_token: null, chat_template: '{{ messages }}' }));
 
-    const out = join(dir, 'qwen2.gguf');
+    const out = join(fixture.dir, 'qwen2.gguf');
     await convertToGguf(folder, out, { dtype: 'F16' });
     const written = await readVocabGguf(out);
     assert.equal(written.kv.get('tokenizer.ggml.model'), 'gpt2');
@@ -105,6 +85,6 @@ describe('to-gguf output runs in llama.cpp like the HF model (qwen2)', () => {
     }
     // the reference sees the same f16-rounded 2-D weights; llama.cpp also rounds activations to f16 for f16 matmuls
     const rounded = Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.shape.length === 2 ? { ...t, data: roundTo(t.data, 'F16') } : t]));
-    await checkAgainstLlamaCpp(llama, out, rounded, config, { inp: files['qwen2.gguf.inp']!, out: files['qwen2.gguf.out']! }, 1e-2);
+    await checkAgainstLlamaCpp(fixture.llama, out, rounded, config, fixture.golden, 1e-2);
   });
 });
