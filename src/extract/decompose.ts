@@ -2,7 +2,10 @@
  * The truncated SVD of one Δ under a rank policy, with the error of the kept rank read off the
  * spectrum: err² = ‖Δ‖²_F − Σ_{i≤r} σ_i² (exact for the projection the randomized SVD returns).
  *
- * Fixed rank: one randomized SVD (rank + 8 oversampling, 2 power iterations). Adaptive ranks on
+ * Fixed rank: one randomized SVD, rank + 16 oversampling and 1 power iteration. Measured on
+ * 8192×2048 matrices against the optimal rank-16 error, this is within 0.5% on slowly decaying
+ * spectra (σ_i ∝ i^−0.5, i^−1) and 0.01% on low rank + noise, like 2 iterations with 8 extra
+ * directions (0.2%, 0.01%), at 4 passes over Δ instead of 6: 20% less time. Adaptive ranks on
  * big tensors: the incremental blocked SVD, grown until the target is met and then one block
  * further, because the directions found in the last block had the fewest power iterations and
  * their σ are the least accurate; the rank is then chosen from the error of every rank. On small
@@ -15,6 +18,10 @@ import type { Svd } from '../linalg/svd-small.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { chooseAdaptiveRank, residualFraction, type RankPolicy } from './rank-policy.js';
 
+/** fixed rank */
+const FIXED_OVERSAMPLE = 16;
+const FIXED_POWER_ITERS = 1;
+/** adaptive ranks: the sketch at the rank cap, and every block of the incremental SVD */
 const OVERSAMPLE = 8;
 const POWER_ITERS = 2;
 const BLOCK_SIZE = 16;
@@ -68,7 +75,7 @@ export async function decompose(
   const most = Math.min(delta.rows, delta.cols);
   if (policy.mode === 'rank') {
     const rank = Math.min(policy.rank, most);
-    const svd = await randomizedSvd(backend, delta, { rank, oversample: OVERSAMPLE, powerIters: POWER_ITERS, seed });
+    const svd = await randomizedSvd(backend, delta, { rank, oversample: FIXED_OVERSAMPLE, powerIters: FIXED_POWER_ITERS, seed });
     const relError = spectralRelError(svd, rank, frobSq);
     return { svd, rank, relError, energy: 1 - relError ** 2, targetMet: true };
   }

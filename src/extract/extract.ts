@@ -7,19 +7,18 @@
 import { join } from 'node:path';
 import { assertNotInput, atomicOutputDir, atomicWriteFile } from '../io/atomic.js';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
-import type { FloatDType, TensorInfo } from '../io/types.js';
+import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
 import { ADAPTER_CONFIG_FILE } from '../lora/adapter.js';
 import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { prefetch } from '../pipeline/prefetch.js';
-import { BufferPool } from './buffer-pool.js';
 import { handleJob, type JobOutcome } from './handlers.js';
+import { openPairLoader, type PairLoader } from './pair-loader.js';
 import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
 import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
-import { tensorFileResolver, type TensorFileOf } from './tensor-files.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
 
 export interface ExtractProgress {
@@ -94,15 +93,6 @@ function moduleType(job: Job): string | undefined {
   return undefined;
 }
 
-interface LoadedPair {
-  a?: Float32Array;
-  b: Float32Array;
-}
-
-function elements(t: TensorInfo): number {
-  return t.shape.reduce((x, y) => x * y, 1);
-}
-
 export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
   const started = performance.now();
   const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
@@ -123,9 +113,7 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
     throw err;
   }
   try {
-    const fileOf = { a: await tensorFileResolver(a), b: await tensorFileResolver(b) };
     const plan = planExtraction(a, b, {
-      fileOf,
       policy,
       selection: { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude },
       embeddings,
@@ -137,6 +125,7 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
     const dtype = opts.dtype ?? defaultDtype(plan);
     const dir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
     let sink: AdapterSink | undefined;
+    let loader: PairLoader | undefined;
     try {
       sink = await createAdapterSink(dir.tmpPath, {
         format,
@@ -146,7 +135,10 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
         // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
         extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
       });
-      const report = await runPlan({ opts, plan, a, b, fileOf, backend, sink, dtype, seed, policy, format, embeddings, started });
+      loader = await openPairLoader(a, b);
+      const report = await runPlan({ opts, plan, loader, backend, sink, dtype, seed, policy, format, embeddings, started });
+      await loader.close();
+      loader = undefined;
       await sink.finish();
       sink = undefined;
       await finishPeftConfig(dir.tmpPath, report, format);
@@ -155,6 +147,7 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
       await dir.commit();
       return report;
     } catch (err) {
+      await loader?.close();
       await sink?.abort();
       await dir.abort();
       throw err;
@@ -173,12 +166,16 @@ async function finishPeftConfig(dir: string, report: ExtractReport, format: Adap
   await rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear);
 }
 
+/**
+ * Pairs read ahead of the one being decomposed. Two keep the reader thread busy through a run of
+ * small tensors (norms, k/v) that it finishes faster than the GEMMs of one big one.
+ */
+const PREFETCH_DEPTH = 2;
+
 interface RunContext {
   opts: ExtractOptions;
   plan: ExtractionPlan;
-  a: Checkpoint;
-  b: Checkpoint;
-  fileOf: { a: TensorFileOf; b: TensorFileOf };
+  loader: PairLoader;
   backend: LinalgBackend;
   sink: AdapterSink;
   dtype: FloatDType;
@@ -190,18 +187,8 @@ interface RunContext {
 }
 
 async function runPlan(ctx: RunContext): Promise<ExtractReport> {
-  const { opts, plan, a, b, fileOf } = ctx;
-  const pool = new BufferPool();
-  let bytesRead = 0;
-
-  const load = async (job: Job): Promise<LoadedPair> => {
-    const read = async (ckpt: Checkpoint, info: TensorInfo) => {
-      bytesRead += info.bytes;
-      return ckpt.readInto(info.name, pool.acquire(elements(info)));
-    };
-    const [ta, tb] = await Promise.all([job.a ? read(a, job.a) : undefined, read(b, job.b)]);
-    return { a: ta, b: tb };
-  };
+  const { opts, plan, loader } = ctx;
+  const bytesRead = plan.jobs.reduce((sum, job) => sum + (job.a?.bytes ?? 0) + job.b.bytes, 0);
 
   const tensors: ExtractedTensor[] = [];
   const skippedIdentical: string[] = [];
@@ -212,7 +199,7 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
   let readWaitSeconds = 0;
   let waitFrom = performance.now();
 
-  for await (const { item: job, value, index } of prefetch(plan.jobs, load, 1)) {
+  for await (const { item: job, value: pair, index } of prefetch(plan.jobs, (job) => loader.load(job), PREFETCH_DEPTH)) {
     const t0 = performance.now();
     readWaitSeconds += (t0 - waitFrom) / 1000;
     const type = moduleType(job);
@@ -222,15 +209,12 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
       { backend: ctx.backend, sink: ctx.sink, policy: ctx.policy, alpha: opts.alpha, dtype: ctx.dtype },
       {
         job,
-        a: value.a,
-        b: value.b,
-        sources: { a: `${fileOf.a(job.name)}: tensor "${job.name}"`, b: `${fileOf.b(job.name)}: tensor "${job.name}"` },
+        pair,
         seed: hashString(`${ctx.seed}:${job.name}`),
         verify,
       },
     );
-    if (value.a) pool.release(value.a);
-    pool.release(value.b);
+    loader.release(pair);
     const seconds = (performance.now() - t0) / 1000;
     computeSeconds += seconds;
     params += outcome.params;

@@ -10,7 +10,8 @@ import type { AdapterSink } from '../lora/sink.js';
 import { roundTo } from '../tensor/dtype.js';
 import { transpose, type Matrix } from '../tensor/matrix.js';
 import { decompose, type Decomposition } from './decompose.js';
-import { assertFinite, exactRelError, subtractInPlace, type DeltaSources } from './delta.js';
+import { exactRelError, type DeltaStats } from './delta.js';
+import type { LoadedPair } from './load-pair.js';
 import { stackExpertFactors } from './moe.js';
 import type { Job } from './plan.js';
 import type { RankPolicy } from './rank-policy.js';
@@ -37,10 +38,8 @@ export interface JobOutcome {
 
 export interface JobInput {
   job: Job;
-  /** A's tensor, overwritten with Δ = B − A (absent when the plan needs only B) */
-  a?: Float32Array;
-  b: Float32Array;
-  sources: DeltaSources;
+  /** Δ = B − A, its norms, and B itself where the plan saves it (see load-pair.ts) */
+  pair: LoadedPair;
   /** seed for this tensor's random test matrices */
   seed: number;
   /** also compute the error exactly by GEMM */
@@ -92,9 +91,9 @@ function factorParams(f: LowRankFactors): number {
 async function handleLora(ctx: HandlerContext, input: JobInput, module: string, kind: 'linear' | 'embedding'): Promise<JobOutcome> {
   const { job } = input;
   const [rows, cols] = job.b.shape;
-  const stats = subtractInPlace(input.a!, input.b, input.sources);
+  const { delta: data, stats } = deltaOf(input);
   if (stats.identical) return { identical: true, params: 0 };
-  const delta = view(input.a!, rows, cols);
+  const delta = view(data, rows, cols);
   const dec = await decompose(ctx.backend, delta, stats.frobSq, ctx.policy, input.seed);
   const alpha = ctx.alpha ?? dec.rank;
   const f = factorsOf(dec, dec.rank, dec.rank, alpha, false);
@@ -123,10 +122,10 @@ async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobO
   if (job.plan.action !== 'experts') throw new Error(`handleExperts: job "${job.name}" is not an expert stack`);
   const { wrapper, layout, module, param } = job.plan;
   const [count, d1, d2] = job.b.shape;
-  const stats = subtractInPlace(input.a!, input.b, input.sources);
+  const { delta, stats } = deltaOf(input);
   if (stats.identical) return { identical: true, params: 0 };
   const transposed = layout === 'in-out';
-  const slices = Array.from({ length: count }, (_, e) => view(input.a!, d1, d2, e * d1 * d2));
+  const slices = Array.from({ length: count }, (_, e) => view(delta, d1, d2, e * d1 * d2));
   const norms = slices.map((s) => sumSquares(s.data));
   const decs: Array<Decomposition | undefined> = [];
   for (let e = 0; e < count; e++) {
@@ -176,32 +175,38 @@ async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobO
   };
 }
 
+function deltaOf(input: JobInput): { delta: Float32Array; stats: DeltaStats } {
+  const { delta, stats } = input.pair;
+  if (!delta || !stats) throw new Error(`extract: job "${input.job.name}" needs both models' tensors, but only B's was read`);
+  return { delta, stats };
+}
+
+function bOf(input: JobInput): Float32Array {
+  if (!input.pair.b) throw new Error(`extract: job "${input.job.name}" saves B's tensor, but it was not kept`);
+  return input.pair.b;
+}
+
 function relChange(stats: { frobSq: number; baseFrobSq: number }): number {
   return stats.baseFrobSq > 0 ? Math.sqrt(stats.frobSq / stats.baseFrobSq) : Infinity;
 }
 
 async function handleFull(ctx: HandlerContext, input: JobInput): Promise<JobOutcome> {
-  const { job } = input;
-  let change: number | null = null;
-  if (input.a) {
-    const stats = subtractInPlace(input.a, input.b, input.sources);
-    if (stats.identical) return { identical: true, params: 0 };
-    change = relChange(stats);
-  } else {
-    // nothing to subtract from (the vocabulary differs), but B must still be sound
-    assertFinite(input.b, input.sources.b);
-  }
-  await ctx.sink.addFull(job.name, [...job.b.shape], input.b);
-  return { params: input.b.length, differing: { name: job.name, shape: [...job.b.shape], relChange: change, saved: true, reason: 'saved whole (--embeddings full)' } };
+  const { job, pair } = input;
+  // without A (the vocabulary differs) there is nothing to compare; the loader checked B is finite
+  if (pair.stats?.identical) return { identical: true, params: 0 };
+  const b = bOf(input);
+  await ctx.sink.addFull(job.name, [...job.b.shape], b);
+  const change = pair.stats ? relChange(pair.stats) : null;
+  return { params: b.length, differing: { name: job.name, shape: [...job.b.shape], relChange: change, saved: true, reason: 'saved whole (--embeddings full)' } };
 }
 
 async function handleCompare(ctx: HandlerContext, input: JobInput, save: boolean, reason: string | undefined): Promise<JobOutcome> {
   const { job } = input;
-  const stats = subtractInPlace(input.a!, input.b, input.sources);
+  const { stats } = deltaOf(input);
   if (stats.identical) return { params: 0 };
-  if (save) await ctx.sink.addFull(job.name, [...job.b.shape], input.b);
+  if (save) await ctx.sink.addFull(job.name, [...job.b.shape], bOf(input));
   return {
-    params: save ? input.b.length : 0,
+    params: save ? bOf(input).length : 0,
     differing: { name: job.name, shape: [...job.b.shape], relChange: relChange(stats), saved: save, ...(reason ? { reason } : {}) },
   };
 }

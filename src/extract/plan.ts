@@ -10,7 +10,6 @@ import { isFloatDType } from '../tensor/dtype.js';
 import { expertLayout, expertWeightShape, peftWrapperPaths, type ExpertLayout } from './moe.js';
 import { checkFixedRankFits, type RankPolicy } from './rank-policy.js';
 import { classifyTensor, isEmbeddingLike, type TargetSelection } from './targets.js';
-import type { TensorFileOf } from './tensor-files.js';
 
 export type EmbeddingsMode = 'skip' | 'lora' | 'full';
 export const EMBEDDINGS_MODES: readonly EmbeddingsMode[] = ['skip', 'lora', 'full'];
@@ -34,8 +33,6 @@ export interface Job {
 }
 
 export interface PlanOptions {
-  /** the file of each model holding a tensor, for error messages */
-  fileOf: { a: TensorFileOf; b: TensorFileOf };
   policy: RankPolicy;
   selection: TargetSelection;
   embeddings: EmbeddingsMode;
@@ -87,14 +84,14 @@ function tieFlag(config: Record<string, unknown> | undefined): boolean | undefin
 }
 
 /** Refuses quantized tensors and tensors we cannot read that would matter. */
-function checkDtypes(ckpt: Checkpoint, label: string, fileOf: TensorFileOf, selection: TargetSelection, warnings: string[]): Set<string> {
+function checkDtypes(ckpt: Checkpoint, label: string, selection: TargetSelection, warnings: string[]): Set<string> {
   const unreadable = new Set<string>();
   for (const t of ckpt.list()) {
     if (isFloatDType(t.dtype)) continue;
     const role = classifyTensor(t.name, t.shape, selection);
     if (QUANTIZED_DTYPE.test(t.dtype) || role.kind !== 'other') {
       throw new Error(
-        `${fileOf(t.name)} (model ${label}): tensor "${t.name}" is ${t.dtype}; loraforge extracts from F32, F16 and BF16 checkpoints: dequantize the model first`,
+        `${ckpt.locate(t.name).path} (model ${label}): tensor "${t.name}" is ${t.dtype}; loraforge extracts from F32, F16 and BF16 checkpoints: dequantize the model first`,
       );
     }
     unreadable.add(t.name);
@@ -142,8 +139,8 @@ export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions):
   const notes: string[] = [];
   const warnings: string[] = [];
   const unreadable = new Set([
-    ...checkDtypes(a, 'A', opts.fileOf.a, opts.selection, warnings),
-    ...checkDtypes(b, 'B', opts.fileOf.b, opts.selection, warnings),
+    ...checkDtypes(a, 'A', opts.selection, warnings),
+    ...checkDtypes(b, 'B', opts.selection, warnings),
   ]);
 
   const hasHead = a.list().some((t) => HEAD.test(t.name)) && b.list().some((t) => HEAD.test(t.name));

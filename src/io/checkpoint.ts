@@ -6,7 +6,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, resolve } from 'node:path';
 import { matrix, type Matrix } from '../tensor/matrix.js';
 import { openSafetensors, type SafetensorsFile } from './safetensors.js';
-import type { TensorInfo, TensorSource } from './types.js';
+import type { TensorInfo, TensorLocation, TensorSource } from './types.js';
 
 const INDEX_FILE = 'model.safetensors.index.json';
 const SINGLE_FILE = 'model.safetensors';
@@ -21,6 +21,8 @@ export interface Checkpoint extends TensorSource {
   readonly files: string[];
   /** read() into a caller-owned array of exactly the tensor's element count (buffer reuse). */
   readInto(name: string, out: Float32Array): Promise<Float32Array>;
+  /** Which file holds the tensor, and where: for errors that name the file, and for readers on other threads. */
+  locate(name: string): TensorLocation;
 }
 
 class ShardedCheckpoint implements Checkpoint {
@@ -65,6 +67,10 @@ class ShardedCheckpoint implements Checkpoint {
 
   async readInto(name: string, out: Float32Array): Promise<Float32Array> {
     return this.shardOf(name).readInto(name, out);
+  }
+
+  locate(name: string): TensorLocation {
+    return this.shardOf(name).locate(name);
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ import { open, lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeIntoF32, dtypeByteSize, encodeFromF32, isFloatDType } from '../tensor/dtype.js';
 import { atomicWriteFile, siblingTempPath } from './atomic.js';
-import type { FloatDType, TensorInfo, TensorSink, TensorSource } from './types.js';
+import type { FloatDType, TensorInfo, TensorLocation, TensorSink, TensorSource } from './types.js';
 
 /**
  * Largest header we accept. The reference implementation (the Rust `safetensors` crate) refuses
@@ -30,7 +30,7 @@ const IO_CHUNK_BYTES = 8 << 20;
 /** Bytes of F16/BF16 read per step while decoding: small enough to stay in cache between the read and the decode. */
 const DECODE_CHUNK_BYTES = 1 << 20;
 
-const SUPPORTED_HINT = 'loraforge handles F32, F16 and BF16 tensors (dequantize quantized checkpoints first)';
+export const SUPPORTED_HINT = 'loraforge handles F32, F16 and BF16 tensors (dequantize quantized checkpoints first)';
 
 // ---------------------------------------------------------------------------------------------
 // Positioned I/O
@@ -229,6 +229,12 @@ export class SafetensorsFile implements TensorSource {
 
   info(name: string): TensorInfo {
     return toInfo(this.entry(name));
+  }
+
+  /** Where the tensor's bytes are, for a reader on another thread. */
+  locate(name: string): TensorLocation {
+    const e = this.entry(name);
+    return { ...toInfo(e), path: this.path, offset: this.dataStart + e.begin };
   }
 
   /** The tensor's bytes exactly as stored. */

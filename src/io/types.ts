@@ -10,6 +10,17 @@ export interface TensorInfo {
   bytes: number;
 }
 
+/**
+ * Where a tensor's bytes are stored: enough for another thread to read and decode it on its own
+ * (see io/raw-read.ts), so the thread that computes never waits on I/O or decoding.
+ */
+export interface TensorLocation extends TensorInfo {
+  /** the file, absolute */
+  path: string;
+  /** byte offset of the tensor's first byte in `path` */
+  offset: number;
+}
+
 /** Anything that lists tensors and reads one at a time as f32 (a file, a sharded checkpoint, an adapter). */
 export interface TensorSource {
   /** Where the tensors come from, for error messages. */

@@ -432,6 +432,18 @@ export async function qrThinOnBackend(backend: LinalgBackend, y: Matrix): Promis
   return qrThin(y);
 }
 
+/**
+ * A basis of y's range with columns orthonormal only roughly (to about κ(y)²·ε): one CholeskyQR
+ * pass, two small GEMMs, where CholeskyQR2 takes five. Enough between the products of a power
+ * iteration, whose job is to keep f32 round-off from washing out weak directions, not to be
+ * orthonormal; the basis that is used afterwards comes from orthonormalizeOnBackend.
+ */
+export async function normalizeOnBackend(backend: LinalgBackend, y: Matrix): Promise<Matrix> {
+  if (y.rows < y.cols) return qrThin(y).Q;
+  const r = choleskyFactor(await backend.gemm(y, y, { transA: true }));
+  return r ? backend.gemm(y, invertUpper(r, y.cols)) : (await qrThinOnBackend(backend, y)).Q;
+}
+
 /** Q of `qrThinOnBackend`: an orthonormal basis whose leading columns span y's leading columns. */
 export async function orthonormalizeOnBackend(backend: LinalgBackend, y: Matrix): Promise<Matrix> {
   return (await qrThinOnBackend(backend, y)).Q;

@@ -26,6 +26,11 @@ export interface Rng {
   normal(): number;
   /** out[i] = normal() for i = 0, 1, … */
   fillNormal(out: Float32Array): void;
+  /**
+   * out[i] uniform on [−√3, √3) (mean 0, variance 1), one 32-bit draw each: ~20x cheaper than
+   * fillNormal, for random test matrices, which need independent unit-variance entries, not normality.
+   */
+  fillUniform(out: Float32Array): void;
   /** uniform 32-bit unsigned integer */
   nextUint32(): number;
 }
@@ -146,6 +151,10 @@ export function createRng(seed: number): Rng {
     next,
     normal,
     nextUint32,
+    fillUniform(out: Float32Array): void {
+      const scale = (2 * Math.sqrt(3)) / 2 ** 32;
+      for (let i = 0; i < out.length; i++) out[i] = (nextUint32() - 2 ** 31) * scale;
+    },
     fillNormal(out: Float32Array): void {
       for (let i = 0; i < out.length; i++) out[i] = normal();
     },

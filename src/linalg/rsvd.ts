@@ -14,7 +14,7 @@
  */
 import { transpose, type Matrix } from '../tensor/matrix.js';
 import type { LinalgBackend } from './backend.js';
-import { orthonormalizeOnBackend, qrThinOnBackend } from './qr.js';
+import { normalizeOnBackend, orthonormalizeOnBackend, qrThinOnBackend } from './qr.js';
 import { createRng, type Rng } from './random.js';
 import { canonicalizeSigns, svdSmall, type Svd } from './svd-small.js';
 
@@ -25,7 +25,7 @@ export interface RandomizedSvdOptions {
   oversample?: number;
   /** power iterations (default 2); each costs two more passes over A */
   powerIters?: number;
-  /** seed of the Gaussian test matrix (default 0) */
+  /** seed of the random test matrix (default 0) */
   seed?: number;
 }
 
@@ -33,9 +33,10 @@ const DEFAULT_OVERSAMPLE = 8;
 const DEFAULT_POWER_ITERS = 2;
 const DEFAULT_SEED = 0;
 
-function gaussian(rng: Rng, rows: number, cols: number): Matrix {
+/** A random test matrix: independent unit-variance entries (uniform: cheap to draw, and as good here). */
+function testMatrix(rng: Rng, rows: number, cols: number): Matrix {
   const data = new Float32Array(rows * cols);
-  rng.fillNormal(data);
+  rng.fillUniform(data);
   return { rows, cols, data };
 }
 
@@ -96,10 +97,12 @@ export async function randomizedSvd(backend: LinalgBackend, a: Matrix, opts: Ran
   if (k === full) return truncate(svdSmall(a), r);
 
   const rng = createRng(opts.seed ?? DEFAULT_SEED);
-  let q = await orthonormalizeOnBackend(backend, await backend.gemm(a, gaussian(rng, n, k))); // m×k
+  // rough normalisation between products; the basis Q that B and U come from is orthonormal
+  const basis = (y: Matrix, last: boolean) => (last ? orthonormalizeOnBackend(backend, y) : normalizeOnBackend(backend, y));
+  let q = await basis(await backend.gemm(a, testMatrix(rng, n, k)), powerIters === 0); // m×k
   for (let i = 0; i < powerIters; i++) {
-    const w = await orthonormalizeOnBackend(backend, await backend.gemm(a, q, { transA: true })); // n×k
-    q = await orthonormalizeOnBackend(backend, await backend.gemm(a, w));
+    const w = await normalizeOnBackend(backend, await backend.gemm(a, q, { transA: true })); // n×k
+    q = await basis(await backend.gemm(a, w), i === powerIters - 1);
   }
   const bT = await backend.gemm(a, q, { transA: true });
   return svdOfQB(backend, bT, r, (x) => backend.gemm(q, x));
@@ -121,7 +124,7 @@ export interface IncrementalSvdOptions {
   maxRank: number;
   /** power iterations per block (default 2) */
   powerIters?: number;
-  /** seed of the Gaussian blocks (default 0) */
+  /** seed of the random blocks (default 0) */
   seed?: number;
   /** asked after every block; true stops growing */
   stop?: (state: IncrementalSvdState) => boolean;
@@ -202,7 +205,7 @@ export async function incrementalSvd(backend: LinalgBackend, a: Matrix, opts: In
 
   while (total > 0 && rank < maxRank) {
     const width = Math.min(blockSize, maxRank - rank);
-    let qi = await orthonormalizeOnBackend(backend, await deflated(gaussian(rng, n, width)));
+    let qi = await orthonormalizeOnBackend(backend, await deflated(testMatrix(rng, n, width)));
     for (let i = 0; i < powerIters; i++) {
       const wi = await orthonormalizeOnBackend(backend, await deflatedT(qi));
       qi = await orthonormalizeOnBackend(backend, await deflated(wi));

@@ -6,8 +6,9 @@
  * on the main thread: same code, same result.
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
-import { BufferPool } from './buffer-pool.js';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../pipeline/worker-thread.js';
+import { BufferPool } from '../pipeline/buffer-pool.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
 import type { WorkerJob, WorkerReply } from './worker.js';
@@ -28,43 +29,6 @@ export interface Compute {
   /** Merges in place; resolves to the input array holding the result. */
   merge(context: TensorContext, inputs: Float32Array[]): Promise<Float32Array>;
   close(): Promise<void>;
-}
-
-/**
- * A worker thread. From the build it is plain JS; from source it is TypeScript, loaded through
- * tsx's programmatic API (a Node 20 worker does not inherit the parent's module hooks, nor apply
- * `--import` hooks given in its execArgv).
- */
-function spawnWorker(): Worker {
-  const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./worker.js', here));
-  const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-  const entry = JSON.stringify(new URL('./worker.ts', here).href);
-  return new Worker(`import(${api}).then((tsx) => { tsx.register(); return import(${entry}); });`, { eval: true });
-}
-
-/** Starts a worker; resolves once it has loaded, or to undefined when it cannot start. */
-function startWorker(): Promise<Worker | undefined> {
-  let worker: Worker;
-  try {
-    worker = spawnWorker();
-  } catch {
-    return Promise.resolve(undefined);
-  }
-  return new Promise((resolve) => {
-    const fail = () => {
-      void worker.terminate();
-      resolve(undefined);
-    };
-    worker.once('error', fail);
-    worker.once('exit', fail);
-    worker.once('message', (m: WorkerReply) => {
-      worker.off('error', fail);
-      worker.off('exit', fail);
-      if ('ready' in m) resolve(worker);
-      else fail();
-    });
-  });
 }
 
 class InlineCompute implements Compute {
@@ -115,7 +79,7 @@ class WorkerCompute extends InlineCompute {
   /** Starts one more worker; after a failed start, no more are tried. */
   private async grow(): Promise<void> {
     this.starting++;
-    const worker = await startWorker();
+    const worker = await startWorker(import.meta.url, 'worker');
     this.starting--;
     if (worker && this.closed) {
       await worker.terminate();

@@ -3,7 +3,7 @@
  * scratch arrays come from a pool and go back to it, and the result always lands in one of the
  * input arrays (so it can travel back from a worker as an index).
  */
-import type { BufferPool } from './buffer-pool.js';
+import type { BufferPool } from '../pipeline/buffer-pool.js';
 import { maskRng } from './mask-rng.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
 

@@ -3,7 +3,7 @@
  * arithmetic of tensor i overlaps the main thread's decoding of tensor i+1 and encoding of i−1.
  */
 import { parentPort } from 'node:worker_threads';
-import { BufferPool } from './buffer-pool.js';
+import { BufferPool } from '../pipeline/buffer-pool.js';
 import { MERGE_METHODS, type MethodName, type TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
 

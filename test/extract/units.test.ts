@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { classifyTensor } from '../../src/extract/targets.js';
 import { checkFixedRankFits, chooseAdaptiveRank, residualFraction } from '../../src/extract/rank-policy.js';
 import { expertDelta, expertLayout, peftWrapperPaths, stackExpertFactors } from '../../src/extract/moe.js';
-import { BufferPool } from '../../src/extract/buffer-pool.js';
 import { subtractInPlace } from '../../src/extract/delta.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { product } from '../helpers/extract.js';
@@ -135,18 +134,4 @@ describe('Δ and buffers', () => {
     assert.throws(() => subtractInPlace(Float32Array.from([1, 2]), Float32Array.from([NaN, 2]), { a: 'fa', b: 'fb: tensor "t"' }), /fb: tensor "t" holds NaN at element 0/);
   });
 
-  it('the pool hands back buffers of the size asked for and keeps only a few', () => {
-    const pool = new BufferPool(2);
-    const x = pool.acquire(10);
-    pool.release(x);
-    assert.equal(pool.acquire(10), x);
-    assert.notEqual(pool.acquire(10), x);
-    const [p, q, r] = [pool.acquire(4), pool.acquire(4), pool.acquire(4)];
-    pool.release(p);
-    pool.release(q);
-    pool.release(r);
-    const got = [pool.acquire(4), pool.acquire(4), pool.acquire(4)];
-    assert.ok(!got.includes(p), 'the oldest was dropped');
-    assert.ok(got.includes(q) && got.includes(r));
-  });
 });

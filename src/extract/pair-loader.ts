@@ -1,0 +1,118 @@
+/**
+ * Where extraction's tensor pairs are read: on a worker thread when one starts, so that reading,
+ * decoding and forming Δ overlap the GEMMs (onnxruntime's run() keeps the main thread busy while
+ * it computes), else inline on the main thread.
+ */
+import { once } from 'node:events';
+import type { Worker } from 'node:worker_threads';
+import type { Checkpoint } from '../io/checkpoint.js';
+import { BufferPool } from '../pipeline/buffer-pool.js';
+import { startWorker } from '../pipeline/worker-thread.js';
+import { arraysOf, PairReader, type LoadedPair, type PairRequest } from './load-pair.js';
+import type { PairWorkerReply, PairWorkerRequest } from './pair-worker.js';
+import type { Job } from './plan.js';
+
+export interface PairLoader {
+  load(job: Job): Promise<LoadedPair>;
+  /** Hands a pair's arrays back for reuse; the caller must not touch them afterwards. */
+  release(pair: LoadedPair): void;
+  close(): Promise<void>;
+}
+
+function requestFor(job: Job, a: Checkpoint, b: Checkpoint): PairRequest {
+  const plan = job.plan;
+  return {
+    a: job.a ? a.locate(job.a.name) : undefined,
+    b: b.locate(job.b.name),
+    keepB: plan.action === 'full' || (plan.action === 'compare' && plan.save),
+  };
+}
+
+class InlineLoader implements PairLoader {
+  private readonly reader = new PairReader(new BufferPool());
+
+  constructor(
+    private readonly a: Checkpoint,
+    private readonly b: Checkpoint,
+  ) {}
+
+  async load(job: Job): Promise<LoadedPair> {
+    return this.reader.load(requestFor(job, this.a, this.b));
+  }
+
+  release(pair: LoadedPair): void {
+    for (const x of arraysOf(pair)) this.reader.pool.release(x);
+  }
+
+  async close(): Promise<void> {
+    this.reader.close();
+  }
+}
+
+interface Pending {
+  resolve(pair: LoadedPair): void;
+  reject(err: Error): void;
+}
+
+class WorkerLoader implements PairLoader {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 0;
+  private failure?: Error;
+
+  constructor(
+    private readonly worker: Worker,
+    private readonly a: Checkpoint,
+    private readonly b: Checkpoint,
+  ) {
+    worker.on('message', (m: PairWorkerReply) => {
+      if ('ready' in m) return;
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if ('error' in m) p?.reject(new Error(m.error));
+      else p?.resolve(m.pair);
+    });
+    worker.on('error', (err) => this.fail(err));
+    worker.on('exit', (code) => this.fail(new Error(`the extraction reader thread exited unexpectedly (code ${code})`)));
+  }
+
+  load(job: Job): Promise<LoadedPair> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    const message: PairWorkerRequest = { kind: 'load', id, request: requestFor(job, this.a, this.b) };
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage(message);
+    });
+  }
+
+  release(pair: LoadedPair): void {
+    if (this.failure) return;
+    const arrays = arraysOf(pair);
+    if (arrays.length) this.worker.postMessage({ kind: 'recycle', arrays } satisfies PairWorkerRequest, arrays.map((x) => x.buffer as ArrayBuffer));
+  }
+
+  /** Lets the thread finish what it was asked and close its files; kills it if it already failed. */
+  async close(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    if (this.failure) {
+      await this.worker.terminate();
+      return;
+    }
+    this.failure = new Error('the extraction reader was closed');
+    const exited = once(this.worker, 'exit');
+    this.worker.postMessage({ kind: 'close' } satisfies PairWorkerRequest);
+    await exited;
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+}
+
+/** A loader for pairs of `a` and `b`: on a worker thread unless `worker` is false or none starts. */
+export async function openPairLoader(a: Checkpoint, b: Checkpoint, opts: { worker?: boolean } = {}): Promise<PairLoader> {
+  const worker = opts.worker === false ? undefined : await startWorker(import.meta.url, 'pair-worker');
+  return worker ? new WorkerLoader(worker, a, b) : new InlineLoader(a, b);
+}

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadBf16Kernels } from '../../src/tensor/bf16-simd.js';
+import { decodeIntoF32 } from '../../src/tensor/dtype.js';
+
+const kernels = loadBf16Kernels();
+
+/** f32 bit patterns, so NaN payloads and −0 compare exactly. */
+function bits(x: Float32Array): Uint32Array {
+  return new Uint32Array(x.buffer, x.byteOffset, x.length);
+}
+
+describe('bf16 SIMD kernels', () => {
+  it('load on Node ≥ 20', () => assert.ok(kernels));
+
+  it('widen every one of the 65,536 bf16 bit patterns exactly like the JS decoder', () => {
+    const k = kernels!;
+    const all = new Uint16Array(1 << 16).map((_, i) => i);
+    const bytes = new Uint8Array(all.buffer);
+    const expected = new Float32Array(all.length);
+    decodeIntoF32(bytes, 'BF16', expected);
+    for (let start = 0; start < all.length; start += k.chunk) {
+      // 8·k + 3 elements per call, so the tail path runs too
+      for (let off = start; off < Math.min(all.length, start + k.chunk); off += 1003) {
+        const count = Math.min(1003, all.length - off);
+        k.inputA.set(bytes.subarray(2 * off, 2 * (off + count)));
+        k.decode(count);
+        assert.deepEqual(bits(k.output.subarray(0, count)), bits(expected.subarray(off, off + count)), `patterns ${off}…`);
+      }
+    }
+  });
+
+  it('form Δ = B − A and its norms like the JS loop, tail included', () => {
+    const k = kernels!;
+    const n = 8 * 1000 + 7;
+    const a = new Uint16Array(n).map((_, i) => 0x3c00 + ((i * 2654435761) >>> 22));
+    const b = new Uint16Array(n).map((_, i) => 0xbc00 + ((i * 40503) & 0x3ff));
+    const [fa, fb] = [new Float32Array(n), new Float32Array(n)];
+    decodeIntoF32(new Uint8Array(a.buffer), 'BF16', fa);
+    decodeIntoF32(new Uint8Array(b.buffer), 'BF16', fb);
+    k.reset();
+    k.inputA.set(new Uint8Array(a.buffer));
+    k.inputB.set(new Uint8Array(b.buffer));
+    k.delta(n);
+    let deltaSq = 0;
+    let baseSq = 0;
+    for (let i = 0; i < n; i++) {
+      const d = Math.fround(fb[i] - fa[i]);
+      assert.equal(k.output[i], d, `element ${i}`);
+      deltaSq += d * d;
+      baseSq += fa[i] * fa[i];
+    }
+    const sums = k.sums();
+    assert.ok(Math.abs(sums.deltaSq - deltaSq) <= 1e-6 * deltaSq, `${sums.deltaSq} vs ${deltaSq}`);
+    assert.ok(Math.abs(sums.baseSq - baseSq) <= 1e-6 * baseSq, `${sums.baseSq} vs ${baseSq}`);
+    k.reset();
+    assert.deepEqual(k.sums(), { deltaSq: 0, baseSq: 0 });
+  });
+
+  it('let a NaN or infinity in either input show in the sums', () => {
+    const k = kernels!;
+    for (const [where, pattern] of [['a', 0x7fc0], ['b', 0x7f80], ['a', 0xff80]] as const) {
+      k.reset();
+      const a = new Uint16Array(16).fill(0x3f80);
+      const b = new Uint16Array(16).fill(0x4000);
+      (where === 'a' ? a : b)[5] = pattern;
+      k.inputA.set(new Uint8Array(a.buffer));
+      k.inputB.set(new Uint8Array(b.buffer));
+      k.delta(16);
+      assert.ok(!Number.isFinite(k.sums().deltaSq), `${where} holding ${pattern.toString(16)}`);
+    }
+  });
+
+  it('refuse more elements than a chunk', () => {
+    assert.throws(() => kernels!.delta(kernels!.chunk + 1), /not between 0 and the chunk size/);
+  });
+});
