@@ -15,7 +15,8 @@
 import type { LinalgBackend } from '../linalg/backend.js';
 import { incrementalSvd, randomizedSvd } from '../linalg/rsvd.js';
 import type { Svd } from '../linalg/svd-small.js';
-import type { Matrix } from '../tensor/matrix.js';
+import { transpose, type Matrix } from '../tensor/matrix.js';
+import { exactRelError } from './delta.js';
 import { chooseAdaptiveRank, residualFraction, type RankPolicy } from './rank-policy.js';
 
 /** fixed rank */
@@ -59,6 +60,35 @@ function errorsOfEveryRank(svd: Svd, frobSq: number): number[] {
   return errors;
 }
 
+/**
+ * Error bounds below this are checked against the residual itself: read off the spectrum, an
+ * error is a difference of two f32-computed energies, good to about 1e-3 (relative) and no better.
+ */
+const MEASURE_BELOW = 1e-2;
+
+/**
+ * The error of every rank with the residual at the last one measured, ‖Δ − U·S·Vᵀ‖², by GEMM:
+ * accurate to f32 rounding of Δ itself. Smaller ranks add back the σ² they leave out (exact:
+ * the residual is orthogonal to the returned triplets).
+ */
+async function measuredErrorsOfEveryRank(backend: LinalgBackend, delta: Matrix, svd: Svd, frobSq: number): Promise<number[]> {
+  const k = svd.S.length;
+  const us = { rows: svd.U.rows, cols: k, data: Float32Array.from(svd.U.data, (x, i) => x * svd.S[i % k]) };
+  const residual = (await exactRelError(backend, delta, us, transpose(svd.V), 1, frobSq)) ** 2 * frobSq;
+  const errors = new Array<number>(k + 1);
+  let leftOut = residual;
+  for (let r = k; r >= 0; r--) {
+    errors[r] = frobSq > 0 ? Math.sqrt(leftOut / frobSq) : 0;
+    if (r > 0) leftOut += svd.S[r - 1] ** 2;
+  }
+  return errors;
+}
+
+/** Errors of every rank: from the spectrum, or measured when the bound is too tight for that. */
+function errorsFor(backend: LinalgBackend, delta: Matrix, svd: Svd, frobSq: number, fraction: number): Promise<number[]> | number[] {
+  return Math.sqrt(fraction) < MEASURE_BELOW ? measuredErrorsOfEveryRank(backend, delta, svd, frobSq) : errorsOfEveryRank(svd, frobSq);
+}
+
 export interface DecomposeOptions {
   /** adaptive policies: 'auto' picks by size (SMALL_TENSOR_ELEMENTS); tests force either path */
   adaptive?: 'auto' | 'incremental' | 'sketch';
@@ -84,9 +114,9 @@ export async function decompose(
   const strategy = opts.adaptive ?? 'auto';
   if (strategy === 'sketch' || (strategy === 'auto' && delta.rows * delta.cols <= SMALL_TENSOR_ELEMENTS)) {
     const svd = await randomizedSvd(backend, delta, { rank: cap, oversample: OVERSAMPLE, powerIters: POWER_ITERS, seed });
-    const { rank, targetMet } = chooseAdaptiveRank(errorsOfEveryRank(svd, frobSq), fraction, cap);
-    const relError = spectralRelError(svd, rank, frobSq);
-    return { svd, rank, relError, energy: 1 - relError ** 2, targetMet };
+    const errors = await errorsFor(backend, delta, svd, frobSq, fraction);
+    const { rank, targetMet } = chooseAdaptiveRank(errors, fraction, cap);
+    return { svd, rank, relError: errors[rank], energy: 1 - errors[rank] ** 2, targetMet };
   }
   let metAt: number | undefined;
   const inc = await incrementalSvd(backend, delta, {
@@ -99,7 +129,7 @@ export async function decompose(
       return metAt !== undefined && s.rank > metAt;
     },
   });
-  const { rank, targetMet } = chooseAdaptiveRank(errorsOfEveryRank(inc, frobSq), fraction, cap);
-  const relError = spectralRelError(inc, rank, frobSq);
-  return { svd: inc, rank, relError, energy: 1 - relError ** 2, targetMet };
+  const errors = await errorsFor(backend, delta, inc, frobSq, fraction);
+  const { rank, targetMet } = chooseAdaptiveRank(errors, fraction, cap);
+  return { svd: inc, rank, relError: errors[rank], energy: 1 - errors[rank] ** 2, targetMet };
 }

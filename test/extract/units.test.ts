@@ -80,6 +80,16 @@ describe('decompose', () => {
       const capped = await decompose(backend, a, total, { mode: 'energy', energy: 0.99999, maxRank: 5 }, 1, { adaptive });
       assert.deepEqual([capped.rank, capped.targetMet], [5, false]);
     });
+
+    it(`max-rel-error tells apart bounds far below what f32 energy differences resolve (${adaptive})`, async () => {
+      const backend = await getBackend();
+      for (const bound of [1e-3, 3e-4, 1e-4, 3e-5]) {
+        const m = await decompose(backend, a, total, { mode: 'max-rel-error', maxRelError: bound, maxRank: 36 }, 1, { adaptive });
+        assert.equal(m.rank, trueRank(bound ** 2), `bound ${bound}`);
+        const exact = tailNorm(s, m.rank) / Math.sqrt(total);
+        assert.ok(Math.abs(m.relError - exact) <= 0.01 * exact, `bound ${bound}: reported ${m.relError}, exact ${exact}`);
+      }
+    });
   }
 });
 
