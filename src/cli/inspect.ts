@@ -33,6 +33,13 @@ Examples:
       if (r.tensors.length > limit) lines.push(`… ${r.tensors.length - limit} more (--limit 0 shows all)`);
       const meta = Object.entries(r.metadata);
       if (meta.length) lines.push('', 'metadata:', ...meta.map(([k, v]) => `  ${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`));
+      if (r.experts?.length) {
+        lines.push(
+          '',
+          'expert stacks (PEFT target_parameters):',
+          ...r.experts.map((x) => `  ${x.parameter}: ${x.count} experts × rank ${x.rank}, ΔW_e ${x.outFeatures}×${x.inFeatures}, scaling ${x.scaling} (factors under ${x.module})`),
+        );
+      }
       if (r.config) lines.push('', 'config:', ...Object.entries(r.config).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`));
       process.stdout.write(lines.join('\n') + '\n');
     });

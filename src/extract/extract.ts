@@ -141,7 +141,7 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
       loader = undefined;
       await sink.finish();
       sink = undefined;
-      await finishPeftConfig(dir.tmpPath, report, format);
+      await finishPeftConfig(dir.tmpPath, report, format, plan);
       report.totals.seconds = (performance.now() - started) / 1000;
       await atomicWriteFile(join(dir.tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
       await dir.commit();
@@ -158,12 +158,13 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
 }
 
 /** Expert stacks were written as plain modules; their config entries become target_parameters. */
-async function finishPeftConfig(dir: string, report: ExtractReport, format: AdapterFormat): Promise<void> {
+async function finishPeftConfig(dir: string, report: ExtractReport, format: AdapterFormat, plan: ExtractionPlan): Promise<void> {
   const experts = report.tensors.filter((t) => t.kind === 'experts');
   if (!experts.length || format === 'gguf') return;
   const entries: ExpertParameterEntry[] = experts.map((t) => ({ parameter: t.experts!.parameter, wrapper: t.module, rank: t.rank, alpha: t.alpha }));
   const linear = report.tensors.filter((t) => t.kind !== 'experts').map((t) => t.module);
-  await rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear);
+  const planned = plan.jobs.flatMap((j) => (j.plan.action === 'experts' ? [`${j.plan.module}.${j.plan.param}`] : []));
+  await rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear, planned);
 }
 
 /**

@@ -146,8 +146,25 @@ export interface ExpertParameterEntry {
  * the patterns, the parameters go to target_parameters with their per-expert rank and alpha.
  * `linearModules` are the ordinary LoRA modules written (their suffixes stay in target_modules).
  */
-export async function rewriteConfigForExperts(configPath: string, entries: readonly ExpertParameterEntry[], linearModules: readonly string[]): Promise<void> {
+/** `model.layers.0.mlp.experts.down_proj` → `model.layers.0.mlp.experts` */
+function parentPath(parameter: string): string {
+  return parameter.slice(0, parameter.lastIndexOf('.'));
+}
+
+/**
+ * `planned`: every expert parameter the plan targeted, written or not. PEFT nests the wrappers of
+ * one module's parameters in target_parameters order and we chose the nesting (the key paths)
+ * before knowing which would turn out unchanged, so a module's unchanged parameters stay listed:
+ * PEFT then wraps them too, with zero-initialised factors (a missing-keys warning, no effect).
+ */
+export async function rewriteConfigForExperts(
+  configPath: string,
+  entries: readonly ExpertParameterEntry[],
+  linearModules: readonly string[],
+  planned: readonly string[],
+): Promise<void> {
   const config = JSON.parse(await readFile(configPath, 'utf8')) as PeftConfig;
+  const writtenModules = new Set(entries.map((e) => parentPath(e.parameter)));
   const rankPattern = { ...config.rank_pattern };
   const alphaPattern = { ...config.alpha_pattern };
   for (const e of entries) {
@@ -161,7 +178,7 @@ export async function rewriteConfigForExperts(configPath: string, entries: reado
   const rewritten: PeftConfig = {
     ...config,
     target_modules: [...new Set(linearModules.map(moduleSuffix))].sort(),
-    target_parameters: entries.map((e) => e.parameter).sort(),
+    target_parameters: [...new Set([...entries.map((e) => e.parameter), ...planned.filter((p) => writtenModules.has(parentPath(p)))])].sort(),
     rank_pattern: rankPattern,
     alpha_pattern: alphaPattern,
   };

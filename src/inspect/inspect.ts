@@ -9,7 +9,7 @@ import type { TensorInfo } from '../io/types.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { openGguf } from '../io/gguf.js';
 import { openSafetensors } from '../io/safetensors.js';
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../lora/adapter.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter } from '../lora/adapter.js';
 
 export type InspectKind = 'safetensors' | 'checkpoint' | 'gguf' | 'peft-adapter';
 
@@ -24,6 +24,24 @@ export interface InspectResult {
   /** safetensors __metadata__, GGUF key/values (long arrays summarised), or adapter_config.json */
   metadata: Record<string, unknown>;
   config?: Record<string, unknown>;
+  /** PEFT adapters with target_parameters: one entry per targeted parameter (MoE expert stacks) */
+  experts?: InspectExperts[];
+}
+
+/** A targeted parameter's LoRA in an adapter: what its stacked lora_A / lora_B tensors mean. */
+export interface InspectExperts {
+  /** the base tensor, e.g. `model.layers.0.mlp.experts.gate_up_proj` */
+  parameter: string;
+  /** the PEFT wrapper path its lora_A / lora_B are saved under */
+  module: string;
+  count: number;
+  /** r per expert (the stored factors are r·count wide) */
+  rank: number;
+  alpha: number;
+  scaling: number;
+  /** one expert's ΔW, out × in */
+  outFeatures: number;
+  inFeatures: number;
 }
 
 /** GGUF arrays such as a 150k-token vocabulary are summarised, not printed. */
@@ -63,10 +81,27 @@ export async function inspectPath(path: string): Promise<InspectResult> {
 async function inspectAdapter(dir: string): Promise<InspectResult> {
   const config = JSON.parse(await readFile(join(dir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
   const f = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
+  let result: InspectResult;
   try {
-    return summarise(dir, 'peft-adapter', f.list(), f.metadata, config);
+    result = summarise(dir, 'peft-adapter', f.list(), f.metadata, config);
   } finally {
     await f.close();
+  }
+  // only then do the stacked tensors need PEFT's reading; an adapter that does not parse is an error worth seeing
+  if (Array.isArray(config['target_parameters']) && config['target_parameters'].length) result.experts = await expertModules(dir);
+  return result;
+}
+
+async function expertModules(dir: string): Promise<InspectExperts[]> {
+  const adapter = await openPeftAdapter(dir);
+  try {
+    return adapter.modules.flatMap((m) =>
+      m.experts
+        ? [{ parameter: m.experts.parameter, module: m.name, count: m.experts.count, rank: m.experts.rank, alpha: m.alpha, scaling: m.scaling, outFeatures: m.outFeatures, inFeatures: m.inFeatures }]
+        : [],
+    );
+  } finally {
+    await adapter.close();
   }
 }
 

@@ -5,11 +5,15 @@
  * ΔW (out × in) = scaling · B (out × r) · A (r × in). PEFT stores embedding LoRA the other
  * way round (`lora_embedding_A` is r × vocab, `lora_embedding_B` is hidden × r, ΔWᵀ = B·A), so
  * reading and writing swap and transpose those, and nothing else in loraforge has to know.
+ *
+ * LoRA on an nn.Parameter (LoraConfig.target_parameters, PEFT ≥ 0.17; lora.ParamWrapper), used for
+ * 3-D MoE expert stacks [E, ·, ·], is read as well; see "Expert stacks" below.
  */
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 import type { FloatDType, TensorInfo } from '../io/types.js';
+import type { LinalgBackend } from '../linalg/backend.js';
 import { openSafetensors, createSafetensorsSink, type SafetensorsFile, type SafetensorsSink } from '../io/safetensors.js';
 import { atomicWriteFile } from '../io/atomic.js';
 
@@ -44,6 +48,8 @@ export interface PeftConfig {
   r: number;
   lora_alpha: number;
   target_modules?: string[] | string | null;
+  /** PEFT ≥ 0.17: parameters (not modules) given LoRA, e.g. `mlp.experts.gate_up_proj`; matched as path suffixes */
+  target_parameters?: string[] | null;
   rank_pattern?: Record<string, number>;
   alpha_pattern?: Record<string, number>;
   use_rslora?: boolean;
@@ -87,6 +93,54 @@ export interface LoraModuleInfo {
   scaling: number;
   hasMagnitude: boolean;
   hasLatent: boolean;
+  /**
+   * Set when the module holds the LoRA of a targeted parameter (target_parameters), e.g. a 3-D
+   * MoE expert stack. Then `name` is the PEFT wrapper path the factors are stored under,
+   * `rank` their stored width r·E, `inFeatures`/`outFeatures` one expert's, and `alpha`/`scaling`
+   * PEFT's per expert: ΔW_e (out × in) = scaling · B_e · A_e. Load it with loadExperts() or
+   * loadExpertStack(); load() refuses it, since the stacked factors are not one LoRA.
+   */
+  experts?: LoraExpertsInfo;
+}
+
+/** A targeted parameter's LoRA as PEFT's ParamWrapper stores it. */
+export interface LoraExpertsInfo {
+  /** the base tensor's name, e.g. `model.layers.0.mlp.experts.gate_up_proj` */
+  parameter: string;
+  /** experts E (1 for a 2-D parameter) */
+  count: number;
+  /** PEFT's r for the parameter: directions per expert */
+  rank: number;
+}
+
+/**
+ * How a checkpoint stores a 3-D expert tensor: (E, out, in) for F.linear (transformers' default), or
+ * (E, in, out) for x @ W (expert modules with is_transposed: gpt-oss, Llama 4). The adapter
+ * file does not say; the base tensor's shape does (PeftAdapter.expertLayout).
+ */
+export type ExpertLayout = 'out-in' | 'in-out';
+
+/** A targeted parameter's factors exactly as stored (PEFT ParamWrapper). */
+export interface LoraExpertStack extends LoraExpertsInfo {
+  name: string;
+  alpha: number;
+  scaling: number;
+  /** (r·E) × in: expert e's directions are rows e·r … e·r + r − 1 */
+  A: Matrix;
+  /** out × (r·E): expert e's direction j is column j·E + e */
+  B: Matrix;
+}
+
+/** A targeted parameter's LoRA split into one ordinary LoRA per expert. */
+export interface LoraExpertsModule {
+  /** PEFT wrapper path, as in LoraModuleInfo.name */
+  name: string;
+  parameter: string;
+  alpha: number;
+  /** PEFT's scale of every ΔW_e: alpha / r, or alpha / √r with rsLoRA */
+  scaling: number;
+  /** expert e's LoRA (named `<parameter>[e]`, A r × in, B out × r): ΔW_e = scaling · B · A, out × in */
+  experts: LoraModule[];
 }
 
 /** Suffixes of the tensors PEFT writes per module, mapped to the role they play. */
@@ -133,10 +187,11 @@ export class PeftAdapter {
           : `${dir}: no ${ADAPTER_WEIGHTS_FILE}; is this a PEFT adapter folder?`,
       );
     }
+    const targets = targetParameters(configPath, config);
     const file = await openSafetensors(weightsPath);
     try {
       const { keys, fullTensors } = groupAdapterKeys(file);
-      const modules = [...keys].map(([name, k]) => describeModule(weightsPath, config, name, k));
+      const modules = [...keys].map(([name, k]) => describeModule(weightsPath, config, name, k, targetedParameter(weightsPath, config, name, targets)));
       return new PeftAdapter(dir, config, modules, fullTensors, keys, file);
     } catch (err) {
       await file.close();
@@ -152,6 +207,13 @@ export class PeftAdapter {
 
   async load(name: string): Promise<LoraModule> {
     const info = this.module(name);
+    if (info.experts) {
+      const { parameter, count } = info.experts;
+      throw new Error(
+        `${this.file.path}: module "${name}" holds the LoRA of parameter "${parameter}" (${count} experts, PEFT target_parameters), ` +
+          'not one LoRA; load it with loadExperts() or loadExpertStack()',
+      );
+    }
     const k = this.keys.get(name)!;
     const read = async (t: TensorInfo, rows: number, cols: number) => matrix(rows, cols, await this.file.read(t.name));
     let A: Matrix;
@@ -168,6 +230,51 @@ export class PeftAdapter {
     if (k.magnitude) mod.magnitude = await this.file.read(k.magnitude.name);
     if (k.latent) mod.latent = await read(k.latent, info.rank, info.rank);
     return mod;
+  }
+
+  /** A targeted parameter's factors as stored: (r·E) × in and out × (r·E). */
+  async loadExpertStack(name: string): Promise<LoraExpertStack> {
+    const info = this.module(name);
+    if (!info.experts) throw new Error(`${this.file.path}: module "${name}" is an ordinary LoRA module, not a targeted parameter; load it with load()`);
+    const k = this.keys.get(name)!;
+    const A = matrix(info.rank, info.inFeatures, await this.file.read(k.A!.name));
+    const B = matrix(info.outFeatures, info.rank, await this.file.read(k.B!.name));
+    return { name, ...info.experts, alpha: info.alpha, scaling: info.scaling, A, B };
+  }
+
+  /** A targeted parameter's LoRA as one ordinary LoRA per expert, in the weight orientation (out × in). */
+  async loadExperts(name: string): Promise<LoraExpertsModule> {
+    const stack = await this.loadExpertStack(name);
+    return { name, parameter: stack.parameter, alpha: stack.alpha, scaling: stack.scaling, experts: splitExpertStack(stack) };
+  }
+
+  /**
+   * Which layout the base tensor `baseShape` of this module's parameter has, from its shape. When
+   * every expert is square the shape cannot tell; `preferred` decides then (the model's
+   * is_transposed, e.g. moe.ts expertLayout), and without it this throws.
+   */
+  expertLayout(name: string, baseShape: readonly number[], preferred?: ExpertLayout): ExpertLayout {
+    const info = this.module(name);
+    if (!info.experts) throw new Error(`${this.file.path}: module "${name}" is an ordinary LoRA module, not a targeted parameter`);
+    const { parameter, count } = info.experts;
+    const { outFeatures: out, inFeatures: inF } = info;
+    const where = `${this.file.path}: module "${name}" (parameter "${parameter}")`;
+    if (baseShape.length === 2 && count === 1 && baseShape[0] === out && baseShape[1] === inF) return 'out-in';
+    const outIn = baseShape.length === 3 && baseShape[0] === count && baseShape[1] === out && baseShape[2] === inF;
+    const inOut = baseShape.length === 3 && baseShape[0] === count && baseShape[1] === inF && baseShape[2] === out;
+    if (outIn && inOut) {
+      if (preferred) return preferred;
+      throw new Error(
+        `${where}: each expert is ${out}×${inF}, so the base tensor's shape cannot tell (experts, out, in) from (experts, in, out); ` +
+          'pass the layout (gpt-oss and Llama 4 store (experts, in, out))',
+      );
+    }
+    if (outIn) return 'out-in';
+    if (inOut) return 'in-out';
+    throw new Error(
+      `${where}: the base tensor is ${baseShape.join('×')}, but the adapter holds ${count} experts of ${out}×${inF} (out × in), ` +
+        `so it fits neither ${count}×${out}×${inF} nor ${count}×${inF}×${out}; is this the adapter's base model?`,
+    );
   }
 
   async readFull(name: string): Promise<Float32Array> {
@@ -226,7 +333,129 @@ function groupAdapterKeys(file: SafetensorsFile): { keys: Map<string, ModuleKeys
   return { keys, fullTensors };
 }
 
-function describeModule(path: string, config: PeftConfig, name: string, k: ModuleKeys): LoraModuleInfo {
+// ---------------------------------------------------------------------------------------------
+// Expert stacks: LoRA on parameters (target_parameters, PEFT lora.ParamWrapper)
+//
+// PEFT wraps the module holding each targeted parameter in a ParamWrapper; several targeted
+// parameters of one module nest, the first the module declares innermost, so the factors of the
+// k-th-from-last are saved under `<module>` + k × `.base_layer`. For a 3-D parameter with E experts
+// and rank r, lora_A is (r·E) × in and lora_B out × (r·E), and expert e's ΔW (out × in) is
+// scaling · Σ_j B[:, j·E + e] · A[e·r + j, :] (A read as [E, r, in], B as [out, r, E]); in and out
+// are the expert's real input and output whichever way the base tensor stores it (PEFT ≥ 0.19.1;
+// 0.17–0.18 assumed (E, in, out) for every 3-D parameter). rank_pattern / alpha_pattern are matched
+// against the parameter's path, and the scale is alpha / r (or alpha / √r), r per expert.
+// ---------------------------------------------------------------------------------------------
+
+const BASE_LAYER = '.base_layer';
+
+function targetParameters(configPath: string, config: PeftConfig): string[] {
+  const t = config.target_parameters;
+  if (t === undefined || t === null) return [];
+  if (!Array.isArray(t) || t.some((x) => typeof x !== 'string')) {
+    throw new Error(`${configPath}: "target_parameters" must be a list of parameter names such as "mlp.experts.gate_up_proj"`);
+  }
+  return t;
+}
+
+/** PEFT's target_modules test for a module path: a listed name equal to it or ending it at a dot, or a full-match regex. */
+function matchesTargetModules(targets: PeftConfig['target_modules'], module: string): boolean {
+  if (typeof targets === 'string') return targets !== 'all-linear' && new RegExp(`^(?:${targets})$`).test(module);
+  return (targets ?? []).some((t) => module === t || module.endsWith(`.${t}`));
+}
+
+/** Names of the parameters of `module` that target_parameters selects (PEFT: `<module>.<param>` equals or ends with an entry). */
+function parametersTargetedOn(module: string, targets: readonly string[]): string[] {
+  const params: string[] = [];
+  for (const t of targets) {
+    const param = t.slice(t.lastIndexOf('.') + 1);
+    const key = `${module}.${param}`;
+    if ((key === t || key.endsWith(`.${t}`)) && !params.includes(param)) params.push(param);
+  }
+  return params;
+}
+
+function isDownProjection(param: string): boolean {
+  return param.startsWith('down') || param === 'w2';
+}
+
+/**
+ * The targeted parameters of one module, innermost wrapper first. PEFT nests them in the order the
+ * model declares them, which the adapter does not record; transformers' expert modules declare
+ * the gate/up projection before the down projection, and that is the one order assumed here.
+ */
+function nestingOrder(path: string, module: string, params: string[]): string[] {
+  if (params.length === 1) return params;
+  const down = params.filter(isDownProjection);
+  const other = params.filter((p) => !isDownProjection(p));
+  if (down.length > 1 || other.length > 1) {
+    throw new Error(
+      `${path}: target_parameters selects ${params.join(', ')} of module "${module}"; PEFT nests their LoRA wrappers in the order the model ` +
+        'declares those parameters, which the adapter does not record (loraforge knows it only for one gate/up and one down projection)',
+    );
+  }
+  return [...other, ...down];
+}
+
+/**
+ * The parameter whose LoRA is saved under `wrapper`, or undefined for an ordinary LoRA module.
+ * A module also matched by target_modules is ordinary: PEFT refuses to wrap a parameter of a
+ * module that target_modules already gave LoRA.
+ */
+function targetedParameter(path: string, config: PeftConfig, wrapper: string, targets: readonly string[]): string | undefined {
+  if (!targets.length) return undefined;
+  let module = wrapper;
+  let depth = 0;
+  while (module.endsWith(BASE_LAYER)) {
+    module = module.slice(0, -BASE_LAYER.length);
+    depth++;
+  }
+  const params = parametersTargetedOn(module, targets);
+  if (!params.length || (depth === 0 && matchesTargetModules(config.target_modules, module))) return undefined;
+  const order = nestingOrder(path, module, params);
+  if (depth >= order.length) {
+    throw new Error(
+      `${path}: module "${wrapper}" is nested ${depth} wrapper(s) deep, but target_parameters selects only ${order.join(', ')} of "${module}", ` +
+        `so PEFT would look for these factors under "${module}${BASE_LAYER.repeat(order.length - 1)}" and ignore them; ` +
+        'if a parameter of that module was left out of target_parameters (for instance because it did not change), list it again: PEFT then nests ' +
+        'the same way and leaves its LoRA at zero',
+    );
+  }
+  return `${module}.${order[order.length - 1 - depth]}`;
+}
+
+/** The per-expert LoRAs of a stack: A_e = rows e·r …, B_e = columns e, E + e, 2E + e, …. */
+function splitExpertStack(stack: LoraExpertStack): LoraModule[] {
+  const { count, rank: r, A, B } = stack;
+  const out = B.rows;
+  const inF = A.cols;
+  return Array.from({ length: count }, (_, e) => {
+    const Ae = matrix(r, inF, A.data.slice(e * r * inF, (e + 1) * r * inF));
+    const Be = matrix(out, r);
+    for (let o = 0; o < out; o++) {
+      for (let j = 0; j < r; j++) Be.data[o * r + j] = B.data[o * B.cols + j * count + e];
+    }
+    return { name: `${stack.parameter}[${e}]`, kind: 'linear', A: Ae, B: Be, alpha: stack.alpha };
+  });
+}
+
+/**
+ * The whole ΔW of a targeted parameter as the base tensor stores it: [E, out, in] for 'out-in',
+ * [E, in, out] for 'in-out' (each slice the transpose of ΔW_e).
+ */
+export async function expertDeltaTensor(backend: LinalgBackend, m: LoraExpertsModule, layout: ExpertLayout): Promise<Float32Array> {
+  const first = m.experts[0];
+  const size = first.B.rows * first.A.cols;
+  const out = new Float32Array(m.experts.length * size);
+  for (let e = 0; e < m.experts.length; e++) {
+    const { A, B } = m.experts[e];
+    // (B·A)ᵀ = Aᵀ·Bᵀ gives the in × out slice directly
+    const d = layout === 'out-in' ? await backend.gemm(B, A) : await backend.gemm(A, B, { transA: true, transB: true });
+    for (let i = 0; i < size; i++) out[e * size + i] = m.scaling * d.data[i];
+  }
+  return out;
+}
+
+function describeModule(path: string, config: PeftConfig, name: string, k: ModuleKeys, parameter: string | undefined): LoraModuleInfo {
   const where = `${path}: module "${name}"`;
   let kind: LoraKind;
   let rank: number;
@@ -260,6 +489,7 @@ function describeModule(path: string, config: PeftConfig, name: string, k: Modul
   if (k.latent && (k.latent.shape[0] !== rank || k.latent.shape[1] !== rank)) {
     throw new Error(`${where}: lora_latent_mapping is ${k.latent.shape.join('×')}, expected ${rank}×${rank} (the rank of lora_A/lora_B)`);
   }
+  if (parameter !== undefined) return describeWrapper(where, config, { name, kind, rank, inFeatures, outFeatures }, k, parameter);
   const alpha = lookupPattern(config.alpha_pattern, name) ?? config.lora_alpha;
   return {
     name,
@@ -274,13 +504,44 @@ function describeModule(path: string, config: PeftConfig, name: string, k: Modul
   };
 }
 
-/** Loads every module of an adapter at once: for small adapters and tests. */
-export async function readPeftAdapter(dir: string): Promise<{ config: PeftConfig; modules: LoraModule[] }> {
+/** A module that holds a targeted parameter's LoRA: PEFT's rank and scale come from the parameter's path. */
+function describeWrapper(
+  where: string,
+  config: PeftConfig,
+  stored: Pick<LoraModuleInfo, 'name' | 'kind' | 'rank' | 'inFeatures' | 'outFeatures'>,
+  k: ModuleKeys,
+  parameter: string,
+): LoraModuleInfo {
+  const what = `${where} holds the LoRA of target parameter "${parameter}"`;
+  if (stored.kind !== 'linear' || k.magnitude || k.latent) {
+    throw new Error(`${what}, but has ${stored.kind === 'embedding' ? 'embedding LoRA' : 'DoRA or latent'} tensors; PEFT's ParamWrapper takes plain LoRA only`);
+  }
+  const r = lookupPattern(config.rank_pattern, parameter) ?? config.r;
+  if (!Number.isInteger(r) || r <= 0 || stored.rank === 0 || stored.rank % r !== 0) {
+    throw new Error(
+      `${what}: lora_A has ${stored.rank} rows, which is not r rows per expert for its rank r = ${r} (from rank_pattern or r in ${ADAPTER_CONFIG_FILE}); ` +
+        'the config does not belong to these weights',
+    );
+  }
+  const count = stored.rank / r;
+  const alpha = lookupPattern(config.alpha_pattern, parameter) ?? config.lora_alpha;
+  const info: LoraModuleInfo = { ...stored, alpha, scaling: loraScaling(alpha, r, config.use_rslora === true), hasMagnitude: false, hasLatent: false };
+  // a 2-D `weight` is PEFT's ordinary LoRA in all but name: keep it an ordinary module
+  if (count === 1 && parameter === `${stored.name}.weight`) return info;
+  return { ...info, experts: { parameter, count, rank: r } };
+}
+
+/** Loads every module of an adapter at once: for small adapters and tests. Targeted parameters come split per expert. */
+export async function readPeftAdapter(dir: string): Promise<{ config: PeftConfig; modules: LoraModule[]; experts: LoraExpertsModule[] }> {
   const adapter = await openPeftAdapter(dir);
   try {
     const modules: LoraModule[] = [];
-    for (const m of adapter.modules) modules.push(await adapter.load(m.name));
-    return { config: adapter.config, modules };
+    const experts: LoraExpertsModule[] = [];
+    for (const m of adapter.modules) {
+      if (m.experts) experts.push(await adapter.loadExperts(m.name));
+      else modules.push(await adapter.load(m.name));
+    }
+    return { config: adapter.config, modules, experts };
   } finally {
     await adapter.close();
   }
