@@ -5,9 +5,10 @@
  * Writes two 1B-shaped bf16 checkpoints (Llama 3.2 1B layout: hidden 2048, intermediate 8192,
  * 32 query / 8 key-value heads, 16 layers by default; a small vocabulary to save time) into
  * os.tmpdir(), then merges them with TIES (base + one fine-tune, density 0.5) and compares the time
- * with the I/O floor measured in the same run: reading both inputs (decoded to f32) and writing
- * one output of the same shape, pipelined the same way. Each measurement runs in a child process,
- * so its peak RSS is its own. Goal: merge ÷ I/O ≤ 1.5, peak RSS a few tensors.
+ * with the I/O floor measured in the same run: reading both inputs (decoded to f32 by
+ * checkpoint.readInto on the main thread) and writing one output of the same shape, one tensor
+ * ahead. The merge itself reads and decodes in its worker threads. Each measurement runs in a
+ * child process, so its peak RSS is its own. Goal: merge ÷ I/O ≤ 1.5, peak RSS a few tensors.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';

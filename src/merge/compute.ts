@@ -1,33 +1,43 @@
 /**
- * Where merge arithmetic runs. Decoding inputs and encoding outputs keep the main thread busy, and
- * V8 spends a few nanoseconds per entry and pass on the arithmetic (more, per tensor, than the
- * I/O), so large tensors are merged by a small pool of worker threads while the main thread reads
- * and writes their neighbours. Small tensors, and any run where no worker can start, are merged
- * on the main thread: same code, same result.
+ * Where merges run. Decoding inputs, the merge arithmetic and encoding outputs each cost V8 a few
+ * nanoseconds per entry and pass (more, per tensor, than the I/O), so a large tensor is read,
+ * decoded and merged by one of a small pool of worker threads, while the main thread only encodes
+ * and writes finished neighbours. Small tensors, and any run where no worker can start, are read
+ * and merged on the main thread: same arithmetic, same result, bit for bit (bf16 and f16 widen to
+ * f32 exactly, whichever decoder does it).
  */
+import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import { startWorker } from '../pipeline/worker-thread.js';
+import type { Checkpoint } from '../io/checkpoint.js';
+import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
+import { startWorker } from '../pipeline/worker-thread.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
-import type { WorkerJob, WorkerReply } from './worker.js';
+import type { WorkerReply, WorkerRequest } from './worker.js';
 
 /** Tensors below this many entries are merged inline: the hand-off would cost more than it saves. */
 const MIN_WORKER_ENTRIES = 1 << 18;
 
-/** More workers than this gain nothing: the main thread's reading and writing becomes the limit. */
+/** More workers than this gain nothing: the main thread's encoding and writing becomes the limit. */
 const MAX_WORKERS = 4;
 
+/** One input of an output tensor: a tensor of an opened checkpoint. */
+export interface MergeInput {
+  checkpoint: Checkpoint;
+  tensor: string;
+}
+
 export interface Compute {
-  /** The pool input arrays must come from (shared memory when workers may be used). */
+  /** The pool result arrays come from; hand each back with `pool.release` once it is written. */
   readonly pool: BufferPool;
   /** How many merges are worth having in flight at once. */
   readonly concurrency: number;
-  /** Starts what merging `contexts` will need (workers load while the first inputs are read). */
+  /** Starts what merging `contexts` will need (workers load while the first tensors are read). */
   prepare(contexts: readonly TensorContext[]): void;
-  /** Merges in place; resolves to the input array holding the result. */
-  merge(context: TensorContext, inputs: Float32Array[]): Promise<Float32Array>;
+  /** Reads and merges `inputs`; resolves to an array of `pool` holding the result. */
+  merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array>;
   close(): Promise<void>;
 }
 
@@ -45,23 +55,47 @@ class InlineCompute implements Compute {
 
   prepare(_contexts: readonly TensorContext[]): void {}
 
-  async merge(context: TensorContext, inputs: Float32Array[]): Promise<Float32Array> {
-    return inputs[runMethod(this.method, context, inputs, this.seed, this.pool)];
+  async merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array> {
+    const arrays = inputs.map(() => this.pool.acquire(context.numel));
+    try {
+      await Promise.all(inputs.map((inp, i) => inp.checkpoint.readInto(inp.tensor, arrays[i])));
+      return this.keepResult(arrays, runMethod(this.method, context, arrays, this.seed, this.pool));
+    } catch (err) {
+      arrays.forEach((a) => this.pool.release(a));
+      throw err;
+    }
   }
 
   async close(): Promise<void> {}
+
+  /** Hands back every input array but the one holding the result, and returns that one. */
+  protected keepResult(arrays: readonly Float32Array[], index: number): Float32Array {
+    arrays.forEach((a, i) => {
+      if (i !== index) this.pool.release(a);
+    });
+    return arrays[index];
+  }
 }
 
 interface Job {
-  message: WorkerJob;
-  resolve(index: number): void;
+  context: TensorContext;
+  inputs: readonly MergeInput[];
+  locations: TensorLocation[];
+  /** the shared arrays the worker reads into, from when it takes the job */
+  arrays?: Float32Array[];
+  resolve(out: Float32Array): void;
   reject(err: Error): void;
 }
 
-/** Large tensors go to the first idle worker (started on demand), or wait for one. */
+/**
+ * Large tensors go to the first idle worker (started on demand), or wait for one. The worker reads
+ * and decodes the inputs itself, into shared arrays of this thread's pool, so the main thread's
+ * time goes to encoding and writing results.
+ */
 class WorkerCompute extends InlineCompute {
   override readonly concurrency: number;
   private readonly workers: Worker[] = [];
+  private readonly exits = new Map<Worker, Promise<unknown>>();
   private readonly idle: Worker[] = [];
   private starting = 0;
   private cannotStart = false;
@@ -90,31 +124,32 @@ class WorkerCompute extends InlineCompute {
       this.drainInline();
       return;
     }
+    this.exits.set(worker, once(worker, 'exit').catch(() => {}));
     worker.on('message', (m: WorkerReply) => this.settle(worker, m));
     worker.on('error', (err) => this.fail(err));
-    worker.on('exit', (code) => this.fail(new Error(`a merge worker exited unexpectedly (code ${code})`)));
+    worker.on('exit', (code) => {
+      if (!this.closed) this.fail(new Error(`a merge worker exited unexpectedly (code ${code})`));
+    });
     this.workers.push(worker);
     this.dispatch(worker);
   }
 
-  /** When no worker runs or is starting, queued jobs are merged on this thread. */
+  /** When no worker runs or is starting, queued jobs are read and merged on this thread. */
   private drainInline(): void {
     if (this.workers.length > 0 || this.starting > 0) return;
-    for (const job of this.queue.splice(0)) {
-      try {
-        job.resolve(runMethod(this.method, job.message.context, job.message.inputs, this.seed, this.pool));
-      } catch (err) {
-        job.reject(err as Error);
-      }
-    }
+    for (const job of this.queue.splice(0)) super.merge(job.context, job.inputs).then(job.resolve, job.reject);
   }
 
   private settle(worker: Worker, m: WorkerReply): void {
     if ('ready' in m) return;
     const job = this.running.get(worker);
     this.running.delete(worker);
-    if ('error' in m) job?.reject(new Error(m.error));
-    else job?.resolve(m.output);
+    if (job?.arrays) {
+      if ('error' in m) {
+        job.arrays.forEach((a) => this.pool.release(a));
+        job.reject(new Error(m.error));
+      } else job.resolve(this.keepResult(job.arrays, m.output));
+    }
     this.dispatch(worker);
   }
 
@@ -125,15 +160,19 @@ class WorkerCompute extends InlineCompute {
     this.queue.length = 0;
   }
 
-  /** Gives `worker` the next queued job, or marks it idle. */
+  /** Gives `worker` the next queued job with arrays to read into, or marks it idle. */
   private dispatch(worker: Worker): void {
     const job = this.queue.shift();
     if (!job) {
       this.idle.push(worker);
       return;
     }
+    // arrays are taken only now, so a queued job holds no memory
+    const arrays = job.inputs.map(() => this.pool.acquire(job.context.numel));
+    job.arrays = arrays;
     this.running.set(worker, job);
-    worker.postMessage(job.message);
+    const request: WorkerRequest = { kind: 'merge', id: this.nextId++, method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed };
+    worker.postMessage(request);
   }
 
   override prepare(contexts: readonly TensorContext[]): void {
@@ -141,31 +180,33 @@ class WorkerCompute extends InlineCompute {
     while (!this.cannotStart && this.workers.length + this.starting < Math.min(large, this.concurrency)) void this.grow();
   }
 
-  override async merge(context: TensorContext, inputs: Float32Array[]): Promise<Float32Array> {
+  override async merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array> {
     if (this.failure) throw this.failure;
     const noWorker = this.cannotStart && this.workers.length === 0 && this.starting === 0;
     if (context.numel < MIN_WORKER_ENTRIES || noWorker) return super.merge(context, inputs);
+    const locations = inputs.map((inp) => inp.checkpoint.locate(inp.tensor));
     // another worker only when neither an idle one nor one still starting will take this job
     const waiting = this.queue.length + 1 > this.idle.length + this.starting;
     if (waiting && !this.cannotStart && this.workers.length + this.starting < this.concurrency) void this.grow();
-    const index = await new Promise<number>((resolve, reject) => {
-      this.queue.push({ message: { id: this.nextId++, method: this.method.name, context, inputs, seed: this.seed }, resolve, reject });
+    return new Promise<Float32Array>((resolve, reject) => {
+      this.queue.push({ context, inputs, locations, resolve, reject });
       const worker = this.idle.pop();
       if (worker) this.dispatch(worker);
     });
-    return inputs[index];
   }
 
+  /** Lets every live worker close its files and end (a job it is on finishes first). */
   override async close(): Promise<void> {
     this.closed = true;
     await Promise.all(
       this.workers.map(async (w) => {
-        w.removeAllListeners('exit');
-        await w.terminate();
+        w.postMessage({ kind: 'close' } satisfies WorkerRequest);
+        await this.exits.get(w);
       }),
     );
   }
 }
+
 /** Workers (up to one per core, at most MAX_WORKERS) when there is more than one core, else inline. */
 export function createCompute(method: MergeMethodDef, seed: number, opts: { worker?: boolean } = {}): Compute {
   const cores = availableParallelism();

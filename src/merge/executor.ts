@@ -1,8 +1,8 @@
 /**
  * Runs a merge plan out of core: each input tensor is read (and decoded to f32) only when its
- * output tensor is due, a few tensors are merged at once by worker threads (see compute.ts) while
- * the main thread reads the next inputs and writes finished results straight into their place in
- * the output shards (the sink knows the whole layout up front). Memory stays at a few tensors
+ * output tensor is due, a few tensors are read and merged at once by worker threads (see
+ * compute.ts) while the main thread writes finished results straight into their place in the
+ * output shards (the sink knows the whole layout up front). Memory stays at a few tensors
  * (bounded by MAX_INFLIGHT_BYTES), whatever the model size.
  *
  * The output folder is written atomically: shards (+ index), config.json from the donor model with
@@ -14,7 +14,7 @@ import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
 import { createSafetensorsSink, type SafetensorsSink } from '../io/safetensors.js';
 import type { FloatDType } from '../io/types.js';
 import { dtypeByteSize } from '../tensor/dtype.js';
-import { createCompute, type Compute } from './compute.js';
+import { createCompute, type Compute, type MergeInput } from './compute.js';
 import type { MergeConfig } from './config.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 import { openModels, type SourceModel } from './sources.js';
@@ -85,19 +85,14 @@ export interface MergeModelsReport {
 const MAX_INFLIGHT_BYTES = 2 ** 31;
 
 /**
- * The pipeline: tensors are read (decoded on the main thread) and merged (in workers) up to
- * `compute.concurrency` at a time within MAX_INFLIGHT_BYTES, and written in order as they finish,
- * so the main thread encodes tensor i while workers merge i+1, i+2.
+ * The pipeline: tensors are read and merged (in workers) up to `compute.concurrency` at a time
+ * within MAX_INFLIGHT_BYTES, and written in order as they finish, so the main thread encodes
+ * tensor i while workers read and merge i+1, i+2.
  */
 async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, compute: Compute, onProgress?: MergeModelsOptions['onProgress']): Promise<void> {
   const { pool } = compute;
   const cost = (t: PlannedTensor) => t.context.numel * 4 * t.inputs.length;
-  const readAndMerge = async (t: PlannedTensor) => {
-    const inputs = await Promise.all(t.inputs.map((inp) => models[inp.model].checkpoint.readInto(inp.tensor, pool.acquire(t.context.numel))));
-    const out = await compute.merge(t.context, inputs);
-    for (const x of inputs) if (x !== out) pool.release(x);
-    return out;
-  };
+  const readAndMerge = (t: PlannedTensor) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: models[inp.model].checkpoint, tensor: inp.tensor })));
   const inflight: Array<{ item: PlannedTensor; result: Promise<Float32Array> }> = [];
   let inflightBytes = 0;
   let next = 0;
@@ -105,10 +100,10 @@ async function streamTensors(plan: MergePlan, models: SourceModel[], sink: Safet
   let written: Float32Array | undefined;
   try {
     for (let done = 0; done < plan.tensors.length; done++) {
-      // one more than the workers can take: its inputs are read while they merge
+      // one more than the workers can take, queued so that a worker that finishes goes on at once
       while (next < plan.tensors.length && inflight.length <= compute.concurrency) {
         const item = plan.tensors[next];
-        // the next tensor is always read while one merges; more only within the byte budget
+        // the next tensor is always taken on while one merges; more only within the byte budget
         if (inflight.length > 1 && inflightBytes + cost(item) > MAX_INFLIGHT_BYTES) break;
         const result = readAndMerge(item);
         result.catch(() => {}); // surfaced when awaited below

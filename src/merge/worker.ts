@@ -1,31 +1,50 @@
 /**
- * The merge worker: runs merge methods on tensors that live in SharedArrayBuffers, so the
- * arithmetic of tensor i overlaps the main thread's decoding of tensor i+1 and encoding of i−1.
+ * The merge worker: reads and decodes a tensor's inputs itself (blocking reads, bf16 through the
+ * SIMD kernels) into SharedArrayBuffers lent by the main thread, and merges them there, so the
+ * main thread only encodes and writes results while workers read and merge their neighbours.
  */
 import { parentPort } from 'node:worker_threads';
+import { RawTensorReader } from '../io/raw-read.js';
+import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
+import type { ReadyMessage } from '../pipeline/worker-thread.js';
 import { MERGE_METHODS, type MethodName, type TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
 
-export interface WorkerJob {
-  id: number;
-  method: MethodName;
-  context: TensorContext;
-  inputs: Float32Array[];
-  seed: number;
-}
+export type WorkerRequest =
+  | {
+      kind: 'merge';
+      id: number;
+      method: MethodName;
+      context: TensorContext;
+      /** where each input is stored */
+      inputs: TensorLocation[];
+      /** shared arrays of context.numel entries, one per input, to read into and merge in place */
+      arrays: Float32Array[];
+      seed: number;
+    }
+  /** close the files and end the thread */
+  | { kind: 'close' };
 
-export type WorkerReply = { ready: true } | { id: number; output: number } | { id: number; error: string };
+/** `output`: the index of the array now holding the result. */
+export type WorkerReply = ReadyMessage | { id: number; output: number } | { id: number; error: string };
 
 const port = parentPort;
 if (!port) throw new Error('src/merge/worker.ts runs as a worker thread only');
 const pool = new BufferPool();
-port.on('message', (job: WorkerJob) => {
+const reader = new RawTensorReader();
+port.on('message', (m: WorkerRequest) => {
+  if (m.kind === 'close') {
+    reader.close();
+    port.close();
+    return;
+  }
   let reply: WorkerReply;
   try {
-    reply = { id: job.id, output: runMethod(MERGE_METHODS[job.method], job.context, job.inputs, job.seed, pool) };
+    m.inputs.forEach((loc, i) => reader.readF32(loc, m.arrays[i]));
+    reply = { id: m.id, output: runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool) };
   } catch (err) {
-    reply = { id: job.id, error: (err as Error).message };
+    reply = { id: m.id, error: (err as Error).message };
   }
   port.postMessage(reply);
 });

@@ -3,10 +3,14 @@
  * seeded DARE determinism, notes, and the output-folder rules.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { openCheckpoint } from '../../src/io/checkpoint.js';
+import type { FloatDType } from '../../src/io/types.js';
+import { createRng } from '../../src/linalg/random.js';
 import { mergeModels } from '../../src/merge/index.js';
+import { roundTo } from '../../src/tensor/dtype.js';
 import { readModel, tinyTensors, writeTinyModel } from '../helpers/merge.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
 
@@ -108,6 +112,80 @@ describe('worker threads', () => {
       await mergeModels(config, { out: inWorker, cwd: dir, seed: 3 });
       await mergeModels(config, { out: inline, cwd: dir, seed: 3, worker: false });
       assert.deepEqual(await readFile(join(inWorker, 'model.safetensors')), await readFile(join(inline, 'model.safetensors')), method);
+    }
+  });
+
+  // an odd entry count (≥ 2^18, so it goes to a worker) exercises the decoders' tails
+  const ODD: [number, number] = [513, 513];
+  const oddTensors = (seed: number, dtype: FloatDType) => {
+    const data = new Float32Array(ODD[0] * ODD[1]);
+    createRng(seed).fillNormal(data);
+    return { ...tinyTensors({ seed, dtype }), 'model.layers.2.mlp.big.weight': { shape: ODD, data: roundTo(data, dtype) } };
+  };
+
+  it('read bf16 and f16 inputs in the worker and give the same bytes as the main thread', async () => {
+    // bf16 base sharded (the large tensor in a later shard), a bf16 and an f16 fine-tune
+    const base = oddTensors(21, 'BF16');
+    const a = oddTensors(22, 'BF16');
+    const b = oddTensors(23, 'F16');
+    await writeModelFolder(join(dir, 'bf-base'), base, { dtype: 'BF16', maxShardBytes: 4096 });
+    await writeModelFolder(join(dir, 'bf-a'), a, { dtype: 'BF16' });
+    await writeModelFolder(join(dir, 'f16-b'), b, { dtype: 'F16' });
+    for (const method of ['ties', 'dare_ties', 'linear']) {
+      const config = {
+        merge_method: method,
+        ...(method === 'linear' ? {} : { base_model: './bf-base' }),
+        models: [
+          ...(method === 'linear' ? [{ model: './bf-base', parameters: { weight: 0.25 } }] : []),
+          { model: './bf-a', parameters: method === 'linear' ? { weight: 0.75 } : { weight: 0.7, density: 0.4 } },
+          { model: './f16-b', parameters: method === 'linear' ? { weight: 0.5 } : { weight: 0.5, density: 0.6 } },
+        ],
+      };
+      const [inWorker, inline] = [out(), out()];
+      await mergeModels(config, { out: inWorker, cwd: dir, seed: 5 });
+      await mergeModels(config, { out: inline, cwd: dir, seed: 5, worker: false });
+      const [w, i] = [await readModel(inWorker), await readModel(inline)];
+      assert.deepEqual(Object.keys(w), Object.keys(i), method);
+      for (const name of Object.keys(i)) {
+        assert.equal(w[name].dtype, 'BF16', name);
+        assert.deepEqual(new Uint32Array(w[name].data.buffer), new Uint32Array(i[name].data.buffer), `${method}: ${name}`);
+      }
+      if (method === 'linear') {
+        // the worker read the right bytes: the weighted mean, to within bf16 rounding
+        const big = 'model.layers.2.mlp.big.weight';
+        const expected = base[big].data.map((x, k) => (0.25 * x + 0.75 * a[big].data[k] + 0.5 * b[big].data[k]) / 1.5);
+        const worst = w[big].data.reduce((m, x, k) => Math.max(m, Math.abs(x - expected[k]) / (Math.abs(expected[k]) + 1e-6)), 0);
+        assert.ok(worst <= 2 ** -8, `relative error ${worst}`);
+      }
+    }
+  });
+
+  it('name the file and tensor when a shard turns out truncated while merging', async () => {
+    await writeModelFolder(join(dir, 'cut-base'), oddTensors(31, 'BF16'), { dtype: 'BF16' });
+    await writeModelFolder(join(dir, 'cut-a'), oddTensors(32, 'BF16'), { dtype: 'BF16' });
+    const file = join(dir, 'cut-a', 'model.safetensors');
+    const ckpt = await openCheckpoint(file);
+    const big = ckpt.locate('model.layers.2.mlp.big.weight');
+    await ckpt.close();
+    const intact = await readFile(file);
+    const config = { merge_method: 'ties', base_model: './cut-base', models: [{ model: './cut-a', parameters: { weight: 1, density: 0.5 } }] };
+    for (const worker of [true, false]) {
+      await writeFile(file, intact);
+      // cut after the files are opened and checked, as when a file changes under a running merge
+      let cut: Promise<void> | undefined;
+      const onProgress = () => {
+        cut ??= truncate(file, big.offset + 1000);
+      };
+      await assert.rejects(
+        mergeModels(config, { out: out(), cwd: dir, worker, onProgress }),
+        (err: Error) => {
+          assert.match(err.message, /: tensor "model\.layers\.2\.mlp\.big\.weight": the file ended \d+ bytes early \(truncated, or changed while reading\)/);
+          assert.ok(err.message.startsWith(`${file}: `), err.message);
+          return true;
+        },
+        `worker: ${worker}`,
+      );
+      await cut;
     }
   });
 });
