@@ -5,7 +5,8 @@
  * heads so k/v have 512 rows, bf16; a small vocabulary so the embeddings do not dominate): model
  * A is a random base, model B = A + a planted delta on every q/k/v/o/gate/up/down with singular
  * values 0.85^i (i < 32), so the best rank-16 error is known and not zero. Then, in one run:
- *   - the time to read both checkpoints the way a plain reader does (decoded to f32), cold (the
+ *   - the time to read both checkpoints the way a plain reader does (decoded to f32, in a fresh
+ *     process like the extraction: the generator's big heap slows reads by a third), cold (the
  *     files evicted from the page cache first, with `dd iflag=nocache`, which needs no privileges)
  *     and warm (from the page cache);
  *   - the time of `extractLora` at rank 16 in a child process, cold and warm, with its peak RSS;
@@ -189,6 +190,18 @@ interface ChildResult {
   report: ExtractReport;
 }
 
+/** Reads both checkpoints in a fresh process, as fresh as the extraction's (the generator's heap slows reads). */
+function readInChild(a: string, b: string): Promise<{ seconds: number; bytes: number }> {
+  const tsx = import.meta.resolve('tsx');
+  const self = fileURLToPath(import.meta.url);
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--import', tsx, self, '--child-read', a, b], (err, stdout, stderr) => {
+      if (err) reject(new Error(`read child failed: ${stderr || err.message}`));
+      else resolve(JSON.parse(stdout) as { seconds: number; bytes: number });
+    });
+  });
+}
+
 /** Runs the extraction in a fresh process, so its peak RSS is its own and not the generator's. */
 function extractInChild(a: string, b: string, out: string, threads: number | undefined): Promise<ChildResult> {
   const tsx = import.meta.resolve('tsx');
@@ -229,11 +242,10 @@ async function main(): Promise<void> {
     const paths = await generate(dir, layers, backend);
     console.log(`generated A and B in ${((performance.now() - t0) / 1000).toFixed(1)} s (${dir})`);
 
-    const [a, b] = [await openCheckpoint(paths.a), await openCheckpoint(paths.b)];
     const models = [paths.a, paths.b];
     const cold = await evict(models);
-    const coldRead = await readBoth(a, b);
-    const warmRead = await readBoth(a, b);
+    const coldRead = await readInChild(paths.a, paths.b);
+    const warmRead = await readInChild(paths.a, paths.b);
     const gb = coldRead.bytes / 1e9;
     console.log(`read both checkpoints (${gb.toFixed(2)} GB bf16 → f32):`);
     console.log(`  ${cold ? 'cold (evicted first)' : 'first (could not evict)'}  ${coldRead.seconds.toFixed(2)} s  (${(gb / coldRead.seconds).toFixed(2)} GB/s)`);
@@ -254,6 +266,7 @@ async function main(): Promise<void> {
     console.log(`\nerror on layer 0 (relative Frobenius, rank ${RANK}); the planted spectrum alone gives ${plantedOptimum.toFixed(5)}`);
     const rows = [['tensor', 'optimum (stored Δ)', 'ours (reported)', 'ours (adapter file, bf16)', 'ours ÷ optimum']];
     const adapter = await openPeftAdapter(join(dir, 'adapter'));
+    const [a, b] = [await openCheckpoint(paths.a), await openCheckpoint(paths.b)];
     for (const t of r.tensors.filter((x) => x.name.startsWith('model.layers.0.'))) {
       const { optimum, ours } = await errorsOf(backend, a, b, adapter, t.name);
       rows.push([t.name.slice('model.layers.0.'.length), optimum.toFixed(5), t.relError.toFixed(5), ours.toFixed(5), (ours / optimum).toFixed(4)]);
@@ -269,7 +282,12 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv.includes('--child')) {
+if (process.argv.includes('--child-read')) {
+  const i = process.argv.indexOf('--child-read');
+  const [a, b] = [await openCheckpoint(process.argv[i + 1]), await openCheckpoint(process.argv[i + 2])];
+  process.stdout.write(JSON.stringify(await readBoth(a, b)));
+  await Promise.all([a.close(), b.close()]);
+} else if (process.argv.includes('--child')) {
   const i = process.argv.indexOf('--child');
   const threads = flag('--threads');
   await child(process.argv[i + 1], process.argv[i + 2], process.argv[i + 3], threads === undefined ? undefined : Number(threads));

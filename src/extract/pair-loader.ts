@@ -111,8 +111,28 @@ class WorkerLoader implements PairLoader {
   }
 }
 
-/** A loader for pairs of `a` and `b`: on a worker thread unless `worker` is false or none starts. */
-export async function openPairLoader(a: Checkpoint, b: Checkpoint, opts: { worker?: boolean } = {}): Promise<PairLoader> {
-  const worker = opts.worker === false ? undefined : await startWorker(import.meta.url, 'pair-worker');
-  return worker ? new WorkerLoader(worker, a, b) : new InlineLoader(a, b);
+export interface PairLoaderStart {
+  /** The loader for pairs of `a` and `b`: on the worker thread when it started, else inline. */
+  open(a: Checkpoint, b: Checkpoint): Promise<PairLoader>;
+  /** Ends the worker when open() was never called (nothing was read: no files to close). */
+  cancel(): Promise<void>;
+}
+
+/**
+ * Starts the reader thread now (unless `worker` is false), so that its start-up overlaps opening
+ * and planning; the loader itself comes from open().
+ */
+export function startPairLoader(opts: { worker?: boolean } = {}): PairLoaderStart {
+  const worker = opts.worker === false ? Promise.resolve(undefined) : startWorker(import.meta.url, 'pair-worker');
+  let opened = false;
+  return {
+    async open(a, b) {
+      opened = true;
+      const w = await worker;
+      return w ? new WorkerLoader(w, a, b) : new InlineLoader(a, b);
+    },
+    async cancel() {
+      if (!opened) await (await worker)?.terminate();
+    },
+  };
 }
