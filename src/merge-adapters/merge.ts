@@ -109,6 +109,12 @@ function planModules(adapters: PeftAdapter[]): ModulePlan[] {
   adapters.forEach((adapter, index) => {
     for (const info of adapter.modules) {
       if (info.hasMagnitude) throw new Error(`${adapter.dir}: module "${info.name}" is DoRA (has a magnitude vector). ${DORA_MESSAGE}`);
+      if (info.experts) {
+        throw new Error(
+          `${adapter.dir}: "${info.experts.parameter}" is an MoE expert stack (PEFT target_parameters, ${info.experts.count} experts); ` +
+            'merge-adapters does not merge expert stacks yet: apply each adapter to the base with `loraforge apply` instead',
+        );
+      }
       const plan = plans.get(info.name);
       if (!plan) {
         plans.set(info.name, { name: info.name, kind: info.kind, sources: [{ adapter: index, info }] });

@@ -16,6 +16,8 @@ import { Command, CommanderError } from 'commander';
 import { registerMergeAdapters } from '../../src/cli/merge-adapters.js';
 import { UsageError } from '../../src/cli/errors.js';
 import { runCli } from '../helpers/cli.js';
+import { extractLora } from '../../src/extract/index.js';
+import { writeMoePair } from '../helpers/lora-experts.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 import {
   loadPeftMergeFixture,
@@ -240,6 +242,18 @@ describe('mergeAdapters: module sets, orientations and refusals', () => {
     assert.deepEqual(emb.A.data.subarray(0, 12), e1.A.data.subarray(0, 12));
     const o = merged.modules.find((m) => m.name === o1.name)!;
     assert.ok(relMaxDiff(product(o.B, o.A).data, product(o1.B, o1.A, 0.5 * (3 / Math.sqrt(4))).data) < 1e-6);
+  });
+
+  it('refuses MoE expert stacks (target_parameters) with a way out, before writing anything', async () => {
+    const pair = await writeMoePair(join(dir, 'moe'), 'out-in', 'qwen3_moe');
+    const moe = join(dir, 'moe', 'adapter');
+    await extractLora({ modelA: pair.a, modelB: pair.b, out: moe, policy: { mode: 'rank', rank: 2 } });
+    const out = join(dir, 'moe-merged');
+    await assert.rejects(
+      mergeAdapters({ adapters: [{ path: moe, weight: 1 }, { path: moe, weight: 0.5 }], method: 'linear', out }),
+      /"model\.layers\.0\.mlp\.experts\.(gate_up|down)_proj" is an MoE expert stack .*4 experts.*`loraforge apply`/,
+    );
+    await assert.rejects(readdir(out), { code: 'ENOENT' });
   });
 
   it('refuses DoRA adapters, shape mismatches and a modules_to_save tensor in two adapters; carries it from one', async () => {
