@@ -171,6 +171,13 @@ export async function convertAdapter(opts: ConvertOptions): Promise<ConvertRepor
   let base: Checkpoint | undefined;
   try {
     const variant = await checkAdapterVariant(adapter);
+    const stack = adapter.modules.find((m) => m.experts);
+    if (stack) {
+      throw new Error(
+        `convert: ${adapter.dir} holds an MoE expert stack ("${stack.experts!.parameter}", PEFT target_parameters); convert rewrites ` +
+          'DoRA/EDoRA adapters as plain LoRA and does not write expert stacks: leave them plain LoRA, or merge the adapter into the base with `loraforge apply`',
+      );
+    }
     const needsBase = [...variant.methods.values()].some((m) => m === 'dora' || m === 'edora');
     if (opts.base) base = await openCheckpoint(opts.base);
     else if (needsBase) throw new Error(`convert: ${adapter.dir} is a DoRA/EDoRA adapter; pass --base: W' − W depends on the base weights`);

@@ -7,6 +7,8 @@ import { readPeftAdapter } from '../../src/lora/adapter.js';
 import { svdSmall } from '../../src/linalg/svd-small.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
+import { extractLora } from '../../src/extract/index.js';
+import { writeMoePair } from '../helpers/lora-experts.js';
 import { flat, frob, matmul, naiveMerge, orthonormalColumns, randomMat, rowNormsAfterLora, transposeMat, unflat, writePeftFixture, type Mat, type PeftModuleFixture } from '../helpers/dora.js';
 
 const OUT = 24;
@@ -143,5 +145,15 @@ describe('convert: DoRA / EDoRA to plain LoRA', async () => {
     const other = join(tmp, 'other');
     await writePeftFixture(other, { config: { r: 4, lora_alpha: 4, use_dora: true }, modules: [{ ...dora, A: randomMat(4, IN + 1, 3), magnitude: dora.magnitude }] });
     await assert.rejects(convertAdapter({ adapter: other, base: baseDir, out: join(tmp, 'o2') }), /made for another base/);
+  });
+
+  it('refuses an adapter with MoE expert stacks (target_parameters), naming the parameter', async () => {
+    const pair = await writeMoePair(join(tmp, 'moe'), 'out-in', 'qwen3_moe');
+    const moe = join(tmp, 'moe', 'adapter');
+    await extractLora({ modelA: pair.a, modelB: pair.b, out: moe, policy: { mode: 'rank', rank: 2 } });
+    await assert.rejects(
+      convertAdapter({ adapter: moe, base: pair.a, out: join(tmp, 'o3') }),
+      /MoE expert stack \("model\.layers\.0\.mlp\.experts\.(gate_up|down)_proj".*`loraforge apply`/,
+    );
   });
 });
