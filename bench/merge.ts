@@ -5,9 +5,9 @@
  * Writes two 1B-shaped bf16 checkpoints (Llama 3.2 1B layout: hidden 2048, intermediate 8192,
  * 32 query / 8 key-value heads, 16 layers by default; a small vocabulary to save time) into
  * os.tmpdir(), then merges them with TIES (base + one fine-tune, density 0.5) and compares the time
- * with the I/O floor measured in the same run: reading both inputs (decoded to f32 by
- * checkpoint.readInto on the main thread) and writing one output of the same shape, one tensor
- * ahead. The merge itself reads and decodes in its worker threads. Each measurement runs in a
+ * with the I/O floor measured in the same run: reading both inputs (decoded to f32, by
+ * checkpoint.readInto on the main thread, and again with the blocking SIMD reader the merge
+ * workers use) and writing one output of the same shape, one tensor ahead. The merge itself reads and decodes in its worker threads. Each measurement runs in a
  * child process, so its peak RSS is its own. Goal: merge ÷ I/O ≤ 1.5, peak RSS a few tensors.
  */
 import { spawnSync } from 'node:child_process';
@@ -16,6 +16,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckpoint } from '../src/io/checkpoint.js';
+import { RawTensorReader } from '../src/io/raw-read.js';
 import { createSafetensorsSink } from '../src/io/safetensors.js';
 import { mergeModels } from '../src/merge/index.js';
 import { prefetch } from '../src/pipeline/prefetch.js';
@@ -84,8 +85,12 @@ async function generate(dir: string, layers: number, vocab: number): Promise<voi
   await Promise.all(sinks.map((s) => s.finish()));
 }
 
-/** The I/O floor: read both inputs to f32 and write one output, pipelined like the merge. */
-async function ioBaseline(dir: string, out: string): Promise<void> {
+/**
+ * The I/O floor: read both inputs to f32 and write one output, pipelined like the merge. `simd`:
+ * read with the blocking reader and bf16 SIMD kernels the merge workers use (faster than
+ * readInto's JS decoding, so a lower floor), else with checkpoint.readInto.
+ */
+async function ioBaseline(dir: string, out: string, simd: boolean): Promise<void> {
   const [a, b] = await Promise.all([openCheckpoint(join(dir, 'base')), openCheckpoint(join(dir, 'tuned'))]);
   const tensors = a.list();
   await mkdir(out);
@@ -94,8 +99,10 @@ async function ioBaseline(dir: string, out: string): Promise<void> {
   const free = new Map<number, Float32Array[]>();
   const take = (n: number) => free.get(n)?.pop() ?? new Float32Array(n);
   const give = (x: Float32Array) => free.set(x.length, [...(free.get(x.length) ?? []), x]);
-  const load = (t: (typeof tensors)[number]) => {
+  const reader = new RawTensorReader();
+  const load = async (t: (typeof tensors)[number]) => {
     const n = t.shape.reduce((x, y) => x * y, 1);
+    if (simd) return [reader.readF32(a.locate(t.name), take(n)), reader.readF32(b.locate(t.name), take(n))];
     return Promise.all([a.readInto(t.name, take(n)), b.readInto(t.name, take(n))]);
   };
   let writing: Promise<void> = Promise.resolve();
@@ -108,6 +115,7 @@ async function ioBaseline(dir: string, out: string): Promise<void> {
   }
   await writing;
   await sink.finish();
+  reader.close();
   await Promise.all([a.close(), b.close()]);
 }
 
@@ -121,8 +129,8 @@ async function tiesMerge(dir: string, out: string): Promise<void> {
 /** Child mode: run one measurement and print {seconds, maxRssBytes}. */
 async function child(kind: string, dir: string, out: string): Promise<void> {
   const t0 = performance.now();
-  if (kind === 'io') await ioBaseline(dir, out);
-  else await tiesMerge(dir, out);
+  if (kind === 'merge') await tiesMerge(dir, out);
+  else await ioBaseline(dir, out, kind === 'io-simd');
   const seconds = (performance.now() - t0) / 1000;
   const { userCPUTime, systemCPUTime, maxRSS } = process.resourceUsage();
   process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (userCPUTime + systemCPUTime) / 1e6, maxRssBytes: maxRSS * 1024 }) + '\n');
@@ -135,7 +143,9 @@ interface Measurement {
   maxRssBytes: number;
 }
 
-function measure(kind: 'io' | 'merge', dir: string, out: string): Measurement {
+type Kind = 'io' | 'io-simd' | 'merge';
+
+function measure(kind: Kind, dir: string, out: string): Measurement {
   const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', kind, dir, out], { encoding: 'utf8', maxBuffer: 1 << 20 });
   if (r.status !== 0) throw new Error(`bench/merge.ts: the ${kind} run failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop() as string);
@@ -155,21 +165,23 @@ async function main(): Promise<void> {
     await generate(dir, layers, vocab);
     console.log(`generated in ${((performance.now() - t) / 1000).toFixed(1)} s (in ${dir})\n`);
     const none: Measurement = { seconds: Infinity, cpuSeconds: Infinity, maxRssBytes: 0 };
-    const best = { io: none, merge: none };
+    const best: Record<Kind, Measurement> = { io: none, 'io-simd': none, merge: none };
     for (let round = 0; round < ROUNDS; round++) {
-      for (const kind of ['io', 'merge'] as const) {
+      for (const kind of ['io', 'io-simd', 'merge'] as const) {
         const out = join(dir, `out-${kind}-${round}`);
         const r = measure(kind, dir, out);
         await rm(out, { recursive: true, force: true });
-        console.log(`  round ${round + 1} ${kind.padEnd(5)} ${r.seconds.toFixed(2)} s (CPU ${r.cpuSeconds.toFixed(2)} s), peak RSS ${(r.maxRssBytes / 1e6).toFixed(0)} MB`);
+        console.log(`  round ${round + 1} ${kind.padEnd(7)} ${r.seconds.toFixed(2)} s (CPU ${r.cpuSeconds.toFixed(2)} s), peak RSS ${(r.maxRssBytes / 1e6).toFixed(0)} MB`);
         if (r.seconds < best[kind].seconds) best[kind] = r;
       }
     }
     t = best.merge.seconds / best.io.seconds;
     const gbs = (params * 2 * 3) / 1e9 / best.merge.seconds;
-    console.log(`\nI/O floor (read 2 inputs + write 1 output): ${best.io.seconds.toFixed(2)} s, peak RSS ${(best.io.maxRssBytes / 1e6).toFixed(0)} MB`);
+    const simd = best['io-simd'];
+    console.log(`\nI/O floor (read 2 inputs + write 1 output): ${best.io.seconds.toFixed(2)} s with readInto, ${simd.seconds.toFixed(2)} s with the SIMD reader, peak RSS ${(best.io.maxRssBytes / 1e6).toFixed(0)} MB`);
     console.log(`ties merge:                                 ${best.merge.seconds.toFixed(2)} s, peak RSS ${(best.merge.maxRssBytes / 1e6).toFixed(0)} MB (${gbs.toFixed(2)} GB/s of bf16 in+out)`);
     console.log(`merge ÷ I/O = ${t.toFixed(2)} wall (goal ≤ 1.5), ${(best.merge.cpuSeconds / best.io.cpuSeconds).toFixed(2)} CPU; largest tensor ${((HIDDEN * INTERMEDIATE * 4) / 1e6).toFixed(0)} MB as f32`);
+    console.log(`merge ÷ SIMD-reader I/O = ${(best.merge.seconds / simd.seconds).toFixed(2)} wall, ${(best.merge.cpuSeconds / simd.cpuSeconds).toFixed(2)} CPU`);
   } finally {
     if (!process.argv.includes('--keep')) await rm(dir, { recursive: true, force: true });
   }
