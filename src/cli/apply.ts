@@ -30,6 +30,11 @@ function summaryLines(r: ApplyReport): string[] {
     '',
     `files: ${r.files.join(', ')}`,
   ];
+  const stacks = r.updates.filter((u) => u.experts);
+  if (stacks.length) {
+    const experts = stacks.reduce((n, u) => n + u.experts!.count, 0);
+    lines.push(`expert stacks: ${stacks.length} merged (${experts} experts in all, one LoRA each)`);
+  }
   if (r.addedTensors.length) lines.push(`added tensors (not in the base): ${r.addedTensors.join(', ')}`);
   for (const a of r.adapters) if (a.reconstrConfig) lines.push(`EDoRA reconstr_config: ${a.reconstrConfig}`);
   for (const note of r.notes) lines.push(`note: ${note}`);
@@ -41,7 +46,7 @@ export function registerApply(program: Command): void {
     .command('apply')
     .description(
       "Merge LoRA, rsLoRA, DoRA or EDoRA adapters into a base model and write a full model folder: PEFT's merge_and_unload, " +
-        'streamed tensor by tensor (embedding LoRA and modules_to_save tensors included).',
+        'streamed tensor by tensor (embedding LoRA, MoE expert stacks and modules_to_save tensors included).',
     )
     .requiredOption('--base <path>', 'base model folder (or .safetensors file)')
     .option('--adapter <dir[:weight]>', 'PEFT adapter folder and its weight (default 1); repeat to apply several, in order', (v: string, acc: string[]) => [...acc, v], [])
@@ -56,6 +61,9 @@ Each adapter changes every weight it targets from W to W' (LoRA: W + s·B·A; Do
 (W + s·B·A) per output row; EDoRA: the same with s·B·R·A); a weight w makes that W + w·(W' − W).
 Several adapters are applied one after the other in the order given, each to the result of the
 previous ones, as PEFT does. For plain LoRA the order does not matter; for DoRA it does.
+LoRA on 3-D MoE expert parameters (PEFT target_parameters, e.g. mlp.experts.gate_up_proj) is
+merged expert by expert into that tensor, [experts, out, in] or [experts, in, out] as the base
+stores it; DoRA is not defined there and is refused.
 config.json, the tokenizer and other non-weight files are copied from the base.
 
 Examples:

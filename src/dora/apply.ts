@@ -2,6 +2,8 @@
  * `apply`: PEFT's merge_and_unload, out of core. The base checkpoint is streamed tensor by tensor
  * into a new model folder; every tensor an adapter touches is changed on the way through (LoRA,
  * rsLoRA, LoRA-XS, DoRA, EDoRA modules, embedding LoRA, modules_to_save tensors and saved biases).
+ * LoRA on 3-D MoE expert stacks (PEFT target_parameters: one LoRA per expert) is merged into the
+ * parameter's tensor, in whichever layout the base stores it ([E, out, in] or [E, in, out]).
  *
  * Several adapters are applied one after the other, in the order given, each to the result of the
  * previous ones — as PEFT does when it merges several adapters into one layer. For plain LoRA the
@@ -17,12 +19,12 @@ import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType, TensorInfo } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
-import { openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { openPeftAdapter, type ExpertLayout, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from './formula.js';
-import { asOutIn, resolveModuleTarget, toStored } from './targets.js';
+import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from './targets.js';
 import { checkAdapterVariant, type AdapterVariant } from './variant.js';
 
 export interface ApplyOptions {
@@ -47,10 +49,13 @@ export interface AppliedUpdate {
   /** base tensor changed */
   tensor: string;
   adapter: string;
-  /** adapter module (LoRA modules) or saved tensor name (modules_to_save) */
+  /** adapter module (LoRA modules; for an expert stack, the PEFT wrapper path) or saved tensor name (modules_to_save) */
   source: string;
   method: AdapterMethod | 'full';
+  /** the module's rank; for an expert stack, each expert's */
   rank?: number;
+  /** an expert stack (target_parameters): how many experts, and how the base tensor stores them */
+  experts?: { count: number; layout: ExpertLayout };
   weight: number;
   note?: string;
 }
@@ -76,6 +81,7 @@ const DEFAULT_SHARD_BYTES = 5_000_000_000;
 
 type Op =
   | { type: 'module'; adapter: number; info: LoraModuleInfo; method: AdapterMethod; transposed: boolean; tied: boolean }
+  | { type: 'experts'; adapter: number; info: LoraModuleInfo; layout: ExpertLayout }
   | { type: 'full'; adapter: number; name: string };
 
 interface OutputTensor {
@@ -118,6 +124,11 @@ function planApply(base: Checkpoint, adapters: PeftAdapter[], methods: Array<Map
 
   adapters.forEach((adapter, a) => {
     for (const info of adapter.modules) {
+      if (info.experts) {
+        const target = resolveExpertTarget(base, adapter, info);
+        push(target.tensor, { type: 'experts', adapter: a, info, layout: target.layout });
+        continue;
+      }
       const target = resolveModuleTarget(base, adapter, info);
       push(target.tensor, { type: 'module', adapter: a, info, method: methods[a].get(info.name)!, transposed: target.transposed, tied: target.tied });
     }
@@ -169,6 +180,21 @@ async function copySideFiles(base: Checkpoint, basePath: string, outDir: string,
   return copied.sort();
 }
 
+/**
+ * PEFT's ParamWrapper takes plain LoRA only (it refuses use_dora), so DoRA has no definition on an
+ * expert stack. Said here, before the DoRA checks would call the adapter merely incomplete.
+ */
+function refuseDoraExperts(adapter: PeftAdapter): void {
+  const stack = adapter.modules.find((m) => m.experts);
+  if (!stack || adapter.config.use_dora !== true) return;
+  const { parameter, count } = stack.experts!;
+  throw new Error(
+    `${adapter.dir}: adapter_config.json has use_dora: true, but module "${stack.name}" holds the LoRA of parameter "${parameter}" ` +
+      `(${count} experts, target_parameters); DoRA/EDoRA is not defined on expert stacks (PEFT refuses use_dora there too). ` +
+      'Train the expert parameters with plain LoRA, or set use_dora to false if the adapter has no magnitude vectors',
+  );
+}
+
 async function closeAll(items: Array<{ close(): Promise<void> } | undefined>): Promise<void> {
   await Promise.all(items.map((x) => x?.close().catch(() => undefined)));
 }
@@ -188,7 +214,10 @@ export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
   try {
     for (const a of opts.adapters) adapters.push(await openPeftAdapter(a.dir));
     const variants: AdapterVariant[] = [];
-    for (const adapter of adapters) variants.push(await checkAdapterVariant(adapter));
+    for (const adapter of adapters) {
+      refuseDoraExperts(adapter);
+      variants.push(await checkAdapterVariant(adapter));
+    }
     const plan = planApply(base, adapters, variants.map((v) => v.methods), opts.dtype);
     const weights = opts.adapters.map((a) => a.weight ?? 1);
     const notes = variants.flatMap((v) => v.notes);
@@ -211,6 +240,16 @@ export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
             const saved = await adapter.readFull(op.name);
             for (let i = 0; i < current.length; i++) current[i] += weight * (saved[i] - current[i]);
             updates.push({ tensor: t.name, adapter: adapter.dir, source: op.name, method: 'full', weight });
+            continue;
+          }
+          if (op.type === 'experts') {
+            // in place, one expert at a time: no second copy of a tensor that can be gigabytes
+            const mod = await adapter.loadExperts(op.info.name);
+            for (const { W, lora } of expertSlices(current, mod, op.layout)) {
+              await applyUpdateInPlace(backend, W, await weightUpdate(backend, lora, mod.scaling, weight));
+            }
+            const { count, rank } = op.info.experts!;
+            updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: 'lora', rank, weight, experts: { count, layout: op.layout } });
             continue;
           }
           const mod = await adapter.load(op.info.name);
