@@ -51,9 +51,9 @@ export class RawTensorReader {
     if (k) {
       for (let i = 0; i < n; i += k.chunk) {
         const count = Math.min(k.chunk, n - i);
-        this.readBytes(loc, k.inputA.subarray(0, 2 * count), 2 * i);
+        this.readBytes(loc, k.bytesA.subarray(0, 2 * count), 2 * i);
         k.decode(count);
-        out.set(k.output.subarray(0, count), i);
+        out.set(k.floats.subarray(0, count), i);
       }
       return out;
     }
@@ -71,10 +71,10 @@ export class RawTensorReader {
     k.reset();
     for (let i = 0; i < n; i += k.chunk) {
       const count = Math.min(k.chunk, n - i);
-      this.readBytes(a, k.inputA.subarray(0, 2 * count), 2 * i);
-      this.readBytes(b, k.inputB.subarray(0, 2 * count), 2 * i);
+      this.readBytes(a, k.bytesA.subarray(0, 2 * count), 2 * i);
+      this.readBytes(b, k.bytesB.subarray(0, 2 * count), 2 * i);
       k.delta(count);
-      out.set(k.output.subarray(0, count), i);
+      out.set(k.floats.subarray(0, count), i);
     }
     return k.sums();
   }

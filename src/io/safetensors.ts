@@ -13,7 +13,7 @@
  */
 import { open, lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { decodeIntoF32, dtypeByteSize, encodeFromF32, isFloatDType } from '../tensor/dtype.js';
+import { decodeIntoF32, dtypeByteSize, encodeFromF32, encodeIntoBytes, isFloatDType } from '../tensor/dtype.js';
 import { atomicWriteFile, siblingTempPath } from './atomic.js';
 import type { FloatDType, TensorInfo, TensorLocation, TensorSink, TensorSource } from './types.js';
 
@@ -402,18 +402,32 @@ function encodeHeader(tensors: readonly Placed[], metadata: Record<string, strin
 /** Elements encoded per write call (16 MiB of f32). */
 const ENCODE_CHUNK_ELEMENTS = 4 << 20;
 
+/**
+ * Encode buffers (ENCODE_CHUNK_ELEMENTS bf16/f16 values each) kept between tensors: first-touching
+ * fresh memory costs about as much as encoding into it. A few, as concurrent writes may each hold two.
+ */
+const spareEncodeBuffers: Uint8Array[] = [];
+const SPARE_ENCODE_BUFFERS = 4;
+
 /** Encodes `data` chunk by chunk and writes it at `position`, encoding the next chunk while the previous one is written. */
 async function writeEncoded(fh: FileHandle, data: Float32Array, dtype: FloatDType, position: number): Promise<void> {
+  if (dtype === 'F32') {
+    await writeFully(fh, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), position);
+    return;
+  }
+  const buffers = [0, 1].map(() => spareEncodeBuffers.pop() ?? new Uint8Array(ENCODE_CHUNK_ELEMENTS * 2));
   let pending: Promise<void> | undefined;
   let pos = position;
-  for (let i = 0; i < data.length; i += ENCODE_CHUNK_ELEMENTS) {
-    const part = data.subarray(i, Math.min(data.length, i + ENCODE_CHUNK_ELEMENTS));
-    const bytes = dtype === 'F32' ? new Uint8Array(part.buffer, part.byteOffset, part.byteLength) : encodeFromF32(part, dtype);
+  for (let i = 0, k = 0; i < data.length; i += ENCODE_CHUNK_ELEMENTS, k ^= 1) {
+    // buffer k's last write (two chunks ago) was awaited in the previous round
+    const bytes = encodeIntoBytes(data.subarray(i, Math.min(data.length, i + ENCODE_CHUNK_ELEMENTS)), dtype, buffers[k]);
     await pending;
     pending = writeFully(fh, bytes, pos);
     pos += bytes.byteLength;
   }
   await pending;
+  // only now are both buffers free (after a failure one may still be in a write: it is dropped)
+  for (const b of buffers) if (spareEncodeBuffers.length < SPARE_ENCODE_BUFFERS) spareEncodeBuffers.push(b);
 }
 
 /** Writes a small safetensors file in one go (atomically: temp file + rename). */

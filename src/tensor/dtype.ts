@@ -8,6 +8,7 @@
  */
 import { endianness } from 'node:os';
 import type { FloatDType } from '../io/types.js';
+import { f32BitsToBf16, loadBf16Kernels, type Bf16Kernels } from './bf16-simd.js';
 
 /** Bytes per element of the safetensors dtypes we know (only F32/F16/BF16 are decoded). */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -142,17 +143,6 @@ export function decodeToF32(bytes: Uint8Array, dtype: FloatDType): Float32Array 
   return out;
 }
 
-/**
- * f32 bits (as a signed int32) -> bf16 bits, round to nearest, ties to even; NaN stays a (quiet)
- * NaN. Adding 0x7fff plus the lowest kept bit rounds ties to even; a carry may run into the
- * exponent, which is exactly right (the largest finite values round up to inf). Signed input never
- * wraps here: the most negative non-NaN pattern (-inf) is far from -2^31 - 0x8000.
- */
-function f32BitsToBf16(x: number): number {
-  if ((x & 0x7fffffff) > 0x7f800000) return (x >>> 16) | 0x0040;
-  return (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-}
-
 /** f32 bits (signed int32) -> f16 bits, round to nearest, ties to even; overflow -> inf; NaN stays a (quiet) NaN. */
 function f32BitsToF16(x: number): number {
   const sign = (x >>> 16) & 0x8000;
@@ -179,30 +169,64 @@ function f32BitsToF16(x: number): number {
   return sign | q; // q may reach 0x400, which is the smallest normal: still the right bits
 }
 
+let kernels: Bf16Kernels | undefined | null = null;
+/** This thread's SIMD kernels, made on first use (undefined where WebAssembly SIMD is missing). */
+function simdKernels(): Bf16Kernels | undefined {
+  if (kernels === null) kernels = loadBf16Kernels();
+  return kernels;
+}
+
 /** Encodes f32 values as little-endian `dtype` bytes (fresh array). */
 export function encodeFromF32(data: Float32Array, dtype: FloatDType): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
+  return encodeIntoBytes(data, dtype, new Uint8Array(data.length * (dtype === 'F32' ? 4 : 2)));
+}
+
+/**
+ * Encodes f32 values as little-endian `dtype` bytes into the start of `out` (4-byte aligned, long
+ * enough); returns the filled view. Lets writers reuse buffers: first-touching fresh memory costs
+ * as much as encoding into it. bf16 goes through the SIMD kernels where they load.
+ */
+export function encodeIntoBytes(data: Float32Array, dtype: FloatDType, out: Uint8Array): Uint8Array {
   const n = data.length;
+  const size = dtype === 'F32' ? 4 : 2;
+  if (out.byteLength < n * size || out.byteOffset % 4 !== 0) {
+    throw new Error(`encode: needs a 4-byte aligned buffer of ${n * size} bytes, got ${out.byteLength} at offset ${out.byteOffset}`);
+  }
+  const filled = out.subarray(0, n * size);
+  if (dtype === 'F32') {
+    filled.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    return filled;
+  }
+  const k = dtype === 'BF16' ? simdKernels() : undefined;
+  if (k) {
+    for (let i = 0; i < n; i += k.chunk) {
+      const count = Math.min(k.chunk, n - i);
+      k.floats.set(data.subarray(i, i + count));
+      k.encode(count);
+      filled.set(k.bytesA.subarray(0, 2 * count), 2 * i);
+    }
+    return filled;
+  }
   const bits = new Int32Array(data.buffer, data.byteOffset, n);
-  const out = new Uint16Array(n);
+  const halves = new Uint16Array(out.buffer, out.byteOffset, n);
   // Two results per 32-bit store (~2x faster than 16-bit stores). One loop per dtype, each calling
   // its converter directly: a shared loop over a function variable turns polymorphic and runs
   // at half speed once both dtypes have been used.
-  const pairs = new Uint32Array(out.buffer, 0, n >>> 1);
+  const pairs = new Uint32Array(out.buffer, out.byteOffset, n >>> 1);
   if (dtype === 'BF16') {
     for (let i = 0, j = 0; i < pairs.length; i++, j += 2) {
       pairs[i] = f32BitsToBf16(bits[j]) | (f32BitsToBf16(bits[j + 1]) << 16);
     }
-    if (n % 2 === 1) out[n - 1] = f32BitsToBf16(bits[n - 1]);
+    if (n % 2 === 1) halves[n - 1] = f32BitsToBf16(bits[n - 1]);
   } else if (dtype === 'F16') {
     for (let i = 0, j = 0; i < pairs.length; i++, j += 2) {
       pairs[i] = f32BitsToF16(bits[j]) | (f32BitsToF16(bits[j + 1]) << 16);
     }
-    if (n % 2 === 1) out[n - 1] = f32BitsToF16(bits[n - 1]);
+    if (n % 2 === 1) halves[n - 1] = f32BitsToF16(bits[n - 1]);
   } else {
     throw new Error(`encode: dtype ${String(dtype)} is not one of F32, F16, BF16`);
   }
-  return new Uint8Array(out.buffer);
+  return filled;
 }
 
 /** The values as they read back after being stored in `dtype` (simulates storage rounding). */

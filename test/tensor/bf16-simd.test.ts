@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { loadBf16Kernels } from '../../src/tensor/bf16-simd.js';
+import { f32BitsToBf16, loadBf16Kernels } from '../../src/tensor/bf16-simd.js';
 import { decodeIntoF32 } from '../../src/tensor/dtype.js';
 
 const kernels = loadBf16Kernels();
@@ -23,9 +23,9 @@ describe('bf16 SIMD kernels', () => {
       // 8·k + 3 elements per call, so the tail path runs too
       for (let off = start; off < Math.min(all.length, start + k.chunk); off += 1003) {
         const count = Math.min(1003, all.length - off);
-        k.inputA.set(bytes.subarray(2 * off, 2 * (off + count)));
+        k.bytesA.set(bytes.subarray(2 * off, 2 * (off + count)));
         k.decode(count);
-        assert.deepEqual(bits(k.output.subarray(0, count)), bits(expected.subarray(off, off + count)), `patterns ${off}…`);
+        assert.deepEqual(bits(k.floats.subarray(0, count)), bits(expected.subarray(off, off + count)), `patterns ${off}…`);
       }
     }
   });
@@ -39,14 +39,14 @@ describe('bf16 SIMD kernels', () => {
     decodeIntoF32(new Uint8Array(a.buffer), 'BF16', fa);
     decodeIntoF32(new Uint8Array(b.buffer), 'BF16', fb);
     k.reset();
-    k.inputA.set(new Uint8Array(a.buffer));
-    k.inputB.set(new Uint8Array(b.buffer));
+    k.bytesA.set(new Uint8Array(a.buffer));
+    k.bytesB.set(new Uint8Array(b.buffer));
     k.delta(n);
     let deltaSq = 0;
     let baseSq = 0;
     for (let i = 0; i < n; i++) {
       const d = Math.fround(fb[i] - fa[i]);
-      assert.equal(k.output[i], d, `element ${i}`);
+      assert.equal(k.floats[i], d, `element ${i}`);
       deltaSq += d * d;
       baseSq += fa[i] * fa[i];
     }
@@ -64,11 +64,24 @@ describe('bf16 SIMD kernels', () => {
       const a = new Uint16Array(16).fill(0x3f80);
       const b = new Uint16Array(16).fill(0x4000);
       (where === 'a' ? a : b)[5] = pattern;
-      k.inputA.set(new Uint8Array(a.buffer));
-      k.inputB.set(new Uint8Array(b.buffer));
+      k.bytesA.set(new Uint8Array(a.buffer));
+      k.bytesB.set(new Uint8Array(b.buffer));
       k.delta(16);
       assert.ok(!Number.isFinite(k.sums().deltaSq), `${where} holding ${pattern.toString(16)}`);
     }
+  });
+
+  it('round f32 to bf16 like the scalar formula, NaN quieted, tail included', () => {
+    const k = kernels!;
+    const n = 8 * 5000 + 5;
+    const bits = new Uint32Array(n).map((_, i) => (Math.imul(i + 1, 2654435761) ^ (i << 7)) >>> 0);
+    // ties to even, the largest finite values (which round to inf), infinities and NaNs
+    bits.set([0x3f808000, 0x3f818000, 0x7f7fffff, 0x7f7f8000, 0x7f800000, 0xff800000, 0x7f800001, 0xffc00001, 0x00008000], n - 9);
+    k.floats.set(new Float32Array(bits.buffer));
+    k.encode(n);
+    const got = new Uint16Array(k.bytesA.buffer, k.bytesA.byteOffset, n);
+    for (let i = 0; i < n; i++) assert.equal(got[i], f32BitsToBf16(bits[i] | 0), `bits ${bits[i].toString(16)}`);
+    assert.deepEqual([...got.subarray(n - 9)], [0x3f80, 0x3f82, 0x7f80, 0x7f80, 0x7f80, 0xff80, 0x7fc0, 0xffc0, 0x0000]);
   });
 
   it('refuse more elements than a chunk', () => {

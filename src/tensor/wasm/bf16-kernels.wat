@@ -1,5 +1,5 @@
-;; SIMD kernels for the hot loops V8 cannot vectorise: widening bf16 to f32 (a 16-bit shift) and
-;; forming Δ = B − A with its squared norms. Built into bf16-kernels.ts by scripts/build-wasm.mjs.
+;; SIMD kernels for the hot loops V8 cannot vectorise: widening bf16 to f32 (a 16-bit shift),
+;; forming Δ = B − A with its squared norms, and rounding f32 to bf16. Built into bf16-kernels.ts by scripts/build-wasm.mjs.
 ;;
 ;; The module owns a fixed 2 MiB memory (never grown, so JS views of it stay valid); callers copy
 ;; their data in and out in chunks. Element counts must be multiples of 8 (callers do the tail).
@@ -66,4 +66,33 @@
       (f64.add (f64x2.extract_lane 0 (local.get $dacc)) (f64x2.extract_lane 1 (local.get $dacc)))))
     (global.set $baseSq (f64.add (global.get $baseSq)
       (f64.add (f64x2.extract_lane 0 (local.get $aacc)) (f64x2.extract_lane 1 (local.get $aacc))))))
+;; bf16 bits of f32 bits x: round to nearest, ties to even (adding 0x7fff plus the lowest kept bit;
+  ;; a carry into the exponent is right, the largest finite values round to inf); NaN stays a
+  ;; quiet NaN. i32 addition wraps like the unsigned arithmetic this needs.
+  (func $roundBf16 (param $x v128) (result v128)
+    (v128.bitselect
+      (v128.or (i32x4.shr_u (local.get $x) (i32.const 16)) (i32x4.splat (i32.const 0x40)))
+      (i32x4.shr_u
+        (i32x4.add
+          (i32x4.add (local.get $x) (i32x4.splat (i32.const 0x7fff)))
+          (v128.and (i32x4.shr_u (local.get $x) (i32.const 16)) (i32x4.splat (i32.const 1))))
+        (i32.const 16))
+      (i32x4.gt_u
+        (v128.and (local.get $x) (i32x4.splat (i32.const 0x7fffffff)))
+        (i32x4.splat (i32.const 0x7f800000)))))
+
+  ;; out[i] = bf16(in[i]) for i < n (f32 in, bf16 out)
+  (func (export "encodeBf16") (param $in i32) (param $out i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $in) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $in) (local.get $end)))
+        (v128.store (local.get $out)
+          (i16x8.narrow_i32x4_u
+            (call $roundBf16 (v128.load (local.get $in)))
+            (call $roundBf16 (v128.load offset=16 (local.get $in)))))
+        (local.set $in (i32.add (local.get $in) (i32.const 32)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
 )
