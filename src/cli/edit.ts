@@ -101,7 +101,7 @@ export function registerEdit(program: Command): void {
     .option('--perturb <eps>', 'multiply every σᵢ by (1 + eps·rᵢ), rᵢ ~ N(0,1) seeded by --seed')
     .option('--seed <n>', 'seed of --perturb (and of the randomized SVD for checkpoints)', '0')
     .option('--layers <list>', 'edit only modules in these layers (layers.N.), e.g. 20-31 or 0,2,4')
-    .option('--modules <names>', 'edit only these module types, e.g. q_proj,v_proj')
+    .option('--modules <names>', 'edit only these module types, e.g. q_proj,v_proj (expert stacks: gate_up_proj, down_proj)')
     .option('--include <regex>', 'checkpoints: tensors to extract (default: weights inside layers.N.)')
     .option('--format <format>', `output format: ${ADAPTER_FORMATS.join(' | ')}`, 'peft')
     .option('--dtype <dtype>', 'storage dtype of the factors: f32 | f16 | bf16 (default: the input\'s)')
@@ -114,6 +114,8 @@ Component indices are 0-based in descending σ order of each module. Edits apply
 then --zero, then --scale, then --perturb. Removed components are dropped (the module's rank
 shrinks; a module with none left keeps rank 1 with zero factors). lora_alpha is kept and the
 factors absorb the change of alpha/r, so scaling·B·A is exactly the edited update.
+MoE expert stacks (PEFT target_parameters) are edited expert by expert, selected by their
+parameter's name (--modules gate_up_proj), and written back in PEFT's layout (--format peft only).
 
 Examples:
   loraforge edit --adapter ./my-lora --out ./my-lora-no-top --zero 0

@@ -66,7 +66,7 @@ export function registerSpectrum(program: Command): void {
     .option('--model-b <path>', 'second checkpoint')
     .requiredOption('--out <dir>', 'output folder: spectrum.json, report.html, charts/')
     .option('--top <k>', 'singular values kept per tensor', String(DEFAULT_TOP))
-    .option('--include <regex>', 'only tensors/modules whose name matches (default for checkpoints: weights inside layers.N.)')
+    .option('--include <regex>', 'only tensors/modules whose name matches; an MoE expert is named <parameter>[e] (default for checkpoints: weights inside layers.N.)')
     .option('--seed <n>', 'seed of the randomized SVD (checkpoint deltas)', '0')
     .option('--no-png', 'write the charts as SVG only');
   addOutputFlags(command, { threads: true, json: 'print a JSON summary on stdout' })

@@ -16,112 +16,39 @@
  * (layers.2 before layers.10), every module of the input — selected or not — drawing one N(0,1)
  * per component it has (min(r, out, in)), components in order. A module thus gets the same noise
  * whichever --layers/--modules are chosen.
+ *
+ * MoE expert stacks (PEFT target_parameters) take part under their parameter's path (e.g.
+ * `model.layers.0.mlp.experts.gate_up_proj`): --layers/--modules select the whole stack by it, it
+ * sorts by it among the modules, and its experts draw in turn, expert 0 first. Each expert is
+ * edited as its own update ΔW_e (edit-experts.ts), and the stack is written back in PEFT's layout
+ * under its original key.
  */
 import { join } from 'node:path';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import { createRng, type Rng } from '../linalg/random.js';
-import type { Svd } from '../linalg/svd-small.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { openSafetensors } from '../io/safetensors.js';
 import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { isFloatDType } from '../tensor/dtype.js';
-import type { Matrix } from '../tensor/matrix.js';
-import { ADAPTER_WEIGHTS_FILE, loraScaling, openPeftAdapter, type LoraModule, type LoraModuleInfo } from '../lora/adapter.js';
-import { factorsFromSvd } from '../lora/lowrank.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
 import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
+import { editExpertStack, restoreExpertConfig, type WrittenUpdate } from './edit-experts.js';
+import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, naturalCompare, type ModuleSelector } from './selectors.js';
 import { assertFiniteSpectrum, planDeltaTensors, scaledLeftFactor, streamDeltas } from './spectrum.js';
 
-export interface SigmaEdit {
-  /** component indices to keep; every other one is removed */
-  keep?: readonly number[];
-  /** component indices to remove */
-  zero?: readonly number[];
-  /** per-component factors */
-  scale?: ReadonlyMap<number, number>;
-  /** ε of σ_i·(1 + ε·r_i) */
-  perturb?: number;
-}
-
-export function isEmptyEdit(e: SigmaEdit): boolean {
-  return e.keep === undefined && (e.zero?.length ?? 0) === 0 && (e.scale?.size ?? 0) === 0 && (e.perturb ?? 0) === 0;
-}
-
-/** Largest component index the edit names (−1 for none): it must exist in some selected module. */
-export function largestIndex(e: SigmaEdit): number {
-  return Math.max(-1, ...(e.keep ?? []), ...(e.zero ?? []), ...(e.scale?.keys() ?? []));
-}
-
-/** Indices (< count) the edit removes: not kept, zeroed, or scaled by 0. */
-export function removedComponents(count: number, e: SigmaEdit): Set<number> {
-  const removed = new Set<number>();
-  if (e.keep) {
-    const keep = new Set(e.keep);
-    for (let i = 0; i < count; i++) if (!keep.has(i)) removed.add(i);
-  }
-  for (const i of e.zero ?? []) if (i < count) removed.add(i);
-  for (const [i, f] of e.scale ?? []) if (i < count && f === 0) removed.add(i);
-  return removed;
-}
-
-/**
- * σ' for every component, in the original order: removed ones are 0, scaled ones multiplied,
- * then all multiplied by (1 + ε·noise_i). Indices beyond σ's length do nothing.
- */
-export function applySigmaEdit(sigma: ArrayLike<number>, e: SigmaEdit, noise?: ArrayLike<number>): Float64Array {
-  const out = Float64Array.from(sigma);
-  for (const i of removedComponents(out.length, e)) out[i] = 0;
-  for (const [i, f] of e.scale ?? []) if (i < out.length) out[i] *= f;
-  const eps = e.perturb ?? 0;
-  if (eps !== 0) {
-    if (!noise || noise.length < out.length) throw new Error(`spectrum/edit.ts: --perturb needs ${out.length} noise values, got ${noise?.length ?? 0}`);
-    for (let i = 0; i < out.length; i++) out[i] *= 1 + eps * noise[i];
-  }
-  return out;
-}
-
-/** Columns `cols` of a row-major matrix, each multiplied by `signs[j]`. */
-function pickColumns(m: Matrix, cols: readonly number[], signs?: readonly number[]): Matrix {
-  const k = cols.length;
-  const data = new Float32Array(m.rows * k);
-  for (let r = 0; r < m.rows; r++) {
-    for (let j = 0; j < k; j++) data[r * k + j] = (signs?.[j] ?? 1) * m.data[r * m.cols + cols[j]];
-  }
-  return { rows: m.rows, cols: k, data };
-}
-
-export interface Refactored {
-  A: Matrix;
-  B: Matrix;
-  /** σ' of every original component (0 for removed ones) */
-  sigmaAfter: Float64Array;
-  rank: number;
-}
-
-/**
- * LoRA factors for U·diag(σ')·Vᵀ with the removed components dropped, scaled so that
- * loraScaling(alpha, rank', rslora)·B·A equals it.
- */
-export function refactorEdited(svd: Svd, e: SigmaEdit, alpha: number, useRslora: boolean, noise?: ArrayLike<number>): Refactored {
-  const sigmaAfter = applySigmaEdit(svd.S, e, noise);
-  const removed = removedComponents(sigmaAfter.length, e);
-  let kept = [...sigmaAfter.keys()].filter((i) => !removed.has(i));
-  // a module with every component removed stays a (zero) rank-1 module rather than vanishing
-  const zeroModule = kept.length === 0;
-  if (zeroModule) kept = [0];
-  const rank = kept.length;
-  const scaling = loraScaling(alpha, rank, useRslora);
-  if (!(scaling !== 0 && Number.isFinite(scaling))) {
-    throw new Error(`spectrum/edit.ts: lora_alpha ${alpha} gives scaling ${scaling} at rank ${rank}; cannot store an edited update with it`);
-  }
-  const signs = kept.map((i) => (sigmaAfter[i] < 0 ? -1 : 1));
-  const S = Float64Array.from(kept, (i) => (zeroModule ? 0 : Math.abs(sigmaAfter[i]) / scaling));
-  const { A, B } = factorsFromSvd({ U: pickColumns(svd.U, kept, signs), S, V: pickColumns(svd.V, kept) }, rank);
-  return { A, B, sigmaAfter, rank };
-}
+export {
+  applySigmaEdit,
+  isEmptyEdit,
+  largestIndex,
+  refactorEdited,
+  removedComponents,
+  type Refactored,
+  type SigmaEdit,
+} from './sigma-edit.js';
 
 export interface ModuleEditReport {
   name: string;
@@ -209,13 +136,17 @@ async function dominantDType(weightsPath: string): Promise<FloatDType> {
   }
 }
 
-/** Writes into a temporary sibling of `out` and moves it into place only when everything succeeded. */
+/**
+ * Writes into a temporary sibling of `out` and moves it into place only when everything succeeded.
+ * `finalize` runs on the temporary folder after the sink has finished.
+ */
 async function withAdapterOutput<T>(
   out: string,
   inputs: string[],
   overwrite: boolean,
   makeSink: (dir: string) => Promise<AdapterSink>,
   body: (sink: AdapterSink) => Promise<T>,
+  finalize?: (dir: string) => Promise<void>,
 ): Promise<T> {
   assertNotInput(out, inputs);
   const dir = await atomicOutputDir(out, { overwrite });
@@ -229,6 +160,7 @@ async function withAdapterOutput<T>(
       await sink.abort();
       throw err;
     }
+    await finalize?.(dir.tmpPath);
     await dir.commit();
     return result;
   } catch (err) {
@@ -242,9 +174,76 @@ function summarize(out: string, format: AdapterFormat, dtype: FloatDType, module
   return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors };
 }
 
+/** What selection and the --perturb order go by: a plain module's path, or an expert stack's parameter. */
+function editKey(info: LoraModuleInfo): string {
+  return info.experts?.parameter ?? info.name;
+}
+
+/** Components of one update: min(r, out, in), with r per expert for an expert stack. */
+function componentsOf(info: LoraModuleInfo): number {
+  return componentCount(info.experts?.rank ?? info.rank, info.outFeatures, info.inFeatures);
+}
+
+interface AdapterEditContext {
+  backend: LinalgBackend;
+  adapter: PeftAdapter;
+  edit: SigmaEdit;
+  useRslora: boolean;
+  rng: Rng | undefined;
+  sink: AdapterSink;
+}
+
+/** One plain module, edited or copied. */
+async function writeModule(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<{ report: ModuleEditReport; written: WrittenUpdate }> {
+  const noise = drawNoise(ctx.rng, componentsOf(info));
+  const m = await ctx.adapter.load(info.name);
+  if (!selected) {
+    await ctx.sink.addModule(m);
+    return {
+      report: { name: info.name, edited: false, rankBefore: info.rank, rankAfter: info.rank },
+      written: { path: info.name, expertStack: false, rank: info.rank, alpha: info.alpha },
+    };
+  }
+  const svd = await productSvd(ctx.backend, await scaledLeftFactor(ctx.backend, m, info.scaling), m.A);
+  assertFiniteSpectrum(svd.S, `${ctx.adapter.dir}: module "${info.name}"`);
+  const r = refactorEdited(svd, ctx.edit, info.alpha, ctx.useRslora, noise);
+  await ctx.sink.addModule({ name: m.name, kind: m.kind, A: r.A, B: r.B, alpha: info.alpha });
+  return {
+    report: { name: info.name, edited: true, rankBefore: info.rank, rankAfter: r.rank, sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) },
+    written: { path: info.name, expertStack: false, rank: r.rank, alpha: info.alpha },
+  };
+}
+
+/**
+ * One expert stack, edited expert by expert or copied, written under its own key; reported as one
+ * row per expert (`<parameter>[e]`, ranks per expert).
+ */
+async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<{ reports: ModuleEditReport[]; written: WrittenUpdate }> {
+  const { parameter, count, rank } = info.experts!;
+  const noise = Array.from({ length: count }, () => drawNoise(ctx.rng, componentsOf(info)));
+  if (!selected) {
+    const stack = await ctx.adapter.loadExpertStack(info.name);
+    await ctx.sink.addModule({ name: info.name, kind: 'linear', A: stack.A, B: stack.B, alpha: info.alpha });
+    const reports = Array.from({ length: count }, (_, e) => ({ name: `${parameter}[${e}]`, edited: false, rankBefore: rank, rankAfter: rank }));
+    return { reports, written: { path: parameter, expertStack: true, rank, alpha: info.alpha } };
+  }
+  const r = await editExpertStack(ctx.backend, await ctx.adapter.loadExperts(info.name), ctx.edit, ctx.useRslora, noise, ctx.adapter.dir);
+  await ctx.sink.addModule({ name: info.name, kind: 'linear', A: r.A, B: r.B, alpha: info.alpha });
+  const reports = r.experts.map((x) => ({
+    name: x.name,
+    edited: true,
+    rankBefore: rank,
+    rankAfter: r.rank,
+    sigmaBefore: Array.from(x.sigmaBefore),
+    sigmaAfter: Array.from(x.sigmaAfter),
+  }));
+  return { reports, written: { path: parameter, expertStack: true, rank: r.rank, alpha: info.alpha } };
+}
+
 /**
  * Edits Σ of the selected modules of a PEFT adapter and writes a new adapter to `opts.out`;
- * unselected modules and modules_to_save tensors are copied unchanged.
+ * unselected modules and modules_to_save tensors are copied unchanged. MoE expert stacks
+ * (target_parameters) are selected by their parameter's path and edited expert by expert.
  */
 export async function editAdapter(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
   const select = opts.select ?? {};
@@ -252,15 +251,22 @@ export async function editAdapter(backend: LinalgBackend, opts: EditAdapterOptio
   const adapter = await openPeftAdapter(opts.adapter);
   try {
     const useRslora = adapter.config.use_rslora === true;
-    const infos: LoraModuleInfo[] = [...adapter.modules].sort((a, b) => naturalCompare(a.name, b.name));
-    const selected = infos.filter((m) => isSelected(select, m.name));
+    const infos: LoraModuleInfo[] = [...adapter.modules].sort((a, b) => naturalCompare(editKey(a), editKey(b)));
+    const selected = infos.filter((m) => isSelected(select, editKey(m)));
     const special = selected.find((m) => m.hasMagnitude || m.hasLatent);
     if (special) {
       throw new Error(
         `${opts.adapter}: module "${special.name}" is ${special.hasMagnitude ? 'DoRA' : 'EDoRA'}; edit re-factorises plain LoRA updates scaling·B·A only — convert the adapter to LoRA first`,
       );
     }
-    checkIndices(opts.edit, selected.map((m) => componentCount(m.rank, m.outFeatures, m.inFeatures)), opts.adapter);
+    const stack = infos.find((m) => m.experts);
+    if (stack && format !== 'peft') {
+      throw new Error(
+        `${opts.adapter}: module "${stack.name}" holds the MoE expert stack "${stack.experts!.parameter}" (PEFT target_parameters), which cannot be written ` +
+          'to a GGUF LoRA yet: pass --format peft',
+      );
+    }
+    checkIndices(opts.edit, selected.map(componentsOf), opts.adapter);
     const dtype = opts.dtype ?? (await dominantDType(join(opts.adapter, ADAPTER_WEIGHTS_FILE)));
     const rng = opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined;
     const hasDora = infos.some((m) => m.hasMagnitude);
@@ -275,33 +281,29 @@ export async function editAdapter(backend: LinalgBackend, opts: EditAdapterOptio
         useDora: hasDora,
         extraConfig: adapter.config,
       });
-    return await withAdapterOutput(opts.out, [opts.adapter], opts.overwrite ?? false, makeSink, async (sink) => {
+    const written: WrittenUpdate[] = [];
+    // the PEFT writer listed each stack as a plain module of rank r'·E; give its config back the target_parameters form
+    const finalize = stack ? (dir: string) => restoreExpertConfig(join(dir, ADAPTER_CONFIG_FILE), written) : undefined;
+    const write = async (sink: AdapterSink) => {
+      const ctx: AdapterEditContext = { backend, adapter, edit: opts.edit, useRslora, rng, sink };
       const reports: ModuleEditReport[] = [];
       for (const [index, info] of infos.entries()) {
-        const noise = drawNoise(rng, componentCount(info.rank, info.outFeatures, info.inFeatures));
-        const m = await adapter.load(info.name);
-        if (!isSelected(select, info.name)) {
-          await sink.addModule(m);
-          reports.push({ name: info.name, edited: false, rankBefore: info.rank, rankAfter: info.rank });
+        const picked = isSelected(select, editKey(info));
+        if (info.experts) {
+          const done = await writeExpertStack(ctx, info, picked);
+          reports.push(...done.reports);
+          written.push(done.written);
         } else {
-          const svd = await productSvd(backend, await scaledLeftFactor(backend, m, info.scaling), m.A);
-          assertFiniteSpectrum(svd.S, `${opts.adapter}: module "${info.name}"`);
-          const r = refactorEdited(svd, opts.edit, info.alpha, useRslora, noise);
-          await sink.addModule({ name: m.name, kind: m.kind, A: r.A, B: r.B, alpha: info.alpha });
-          reports.push({
-            name: info.name,
-            edited: true,
-            rankBefore: info.rank,
-            rankAfter: r.rank,
-            sigmaBefore: Array.from(svd.S),
-            sigmaAfter: Array.from(r.sigmaAfter),
-          });
+          const done = await writeModule(ctx, info, picked);
+          reports.push(done.report);
+          written.push(done.written);
         }
-        opts.onModule?.({ index, total: infos.length, name: info.name });
+        opts.onModule?.({ index, total: infos.length, name: editKey(info) });
       }
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       return summarize(opts.out, format, dtype, reports, adapter.fullTensors.length);
-    });
+    };
+    return await withAdapterOutput(opts.out, [opts.adapter], opts.overwrite ?? false, makeSink, write, finalize);
   } finally {
     await adapter.close();
   }

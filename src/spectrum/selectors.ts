@@ -82,9 +82,14 @@ export function layerIndexOf(path: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
-/** `model.layers.3.self_attn.q_proj(.weight)` → `q_proj`: the name PEFT's target_modules use. */
+/**
+ * `model.layers.3.self_attn.q_proj(.weight)` → `q_proj`: the name PEFT's target_modules use. An
+ * expert of a MoE stack, `model.layers.3.mlp.experts.gate_up_proj[5]`, is of its parameter's type
+ * (`gate_up_proj`).
+ */
 export function moduleTypeOf(path: string): string {
-  const base = path.endsWith('.weight') ? path.slice(0, -'.weight'.length) : path;
+  const noExpert = path.replace(/\[\d+\]$/, '');
+  const base = noExpert.endsWith('.weight') ? noExpert.slice(0, -'.weight'.length) : noExpert;
   return base.slice(base.lastIndexOf('.') + 1);
 }
 

@@ -8,7 +8,7 @@ import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import { openCheckpoint, pairTensors } from '../io/checkpoint.js';
 import type { TensorInfo, TensorSource } from '../io/types.js';
-import { openPeftAdapter, type LoraModule } from '../lora/adapter.js';
+import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModuleInfo } from '../lora/adapter.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { layerIndexOf, moduleTypeOf, naturalCompare } from './selectors.js';
@@ -25,7 +25,7 @@ export interface EffectiveRanks {
 }
 
 export interface TensorSpectrum {
-  /** adapter: module path; delta: tensor name */
+  /** adapter: module path, or `<parameter>[e]` for expert e of a MoE expert stack; delta: tensor name */
   name: string;
   /** from `layers.N.` in the name; null outside the decoder layer stack */
   layer: number | null;
@@ -33,7 +33,7 @@ export interface TensorSpectrum {
   moduleType: string;
   /** [out, in] of the weight Δ changes */
   shape: [number, number];
-  /** LoRA rank (adapters); null for checkpoint deltas */
+  /** LoRA rank (adapters; per expert for an expert stack); null for checkpoint deltas */
   rank: number | null;
   /** top-k singular values of Δ, descending */
   sigma: number[];
@@ -130,33 +130,62 @@ export async function scaledLeftFactor(backend: LinalgBackend, m: LoraModule, sc
   return left;
 }
 
-/** Exact singular values of every module ΔW = scaling·B·A of a PEFT adapter folder. */
+/** One update of an adapter: a plain module, or expert `expert` of an expert stack (named `<parameter>[e]`). */
+interface AdapterEntry {
+  name: string;
+  info: LoraModuleInfo;
+  expert?: number;
+}
+
+/** Every update of an adapter, expert stacks split into one entry per expert. */
+function adapterEntries(modules: readonly LoraModuleInfo[]): AdapterEntry[] {
+  return modules.flatMap((info) =>
+    info.experts ? Array.from({ length: info.experts.count }, (_, e) => ({ name: `${info.experts!.parameter}[${e}]`, info, expert: e })) : [{ name: info.name, info }],
+  );
+}
+
+/**
+ * Exact singular values of every module ΔW = scaling·B·A of a PEFT adapter folder. An expert
+ * stack (target_parameters) gives one entry per expert, `<parameter>[e]`, of its ΔW_e.
+ */
 export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts: AdapterSpectrumOptions = {}): Promise<SpectrumResult> {
   const top = checkTop(opts.top ?? DEFAULT_TOP);
   const adapter = await openPeftAdapter(dir);
   try {
-    const infos = adapter.modules.filter((m) => !opts.include || opts.include.test(m.name)).sort((a, b) => naturalCompare(a.name, b.name));
+    const entries = adapterEntries(adapter.modules)
+      .filter((x) => !opts.include || opts.include.test(x.name))
+      .sort((a, b) => naturalCompare(a.name, b.name));
     const notes: string[] = [];
-    if (infos.some((m) => m.hasMagnitude)) {
+    if (entries.some((x) => x.info.hasMagnitude)) {
       notes.push('DoRA adapter: spectra are of the low-rank update scaling·B·A, before DoRA rescales each output row by its magnitude vector.');
     }
-    if (infos.some((m) => m.hasLatent)) notes.push('EDoRA adapter: spectra are of scaling·B·R·A (the latent R folded in).');
+    if (entries.some((x) => x.info.hasLatent)) notes.push('EDoRA adapter: spectra are of scaling·B·R·A (the latent R folded in).');
+    if (entries.some((x) => x.expert !== undefined)) {
+      notes.push('MoE expert stacks (PEFT target_parameters): one entry per expert, <parameter>[e], with the spectrum of that expert\'s ΔW_e; rank is per expert.');
+    }
+    // a stack's experts sort next to each other: load its factors once for all of them
+    let stack: LoraExpertsModule | undefined;
     const tensors: TensorSpectrum[] = [];
-    for (const [index, info] of infos.entries()) {
-      const m = await adapter.load(info.name);
+    for (const [index, { name, info, expert }] of entries.entries()) {
+      let m: LoraModule;
+      if (expert === undefined) m = await adapter.load(info.name);
+      else {
+        if (stack?.name !== info.name) stack = await adapter.loadExperts(info.name);
+        m = stack.experts[expert];
+      }
       const svd = await productSvd(backend, await scaledLeftFactor(backend, m, info.scaling), m.A);
-      assertFiniteSpectrum(svd.S, `${dir}: module "${info.name}"`);
+      assertFiniteSpectrum(svd.S, `${dir}: module "${info.name}"${expert === undefined ? '' : ` (${name})`}`);
       let total = 0;
       for (const s of svd.S) total += s * s;
       tensors.push({
-        name: info.name,
-        layer: layerIndexOf(info.name),
-        moduleType: moduleTypeOf(info.name),
+        name,
+        layer: layerIndexOf(name),
+        moduleType: moduleTypeOf(name),
         shape: [info.outFeatures, info.inFeatures],
-        rank: info.rank,
+        rank: info.experts?.rank ?? info.rank,
         ...summarizeSpectrum(svd.S, total, top),
       });
-      opts.onTensor?.({ index, total: infos.length, name: info.name });
+      opts.onTensor?.({ index, total: entries.length, name });
     }
     return { source: { kind: 'adapter', adapter: dir }, top, method: 'exact-from-factors', thresholds: ENERGY_THRESHOLDS, tensors, skipped: [], notes };
   } finally {
