@@ -10,7 +10,18 @@ export { getBackend } from './linalg/index.js';
 export type { LinalgBackend } from './linalg/backend.js';
 export { randomizedSvd, incrementalSvd } from './linalg/rsvd.js';
 export { productSvd } from './linalg/product-svd.js';
-export { openPeftAdapter, readPeftAdapter, PeftAdapterWriter, type LoraModule, type PeftConfig } from './lora/adapter.js';
+export {
+  openPeftAdapter,
+  readPeftAdapter,
+  PeftAdapterWriter,
+  expertDeltaTensor,
+  type LoraModule,
+  type LoraModuleInfo,
+  type LoraExpertsModule,
+  type PeftAdapter,
+  type PeftConfig,
+} from './lora/adapter.js';
+export { stackExpertFactors, splitExpertFactors, type ExpertLayout } from './lora/expert-stack.js';
 export { createAdapterSink, type AdapterFormat } from './lora/sink.js';
 export { inspectPath, type InspectResult } from './inspect/inspect.js';
 export { extractLora, type ExtractOptions, type ExtractReport } from './extract/index.js';

@@ -12,7 +12,7 @@ import { transpose, type Matrix } from '../tensor/matrix.js';
 import { decompose, type Decomposition } from './decompose.js';
 import { exactRelError, type DeltaStats } from './delta.js';
 import type { LoadedPair } from './load-pair.js';
-import { stackExpertFactors } from './moe.js';
+import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Job } from './plan.js';
 import type { RankPolicy } from './rank-policy.js';
 import type { DifferingTensor, ExtractedTensor } from './report.js';

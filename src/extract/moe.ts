@@ -20,10 +20,8 @@
 import { readFile } from 'node:fs/promises';
 import { atomicWriteFile } from '../io/atomic.js';
 import { moduleSuffix, patternKey, type PeftConfig } from '../lora/adapter.js';
-import type { LowRankFactors } from '../lora/lowrank.js';
-import { matrix, type Matrix } from '../tensor/matrix.js';
+import type { ExpertLayout } from '../lora/expert-stack.js';
 
-export type ExpertLayout = 'out-in' | 'in-out';
 
 /** model_type values whose expert modules store (E, in, out) (is_transposed in transformers). */
 const TRANSPOSED_EXPERT_MODEL_TYPES = new Set(['gpt_oss', 'llama4', 'llama4_text']);
@@ -90,44 +88,6 @@ export function peftWrapperPaths(params: ReadonlyArray<{ module: string; param: 
     });
   }
   return paths;
-}
-
-/**
- * PEFT's stacked lora_A ((r·E) × in, rows e·r + j) and lora_B (out × (r·E), columns j·E + e)
- * from each expert's factors; experts with fewer than r directions get zero rows/columns.
- */
-export function stackExpertFactors(experts: readonly LowRankFactors[], rank: number): LowRankFactors {
-  const count = experts.length;
-  const inF = experts[0].A.cols;
-  const out = experts[0].B.rows;
-  const A = matrix(rank * count, inF);
-  const B = matrix(out, rank * count);
-  experts.forEach((f, e) => {
-    const r = f.A.rows;
-    if (r > rank) throw new Error(`stackExpertFactors: expert ${e} has rank ${r} > ${rank}`);
-    A.data.set(f.A.data, e * rank * inF);
-    for (let o = 0; o < out; o++) {
-      for (let j = 0; j < r; j++) B.data[o * rank * count + j * count + e] = f.B.data[o * r + j];
-    }
-  });
-  return { A, B };
-}
-
-/** ΔW_e (out × in, unscaled) of expert e from PEFT's stacked factors: the inverse of stackExpertFactors. */
-export function expertDelta(A: Matrix, B: Matrix, experts: number, e: number): Matrix {
-  const rank = A.rows / experts;
-  const out = B.rows;
-  const inF = A.cols;
-  const d = matrix(out, inF);
-  for (let o = 0; o < out; o++) {
-    for (let j = 0; j < rank; j++) {
-      const b = B.data[o * B.cols + j * experts + e];
-      if (b === 0) continue;
-      const aRow = (e * rank + j) * inF;
-      for (let i = 0; i < inF; i++) d.data[o * inF + i] += b * A.data[aRow + i];
-    }
-  }
-  return d;
 }
 
 export interface ExpertParameterEntry {

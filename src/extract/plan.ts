@@ -7,7 +7,8 @@ import { pairTensors, type Checkpoint } from '../io/checkpoint.js';
 import type { TensorInfo, TensorSource } from '../io/types.js';
 import type { AdapterFormat } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
-import { expertLayout, expertWeightShape, peftWrapperPaths, type ExpertLayout } from './moe.js';
+import type { ExpertLayout } from '../lora/expert-stack.js';
+import { expertLayout, expertWeightShape, peftWrapperPaths } from './moe.js';
 import { checkFixedRankFits, type RankPolicy } from './rank-policy.js';
 import { classifyTensor, isEmbeddingLike, type TargetSelection } from './targets.js';
 

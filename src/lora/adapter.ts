@@ -16,6 +16,7 @@ import type { FloatDType, TensorInfo } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { openSafetensors, createSafetensorsSink, type SafetensorsFile, type SafetensorsSink } from '../io/safetensors.js';
 import { atomicWriteFile } from '../io/atomic.js';
+import { splitExpertFactors, type ExpertLayout } from './expert-stack.js';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -118,7 +119,7 @@ export interface LoraExpertsInfo {
  * (E, in, out) for x @ W (expert modules with is_transposed: gpt-oss, Llama 4). The adapter
  * file does not say; the base tensor's shape does (PeftAdapter.expertLayout).
  */
-export type ExpertLayout = 'out-in' | 'in-out';
+export type { ExpertLayout } from './expert-stack.js';
 
 /** A targeted parameter's factors exactly as stored (PEFT ParamWrapper). */
 export interface LoraExpertStack extends LoraExpertsInfo {
@@ -425,17 +426,7 @@ function targetedParameter(path: string, config: PeftConfig, wrapper: string, ta
 
 /** The per-expert LoRAs of a stack: A_e = rows e·r …, B_e = columns e, E + e, 2E + e, …. */
 function splitExpertStack(stack: LoraExpertStack): LoraModule[] {
-  const { count, rank: r, A, B } = stack;
-  const out = B.rows;
-  const inF = A.cols;
-  return Array.from({ length: count }, (_, e) => {
-    const Ae = matrix(r, inF, A.data.slice(e * r * inF, (e + 1) * r * inF));
-    const Be = matrix(out, r);
-    for (let o = 0; o < out; o++) {
-      for (let j = 0; j < r; j++) Be.data[o * r + j] = B.data[o * B.cols + j * count + e];
-    }
-    return { name: `${stack.parameter}[${e}]`, kind: 'linear', A: Ae, B: Be, alpha: stack.alpha };
-  });
+  return splitExpertFactors(stack.A, stack.B, stack.count).map(({ A, B }, e) => ({ name: `${stack.parameter}[${e}]`, kind: 'linear', A, B, alpha: stack.alpha }));
 }
 
 /**

@@ -16,7 +16,7 @@ import type { Svd } from '../linalg/svd-small.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { moduleSuffix, patternKey, type LoraExpertsModule, type PeftConfig } from '../lora/adapter.js';
 import type { LowRankFactors } from '../lora/lowrank.js';
-import { stackExpertFactors } from '../extract/moe.js';
+import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { editComponents, editedScaling, factorsForComponents, type SigmaEdit } from './sigma-edit.js';
 import { assertFiniteSpectrum, scaledLeftFactor } from './spectrum.js';

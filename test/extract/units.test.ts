@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { classifyTensor } from '../../src/extract/targets.js';
 import { checkFixedRankFits, chooseAdaptiveRank, residualFraction } from '../../src/extract/rank-policy.js';
-import { expertDelta, expertLayout, peftWrapperPaths, stackExpertFactors } from '../../src/extract/moe.js';
+import { expertLayout, peftWrapperPaths } from '../../src/extract/moe.js';
+import { splitExpertFactors, stackExpertFactors } from '../../src/lora/expert-stack.js';
 import { subtractInPlace } from '../../src/extract/delta.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { product } from '../helpers/extract.js';
@@ -125,11 +126,13 @@ describe('MoE helpers', () => {
     const experts = [f(2, 1), f(1, 2), f(2, 3)];
     const s = stackExpertFactors(experts, 2);
     assert.deepEqual([s.A.rows, s.A.cols, s.B.rows, s.B.cols], [6, 5, 3, 6]);
+    const split = splitExpertFactors(s.A, s.B, 3);
     experts.forEach((x, e) => {
       const want = product(x.B.data, x.A.data, 3, x.A.rows, 5);
-      const got = expertDelta(s.A, s.B, 3, e).data;
+      const got = product(split[e].B.data, split[e].A.data, 3, 2, 5);
       for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-6);
     });
+    assert.deepEqual(split[0].A.data, experts[0].A.data, 'a full-rank expert comes back exactly');
   });
 });
 
