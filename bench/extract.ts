@@ -31,6 +31,7 @@ import { getBackend } from '../src/linalg/index.js';
 import { orthonormalizeOnBackend } from '../src/linalg/qr.js';
 import { createRng } from '../src/linalg/random.js';
 import { randomizedSvd } from '../src/linalg/rsvd.js';
+import { decompose } from '../src/extract/decompose.js';
 import type { Matrix } from '../src/tensor/matrix.js';
 
 const SHAPE = { hidden: 2048, intermediate: 8192, heads: 32, kvHeads: 8, vocab: 2048 };
@@ -164,9 +165,10 @@ async function readBoth(a: Checkpoint, b: Checkpoint): Promise<{ seconds: number
 
 /**
  * For one tensor: the relative error of the best rank-16 approximation of the stored Δ (from a
- * high-accuracy randomized SVD) and that of the adapter's module, read back from its file.
+ * high-accuracy randomized SVD) and that of the adapter's module, read back from its file; and
+ * the time extraction's own decomposition of that Δ takes on its own (the GEMM-bound part).
  */
-async function errorsOf(backend: LinalgBackend, a: Checkpoint, b: Checkpoint, adapter: PeftAdapter, name: string): Promise<{ optimum: number; ours: number }> {
+async function errorsOf(backend: LinalgBackend, a: Checkpoint, b: Checkpoint, adapter: PeftAdapter, name: string): Promise<{ optimum: number; ours: number; decomposeSeconds: number }> {
   const [wa, wb] = [await a.read(name), await b.read(name)];
   let total = 0;
   for (let i = 0; i < wa.length; i++) {
@@ -175,13 +177,17 @@ async function errorsOf(backend: LinalgBackend, a: Checkpoint, b: Checkpoint, ad
   }
   const [rows, cols] = a.info(name).shape;
   const delta = { rows, cols, data: wa };
+  await decompose(backend, delta, total, { mode: 'rank', rank: RANK }, 1); // warm-up: first calls load kernels
+  const t0 = performance.now();
+  await decompose(backend, delta, total, { mode: 'rank', rank: RANK }, 1);
+  const decomposeSeconds = (performance.now() - t0) / 1000;
   const svd = await randomizedSvd(backend, delta, { rank: RANK, oversample: 64, powerIters: 8, seed: 99 });
   const kept = [...svd.S].reduce((x, y) => x + y * y, 0);
   const module = name.slice(0, -'.weight'.length);
   const product = await lowRankProduct(backend, await adapter.load(module), adapter.module(module).scaling);
   let residual = 0;
   for (let i = 0; i < wa.length; i++) residual += (wa[i] - product.data[i]) ** 2;
-  return { optimum: Math.sqrt((total - kept) / total), ours: Math.sqrt(residual / total) };
+  return { optimum: Math.sqrt((total - kept) / total), ours: Math.sqrt(residual / total), decomposeSeconds };
 }
 
 interface ChildResult {
@@ -267,13 +273,20 @@ async function main(): Promise<void> {
     const rows = [['tensor', 'optimum (stored Δ)', 'ours (reported)', 'ours (adapter file, bf16)', 'ours ÷ optimum']];
     const adapter = await openPeftAdapter(join(dir, 'adapter'));
     const [a, b] = [await openCheckpoint(paths.a), await openCheckpoint(paths.b)];
+    let decomposeSeconds = 0;
     for (const t of r.tensors.filter((x) => x.name.startsWith('model.layers.0.'))) {
-      const { optimum, ours } = await errorsOf(backend, a, b, adapter, t.name);
+      const { optimum, ours, decomposeSeconds: s } = await errorsOf(backend, a, b, adapter, t.name);
+      decomposeSeconds += s;
       rows.push([t.name.slice('model.layers.0.'.length), optimum.toFixed(5), t.relError.toFixed(5), ours.toFixed(5), (ours / optimum).toFixed(4)]);
     }
     await adapter.close();
     const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
     for (const row of rows) console.log('  ' + row.map((cell, c) => cell.padEnd(widths[c])).join('  '));
+    const floor = decomposeSeconds * layers;
+    console.log(
+      `\nthe decompositions alone (layer 0's seven, Δ in memory, nothing else running) × ${layers} layers: ${floor.toFixed(2)} s ` +
+        `= ${(floor / warmRead.seconds).toFixed(2)} × the warm read: the GEMM-bound floor under extraction`,
+    );
     console.log(`\nload average now ${loadavg()[0].toFixed(2)} (other processes on the machine slow every timing above)`);
     await Promise.all([a.close(), b.close()]);
   } finally {
