@@ -4,7 +4,7 @@
  * instead of a chain of callbacks that a busy event loop would delay.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import { loadBf16Kernels } from '../tensor/bf16-simd.js';
+import { loadBf16Kernels, type Bf16Kernels } from '../tensor/bf16-simd.js';
 import { decodeIntoF32, dtypeByteSize, isFloatDType } from '../tensor/dtype.js';
 import { SUPPORTED_HINT } from './safetensors.js';
 import type { TensorLocation } from './types.js';
@@ -16,9 +16,14 @@ const OPEN_FILES = 8;
 export class RawTensorReader {
   /** by path, least recently used first */
   private readonly fds = new Map<string, number>();
-  private readonly kernels = loadBf16Kernels();
+  private readonly kernels: Bf16Kernels | undefined;
   /** whole F16 tensors' bytes, for the JS decoder */
   private scratch = new Uint8Array(0);
+
+  /** `simd: false`: decode in JS, as where WebAssembly SIMD is missing (tests compare the two) */
+  constructor(opts: { simd?: boolean } = {}) {
+    this.kernels = opts.simd === false ? undefined : loadBf16Kernels();
+  }
 
   /**
    * Bytes [start, start + into.byteLength) of the tensor exactly as stored, into `into`; returns it.

@@ -64,6 +64,14 @@ describe('RawTensorReader', () => {
       assert.ok(Math.abs(sums.deltaSq - deltaSq) <= 1e-6 * deltaSq);
       assert.ok(Math.abs(sums.baseSq - baseSq) <= 1e-6 * baseSq);
       assert.equal(reader.deltaBf16(ca.locate('t'), { ...cb.locate('t'), dtype: 'F32' }, out), undefined, 'only for BF16 pairs');
+      const plain = new RawTensorReader({ simd: false });
+      try {
+        assert.equal(plain.deltaBf16(ca.locate('t'), cb.locate('t'), out), undefined, 'no SIMD: the caller decodes and subtracts');
+        assert.deepEqual(plain.readF32(ca.locate('t'), new Float32Array(n)), reader.readF32(ca.locate('t'), new Float32Array(n)), 'JS and SIMD decoding agree');
+        assert.deepEqual(plain.readF32(ca.locate('t'), new Float32Array(n)), ra);
+      } finally {
+        plain.close();
+      }
     } finally {
       reader.close();
       await Promise.all([ca.close(), cb.close()]);
