@@ -3,7 +3,6 @@
  * runs the GEMMs of the previous pair. Arrays travel by transfer (no copies) and come back with
  * `recycle` messages, so a few buffers serve the whole model.
  */
-import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import type { ReadyMessage } from '../pipeline/worker-thread.js';
@@ -17,23 +16,8 @@ export type PairWorkerRequest =
 
 export type PairWorkerReply = ReadyMessage | { id: number; pair: LoadedPair } | { id: number; error: string };
 
-/** nice value of the reader thread: the lowest priority */
-const READER_NICE = 19;
-
 const port = parentPort;
 if (!port) throw new Error('src/extract/pair-worker.ts runs as a worker thread only');
-// The GEMMs on the main thread run on every core, and a parallel GEMM waits for its slowest
-// thread: when this thread takes a core from one, the whole product stalls. At the lowest
-// priority it reads in the gaps instead (8-layer 1B-shaped run: 3.4–3.6 s instead of 3.6–4.1 s).
-// On Linux, setpriority on "process 0" means the calling thread; elsewhere it would be the whole
-// process, so it is left alone there.
-if (process.platform === 'linux') {
-  try {
-    setPriority(READER_NICE);
-  } catch {
-    // not allowed here: the reader keeps the default priority
-  }
-}
 const pool = new BufferPool();
 const reader = new PairReader(pool);
 port.on('message', (m: PairWorkerRequest) => {
