@@ -3,6 +3,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PairReader } from '../../src/extract/load-pair.js';
+import { startPairLoader } from '../../src/extract/pair-loader.js';
 import { openCheckpoint, type Checkpoint } from '../../src/io/checkpoint.js';
 import { BufferPool } from '../../src/pipeline/buffer-pool.js';
 import { roundTo } from '../../src/tensor/dtype.js';
@@ -49,6 +50,32 @@ describe('PairReader', () => {
       assert.equal(same.stats!.identical, true);
     } finally {
       reader.close();
+    }
+  });
+
+  it('the reader thread and the inline loader hand out the same pairs, and errors cross the thread with their names', async () => {
+    const job = (name: string, action: 'lora' | 'full') => ({
+      name,
+      a: a.info(name),
+      b: b.info(name),
+      plan: action === 'lora' ? { action, module: name, kind: 'linear' as const } : { action, module: name },
+    });
+    const threaded = await startPairLoader().open(a, b);
+    const inline = await startPairLoader({ worker: false }).open(a, b);
+    try {
+      for (const j of [job('t', 'lora'), job('t', 'full')]) {
+        const [x, y] = [await threaded.load(j), await inline.load(j)];
+        assert.deepEqual(x.delta, y.delta);
+        assert.deepEqual(x.b, y.b);
+        assert.deepEqual(x.stats, y.stats);
+        threaded.release(x);
+        inline.release(y);
+      }
+      await assert.rejects(threaded.load(job('u', 'lora')), /tensor "u" holds NaN/);
+      const again = await threaded.load(job('t', 'lora')); // the thread lives on after an error
+      assert.equal(again.delta!.length, N);
+    } finally {
+      await Promise.all([threaded.close(), inline.close()]);
     }
   });
 
