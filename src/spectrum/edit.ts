@@ -69,6 +69,8 @@ export interface EditSummary {
   copied: number;
   /** modules_to_save tensors carried over unchanged */
   fullTensors: number;
+  /** model pairs: tensors the filter picked that were not extracted, with why (e.g. 3-D MoE expert tensors) */
+  skipped: Array<{ name: string; reason: string }>;
 }
 
 interface EditOptionsBase {
@@ -169,10 +171,24 @@ async function withAdapterOutput<T>(
   }
 }
 
-function summarize(out: string, format: AdapterFormat, dtype: FloatDType, modules: ModuleEditReport[], fullTensors: number): EditSummary {
+function summarize(
+  out: string,
+  format: AdapterFormat,
+  dtype: FloatDType,
+  modules: ModuleEditReport[],
+  fullTensors: number,
+  skipped: EditSummary['skipped'] = [],
+): EditSummary {
   const edited = modules.filter((m) => m.edited).length;
-  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors };
+  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped };
 }
+
+/**
+ * Why a model pair's 3-D expert tensors are left out: writing them needs PEFT's stacked
+ * target_parameters layout, which the adapter path (extract, then edit --adapter) already has.
+ */
+const EXPERTS_WORKAROUND = 'run `loraforge extract` (it writes them as PEFT target_parameters) and edit that adapter with --adapter';
+const EXPERTS_FROM_PAIR_REASON = `3-D MoE expert tensor: edit does not extract expert stacks from a model pair yet; ${EXPERTS_WORKAROUND}`;
 
 /** What selection and the --perturb order go by: a plain module's path, or an expert stack's parameter. */
 function editKey(info: LoraModuleInfo): string {
@@ -322,9 +338,13 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
   try {
     const b = await openCheckpoint(opts.modelB);
     try {
-      const plan = planDeltaTensors(a, b, opts.include);
+      const plan = planDeltaTensors(a, b, opts.include, a.config ?? b.config);
+      const skipped = [...plan.experts.map((t) => ({ name: t.name, reason: EXPERTS_FROM_PAIR_REASON })), ...plan.skipped];
       if (plan.pairs.length === 0) {
-        throw new Error(`${opts.modelA} and ${opts.modelB}: no 2-D tensors in both checkpoints match the filter; pass --include REGEX to choose tensors`);
+        const hint = plan.experts.length
+          ? `only 3-D MoE expert tensors do, which edit does not extract from a model pair yet: ${EXPERTS_WORKAROUND}`
+          : 'pass --include REGEX to choose tensors';
+        throw new Error(`${opts.modelA} and ${opts.modelB}: no 2-D tensors in both checkpoints match the filter; ${hint}`);
       }
       const moduleName = (tensor: string) => tensor.replace(/\.weight$/, '');
       const counts = plan.pairs.filter((p) => isSelected(select, moduleName(p.name))).map((p) => componentCount(opts.rank, p.shape[0], p.shape[1]));
@@ -354,7 +374,7 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
           });
           opts.onModule?.({ index, total: plan.pairs.length, name: path });
         }
-        return summarize(opts.out, format, dtype, reports, 0);
+        return summarize(opts.out, format, dtype, reports, 0, skipped);
       });
     } finally {
       await b.close();

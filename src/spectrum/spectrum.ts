@@ -8,6 +8,10 @@ import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import { openCheckpoint, pairTensors } from '../io/checkpoint.js';
 import type { TensorInfo, TensorSource } from '../io/types.js';
+import { expertLayout, expertWeightShape } from '../extract/moe.js';
+import { classifyTensor } from '../extract/targets.js';
+import type { ExpertLayout } from '../lora/expert-stack.js';
+import { isFloatDType } from '../tensor/dtype.js';
 import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModuleInfo } from '../lora/adapter.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import type { Matrix } from '../tensor/matrix.js';
@@ -25,7 +29,7 @@ export interface EffectiveRanks {
 }
 
 export interface TensorSpectrum {
-  /** adapter: module path, or `<parameter>[e]` for expert e of a MoE expert stack; delta: tensor name */
+  /** adapter: module path, or `<parameter>[e]` for expert e of a MoE expert stack; delta: tensor name, or `<tensor without .weight>[e]` for expert e of a 3-D expert tensor */
   name: string;
   /** from `layers.N.` in the name; null outside the decoder layer stack */
   layer: number | null;
@@ -193,7 +197,7 @@ export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts:
   }
 }
 
-/** What `spectrum` and `edit` look at in a checkpoint by default: the linear weights of decoder layers. */
+/** The 2-D tensors `spectrum` and `edit` look at in a checkpoint by default: the linear weights of decoder layers (3-D expert tensors: isExpertStack). */
 export function isDecoderLinearWeight(name: string): boolean {
   return layerIndexOf(name) !== null && name.endsWith('.weight');
 }
@@ -215,24 +219,110 @@ export function filterSource(src: TensorSource, keep: (t: TensorInfo) => boolean
 export interface DeltaPlan {
   /** 2-D tensors present in both checkpoints with the same shape, in natural name order */
   pairs: Array<{ name: string; shape: [number, number] }>;
+  /** 3-D MoE expert tensors present in both with the same shape, with the experts the filter picked, in natural name order */
+  experts: ExpertDeltaTensor[];
   skipped: Array<{ name: string; reason: string }>;
 }
 
-/** Which tensors of a model pair to decompose: the filter (default: decoder-layer weights), then 2-D pairs. */
-export function planDeltaTensors(a: TensorSource, b: TensorSource, include?: RegExp): DeltaPlan {
-  const wanted = (t: TensorInfo) => (include ? include.test(t.name) : isDecoderLinearWeight(t.name));
+/** A 3-D expert tensor ([experts, out, in] or [experts, in, out]) of a model pair, decomposed expert by expert. */
+export interface ExpertDeltaTensor {
+  name: string;
+  /** the tensor name without `.weight`: expert e is reported as `<parameter>[e]` */
+  parameter: string;
+  /** [experts, ·, ·] as stored */
+  stored: [number, number, number];
+  layout: ExpertLayout;
+  /** [out, in] of one expert's ΔW_e */
+  shape: [number, number];
+  /** the experts the filter picked, ascending */
+  experts: number[];
+}
+
+function withoutWeightSuffix(name: string): string {
+  return name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
+}
+
+/** `<tensor without .weight>[e]` for each expert of a 3-D tensor: the names --include and the report use. */
+function expertEntryNames(t: TensorInfo): string[] {
+  return Array.from({ length: t.shape[0] }, (_, e) => `${withoutWeightSuffix(t.name)}[${e}]`);
+}
+
+/** A 3-D tensor under an `experts` module of a decoder layer, as extract recognises them (mlp.experts.gate_up_proj). */
+function isExpertStack(t: TensorInfo): boolean {
+  return t.shape.length === 3 && classifyTensor(t.name, t.shape).kind === 'experts';
+}
+
+/**
+ * Which tensors of a model pair to decompose: the filter (default: decoder-layer weights and MoE
+ * expert tensors), then 2-D pairs and 3-D expert tensors. `include` is tested against a 2-D
+ * tensor's name and against each expert's name, `<parameter>[e]`; `config` (config.json) tells
+ * the expert layout.
+ */
+export function planDeltaTensors(a: TensorSource, b: TensorSource, include?: RegExp, config?: Record<string, unknown>): DeltaPlan {
+  const wanted = (t: TensorInfo) => {
+    if (!include) return isDecoderLinearWeight(t.name) || isExpertStack(t);
+    return isExpertStack(t) ? expertEntryNames(t).some((n) => include.test(n)) : include.test(t.name);
+  };
   const { pairs, onlyInA, onlyInB } = pairTensors(filterSource(a, wanted), filterSource(b, wanted));
   const skipped = [
     ...onlyInA.map((name) => ({ name, reason: `only in ${a.path}` })),
     ...onlyInB.map((name) => ({ name, reason: `only in ${b.path}` })),
   ];
   const kept: DeltaPlan['pairs'] = [];
+  const experts: ExpertDeltaTensor[] = [];
   for (const p of pairs) {
     if (p.a.shape.length === 2) kept.push({ name: p.name, shape: [p.a.shape[0], p.a.shape[1]] });
-    else skipped.push({ name: p.name, reason: `${p.a.shape.length}-D, not a linear weight` });
+    else if (isExpertStack(p.a)) {
+      // quantized expert blocks/scales (gpt-oss MXFP4) have the same names pattern but are no weights we can subtract
+      const nonFloat = [p.a.dtype, p.b.dtype].find((d) => !isFloatDType(d));
+      if (nonFloat) {
+        skipped.push({ name: p.name, reason: `${nonFloat}, not a float weight (dequantize the checkpoints first)` });
+        continue;
+      }
+      const [count, d1, d2] = p.a.shape;
+      const param = p.name.slice(p.name.lastIndexOf('.') + 1);
+      const layout = expertLayout(config, param, p.a.shape);
+      const picked = expertEntryNames(p.a).flatMap((n, e) => (!include || include.test(n) ? [e] : []));
+      experts.push({ name: p.name, parameter: withoutWeightSuffix(p.name), stored: [count, d1, d2], layout, shape: expertWeightShape(layout, p.a.shape), experts: picked });
+    } else skipped.push({ name: p.name, reason: `${p.a.shape.length}-D, not a linear weight or an MoE expert tensor` });
   }
   kept.sort((x, y) => naturalCompare(x.name, y.name));
-  return { pairs: kept, skipped };
+  experts.sort((x, y) => naturalCompare(x.name, y.name));
+  return { pairs: kept, experts, skipped };
+}
+
+/**
+ * Reads W_A and W_B of every item, one item ahead of the compute, and yields Δ = W_B − W_A with
+ * ‖Δ‖²_F of each of its `blocks(item)` equal consecutive blocks (one per expert of a 3-D tensor)
+ * summed in f64 from the exact differences.
+ */
+async function* streamDifferences<T extends { name: string }>(
+  a: TensorSource,
+  b: TensorSource,
+  items: readonly T[],
+  blocks: (item: T) => number,
+  depth: number,
+): AsyncGenerator<{ item: T; delta: Float32Array; energies: number[]; index: number }> {
+  const load = async (item: T) => ({ wa: await a.read(item.name), wb: await b.read(item.name) });
+  for await (const { item, value, index } of prefetch(items, load, depth)) {
+    const { wa, wb } = value;
+    const count = blocks(item);
+    const size = wb.length / count;
+    const energies: number[] = [];
+    for (let k = 0; k < count; k++) {
+      let total = 0;
+      for (let i = k * size; i < (k + 1) * size; i++) {
+        const d = wb[i] - wa[i];
+        total += d * d;
+        wb[i] = d; // reuse W_B's buffer for Δ: one less tensor-sized allocation per pair
+      }
+      if (!Number.isFinite(total)) {
+        throw new Error(`${b.path}: tensor "${item.name}": W_B − W_A has NaN or infinite values (a corrupt or overflowed checkpoint); exclude it with --include`);
+      }
+      energies.push(total);
+    }
+    yield { item, delta: wb, energies, index };
+  }
 }
 
 /**
@@ -245,38 +335,49 @@ export async function* streamDeltas(
   pairs: DeltaPlan['pairs'],
   depth = 1,
 ): AsyncGenerator<{ name: string; delta: Matrix; totalEnergy: number; index: number }> {
-  const load = async (p: DeltaPlan['pairs'][number]) => ({ wa: await a.read(p.name), wb: await b.read(p.name) });
-  for await (const { item, value, index } of prefetch(pairs, load, depth)) {
-    const { wa, wb } = value;
-    let total = 0;
-    for (let i = 0; i < wb.length; i++) {
-      const d = wb[i] - wa[i];
-      total += d * d;
-      wb[i] = d; // reuse W_B's buffer for Δ: one less tensor-sized allocation per pair
-    }
-    if (!Number.isFinite(total)) {
-      throw new Error(`${b.path}: tensor "${item.name}": W_B − W_A has NaN or infinite values (a corrupt or overflowed checkpoint); exclude it with --include`);
-    }
-    yield { name: item.name, delta: { rows: item.shape[0], cols: item.shape[1], data: wb }, totalEnergy: total, index };
+  for await (const { item, delta, energies, index } of streamDifferences(a, b, pairs, () => 1, depth)) {
+    yield { name: item.name, delta: { rows: item.shape[0], cols: item.shape[1], data: delta }, totalEnergy: energies[0], index };
   }
 }
 
-/** Top-k singular values of Δ = W_B − W_A for the linear weights of two checkpoints, streamed pair by pair. */
+/** Expert e's ΔW_e (out × in) from the stored Δ of a 3-D tensor: a copy of slice e, transposed for the in-out layout. */
+function expertDelta(delta: Float32Array, t: ExpertDeltaTensor, e: number): Matrix {
+  const [, d1, d2] = t.stored;
+  const slice = delta.subarray(e * d1 * d2, (e + 1) * d1 * d2);
+  if (t.layout === 'out-in') return { rows: d1, cols: d2, data: slice.slice() };
+  // stored [in, out]: element (i, o) goes to row o, column i
+  const data = new Float32Array(d1 * d2);
+  for (let i = 0; i < d1; i++) for (let o = 0; o < d2; o++) data[o * d1 + i] = slice[i * d2 + o];
+  return { rows: d2, cols: d1, data };
+}
+
+/**
+ * Top-k singular values of Δ = W_B − W_A for the linear weights of two checkpoints, streamed pair
+ * by pair. A 3-D MoE expert tensor gives one entry per expert, `<tensor without .weight>[e]`, of
+ * its ΔW_e (out × in).
+ */
 export async function deltaSpectrum(backend: LinalgBackend, modelA: string, modelB: string, opts: DeltaSpectrumOptions = {}): Promise<SpectrumResult> {
   const top = checkTop(opts.top ?? DEFAULT_TOP);
   const a = await openCheckpoint(modelA);
   try {
     const b = await openCheckpoint(modelB);
     try {
-      const plan = planDeltaTensors(a, b, opts.include);
-      if (plan.pairs.length === 0) {
+      const plan = planDeltaTensors(a, b, opts.include, a.config ?? b.config);
+      if (plan.pairs.length === 0 && plan.experts.length === 0) {
         throw new Error(
-          `${modelA} and ${modelB}: no 2-D tensors in both checkpoints match ${opts.include ? `--include ${opts.include.source}` : 'the default filter (weights inside layers.N.)'}; pass --include REGEX to choose tensors`,
+          `${modelA} and ${modelB}: no 2-D tensors or MoE expert tensors in both checkpoints match ${opts.include ? `--include ${opts.include.source}` : 'the default filter (weights and experts.* tensors inside layers.N.)'}; pass --include REGEX to choose tensors`,
         );
       }
+      // one stream over both kinds, in name order, so each tensor is read once and ahead of the compute
+      type Job = { name: string; stack?: ExpertDeltaTensor };
+      const jobs: Job[] = [...plan.pairs.map((p) => ({ name: p.name })), ...plan.experts.map((t) => ({ name: t.name, stack: t }))].sort((x, y) =>
+        naturalCompare(x.name, y.name),
+      );
+      const entryCount = plan.pairs.length + plan.experts.reduce((n, t) => n + t.experts.length, 0);
+      const svdOptions = { rank: top, seed: opts.seed ?? 0, oversample: opts.oversample, powerIters: opts.powerIters };
       const tensors: TensorSpectrum[] = [];
-      for await (const { name, delta, totalEnergy, index } of streamDeltas(a, b, plan.pairs, opts.prefetchDepth)) {
-        const svd = await randomizedSvd(backend, delta, { rank: top, seed: opts.seed ?? 0, oversample: opts.oversample, powerIters: opts.powerIters });
+      const addEntry = async (name: string, delta: Matrix, totalEnergy: number) => {
+        const svd = await randomizedSvd(backend, delta, svdOptions);
         tensors.push({
           name,
           layer: layerIndexOf(name),
@@ -285,7 +386,22 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
           rank: null,
           ...summarizeSpectrum(svd.S, totalEnergy, top),
         });
-        opts.onTensor?.({ index, total: plan.pairs.length, name });
+        opts.onTensor?.({ index: tensors.length - 1, total: entryCount, name });
+      };
+      const blocks = (job: Job) => job.stack?.stored[0] ?? 1;
+      for await (const { item, delta, energies } of streamDifferences(a, b, jobs, blocks, opts.prefetchDepth ?? 1)) {
+        const stack = item.stack;
+        if (!stack) {
+          const { shape } = a.info(item.name);
+          await addEntry(item.name, { rows: shape[0], cols: shape[1], data: delta }, energies[0]);
+          continue;
+        }
+        for (const e of stack.experts) await addEntry(`${stack.parameter}[${e}]`, expertDelta(delta, stack, e), energies[e]);
+      }
+      tensors.sort((x, y) => naturalCompare(x.name, y.name));
+      const notes = ['Singular values come from a randomized SVD (top-k, slightly low when the spectrum decays slowly); energy fractions divide by the exact ‖Δ‖²_F.'];
+      if (plan.experts.length) {
+        notes.push("MoE expert tensors (3-D): one entry per expert, <tensor>[e], with the spectrum of that expert's ΔW_e = W_B[e] − W_A[e] (out × in).");
       }
       return {
         source: { kind: 'delta', modelA, modelB },
@@ -294,7 +410,7 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
         thresholds: ENERGY_THRESHOLDS,
         tensors,
         skipped: plan.skipped,
-        notes: ['Singular values come from a randomized SVD (top-k, slightly low when the spectrum decays slowly); energy fractions divide by the exact ‖Δ‖²_F.'],
+        notes,
       };
     } finally {
       await b.close();
