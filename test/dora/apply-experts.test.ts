@@ -8,13 +8,12 @@ import assert from 'node:assert/strict';
 import { access, cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { applyAdapters } from '../../src/dora/apply.js';
-import { extractLora } from '../../src/extract/index.js';
 import { openCheckpoint } from '../../src/io/checkpoint.js';
 import type { ExpertLayout } from '../../src/lora/adapter.js';
 import { roundTo } from '../../src/tensor/dtype.js';
 import { runCli } from '../helpers/cli.js';
 import { relDiff } from '../helpers/extract.js';
-import { DOWN, GATE_UP, MOE, Q, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
+import { DOWN, extractedMoeAdapters, GATE_UP, MOE, MOE_LAYOUTS, Q, type MoePair } from '../helpers/lora-experts.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
 
 const { experts: E, hidden: H, intermediate: I } = MOE;
@@ -53,33 +52,23 @@ function lerp(a: Float32Array, b: Float32Array, w: number): Float32Array {
 const F32_TOLERANCE = 5e-7;
 
 let root: string;
-const pairs: Partial<Record<ExpertLayout, MoePair>> = {};
-const adapters: Partial<Record<ExpertLayout, string>> = {};
-const LAYOUTS = [
-  ['out-in', 'qwen3_moe'],
-  ['in-out', 'gpt_oss'],
-] as const;
+let pairs: Record<ExpertLayout, MoePair>;
+let adapters: Record<ExpertLayout, string>;
 
 before(async () => {
   root = await makeTempDir('loraforge-apply-experts-');
-  for (const [layout, modelType] of LAYOUTS) {
-    const pair = await writeMoePair(join(root, layout), layout, modelType);
-    const out = join(root, layout, 'adapter');
-    await extractLora({ modelA: pair.a, modelB: pair.b, out, policy: { mode: 'energy', energy: 0.9999, maxRank: 8 } });
-    pairs[layout] = pair;
-    adapters[layout] = out;
-  }
+  ({ pairs, adapters } = await extractedMoeAdapters(root));
 });
 after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
 describe('apply: LoRA on MoE expert stacks (target_parameters)', () => {
-  for (const [layout] of LAYOUTS) {
+  for (const [layout] of MOE_LAYOUTS) {
     it(`${layout}: merging the extracted adapter into A gives B; untouched tensors stay bit-identical`, async () => {
-      const pair = pairs[layout]!;
+      const pair = pairs[layout];
       const out = join(root, layout, 'merged');
-      const report = await applyAdapters({ base: pair.a, adapters: [{ dir: adapters[layout]! }], out });
+      const report = await applyAdapters({ base: pair.a, adapters: [{ dir: adapters[layout] }], out });
 
       const [a, b, merged] = await Promise.all([readAll(pair.a), readAll(pair.b), readAll(out)]);
       assert.deepEqual([...merged.keys()].sort(), [...a.keys()].sort());
@@ -113,8 +102,8 @@ describe('apply: LoRA on MoE expert stacks (target_parameters)', () => {
   }
 
   it('several adapters with weights: 0.25 and 0.75 of the same adapter give B; 0.5 alone gives A + ½(B − A)', async () => {
-    const pair = pairs['in-out']!;
-    const dir = adapters['in-out']!;
+    const pair = pairs['in-out'];
+    const dir = adapters['in-out'];
     const both = join(root, 'weights-both');
     const half = join(root, 'weights-half');
     await applyAdapters({ base: pair.a, adapters: [{ dir, weight: 0.25 }, { dir, weight: 0.75 }], out: both });
@@ -132,9 +121,9 @@ describe('apply: LoRA on MoE expert stacks (target_parameters)', () => {
   });
 
   it('with --dtype bf16 the merged stacks are B rounded to bf16 (within one bf16 step)', async () => {
-    const pair = pairs['out-in']!;
+    const pair = pairs['out-in'];
     const out = join(root, 'bf16');
-    await applyAdapters({ base: pair.a, adapters: [{ dir: adapters['out-in']! }], out, dtype: 'BF16' });
+    await applyAdapters({ base: pair.a, adapters: [{ dir: adapters['out-in'] }], out, dtype: 'BF16' });
     const ckpt = await openCheckpoint(out);
     try {
       assert.equal(ckpt.info(GATE_UP).dtype, 'BF16');
@@ -158,7 +147,7 @@ describe('apply: LoRA on MoE expert stacks (target_parameters)', () => {
   });
 
   it('an expert stack that does not fit the base tensor is refused, naming the file, module and parameter', async () => {
-    const pair = pairs['out-in']!;
+    const pair = pairs['out-in'];
     const a = await readAll(pair.a);
     const tensors = Object.fromEntries(a);
     const config = { model_type: 'qwen3_moe', hidden_size: H, num_local_experts: E };
@@ -167,7 +156,7 @@ describe('apply: LoRA on MoE expert stacks (target_parameters)', () => {
     await writeModelFolder(wrongShape, { ...tensors, [GATE_UP]: { shape: [E, H, H], data: new Float32Array(E * H * H) } }, { dtype: 'F32', config });
     const out = join(root, 'wrong-out');
     await assert.rejects(
-      applyAdapters({ base: wrongShape, adapters: [{ dir: adapters['out-in']! }], out }),
+      applyAdapters({ base: wrongShape, adapters: [{ dir: adapters['out-in'] }], out }),
       new RegExp(
         'adapter_model\\.safetensors: module "model\\.layers\\.0\\.mlp\\.experts\\.base_layer" \\(parameter "model\\.layers\\.0\\.mlp\\.experts\\.gate_up_proj"\\): ' +
           `the base tensor is ${E}×${H}×${H}, .*fits neither ${E}×${2 * I}×${H} nor ${E}×${H}×${2 * I}.*\\(base tensor "model\\.layers\\.0\\.mlp\\.experts\\.gate_up_proj" in .*wrong-shape`,
@@ -179,7 +168,7 @@ describe('apply: LoRA on MoE expert stacks (target_parameters)', () => {
     const { [DOWN]: _dropped, ...withoutDown } = tensors;
     await writeModelFolder(missing, withoutDown, { dtype: 'F32', config });
     await assert.rejects(
-      applyAdapters({ base: missing, adapters: [{ dir: adapters['out-in']! }], out }),
+      applyAdapters({ base: missing, adapters: [{ dir: adapters['out-in'] }], out }),
       /adapter: module "model\.layers\.0\.mlp\.experts" holds the LoRA of parameter "model\.layers\.0\.mlp\.experts\.down_proj" \(4 experts\), but the base .*missing has no tensor "model\.layers\.0\.mlp\.experts\.down_proj"/,
     );
     await assert.rejects(access(out));
@@ -187,20 +176,20 @@ describe('apply: LoRA on MoE expert stacks (target_parameters)', () => {
 
   it('DoRA on expert stacks is refused with a clear error', async () => {
     const dir = join(root, 'dora-experts');
-    await cp(adapters['out-in']!, dir, { recursive: true });
+    await cp(adapters['out-in'], dir, { recursive: true });
     const configPath = join(dir, 'adapter_config.json');
     const config = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
     await writeFile(configPath, JSON.stringify({ ...config, use_dora: true }));
     await assert.rejects(
-      applyAdapters({ base: pairs['out-in']!.a, adapters: [{ dir }], out: join(root, 'dora-out') }),
+      applyAdapters({ base: pairs['out-in'].a, adapters: [{ dir }], out: join(root, 'dora-out') }),
       /dora-experts: adapter_config\.json has use_dora: true, but module "model\.layers\.0\.mlp\.experts(\.base_layer)?" holds the LoRA of parameter .* DoRA\/EDoRA is not defined on expert stacks/,
     );
   });
 
   it('the CLI merges expert stacks and says so', async () => {
-    const pair = pairs['in-out']!;
+    const pair = pairs['in-out'];
     const out = join(root, 'cli-out');
-    const r = await runCli(['apply', '--base', pair.a, '--adapter', adapters['in-out']!, '--out', out]);
+    const r = await runCli(['apply', '--base', pair.a, '--adapter', adapters['in-out'], '--out', out]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`expert stacks: 2 merged \\(${2 * E} experts in all, one LoRA each\\)`));
     const [b, merged] = await Promise.all([readAll(pair.b), readAll(out)]);

@@ -3,6 +3,8 @@
  * stacks ([experts, ·, ·], PEFT target_parameters): one layer with an attention projection and a
  * fused expert block (gate_up_proj, down_proj) in either layout transformers uses.
  */
+import { join } from 'node:path';
+import { extractLora } from '../../src/extract/index.js';
 import { createRng } from '../../src/linalg/random.js';
 import type { ExpertLayout } from '../../src/lora/adapter.js';
 import { planted, withDeltas, writePair, type Tensors } from './extract.js';
@@ -11,6 +13,38 @@ export const MOE = { experts: 4, hidden: 32, intermediate: 24 } as const;
 export const GATE_UP = 'model.layers.0.mlp.experts.gate_up_proj';
 export const DOWN = 'model.layers.0.mlp.experts.down_proj';
 export const Q = 'model.layers.0.self_attn.q_proj.weight';
+/** gate_up expert e gets the first e + 1 of these singular values; down only expert 2, DOWN_SIGMA */
+export const GATE_UP_SIGMA = [0.3, 0.25, 0.2, 0.15];
+export const DOWN_SIGMA = [0.3, 0.1];
+/** each expert layout with a model type whose config makes extract pick it */
+export const MOE_LAYOUTS = [
+  ['out-in', 'qwen3_moe'],
+  ['in-out', 'gpt_oss'],
+] as const;
+
+/** The singular values writeMoePair plants in expert e of `parameter` (none: unchanged). */
+export function plantedSigma(parameter: typeof GATE_UP | typeof DOWN, e: number): number[] {
+  if (parameter === GATE_UP) return GATE_UP_SIGMA.slice(0, e + 1);
+  return e === 2 ? DOWN_SIGMA : [];
+}
+
+/** Smallest r with σ₁² + … + σ_r² ≥ p·Σσ² (0 for a zero update): the effective rank spectrum reports. */
+export function plantedEffectiveRank(sigma: number[], p: number): number {
+  const total = sumSquares(sigma);
+  if (total === 0) return 0;
+  let acc = 0;
+  for (let i = 0; i < sigma.length; i++) {
+    acc += sigma[i] ** 2;
+    if (acc >= p * total - 1e-15) return i + 1;
+  }
+  return sigma.length;
+}
+
+export function sumSquares(x: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  return s;
+}
 
 export interface MoePair {
   a: string;
@@ -48,8 +82,8 @@ export async function writeMoePair(root: string, layout: ExpertLayout, modelType
   const { experts: E, hidden: H, intermediate: I } = MOE;
   const shape3 = (out: number, inF: number) => (layout === 'out-in' ? [E, out, inF] : [E, inF, out]);
   const deltas = {
-    [GATE_UP]: Array.from({ length: E }, (_, e) => planted(2 * I, H, [0.3, 0.25, 0.2, 0.15].slice(0, e + 1), 150 + e)),
-    [DOWN]: Array.from({ length: E }, (_, e) => (e === 2 && !opts.downUnchanged ? planted(H, I, [0.3, 0.1], 160) : new Float32Array(H * I))),
+    [GATE_UP]: Array.from({ length: E }, (_, e) => planted(2 * I, H, GATE_UP_SIGMA.slice(0, e + 1), 150 + e)),
+    [DOWN]: Array.from({ length: E }, (_, e) => (e === 2 && !opts.downUnchanged ? planted(H, I, DOWN_SIGMA, 160) : new Float32Array(H * I))),
     [Q]: planted(H, H, [0.2, 0.1], 170),
   };
   const stacked = {
@@ -65,4 +99,16 @@ export async function writeMoePair(root: string, layout: ExpertLayout, modelType
   const b = withDeltas(a, { [Q]: deltas[Q], [GATE_UP]: stacked[GATE_UP].data, [DOWN]: stacked[DOWN].data });
   const paths = await writePair(root, a, b, { dtype: 'F32', config: { model_type: modelType, hidden_size: H, num_local_experts: E } });
   return { ...paths, deltas, stacked };
+}
+
+/** A MoE pair in each layout under `root`, each with the adapter extract makes of it (energy 0.9999). */
+export async function extractedMoeAdapters(root: string): Promise<{ pairs: Record<ExpertLayout, MoePair>; adapters: Record<ExpertLayout, string> }> {
+  const pairs = {} as Record<ExpertLayout, MoePair>;
+  const adapters = {} as Record<ExpertLayout, string>;
+  for (const [layout, modelType] of MOE_LAYOUTS) {
+    pairs[layout] = await writeMoePair(join(root, layout), layout, modelType);
+    adapters[layout] = join(root, layout, 'adapter');
+    await extractLora({ modelA: pairs[layout].a, modelB: pairs[layout].b, out: adapters[layout], policy: { mode: 'energy', energy: 0.9999, maxRank: 8 } });
+  }
+  return { pairs, adapters };
 }

@@ -11,33 +11,23 @@ import { expertDeltaTensor, openPeftAdapter, PeftAdapterWriter, readPeftAdapter,
 import { matrix } from '../../src/tensor/matrix.js';
 import { runCli } from '../helpers/cli.js';
 import { product, relDiff } from '../helpers/extract.js';
-import { DOWN, GATE_UP, MOE, Q, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
+import { DOWN, extractedMoeAdapters, GATE_UP, MOE, Q, sumSquares, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 
 const { experts: E, hidden: H, intermediate: I } = MOE;
 const PREFIX = 'base_model.model.';
 
 let root: string;
-const pairs: Partial<Record<ExpertLayout, MoePair>> = {};
-const adapters: Partial<Record<ExpertLayout, string>> = {};
+let pairs: Record<ExpertLayout, MoePair>;
+let adapters: Record<ExpertLayout, string>;
 
 before(async () => {
   root = await makeTempDir('loraforge-adapter-experts-');
-  for (const [layout, modelType] of [['out-in', 'qwen3_moe'], ['in-out', 'gpt_oss']] as const) {
-    const pair = await writeMoePair(join(root, layout), layout, modelType);
-    const out = join(root, layout, 'adapter');
-    await extractLora({ modelA: pair.a, modelB: pair.b, out, policy: { mode: 'energy', energy: 0.9999, maxRank: 8 } });
-    pairs[layout] = pair;
-    adapters[layout] = out;
-  }
+  ({ pairs, adapters } = await extractedMoeAdapters(root));
 });
 after(async () => {
   await rm(root, { recursive: true, force: true });
 });
-
-function sumSquares(x: Float32Array): number {
-  return x.reduce((s, v) => s + v * v, 0);
-}
 
 /** What our extract writes for the planted pair: wrapper path, per-expert rank and (out, in) of each expert. */
 const EXPECTED = [
@@ -48,9 +38,9 @@ const EXPECTED = [
 describe('openPeftAdapter: extracted MoE adapters (target_parameters) read back', () => {
   for (const layout of ['out-in', 'in-out'] as const) {
     it(`${layout}: each expert's ΔW = scaling·B_e·A_e is the planted delta, and the 3-D Δ lands in the base layout`, async () => {
-      const pair = pairs[layout]!;
+      const pair = pairs[layout];
       const backend = await getBackend({ prefer: 'ref' });
-      const adapter = await openPeftAdapter(adapters[layout]!);
+      const adapter = await openPeftAdapter(adapters[layout]);
       try {
         const experts = adapter.modules.filter((m) => m.experts).sort((x, y) => x.name.localeCompare(y.name));
         assert.deepEqual(
@@ -87,7 +77,7 @@ describe('openPeftAdapter: extracted MoE adapters (target_parameters) read back'
 
         // the stacked factors are the file's tensors, untouched
         const stack = await adapter.loadExpertStack('model.layers.0.mlp.experts');
-        const file = await openSafetensors(join(adapters[layout]!, 'adapter_model.safetensors'));
+        const file = await openSafetensors(join(adapters[layout], 'adapter_model.safetensors'));
         try {
           assert.deepEqual(stack.A.data, await file.read(`${PREFIX}model.layers.0.mlp.experts.lora_A.weight`));
           assert.deepEqual(stack.B.data, await file.read(`${PREFIX}model.layers.0.mlp.experts.lora_B.weight`));
@@ -105,7 +95,7 @@ describe('openPeftAdapter: extracted MoE adapters (target_parameters) read back'
         await adapter.close();
       }
 
-      const all = await readPeftAdapter(adapters[layout]!);
+      const all = await readPeftAdapter(adapters[layout]);
       assert.deepEqual(all.modules.map((m) => m.name), ['model.layers.0.self_attn.q_proj']);
       assert.deepEqual(all.experts.map((m) => m.parameter).sort(), [DOWN, GATE_UP]);
     });
@@ -133,7 +123,7 @@ describe('openPeftAdapter: extracted MoE adapters (target_parameters) read back'
   });
 
   it('a base tensor of the wrong shape is refused, naming the file, module and parameter', async () => {
-    const adapter = await openPeftAdapter(adapters['out-in']!);
+    const adapter = await openPeftAdapter(adapters['out-in']);
     try {
       assert.throws(
         () => adapter.expertLayout('model.layers.0.mlp.experts', [E, H, H]),
@@ -325,14 +315,14 @@ describe('inspect on an adapter with expert stacks', () => {
   it('lists each targeted parameter with its experts, rank per expert and shape; plain adapters get none', async () => {
     const expected = EXPECTED.map((x) => ({ parameter: x.parameter, module: x.name, count: E, rank: x.rank, alpha: x.rank, scaling: 1, outFeatures: x.out, inFeatures: x.in }));
     const byParameter = (a: { parameter: string }, b: { parameter: string }) => a.parameter.localeCompare(b.parameter);
-    const r = await inspectPath(adapters['in-out']!);
+    const r = await inspectPath(adapters['in-out']);
     assert.equal(r.kind, 'peft-adapter');
     assert.deepEqual([...r.experts!].sort(byParameter), expected);
 
-    const cli = await runCli(['inspect', adapters['in-out']!, '--json']);
+    const cli = await runCli(['inspect', adapters['in-out'], '--json']);
     assert.equal(cli.code, 0, cli.stderr);
     assert.deepEqual(JSON.parse(cli.stdout).experts.sort(byParameter), expected);
-    const text = await runCli(['inspect', adapters['in-out']!]);
+    const text = await runCli(['inspect', adapters['in-out']]);
     assert.match(text.stdout, new RegExp(`${GATE_UP.replace(/\./g, '\\.')}: ${E} experts × rank 4, ΔW_e ${2 * I}×${H}, scaling 1 \\(factors under model\\.layers\\.0\\.mlp\\.experts\\.base_layer\\)`));
 
     const plain = join(root, 'plain');

@@ -14,40 +14,12 @@ import { editDelta, type EditSummary } from '../../src/spectrum/edit.js';
 import { isSelected } from '../../src/spectrum/selectors.js';
 import { deltaSpectrum, type SpectrumResult } from '../../src/spectrum/spectrum.js';
 import { runCli } from '../helpers/cli.js';
-import { DOWN, GATE_UP, MOE, Q, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
+import { DOWN, GATE_UP, GATE_UP_SIGMA, MOE, MOE_LAYOUTS, plantedSigma, Q, sumSquares, plantedEffectiveRank as effectiveRank, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 
 const { experts: E, hidden: H, intermediate: I } = MOE;
-const GATE_UP_SIGMA = [0.3, 0.25, 0.2, 0.15];
 /** F32 checkpoints: W_B − W_A loses ~1e-7 relative to |W| ≈ 0.02–0.3 */
 const REL_TOL = 1e-4;
-const LAYOUTS = [
-  ['out-in', 'qwen3_moe'],
-  ['in-out', 'gpt_oss'],
-] as const;
-
-function plantedSigma(parameter: typeof GATE_UP | typeof DOWN, e: number): number[] {
-  if (parameter === GATE_UP) return GATE_UP_SIGMA.slice(0, e + 1);
-  return e === 2 ? [0.3, 0.1] : [];
-}
-
-function sumSquares(x: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
-  return s;
-}
-
-/** Smallest r with σ₁² + … + σ_r² ≥ p·Σσ² (0 for a zero update). */
-function effectiveRank(sigma: number[], p: number): number {
-  const total = sumSquares(sigma);
-  if (total === 0) return 0;
-  let acc = 0;
-  for (let i = 0; i < sigma.length; i++) {
-    acc += sigma[i] ** 2;
-    if (acc >= p * total - 1e-15) return i + 1;
-  }
-  return sigma.length;
-}
 
 const names = (r: SpectrumResult) => r.tensors.map((t) => t.name);
 const experts = (parameter: string, ids: number[]) => ids.map((e) => `${parameter}[${e}]`);
@@ -58,14 +30,14 @@ const pairs: Partial<Record<'out-in' | 'in-out', MoePair>> = {};
 
 before(async () => {
   root = await makeTempDir('loraforge-spectrum-experts-pair-');
-  for (const [layout, modelType] of LAYOUTS) pairs[layout] = await writeMoePair(join(root, layout), layout, modelType);
+  for (const [layout, modelType] of MOE_LAYOUTS) pairs[layout] = await writeMoePair(join(root, layout), layout, modelType);
 });
 after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
 describe('spectrum of a model pair with 3-D expert tensors', () => {
-  for (const [layout] of LAYOUTS) {
+  for (const [layout] of MOE_LAYOUTS) {
     it(`${layout}: one entry per expert, <tensor>[e], with the planted σ, exact ‖Δ_e‖² and effective ranks`, async () => {
       const backend = await getBackend({ prefer: 'ref' });
       const pair = pairs[layout]!;

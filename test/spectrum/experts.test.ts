@@ -7,7 +7,6 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { extractLora } from '../../src/extract/index.js';
 import { openSafetensors } from '../../src/io/safetensors.js';
 import { getBackend } from '../../src/linalg/index.js';
 import { createRng } from '../../src/linalg/random.js';
@@ -17,12 +16,11 @@ import { isSelected, moduleTypeOf } from '../../src/spectrum/selectors.js';
 import { adapterSpectrum, type TensorSpectrum } from '../../src/spectrum/spectrum.js';
 import { runCli } from '../helpers/cli.js';
 import { product, relDiff } from '../helpers/extract.js';
-import { DOWN, GATE_UP, MOE, Q, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
+import { DOWN, DOWN_SIGMA, extractedMoeAdapters, GATE_UP, GATE_UP_SIGMA, MOE, plantedSigma, Q, sumSquares, plantedEffectiveRank as effectiveRank, type MoePair } from '../helpers/lora-experts.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 import { plantedMatrix } from '../linalg/planted.js';
 
 const { experts: E, hidden: H, intermediate: I } = MOE;
-const GATE_UP_SIGMA = [0.3, 0.25, 0.2, 0.15];
 const GATE_UP_WRAPPER = 'model.layers.0.mlp.experts.base_layer';
 const DOWN_WRAPPER = 'model.layers.0.mlp.experts';
 const Q_MODULE = 'model.layers.0.self_attn.q_proj';
@@ -34,18 +32,7 @@ const Q_MODULE = 'model.layers.0.self_attn.q_proj';
  */
 function plantedWith(parameter: typeof GATE_UP | typeof DOWN, e: number, sigma: (planted: number[]) => number[]): Float32Array {
   if (parameter === GATE_UP) return plantedMatrix(2 * I, H, sigma(GATE_UP_SIGMA.slice(0, e + 1)), 150 + e).a.data;
-  return e === 2 ? plantedMatrix(H, I, sigma([0.3, 0.1]), 160).a.data : new Float32Array(H * I);
-}
-
-function plantedSigma(parameter: typeof GATE_UP | typeof DOWN, e: number): number[] {
-  if (parameter === GATE_UP) return GATE_UP_SIGMA.slice(0, e + 1);
-  return e === 2 ? [0.3, 0.1] : [];
-}
-
-function sumSquares(x: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
-  return s;
+  return e === 2 ? plantedMatrix(H, I, sigma(DOWN_SIGMA), 160).a.data : new Float32Array(H * I);
 }
 
 /** ΔW_e = scaling·B_e·A_e of every expert of `parameter`, with the module's info, as the written adapter gives them. */
@@ -87,18 +74,12 @@ async function rawTensors(dir: string): Promise<Map<string, Float32Array>> {
 }
 
 let root: string;
-const adapters: Partial<Record<'out-in' | 'in-out', string>> = {};
-const pairs: Partial<Record<'out-in' | 'in-out', MoePair>> = {};
+let adapters: Record<'out-in' | 'in-out', string>;
+let pairs: Record<'out-in' | 'in-out', MoePair>;
 
 before(async () => {
   root = await makeTempDir('loraforge-spectrum-experts-');
-  for (const [layout, modelType] of [['out-in', 'qwen3_moe'], ['in-out', 'gpt_oss']] as const) {
-    const pair = await writeMoePair(join(root, layout), layout, modelType);
-    const out = join(root, layout, 'adapter');
-    await extractLora({ modelA: pair.a, modelB: pair.b, out, policy: { mode: 'energy', energy: 0.9999, maxRank: 8 } });
-    adapters[layout] = out;
-    pairs[layout] = pair;
-  }
+  ({ pairs, adapters } = await extractedMoeAdapters(root));
 });
 after(async () => {
   await rm(root, { recursive: true, force: true });
@@ -106,7 +87,7 @@ after(async () => {
 
 describe('spectrum of an adapter with expert stacks', () => {
   it('the planted deltas are what this file assumes', () => {
-    const pair = pairs['out-in']!;
+    const pair = pairs['out-in'];
     for (let e = 0; e < E; e++) {
       assert.deepEqual(plantedWith(GATE_UP, e, (s) => s), pair.deltas[GATE_UP][e]);
       assert.deepEqual(plantedWith(DOWN, e, (s) => s), pair.deltas[DOWN][e]);
@@ -116,7 +97,7 @@ describe('spectrum of an adapter with expert stacks', () => {
   for (const layout of ['out-in', 'in-out'] as const) {
     it(`${layout}: one entry per expert, <parameter>[e], with the planted singular values, beside plain modules`, async () => {
       const backend = await getBackend({ prefer: 'ref' });
-      const result = await adapterSpectrum(backend, adapters[layout]!);
+      const result = await adapterSpectrum(backend, adapters[layout]);
       const byName = new Map(result.tensors.map((t) => [t.name, t]));
       const names = [...Array(E).keys()].map((e) => `${DOWN}[${e}]`).concat([...Array(E).keys()].map((e) => `${GATE_UP}[${e}]`), [Q_MODULE]);
       assert.deepEqual(result.tensors.map((t) => t.name), names, 'natural name order, experts in index order');
@@ -148,9 +129,9 @@ describe('spectrum of an adapter with expert stacks', () => {
 
   it('--include matches expert names; --layers/--modules select experts by their parameter', async () => {
     const backend = await getBackend({ prefer: 'ref' });
-    const one = await adapterSpectrum(backend, adapters['out-in']!, { include: /gate_up_proj\[2\]/ });
+    const one = await adapterSpectrum(backend, adapters['out-in'], { include: /gate_up_proj\[2\]/ });
     assert.deepEqual(one.tensors.map((t: TensorSpectrum) => t.name), [`${GATE_UP}[2]`]);
-    const all = await adapterSpectrum(backend, adapters['out-in']!, { include: /mlp\.experts\.gate_up_proj/ });
+    const all = await adapterSpectrum(backend, adapters['out-in'], { include: /mlp\.experts\.gate_up_proj/ });
     assert.equal(all.tensors.length, E);
 
     assert.equal(moduleTypeOf(`${GATE_UP}[12]`), 'gate_up_proj');
@@ -160,20 +141,8 @@ describe('spectrum of an adapter with expert stacks', () => {
   });
 });
 
-/** Smallest r with σ₁² + … + σ_r² ≥ p·Σσ² (0 for a zero update). */
-function effectiveRank(sigma: number[], p: number): number {
-  const total = sumSquares(sigma);
-  if (total === 0) return 0;
-  let acc = 0;
-  for (let i = 0; i < sigma.length; i++) {
-    acc += sigma[i] ** 2;
-    if (acc >= p * total - 1e-15) return i + 1;
-  }
-  return sigma.length;
-}
-
 describe('edit of an adapter with expert stacks', () => {
-  const input = () => adapters['out-in']!;
+  const input = () => adapters['out-in'];
 
   async function run(name: string, edit: SigmaEdit, extra: Partial<Parameters<typeof editAdapter>[1]> = {}): Promise<{ out: string; summary: EditSummary }> {
     const backend = await getBackend({ prefer: 'ref' });
@@ -237,7 +206,7 @@ describe('edit of an adapter with expert stacks', () => {
       const q = await adapter.load(Q_MODULE);
       const info = adapter.module(Q_MODULE);
       const truth = plantedMatrix(H, H, [0.2, -0.05], 170).a.data;
-      assert.deepEqual(plantedMatrix(H, H, [0.2, 0.1], 170).a.data, pairs['out-in']!.deltas[Q]);
+      assert.deepEqual(plantedMatrix(H, H, [0.2, 0.1], 170).a.data, pairs['out-in'].deltas[Q]);
       assert.ok(relDiff(product(q.B.data, q.A.data, H, info.rank, H, info.scaling), truth) < 1e-4);
     } finally {
       await adapter.close();
