@@ -36,6 +36,27 @@ describe('random', () => {
     assert.deepEqual(got, [11520, 0, 5927040, 70819200, 2031721883, 1637235492, 1287239034, 3734860849, 3729100597, 4258142804]);
   });
 
+  it('fill() draws the same stream as calling it, and the stream goes on from where fill() stopped', () => {
+    const [a, b] = [xoshiro128StarStar([1, 2, 3, 4]), xoshiro128StarStar([1, 2, 3, 4])];
+    const words = new Uint32Array(7);
+    a.fill(words);
+    assert.deepEqual([...words], Array.from({ length: 7 }, () => b()));
+    assert.deepEqual([a(), a.fill(new Uint32Array(0)), a()], [b(), undefined, b()]);
+  });
+
+  it('fillUniform has unit variance, mean 0, and stays inside [−√3, √3)', () => {
+    const x = new Float32Array(200_000);
+    createRng(5).fillUniform(x);
+    let mean = 0;
+    let square = 0;
+    for (const v of x) {
+      assert.ok(v >= -Math.sqrt(3) && v < Math.sqrt(3));
+      mean += v / x.length;
+      square += (v * v) / x.length;
+    }
+    assert.ok(Math.abs(mean) < 0.01 && Math.abs(square - 1) < 0.01, `mean ${mean}, variance ${square}`);
+  });
+
   it('seeds the generator exactly as documented (checked against a BigInt re-implementation)', () => {
     for (const seed of [0, 1, 42, 2 ** 32 - 1, 2 ** 32 + 5, 2 ** 40 + 12345, -1, -(2 ** 35)]) {
       const rng = createRng(seed);
