@@ -4,7 +4,7 @@
  * instead of a chain of callbacks that a busy event loop would delay.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import { loadBf16Kernels, type Bf16Kernels } from '../tensor/bf16-simd.js';
+import { bf16Kernels, type Bf16Kernels } from '../tensor/bf16-simd.js';
 import { decodeIntoF32, dtypeByteSize, isFloatDType } from '../tensor/dtype.js';
 import { SUPPORTED_HINT } from './safetensors.js';
 import type { TensorLocation } from './types.js';
@@ -22,7 +22,7 @@ export class RawTensorReader {
 
   /** `simd: false`: decode in JS, as where WebAssembly SIMD is missing (tests compare the two) */
   constructor(opts: { simd?: boolean } = {}) {
-    this.kernels = opts.simd === false ? undefined : loadBf16Kernels();
+    this.kernels = opts.simd === false ? undefined : bf16Kernels();
   }
 
   /**

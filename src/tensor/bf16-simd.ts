@@ -56,8 +56,19 @@ function widen(bytes: Uint8Array, i: number): number {
   return ((bytes[2 * i] | (bytes[2 * i + 1] << 8)) << 16) >>> 0;
 }
 
-/** The kernels, or undefined where this runtime has no WebAssembly SIMD (callers fall back to JS). */
-export function loadBf16Kernels(): Bf16Kernels | undefined {
+let loaded: Bf16Kernels | undefined | null = null;
+
+/**
+ * This thread's kernels, made on first use; undefined where the runtime has no WebAssembly SIMD
+ * (callers fall back to JS). One instance per thread serves every caller: each use runs start to
+ * finish synchronously (a chunk in, a kernel call, the result out), so uses never interleave.
+ */
+export function bf16Kernels(): Bf16Kernels | undefined {
+  if (loaded === null) loaded = instantiate();
+  return loaded;
+}
+
+function instantiate(): Bf16Kernels | undefined {
   let ex: KernelExports;
   try {
     const module = new WebAssembly.Module(Buffer.from(BF16_KERNELS_WASM, 'base64'));

@@ -8,7 +8,7 @@
  */
 import { endianness } from 'node:os';
 import type { FloatDType } from '../io/types.js';
-import { f32BitsToBf16, loadBf16Kernels, type Bf16Kernels } from './bf16-simd.js';
+import { bf16Kernels, f32BitsToBf16 } from './bf16-simd.js';
 
 /** Bytes per element of the safetensors dtypes we know (only F32/F16/BF16 are decoded). */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -169,13 +169,6 @@ function f32BitsToF16(x: number): number {
   return sign | q; // q may reach 0x400, which is the smallest normal: still the right bits
 }
 
-let kernels: Bf16Kernels | undefined | null = null;
-/** This thread's SIMD kernels, made on first use (undefined where WebAssembly SIMD is missing). */
-function simdKernels(): Bf16Kernels | undefined {
-  if (kernels === null) kernels = loadBf16Kernels();
-  return kernels;
-}
-
 /** Encodes f32 values as little-endian `dtype` bytes (fresh array). */
 export function encodeFromF32(data: Float32Array, dtype: FloatDType): Uint8Array {
   return encodeIntoBytes(data, dtype, new Uint8Array(data.length * (dtype === 'F32' ? 4 : 2)));
@@ -197,7 +190,7 @@ export function encodeIntoBytes(data: Float32Array, dtype: FloatDType, out: Uint
     filled.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     return filled;
   }
-  const k = dtype === 'BF16' ? simdKernels() : undefined;
+  const k = dtype === 'BF16' ? bf16Kernels() : undefined;
   if (k) {
     for (let i = 0; i < n; i += k.chunk) {
       const count = Math.min(k.chunk, n - i);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { f32BitsToBf16, loadBf16Kernels } from '../../src/tensor/bf16-simd.js';
+import { bf16Kernels, f32BitsToBf16 } from '../../src/tensor/bf16-simd.js';
 import { decodeIntoF32 } from '../../src/tensor/dtype.js';
 
-const kernels = loadBf16Kernels();
+const kernels = bf16Kernels();
 
 /** f32 bit patterns, so NaN payloads and −0 compare exactly. */
 function bits(x: Float32Array): Uint32Array {
