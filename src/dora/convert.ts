@@ -27,7 +27,7 @@ import { openPeftAdapter, type LoraKind, type LoraModule, type PeftAdapter } fro
 import { factorsFromSvd, type LowRankFactors } from '../lora/lowrank.js';
 import { createAdapterSink, type AdapterFormat } from '../lora/sink.js';
 import { prefetch } from '../pipeline/prefetch.js';
-import type { Matrix } from '../tensor/matrix.js';
+import { frobenius, type Matrix } from '../tensor/matrix.js';
 import { updateDifference, weightUpdate, type AdapterMethod } from './formula.js';
 import { asOutIn, resolveModuleTarget } from './targets.js';
 import { checkAdapterVariant } from './variant.js';
@@ -123,12 +123,6 @@ async function residualNorm(backend: LinalgBackend, D: Matrix, f: LowRankFactors
     }
   }
   return Math.sqrt(sq);
-}
-
-function frobeniusSq(data: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < data.length; i++) s += data[i] * data[i];
-  return s;
 }
 
 /** The truncated SVD of a dense D under the policy (randomized: fixed rank; incremental: energy). */
@@ -232,7 +226,7 @@ export async function convertAdapter(opts: ConvertOptions): Promise<ConvertRepor
           }
         } else {
           const D = await updateDifference(backend, value.W, u);
-          const norm = Math.sqrt(frobeniusSq(D.data));
+          const norm = frobenius(D.data);
           if (norm === 0) {
             modules.push({ ...row, action: 'dropped', rank: 0, relError: 0, note: 'the module leaves its weight unchanged' });
           } else {

@@ -44,7 +44,8 @@ export interface Decomposition {
   targetMet: boolean;
 }
 
-function spectralRelError(svd: Svd, rank: number, frobSq: number): number {
+/** ‖Δ − Δ_rank‖_F / ‖Δ‖_F read off the spectrum: the energy the first `rank` triplets leave out. */
+export function spectralRelError(svd: Svd, rank: number, frobSq: number): number {
   let kept = 0;
   for (let i = 0; i < rank; i++) kept += svd.S[i] ** 2;
   return frobSq > 0 ? Math.sqrt(Math.max(0, frobSq - kept) / frobSq) : 0;

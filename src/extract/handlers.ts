@@ -8,8 +8,8 @@ import type { LoraModule } from '../lora/adapter.js';
 import { factorsFromSvd, type LowRankFactors } from '../lora/lowrank.js';
 import type { AdapterSink } from '../lora/sink.js';
 import { roundTo } from '../tensor/dtype.js';
-import { transpose, type Matrix } from '../tensor/matrix.js';
-import { decompose, type Decomposition } from './decompose.js';
+import { sumSquares, transpose, type Matrix } from '../tensor/matrix.js';
+import { decompose, spectralRelError, type Decomposition } from './decompose.js';
 import { exactRelError, type DeltaStats } from './delta.js';
 import type { LoadedPair } from './load-pair.js';
 import { stackExpertFactors } from '../lora/expert-stack.js';
@@ -48,18 +48,6 @@ export interface JobInput {
 
 function view(data: Float32Array, rows: number, cols: number, offset = 0): Matrix {
   return { rows, cols, data: data.subarray(offset, offset + rows * cols) };
-}
-
-function sumSquares(data: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < data.length; i++) s += data[i] * data[i];
-  return s;
-}
-
-function relErrorAt(dec: Decomposition, kept: number, frobSq: number): number {
-  let captured = 0;
-  for (let i = 0; i < kept; i++) captured += dec.svd.S[i] ** 2;
-  return frobSq > 0 ? Math.sqrt(Math.max(0, frobSq - captured) / frobSq) : 0;
 }
 
 /**
@@ -147,7 +135,7 @@ async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobO
     const dec = decs[e];
     const kept = dec ? Math.min(rank, dec.svd.S.length) : 0;
     const f = dec ? factorsOf(dec, kept, rank, alpha, transposed) : empty();
-    const err = dec ? relErrorAt(dec, kept, norms[e]) : 0;
+    const err = dec ? spectralRelError(dec.svd, kept, norms[e]) : 0;
     if (input.verify && dec) exactResidual += (await storedRelError(ctx, slices[e], f, alpha / rank, norms[e], transposed)) ** 2 * norms[e];
     factors.push(f);
     ranks.push(dec?.rank ?? 0);

@@ -12,7 +12,7 @@
  * Random test matrices come from `createRng(seed)` filled row by row, so a seed fixes the result
  * bit for bit on a given backend.
  */
-import { transpose, type Matrix } from '../tensor/matrix.js';
+import { sumSquares, transpose, type Matrix } from '../tensor/matrix.js';
 import type { LinalgBackend } from './backend.js';
 import { normalizeOnBackend, orthonormalizeOnBackend, qrThinOnBackend } from './qr.js';
 import { createRng, type Rng } from './random.js';
@@ -147,12 +147,6 @@ function minus(x: Matrix, y: Matrix): Matrix {
   const data = new Float32Array(x.data.length);
   for (let i = 0; i < data.length; i++) data[i] = x.data[i] - y.data[i];
   return { rows: x.rows, cols: x.cols, data };
-}
-
-function sumSquares(data: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < data.length; i++) s += data[i] * data[i];
-  return s;
 }
 
 /**

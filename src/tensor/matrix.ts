@@ -23,9 +23,14 @@ export function transpose(m: Matrix): Matrix {
   return { rows: cols, cols: rows, data: out };
 }
 
-/** Frobenius norm, accumulated in f64. */
-export function frobenius(data: Float32Array): number {
+/** Σ data[i]², accumulated in f64. */
+export function sumSquares(data: Float32Array): number {
   let s = 0;
   for (let i = 0; i < data.length; i++) s += data[i] * data[i];
-  return Math.sqrt(s);
+  return s;
+}
+
+/** Frobenius norm, accumulated in f64. */
+export function frobenius(data: Float32Array): number {
+  return Math.sqrt(sumSquares(data));
 }
