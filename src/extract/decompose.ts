@@ -125,6 +125,7 @@ export async function decompose(
     maxRank: Math.min(cap + BLOCK_SIZE, most),
     powerIters: POWER_ITERS,
     seed,
+    frobSq,
     stop: (s) => {
       if (metAt === undefined && s.errorFrobSq <= fraction * s.totalFrobSq) metAt = s.rank;
       return metAt !== undefined && s.rank > metAt;

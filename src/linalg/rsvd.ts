@@ -128,6 +128,8 @@ export interface IncrementalSvdOptions {
   seed?: number;
   /** asked after every block; true stops growing */
   stop?: (state: IncrementalSvdState) => boolean;
+  /** ‖A‖²_F when the caller has it already (summed in f64): saves a pass over A */
+  frobSq?: number;
 }
 
 export interface IncrementalSvd extends Svd {
@@ -173,7 +175,7 @@ export async function incrementalSvd(backend: LinalgBackend, a: Matrix, opts: In
   checkCount(powerIters, 'powerIters', 0);
   const { rows: m, cols: n } = a;
   const maxRank = Math.min(opts.maxRank, m, n);
-  const total = sumSquares(a.data);
+  const total = opts.frobSq ?? sumSquares(a.data);
 
   // Q is kept transposed (rows are basis vectors) and B row by row, both in buffers sized for
   // maxRank, so growing is a copy into the next rows and the current state a zero-copy view.
