@@ -95,44 +95,34 @@ function splitmix32(start: number): () => number {
  * The raw xoshiro128** stream from a given state (four 32-bit words, not all zero), as unsigned
  * 32-bit integers. Exposed so the stream can be checked against the published test vector.
  */
-/** A xoshiro128** stream: next() draws one word; fill() draws out.length in a row (same stream, no call per word). */
+/** A xoshiro128** stream: next() draws one word; fill() draws out.length in a row (the same stream). */
 export interface Xoshiro128 {
   (): number;
   fill(out: Uint32Array): void;
 }
 
+/** One xoshiro128** step on the state words `s`: advances them, returns the output (as int32 bits). */
+function step(s: Int32Array): number {
+  const x = Math.imul(s[1], 5);
+  const result = Math.imul((x << 7) | (x >>> 25), 9);
+  const t = s[1] << 9;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = (s[3] << 11) | (s[3] >>> 21);
+  return result;
+}
+
 export function xoshiro128StarStar(state: readonly [number, number, number, number]): Xoshiro128 {
-  let [s0, s1, s2, s3] = state.map((w) => w | 0);
-  if ((s0 | s1 | s2 | s3) === 0) {
+  const s = Int32Array.from(state, (w) => w | 0);
+  if ((s[0] | s[1] | s[2] | s[3]) === 0) {
     throw new Error('linalg/random.ts: xoshiro128** needs a state that is not all zero');
   }
-  const next = (): number => {
-    const x = Math.imul(s1, 5);
-    const result = Math.imul((x << 7) | (x >>> 25), 9) >>> 0;
-    const t = s1 << 9;
-    s2 ^= s0;
-    s3 ^= s1;
-    s1 ^= s2;
-    s0 ^= s3;
-    s2 ^= t;
-    s3 = (s3 << 11) | (s3 >>> 21);
-    return result;
-  };
-  // the same steps on local copies of the state: ~5x faster than a call per word in V8
+  const next = (): number => step(s) >>> 0;
   const fill = (out: Uint32Array): void => {
-    let [a, b, c, d] = [s0, s1, s2, s3];
-    for (let i = 0; i < out.length; i++) {
-      const x = Math.imul(b, 5);
-      out[i] = Math.imul((x << 7) | (x >>> 25), 9);
-      const t = b << 9;
-      c ^= a;
-      d ^= b;
-      b ^= c;
-      a ^= d;
-      c ^= t;
-      d = (d << 11) | (d >>> 21);
-    }
-    [s0, s1, s2, s3] = [a, b, c, d];
+    for (let i = 0; i < out.length; i++) out[i] = step(s);
   };
   return Object.assign(next, { fill });
 }
