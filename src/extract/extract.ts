@@ -15,7 +15,7 @@ import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora
 import { isFloatDType } from '../tensor/dtype.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { handleJob, type JobOutcome } from './handlers.js';
-import { startPairLoader, type PairLoader, type PairLoaderStart } from './pair-loader.js';
+import { startPairLoader, type PairLoader } from './pair-loader.js';
 import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
 import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
@@ -104,25 +104,6 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
   if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
   assertNotInput(opts.out, [opts.modelA, opts.modelB]);
 
-  const loading = startPairLoader();
-  try {
-    return await extractWith(opts, { started, policy, format, embeddings, seed }, loading);
-  } finally {
-    await loading.cancel();
-  }
-}
-
-/** The options with their defaults filled in, and when the run started. */
-interface Settings {
-  started: number;
-  policy: RankPolicy;
-  format: AdapterFormat;
-  embeddings: EmbeddingsMode;
-  seed: number;
-}
-
-async function extractWith(opts: ExtractOptions, settings: Settings, loading: PairLoaderStart): Promise<ExtractReport> {
-  const { started, policy, format, embeddings, seed } = settings;
   const a = await openCheckpoint(opts.modelA);
   let b: Checkpoint;
   try {
@@ -131,6 +112,8 @@ async function extractWith(opts: ExtractOptions, settings: Settings, loading: Pa
     await a.close();
     throw err;
   }
+  // the reader thread starts up while the plan, the GEMM backend and the output are prepared
+  const loading = startPairLoader();
   try {
     const plan = planExtraction(a, b, {
       policy,
@@ -172,7 +155,7 @@ async function extractWith(opts: ExtractOptions, settings: Settings, loading: Pa
       throw err;
     }
   } finally {
-    await Promise.all([a.close(), b.close()]);
+    await Promise.all([a.close(), b.close(), loading.cancel()]);
   }
 }
 
