@@ -441,7 +441,8 @@ export async function qrThinOnBackend(backend: LinalgBackend, y: Matrix): Promis
 export async function normalizeOnBackend(backend: LinalgBackend, y: Matrix): Promise<Matrix> {
   if (y.rows < y.cols) return qrThin(y).Q;
   const r = choleskyFactor(await backend.gemm(y, y, { transA: true }));
-  return r ? backend.gemm(y, invertUpper(r, y.cols)) : (await qrThinOnBackend(backend, y)).Q;
+  // the same Gram matrix would fail CholeskyQR2's first step too: straight to Householder
+  return r ? backend.gemm(y, invertUpper(r, y.cols)) : qrThin(y).Q;
 }
 
 /** Q of `qrThinOnBackend`: an orthonormal basis whose leading columns span y's leading columns. */

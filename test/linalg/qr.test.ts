@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { LinalgBackend } from '../../src/linalg/backend.js';
 import { getBackend } from '../../src/linalg/index.js';
-import { orthonormalize, orthonormalizeOnBackend, qrThin, qrThinOnBackend } from '../../src/linalg/qr.js';
+import { normalizeOnBackend, orthonormalize, orthonormalizeOnBackend, qrThin, qrThinOnBackend } from '../../src/linalg/qr.js';
 import type { Matrix } from '../../src/tensor/matrix.js';
 import { gaussianMatrix, orthonormalityError, plantedMatrix } from './planted.js';
 
@@ -135,3 +135,29 @@ describe('qrThinOnBackend (CholeskyQR2 with Householder fallback)', async () => 
     assert.ok(orthonormalityError(q) < 1e-6);
   });
 });
+
+describe('normalizeOnBackend (one CholeskyQR pass, Householder fallback)', async () => {
+  const ort = await getBackend({ threads: 2 });
+
+  it('gives a well-conditioned basis of the same space in two GEMMs', async () => {
+    const y = gaussianMatrix(3000, 40, 31);
+    let calls = 0;
+    const q = await normalizeOnBackend({ name: 'counting', gemm: (a, b, o) => (calls++, ort.gemm(a, b, o)) }, y);
+    assert.equal(calls, 2, 'the Gram matrix and the triangular solve');
+    assert.ok(orthonormalityError(q) < 1e-4, `${orthonormalityError(q)}`);
+    // y = q·(qᵀy): projecting onto q's span loses nothing of y
+    const coef = await ort.gemm(q, y, { transA: true });
+    assert.ok(reconstructionError(y, q, coef) < 1e-4);
+  });
+
+  it('falls straight back to Householder when the Cholesky factor fails', async () => {
+    const y = gaussianMatrix(500, 10, 32);
+    for (let i = 0; i < 500; i++) y.data[i * 10 + 4] = 0;
+    let calls = 0;
+    const q = await normalizeOnBackend({ name: 'counting', gemm: (a, b, o) => (calls++, ort.gemm(a, b, o)) }, y);
+    assert.equal(calls, 1, 'only the Gram matrix: no second attempt through CholeskyQR2');
+    assert.ok(q.data.every(Number.isFinite));
+    assert.ok(orthonormalityError(q) < 1e-6);
+  });
+});
+
