@@ -76,10 +76,13 @@ function instantiate(): Bf16Kernels | undefined {
   } catch {
     return undefined;
   }
-  // layout in the module's memory: A bytes, B bytes, f32 output (the memory never grows)
-  const aAt = 0;
-  const bAt = 2 * CHUNK;
-  const outAt = 4 * CHUNK;
+  // Layout in the module's memory: A bytes, B bytes, f32 output (the memory never grows). The
+  // regions start 1-3 KiB past a page boundary: callers copy them to and from page-aligned
+  // arrays, and a copy whose source and destination share their address modulo 4 KiB runs ~4x
+  // slower (4K aliasing: 3.9 GB of floats copied out in 1.8 s aligned, 0.46 s offset).
+  const aAt = 1024;
+  const bAt = 2 * CHUNK + 2048;
+  const outAt = 4 * CHUNK + 3072;
   const buffer = ex.memory.buffer;
   const bytesA = new Uint8Array(buffer, aAt, 2 * CHUNK);
   const bytesB = new Uint8Array(buffer, bAt, 2 * CHUNK);

@@ -87,4 +87,14 @@ describe('bf16 SIMD kernels', () => {
   it('refuse more elements than a chunk', () => {
     assert.throws(() => kernels!.delta(kernels!.chunk + 1), /not between 0 and the chunk size/);
   });
+
+  it('keep their buffers off page boundaries, so copies to and from page-aligned arrays do not alias', () => {
+    // the module's memory starts on a page; tensors' arrays usually do too (see bf16-simd.ts)
+    for (const view of [kernels!.bytesA, kernels!.bytesB, kernels!.floats]) {
+      assert.notEqual(view.byteOffset % 4096, 0);
+      assert.equal(view.byteOffset % 16, 0, 'SIMD loads stay 16-byte aligned');
+    }
+    const offsets = new Set([kernels!.bytesA, kernels!.bytesB, kernels!.floats].map((v) => v.byteOffset % 4096));
+    assert.equal(offsets.size, 3, 'the kernels read one region while writing another: they must not alias each other either');
+  });
 });
