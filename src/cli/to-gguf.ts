@@ -1,10 +1,10 @@
-import { lstat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { convertToGguf } from '../convert/to-gguf.js';
 import { assertNotInput } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { lazyProgress } from './progress.js';
 import { UsageError } from './errors.js';
+import { pathExists } from '../io/paths.js';
 
 const DTYPES: Readonly<Record<string, FloatDType>> = { f16: 'F16', bf16: 'BF16', f32: 'F32' };
 
@@ -17,10 +17,6 @@ interface ToGgufFlags {
   force?: boolean;
   json?: boolean;
   quiet?: boolean;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(() => true, () => false);
 }
 
 export function registerToGguf(program: Command): void {
@@ -53,7 +49,7 @@ Examples:
       const dtype = DTYPES[flags.dtype.toLowerCase()];
       if (!dtype) throw new UsageError(`--dtype must be f16, bf16 or f32, got "${flags.dtype}"`);
       assertNotInput(flags.out, [flags.model, ...(flags.vocabFrom ? [flags.vocabFrom] : [])]);
-      if (!flags.force && (await exists(flags.out))) {
+      if (!flags.force && (await pathExists(flags.out, 'output'))) {
         throw new UsageError(`${flags.out} already exists: choose another --out or pass --force to replace it`);
       }
       const progress = lazyProgress('to-gguf', Boolean(flags.quiet || flags.json));

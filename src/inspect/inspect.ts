@@ -10,6 +10,7 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import { openGguf } from '../io/gguf.js';
 import { openSafetensors } from '../io/safetensors.js';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter } from '../lora/adapter.js';
+import { pathExists } from '../io/paths.js';
 
 export type InspectKind = 'safetensors' | 'checkpoint' | 'gguf' | 'peft-adapter';
 
@@ -52,7 +53,7 @@ export async function inspectPath(path: string): Promise<InspectResult> {
     throw new Error(`${path}: no such file or folder`);
   });
   if (s.isDirectory()) {
-    if (await exists(join(path, ADAPTER_CONFIG_FILE))) return inspectAdapter(path);
+    if (await pathExists(join(path, ADAPTER_CONFIG_FILE), 'input')) return inspectAdapter(path);
     const ckpt = await openCheckpoint(path);
     try {
       return summarise(path, 'checkpoint', ckpt.list(), {}, ckpt.config);
@@ -121,10 +122,6 @@ function summarise(
     totalBytes += t.bytes;
   }
   return { path, kind, tensors, totalParameters, totalBytes, dtypes, metadata, config };
-}
-
-async function exists(p: string): Promise<boolean> {
-  return stat(p).then(() => true, () => false);
 }
 
 async function hasGgufMagic(path: string): Promise<boolean> {

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { decodeIntoF32, dtypeByteSize, encodeFromF32, encodeIntoBytes, isFloatDType } from '../tensor/dtype.js';
 import { atomicWriteFile, siblingTempPath } from './atomic.js';
 import type { FloatDType, TensorInfo, TensorLocation, TensorSink, TensorSource } from './types.js';
+import { pathExists } from './paths.js';
 
 /**
  * Largest header we accept. The reference implementation (the Rust `safetensors` crate) refuses
@@ -523,16 +524,6 @@ function shardFileName(base: string, index: number, count: number): string {
   return `${base}-${pad(index + 1)}-of-${pad(count)}.safetensors`;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
-
 class StreamingSafetensorsSink implements SafetensorsSink {
   private readonly shards: Shard[] = [];
   /** Planned mode: name -> [shard, tensor]. */
@@ -693,7 +684,7 @@ class StreamingSafetensorsSink implements SafetensorsSink {
       const indexName = `${this.base}.safetensors.index.json`;
       const finalNames = this.shards.length > 1 ? [...names, indexName] : names;
       for (const n of finalNames) {
-        if (await exists(join(this.dir, n))) throw new Error(`${join(this.dir, n)} already exists: write into an empty directory`);
+        if (await pathExists(join(this.dir, n), 'output')) throw new Error(`${join(this.dir, n)} already exists: write into an empty directory`);
       }
       // Flush before renaming so that a file under its final name is always complete, even after a crash.
       for (const shard of this.shards) {

@@ -3,11 +3,11 @@
  * Paths are relative to the working directory, as in mergekit. Hub ids are recognised and refused
  * with a clear message until downloading is supported.
  */
-import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import type { MergeConfig, ModelRef } from './config.js';
 import { findLayerStack, type LayerStack } from './layers.js';
+import { pathExists } from '../io/paths.js';
 
 export interface SourceModel {
   /** absolute folder (or file) path */
@@ -21,20 +21,10 @@ export interface SourceModel {
 /** `org/name` or `org/name@revision`: what a Hugging Face Hub id looks like. */
 const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(@[\w./-]+)?$/;
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
-
 /** The absolute path of a model reference, or an error saying why it cannot be used. */
 export async function resolveModelPath(ref: ModelRef, cwd: string): Promise<string> {
   const path = resolve(cwd, ref.name);
-  if (await exists(path)) return path;
+  if (await pathExists(path, 'input')) return path;
   if (HUB_ID.test(ref.name)) {
     throw new Error(`${ref.where}: "${ref.name}" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder`);
   }
