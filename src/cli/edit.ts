@@ -116,7 +116,8 @@ then --zero, then --scale, then --perturb. Removed components are dropped (the m
 shrinks; a module with none left keeps rank 1 with zero factors). lora_alpha is kept and the
 factors absorb the change of alpha/r, so scaling·B·A is exactly the edited update.
 MoE expert stacks (PEFT target_parameters) are edited expert by expert, selected by their
-parameter's name (--modules gate_up_proj), and written back in PEFT's layout (--format peft only).
+parameter's name (--modules gate_up_proj), and written back in PEFT's layout (--format peft only);
+from a model pair, 3-D expert tensors are extracted expert by expert into such stacks.
 
 Examples:
   loraforge edit --adapter ./my-lora --out ./my-lora-no-top --zero 0

@@ -107,7 +107,8 @@ export interface ExpertParameterEntry {
  * `linearModules` are the ordinary LoRA modules written (their suffixes stay in target_modules).
  */
 /** `model.layers.0.mlp.experts.down_proj` → `model.layers.0.mlp.experts` */
-function parentPath(parameter: string): string {
+/** The module holding a parameter: its path without the last segment. */
+export function parentPath(parameter: string): string {
   return parameter.slice(0, parameter.lastIndexOf('.'));
 }
 

@@ -17,11 +17,12 @@
  * per component it has (min(r, out, in)), components in order. A module thus gets the same noise
  * whichever --layers/--modules are chosen.
  *
- * MoE expert stacks (PEFT target_parameters) take part under their parameter's path (e.g.
- * `model.layers.0.mlp.experts.gate_up_proj`): --layers/--modules select the whole stack by it, it
- * sorts by it among the modules, and its experts draw in turn, expert 0 first. Each expert is
- * edited as its own update ΔW_e (edit-experts.ts), and the stack is written back in PEFT's layout
- * under its original key.
+ * MoE expert stacks (PEFT target_parameters; from a model pair, its 3-D expert tensors) take part
+ * under their parameter's path (e.g. `model.layers.0.mlp.experts.gate_up_proj`): --layers and
+ * --modules select the whole stack by it, it sorts by it among the modules, and its experts draw
+ * in turn, expert 0 first. Each expert is edited as its own update ΔW_e (edit-experts.ts), and
+ * the stack is written in PEFT's layout under its original key (or, from a model pair, the key
+ * extract would give it).
  */
 import { join } from 'node:path';
 import type { LinalgBackend } from '../linalg/backend.js';
@@ -33,12 +34,14 @@ import { openSafetensors } from '../io/safetensors.js';
 import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { isFloatDType } from '../tensor/dtype.js';
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { stackExpertFactors } from '../lora/expert-stack.js';
 import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
+import { parentPath, peftWrapperPaths, rewriteConfigForExperts, type ExpertParameterEntry } from '../extract/moe.js';
 import { editExpertStack, restoreExpertConfig, type WrittenUpdate } from './edit-experts.js';
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, naturalCompare, type ModuleSelector } from './selectors.js';
-import { assertFiniteSpectrum, planDeltaTensors, scaledLeftFactor, streamDeltas } from './spectrum.js';
+import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, type ExpertDeltaTensor } from './spectrum.js';
 
 export {
   applySigmaEdit,
@@ -183,13 +186,6 @@ function summarize(
   return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped };
 }
 
-/**
- * Why a model pair's 3-D expert tensors are left out: writing them needs PEFT's stacked
- * target_parameters layout, which the adapter path (extract, then edit --adapter) already has.
- */
-const EXPERTS_WORKAROUND = 'run `loraforge extract` (it writes them as PEFT target_parameters) and edit that adapter with --adapter';
-const EXPERTS_FROM_PAIR_REASON = `3-D MoE expert tensor: edit does not extract expert stacks from a model pair yet; ${EXPERTS_WORKAROUND}`;
-
 /** What selection and the --perturb order go by: a plain module's path, or an expert stack's parameter. */
 function editKey(info: LoraModuleInfo): string {
   return info.experts?.parameter ?? info.name;
@@ -326,9 +322,54 @@ export async function editAdapter(backend: LinalgBackend, opts: EditAdapterOptio
 }
 
 /**
+ * One 3-D expert tensor of a model pair as a PEFT expert stack: every expert's ΔW_e is extracted
+ * at `rank` (randomized SVD), edited when the stack is selected, and the experts' factors are
+ * stacked under the stack's wrapper path. All experts keep the same components (an edit names
+ * them by index), so they share one rank r'; a factor built for another r' is rescaled to the
+ * stack's alpha/r'.
+ */
+async function writePairExpertStack(
+  backend: LinalgBackend,
+  sink: AdapterSink,
+  stack: ExpertDeltaTensor,
+  delta: Float32Array,
+  wrapper: string,
+  opts: EditDeltaOptions,
+  rng: Rng | undefined,
+  edited: boolean,
+): Promise<{ reports: ModuleEditReport[]; entry: ExpertParameterEntry }> {
+  const [out, inF] = stack.shape;
+  const count = componentCount(opts.rank, out, inF);
+  const alpha = opts.rank;
+  const refactored = [];
+  for (let e = 0; e < stack.stored[0]; e++) {
+    const noise = drawNoise(rng, count);
+    const svd = await randomizedSvd(backend, expertDelta(delta, stack, e), { rank: opts.rank, seed: (opts.seed ?? 0) + e });
+    refactored.push({ svd, r: refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise) });
+  }
+  const rank = Math.max(...refactored.map((x) => x.r.rank));
+  const factors = refactored.map(({ r }) => {
+    if (r.rank !== rank) for (let i = 0; i < r.B.data.length; i++) r.B.data[i] *= rank / r.rank;
+    return { A: r.A, B: r.B };
+  });
+  const stacked = stackExpertFactors(factors, rank);
+  await sink.addModule({ name: wrapper, kind: 'linear', A: stacked.A, B: stacked.B, alpha });
+  const reports = refactored.map(({ svd, r }, e) => ({
+    name: `${stack.parameter}[${e}]`,
+    edited,
+    rankBefore: count,
+    rankAfter: r.rank,
+    ...(edited ? { sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) } : {}),
+  }));
+  return { reports, entry: { parameter: stack.parameter, wrapper, rank, alpha } };
+}
+
+/**
  * Extracts a rank-`opts.rank` LoRA of Δ = W_B − W_A (randomized SVD, pair by pair), edits Σ of
  * the selected modules and writes the adapter. Modules get alpha = rank, so an unedited module
- * has scaling 1 and B·A is the truncated Δ itself.
+ * has scaling 1 and B·A is the truncated Δ itself. A 3-D MoE expert tensor becomes a PEFT expert
+ * stack (target_parameters, as extract writes it), extracted whole when --include picks any of
+ * its experts, selected by its parameter's path and edited expert by expert.
  */
 export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
   const select = opts.select ?? {};
@@ -339,32 +380,59 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
     const b = await openCheckpoint(opts.modelB);
     try {
       const plan = planDeltaTensors(a, b, opts.include, a.config ?? b.config);
-      const skipped = [...plan.experts.map((t) => ({ name: t.name, reason: EXPERTS_FROM_PAIR_REASON })), ...plan.skipped];
-      if (plan.pairs.length === 0) {
-        const hint = plan.experts.length
-          ? `only 3-D MoE expert tensors do, which edit does not extract from a model pair yet: ${EXPERTS_WORKAROUND}`
-          : 'pass --include REGEX to choose tensors';
-        throw new Error(`${opts.modelA} and ${opts.modelB}: no 2-D tensors in both checkpoints match the filter; ${hint}`);
+      if (plan.pairs.length === 0 && plan.experts.length === 0) {
+        throw new Error(`${opts.modelA} and ${opts.modelB}: no 2-D tensors or MoE expert tensors in both checkpoints match the filter; pass --include REGEX to choose tensors`);
+      }
+      if (plan.experts.length && format !== 'peft') {
+        throw new Error(
+          `${opts.modelB}: "${plan.experts[0].name}" is a 3-D MoE expert tensor, which edit writes as a PEFT expert stack (target_parameters) and cannot write ` +
+            'to a GGUF LoRA yet: pass --format peft, or --include a filter that leaves the expert tensors out',
+        );
       }
       const moduleName = (tensor: string) => tensor.replace(/\.weight$/, '');
-      const counts = plan.pairs.filter((p) => isSelected(select, moduleName(p.name))).map((p) => componentCount(opts.rank, p.shape[0], p.shape[1]));
+      // one stream over both kinds in name order, as spectrum reads them; it is also the --perturb order
+      type Job = { name: string; stack?: ExpertDeltaTensor };
+      const jobs: Job[] = [...plan.pairs.map((p) => ({ name: p.name })), ...plan.experts.map((t) => ({ name: t.name, stack: t }))].sort((x, y) =>
+        naturalCompare(x.name, y.name),
+      );
+      const counts = [
+        ...plan.pairs.filter((p) => isSelected(select, moduleName(p.name))).map((p) => componentCount(opts.rank, p.shape[0], p.shape[1])),
+        ...plan.experts.filter((t) => isSelected(select, t.parameter)).map((t) => componentCount(opts.rank, t.shape[0], t.shape[1])),
+      ];
       checkIndices(opts.edit, counts, `${opts.modelA} → ${opts.modelB}`);
-      const firstDType = b.info(plan.pairs[0].name).dtype;
+      const firstDType = b.info(jobs[0].name).dtype;
       const dtype = opts.dtype ?? (isFloatDType(firstDType) ? firstDType : 'F32');
       const rng = opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined;
       const alpha = opts.rank;
+      const wrappers = peftWrapperPaths(plan.experts.map((t) => ({ module: parentPath(t.parameter), param: t.parameter.slice(t.parameter.lastIndexOf('.') + 1) })));
+      const entries: ExpertParameterEntry[] = [];
+      const linear: string[] = [];
       const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: opts.modelA, baseConfig: opts.baseConfig ?? a.config });
-      return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, async (sink) => {
+      // the PEFT writer lists each stack as a plain module of rank r'·E; give the config the target_parameters form
+      const finalize = plan.experts.length
+        ? (dir: string) => rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear, plan.experts.map((t) => t.parameter))
+        : undefined;
+      const write = async (sink: AdapterSink) => {
         const reports: ModuleEditReport[] = [];
-        for await (const { name, delta, index } of streamDeltas(a, b, plan.pairs)) {
-          const count = componentCount(opts.rank, delta.rows, delta.cols);
+        const blocks = (job: Job) => job.stack?.stored[0] ?? 1;
+        for await (const { item, delta, index } of streamDifferences(a, b, jobs, blocks, 1)) {
+          const stack = item.stack;
+          if (stack) {
+            const done = await writePairExpertStack(backend, sink, stack, delta, wrappers.get(stack.parameter)!, opts, rng, isSelected(select, stack.parameter));
+            reports.push(...done.reports);
+            entries.push(done.entry);
+            opts.onModule?.({ index, total: jobs.length, name: stack.parameter });
+            continue;
+          }
+          const [rows, cols] = b.info(item.name).shape;
+          const count = componentCount(opts.rank, rows, cols);
           const noise = drawNoise(rng, count);
-          const svd = await randomizedSvd(backend, delta, { rank: opts.rank, seed: opts.seed ?? 0 });
-          const path = moduleName(name);
+          const svd = await randomizedSvd(backend, { rows, cols, data: delta }, { rank: opts.rank, seed: opts.seed ?? 0 });
+          const path = moduleName(item.name);
           const edited = isSelected(select, path);
           const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);
-          const m: LoraModule = { name: path, kind: 'linear', A: r.A, B: r.B, alpha };
-          await sink.addModule(m);
+          await sink.addModule({ name: path, kind: 'linear', A: r.A, B: r.B, alpha });
+          linear.push(path);
           reports.push({
             name: path,
             edited,
@@ -372,10 +440,11 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
             rankAfter: r.rank,
             ...(edited ? { sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) } : {}),
           });
-          opts.onModule?.({ index, total: plan.pairs.length, name: path });
+          opts.onModule?.({ index, total: jobs.length, name: path });
         }
-        return summarize(opts.out, format, dtype, reports, 0, skipped);
-      });
+        return summarize(opts.out, format, dtype, reports, 0, plan.skipped);
+      };
+      return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, write, finalize);
     } finally {
       await b.close();
     }

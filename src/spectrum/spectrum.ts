@@ -296,7 +296,7 @@ export function planDeltaTensors(a: TensorSource, b: TensorSource, include?: Reg
  * ‖Δ‖²_F of each of its `blocks(item)` equal consecutive blocks (one per expert of a 3-D tensor)
  * summed in f64 from the exact differences.
  */
-async function* streamDifferences<T extends { name: string }>(
+export async function* streamDifferences<T extends { name: string }>(
   a: TensorSource,
   b: TensorSource,
   items: readonly T[],
@@ -325,23 +325,8 @@ async function* streamDifferences<T extends { name: string }>(
   }
 }
 
-/**
- * Reads W_A and W_B of every planned pair, one pair ahead of the compute, and yields
- * Δ = W_B − W_A with ‖Δ‖²_F summed in f64 from the exact differences.
- */
-export async function* streamDeltas(
-  a: TensorSource,
-  b: TensorSource,
-  pairs: DeltaPlan['pairs'],
-  depth = 1,
-): AsyncGenerator<{ name: string; delta: Matrix; totalEnergy: number; index: number }> {
-  for await (const { item, delta, energies, index } of streamDifferences(a, b, pairs, () => 1, depth)) {
-    yield { name: item.name, delta: { rows: item.shape[0], cols: item.shape[1], data: delta }, totalEnergy: energies[0], index };
-  }
-}
-
 /** Expert e's ΔW_e (out × in) from the stored Δ of a 3-D tensor: a copy of slice e, transposed for the in-out layout. */
-function expertDelta(delta: Float32Array, t: ExpertDeltaTensor, e: number): Matrix {
+export function expertDelta(delta: Float32Array, t: ExpertDeltaTensor, e: number): Matrix {
   const [, d1, d2] = t.stored;
   const slice = delta.subarray(e * d1 * d2, (e + 1) * d1 * d2);
   if (t.layout === 'out-in') return { rows: d1, cols: d2, data: slice.slice() };

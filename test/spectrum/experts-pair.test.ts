@@ -12,7 +12,8 @@ import { getBackend } from '../../src/linalg/index.js';
 import { openPeftAdapter } from '../../src/lora/adapter.js';
 import { editDelta, type EditSummary } from '../../src/spectrum/edit.js';
 import { isSelected } from '../../src/spectrum/selectors.js';
-import { deltaSpectrum, type SpectrumResult } from '../../src/spectrum/spectrum.js';
+import { adapterSpectrum, deltaSpectrum, type SpectrumResult } from '../../src/spectrum/spectrum.js';
+import { lowRankProduct } from '../../src/lora/lowrank.js';
 import { runCli } from '../helpers/cli.js';
 import { DOWN, GATE_UP, GATE_UP_SIGMA, MOE, MOE_LAYOUTS, plantedSigma, Q, sumSquares, plantedEffectiveRank as effectiveRank, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
 import { makeTempDir } from '../helpers/synthetic.js';
@@ -120,42 +121,83 @@ describe('spectrum of a model pair with 3-D expert tensors', () => {
 });
 
 describe('edit of a model pair with 3-D expert tensors', () => {
-  it('extracts and edits the 2-D weights and lists the expert tensors as skipped, saying why', async () => {
+  const Q_MODULE = 'model.layers.0.self_attn.q_proj';
+
+  for (const [layout] of MOE_LAYOUTS) {
+    it(`${layout}: writes each 3-D tensor as a PEFT expert stack; unselected experts carry the planted ΔW_e, selected ones lose the zeroed component`, async () => {
+      const backend = await getBackend({ prefer: 'ref' });
+      const pair = pairs[layout]!;
+      const out = join(root, `edit-pair-${layout}`);
+      const summary: EditSummary = await editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 4, out, edit: { zero: [0] }, select: { modules: new Set(['gate_up_proj']) } });
+      assert.deepEqual(summary.skipped, []);
+      assert.deepEqual(
+        summary.modules.map((m) => [m.name, m.edited]),
+        [...experts(DOWN, ALL).map((n) => [n, false]), ...experts(GATE_UP, ALL).map((n) => [n, true]), [Q_MODULE, false]],
+      );
+      for (const m of summary.modules.filter((x) => x.edited)) assert.deepEqual([m.rankBefore, m.rankAfter], [4, 3], m.name);
+
+      const adapter = await openPeftAdapter(out);
+      try {
+        assert.deepEqual([...(adapter.config.target_parameters ?? [])].sort(), [DOWN, GATE_UP]);
+        const stacks = adapter.modules.filter((m) => m.experts);
+        assert.deepEqual(stacks.map((m) => m.experts!.parameter).sort(), [DOWN, GATE_UP]);
+        for (const info of stacks) {
+          const parameter = info.experts!.parameter as typeof GATE_UP | typeof DOWN;
+          const stack = await adapter.loadExperts(info.name);
+          assert.equal(stack.experts.length, E);
+          for (let e = 0; e < E; e++) {
+            const update = await lowRankProduct(backend, stack.experts[e], stack.scaling);
+            const planted = pair.deltas[parameter][e];
+            const scale = plantedSigma(parameter, e)[0] ?? 1;
+            if (parameter === DOWN) {
+              // unselected: the rank-4 extraction is the planted ΔW_e itself (its rank is ≤ 2)
+              let worst = 0;
+              for (let i = 0; i < planted.length; i++) worst = Math.max(worst, Math.abs(update.data[i] - planted[i]));
+              assert.ok(worst < REL_TOL * scale, `${parameter}[${e}]: max |ΔW − planted| = ${worst}`);
+            } else {
+              // selected, σ₀ zeroed: exactly the planted energy but σ₀'s is left
+              const want = sumSquares(plantedSigma(parameter, e).slice(1));
+              assert.ok(Math.abs(sumSquares(update.data) - want) < REL_TOL * scale * scale, `${parameter}[${e}]: ‖ΔW‖² ${sumSquares(update.data)}, want ${want}`);
+            }
+          }
+        }
+      } finally {
+        await adapter.close();
+      }
+      // the written experts' spectra: the planted σ without σ₀
+      const spec = await adapterSpectrum(backend, out);
+      for (let e = 0; e < E; e++) {
+        const t = spec.tensors.find((x) => x.name === `${GATE_UP}[${e}]`)!;
+        const want = GATE_UP_SIGMA.slice(1, e + 1);
+        t.sigma.forEach((s, i) => assert.ok(Math.abs(s - (want[i] ?? 0)) < REL_TOL * 0.3, `${t.name} σ${i} = ${s}, want ${want[i] ?? 0}`));
+      }
+    });
+  }
+
+  it('--include picking one expert extracts its whole tensor; GGUF output is refused with the way out', async () => {
     const backend = await getBackend({ prefer: 'ref' });
-    const pair = pairs['in-out']!;
-    const out = join(root, 'edit-pair');
-    const summary: EditSummary = await editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out, edit: { zero: [0] } });
+    const pair = pairs['out-in']!;
+    const summary = await editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit-one-expert'), edit: { scale: new Map([[0, 2]]) }, include: /gate_up_proj\[1\]/ });
     assert.deepEqual(
-      summary.modules.map((m) => [m.name, m.edited]),
-      [['model.layers.0.self_attn.q_proj', true]],
+      summary.modules.map((m) => m.name),
+      experts(GATE_UP, ALL),
     );
-    assert.deepEqual(summary.skipped.map((s) => s.name), [DOWN, GATE_UP]);
-    for (const s of summary.skipped) assert.match(s.reason, /3-D MoE expert tensor: edit does not extract expert stacks from a model pair yet; run `loraforge extract`/);
-    const adapter = await openPeftAdapter(out);
-    try {
-      assert.deepEqual(adapter.modules.map((m) => m.name), ['model.layers.0.self_attn.q_proj']);
-    } finally {
-      await adapter.close();
-    }
-  });
-
-  it('refuses a filter that picks only expert tensors, with the way round it', async () => {
-    const backend = await getBackend({ prefer: 'ref' });
-    const pair = pairs['out-in']!;
     await assert.rejects(
-      editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit-experts-only'), edit: { zero: [0] }, include: /experts/ }),
-      /no 2-D tensors in both checkpoints match the filter; only 3-D MoE expert tensors do, which edit does not extract from a model pair yet: run `loraforge extract`/,
+      editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit-gguf'), edit: { zero: [0] }, format: 'gguf' }),
+      /3-D MoE expert tensor, which edit writes as a PEFT expert stack \(target_parameters\) and cannot write to a GGUF LoRA yet: pass --format peft/,
     );
   });
 
-  it('edit --json lists the skipped expert tensors', async () => {
+  it('edit --json lists one row per expert and nothing skipped', async () => {
     const pair = pairs['out-in']!;
-    const res = await runCli(['edit', '--model-a', pair.a, '--model-b', pair.b, '--rank', '2', '--out', join(root, 'cli-edit'), '--zero', '0', '--json', '--quiet']);
+    const res = await runCli(['edit', '--model-a', pair.a, '--model-b', pair.b, '--rank', '2', '--out', join(root, 'cli-edit'), '--zero', '0', '--modules', 'down_proj', '--json', '--quiet']);
     assert.equal(res.code, 0, res.stderr);
     const summary = JSON.parse(res.stdout) as EditSummary;
-    assert.deepEqual(summary.skipped.map((s) => s.name), [DOWN, GATE_UP]);
-    const text = await runCli(['edit', '--model-a', pair.a, '--model-b', pair.b, '--rank', '2', '--out', join(root, 'cli-edit-text'), '--zero', '0', '--quiet']);
-    assert.equal(text.code, 0, text.stderr);
-    assert.match(text.stdout, /2 tensor\(s\) skipped: model\.layers\.0\.mlp\.experts\.down_proj \(3-D MoE expert tensor: edit does not extract/);
+    assert.deepEqual(summary.skipped, []);
+    assert.deepEqual(
+      summary.modules.filter((m) => m.edited).map((m) => m.name),
+      experts(DOWN, ALL),
+    );
+    assert.equal(summary.modules.length, 2 * E + 1);
   });
 });
