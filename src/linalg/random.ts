@@ -17,6 +17,8 @@
  * 4. normal(): Marsaglia's polar method. u = 2·next() − 1, v = 2·next() − 1, s = u² + v²,
  *    retried while s ≥ 1 or s = 0; f = sqrt(−2·ln(s) / s); returns u·f and keeps v·f for the
  *    next call. ln is `deterministicLog` below. fillNormal(out) is out[i] = normal() in order.
+ * 5. fillSigns(out): ⌈n/32⌉ outputs w_0, w_1, … in order; out[i] = −1 if bit (i mod 32) of
+ *    w_⌊i/32⌋ is set, else +1.
  */
 
 export interface Rng {
@@ -27,10 +29,10 @@ export interface Rng {
   /** out[i] = normal() for i = 0, 1, … */
   fillNormal(out: Float32Array): void;
   /**
-   * out[i] uniform on [−√3, √3) (mean 0, variance 1), one 32-bit draw each: ~20x cheaper than
-   * fillNormal, for random test matrices, which need independent unit-variance entries, not normality.
+   * out[i] = ±1 with equal odds (Rademacher), bit i mod 32 of 32-bit draw ⌊i/32⌋ (1 → −1): 32
+   * entries per draw, for test matrices, where random signs sketch as well as any unit-variance entries.
    */
-  fillUniform(out: Float32Array): void;
+  fillSigns(out: Float32Array): void;
   /** uniform 32-bit unsigned integer */
   nextUint32(): number;
 }
@@ -164,14 +166,13 @@ export function createRng(seed: number): Rng {
     next,
     normal,
     nextUint32,
-    fillUniform(out: Float32Array): void {
-      const scale = (2 * Math.sqrt(3)) / 2 ** 32;
-      const words = new Uint32Array(out.length);
-      nextUint32.fill(words);
-      for (let i = 0; i < out.length; i++) out[i] = (words[i] - 2 ** 31) * scale;
-    },
     fillNormal(out: Float32Array): void {
       for (let i = 0; i < out.length; i++) out[i] = normal();
+    },
+    fillSigns(out: Float32Array): void {
+      const words = new Uint32Array(Math.ceil(out.length / 32));
+      nextUint32.fill(words);
+      for (let i = 0; i < out.length; i++) out[i] = 1 - 2 * ((words[i >>> 5] >>> (i & 31)) & 1);
     },
   };
 }

@@ -33,10 +33,13 @@ const DEFAULT_OVERSAMPLE = 8;
 const DEFAULT_POWER_ITERS = 2;
 const DEFAULT_SEED = 0;
 
-/** A random test matrix: independent unit-variance entries (uniform: cheap to draw, and as good here). */
+/**
+ * A random test matrix of independent random signs: 32 entries per random draw, 3-4x cheaper than
+ * uniform entries (themselves ~20x cheaper than Gaussian ones) and as accurate (see decompose.ts).
+ */
 function testMatrix(rng: Rng, rows: number, cols: number): Matrix {
   const data = new Float32Array(rows * cols);
-  rng.fillUniform(data);
+  rng.fillSigns(data);
   return { rows, cols, data };
 }
 
