@@ -9,6 +9,7 @@
  *     process like the extraction: the generator's big heap slows reads by a third), cold (the
  *     files evicted from the page cache first, with `dd iflag=nocache`, which needs no privileges)
  *     and warm (from the page cache);
+ *   - for comparison, the time the extraction's own reader takes to form every Δ (warm, one thread);
  *   - the time of `extractLora` at rank 16 in a child process, cold and warm, with its peak RSS;
  *   - extraction ÷ read time, cold ÷ cold and warm ÷ warm (goal ≤ 1.5);
  *   - for layer 0's seven tensors, our error ÷ the optimal rank-16 error of the stored Δ (from a
@@ -32,6 +33,8 @@ import { orthonormalizeOnBackend } from '../src/linalg/qr.js';
 import { createRng } from '../src/linalg/random.js';
 import { randomizedSvd } from '../src/linalg/rsvd.js';
 import { decompose } from '../src/extract/decompose.js';
+import { arraysOf, PairReader } from '../src/extract/load-pair.js';
+import { BufferPool } from '../src/pipeline/buffer-pool.js';
 import type { Matrix } from '../src/tensor/matrix.js';
 
 const SHAPE = { hidden: 2048, intermediate: 8192, heads: 32, kvHeads: 8, vocab: 2048 };
@@ -163,6 +166,20 @@ async function readBoth(a: Checkpoint, b: Checkpoint): Promise<{ seconds: number
   return { seconds: (performance.now() - t0) / 1000, bytes };
 }
 
+/** Δ of every tensor pair the way the extraction's reader thread forms it (bf16 SIMD), on one thread. */
+function readDeltas(a: Checkpoint, b: Checkpoint): { seconds: number; bytes: number } {
+  const reader = new PairReader(new BufferPool());
+  const t0 = performance.now();
+  let bytes = 0;
+  for (const t of a.list()) {
+    const pair = reader.load({ a: a.locate(t.name), b: b.locate(t.name), keepB: false });
+    for (const x of arraysOf(pair)) reader.pool.release(x);
+    bytes += t.bytes + b.info(t.name).bytes;
+  }
+  reader.close();
+  return { seconds: (performance.now() - t0) / 1000, bytes };
+}
+
 /**
  * For one tensor: the relative error of the best rank-16 approximation of the stored Δ (from a
  * high-accuracy randomized SVD) and that of the adapter's module, read back from its file; and
@@ -196,12 +213,15 @@ interface ChildResult {
   report: ExtractReport;
 }
 
-/** Reads both checkpoints in a fresh process, as fresh as the extraction's (the generator's heap slows reads). */
-function readInChild(a: string, b: string): Promise<{ seconds: number; bytes: number }> {
+/**
+ * Reads both checkpoints in a fresh process, as fresh as the extraction's (the generator's heap
+ * slows reads): decoded to f32 by a plain reader, or (`deltas`) as Δ by the extraction's reader.
+ */
+function readInChild(a: string, b: string, deltas = false): Promise<{ seconds: number; bytes: number }> {
   const tsx = import.meta.resolve('tsx');
   const self = fileURLToPath(import.meta.url);
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--import', tsx, self, '--child-read', a, b], (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', tsx, self, deltas ? '--child-read-deltas' : '--child-read', a, b], (err, stdout, stderr) => {
       if (err) reject(new Error(`read child failed: ${stderr || err.message}`));
       else resolve(JSON.parse(stdout) as { seconds: number; bytes: number });
     });
@@ -256,6 +276,8 @@ async function main(): Promise<void> {
     console.log(`read both checkpoints (${gb.toFixed(2)} GB bf16 → f32):`);
     console.log(`  ${cold ? 'cold (evicted first)' : 'first (could not evict)'}  ${coldRead.seconds.toFixed(2)} s  (${(gb / coldRead.seconds).toFixed(2)} GB/s)`);
     console.log(`  warm (page cache)     ${warmRead.seconds.toFixed(2)} s  (${(gb / warmRead.seconds).toFixed(2)} GB/s)`);
+    const ownRead = await readInChild(paths.a, paths.b, true);
+    console.log(`  warm, forming Δ with the extraction's own reader (bf16 SIMD, one thread): ${ownRead.seconds.toFixed(2)} s`);
 
     await evict(models);
     const coldRun = await extractInChild(paths.a, paths.b, join(dir, 'adapter-cold'), threads);
@@ -295,10 +317,11 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv.includes('--child-read')) {
-  const i = process.argv.indexOf('--child-read');
+const readMode = ['--child-read', '--child-read-deltas'].find((f) => process.argv.includes(f));
+if (readMode) {
+  const i = process.argv.indexOf(readMode);
   const [a, b] = [await openCheckpoint(process.argv[i + 1]), await openCheckpoint(process.argv[i + 2])];
-  process.stdout.write(JSON.stringify(await readBoth(a, b)));
+  process.stdout.write(JSON.stringify(readMode === '--child-read' ? await readBoth(a, b) : readDeltas(a, b)));
   await Promise.all([a.close(), b.close()]);
 } else if (process.argv.includes('--child')) {
   const i = process.argv.indexOf('--child');
