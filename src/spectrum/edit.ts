@@ -72,7 +72,7 @@ export interface EditSummary {
   copied: number;
   /** modules_to_save tensors carried over unchanged */
   fullTensors: number;
-  /** model pairs: tensors the filter picked that were not extracted, with why (e.g. 3-D MoE expert tensors) */
+  /** model pairs: tensors the filter picked that were not extracted, with why (e.g. only in one model, or quantized) */
   skipped: Array<{ name: string; reason: string }>;
 }
 
