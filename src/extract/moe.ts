@@ -100,19 +100,16 @@ export interface ExpertParameterEntry {
   alpha: number;
 }
 
-/**
- * Turns the adapter_config.json the PEFT writer produced (which saw the stacked factors as plain
- * modules of rank r·E) into one PEFT loads with ParamWrapper: the wrappers leave target_modules and
- * the patterns, the parameters go to target_parameters with their per-expert rank and alpha.
- * `linearModules` are the ordinary LoRA modules written (their suffixes stay in target_modules).
- */
-/** `model.layers.0.mlp.experts.down_proj` → `model.layers.0.mlp.experts` */
-/** The module holding a parameter: its path without the last segment. */
+/** The module holding a parameter: `model.layers.0.mlp.experts.down_proj` → `model.layers.0.mlp.experts`. */
 export function parentPath(parameter: string): string {
   return parameter.slice(0, parameter.lastIndexOf('.'));
 }
 
 /**
+ * Turns the adapter_config.json the PEFT writer produced (which saw the stacked factors as plain
+ * modules of rank r·E) into one PEFT loads with ParamWrapper: the wrappers leave target_modules and
+ * the patterns, the parameters go to target_parameters with their per-expert rank and alpha.
+ * `linearModules` are the ordinary LoRA modules written (their suffixes stay in target_modules).
  * `planned`: every expert parameter the plan targeted, written or not. PEFT nests the wrappers of
  * one module's parameters in target_parameters order and we chose the nesting (the key paths)
  * before knowing which would turn out unchanged, so a module's unchanged parameters stay listed:

@@ -53,14 +53,30 @@ export async function editExpertStack(
   noise: ReadonlyArray<Float64Array | undefined>,
   where: string,
 ): Promise<EditedExpertStack> {
-  const edited: Array<{ name: string; svd: Svd; sigmaAfter: Float64Array; kept: number[] }> = [];
-  for (const [e, m] of stack.experts.entries()) {
+  const experts: Array<{ name: string; svd: Svd }> = [];
+  for (const m of stack.experts) {
     const svd = await productSvd(backend, await scaledLeftFactor(backend, m, stack.scaling), m.A);
     assertFiniteSpectrum(svd.S, `${where}: module "${stack.name}" (${m.name})`);
-    edited.push({ name: m.name, svd, ...editComponents(svd.S, edit, noise[e]) });
+    experts.push({ name: m.name, svd });
   }
+  return editExpertSvds(experts, edit, stack.alpha, useRslora, noise);
+}
+
+/**
+ * The edited stack from every expert's SVD (of its ΔW_e, named `<parameter>[e]`): each expert's
+ * components are edited alike, r' is the most any expert keeps (1 when none is left), and the
+ * factors at scaling(alpha, r') are stacked.
+ */
+export function editExpertSvds(
+  experts: ReadonlyArray<{ name: string; svd: Svd }>,
+  edit: SigmaEdit,
+  alpha: number,
+  useRslora: boolean,
+  noise: ReadonlyArray<Float64Array | undefined>,
+): EditedExpertStack {
+  const edited = experts.map((x, e) => ({ ...x, ...editComponents(x.svd.S, edit, noise[e]) }));
   const rank = Math.max(1, ...edited.map((x) => x.kept.length));
-  const scaling = editedScaling(stack.alpha, rank, useRslora);
+  const scaling = editedScaling(alpha, rank, useRslora);
   // experts keeping fewer than r' components (all of them when nothing is left and r' is 1) are zero-padded by the stacking
   const factors: LowRankFactors[] = edited.map((x) => factorsForComponents(x.svd, x.sigmaAfter, x.kept, scaling));
   const { A, B } = stackExpertFactors(factors, rank);

@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
+import type { Svd } from '../linalg/svd-small.js';
 import { createRng, type Rng } from '../linalg/random.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { openSafetensors } from '../io/safetensors.js';
@@ -35,13 +36,12 @@ import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
-import { stackExpertFactors } from '../lora/expert-stack.js';
 import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
 import { parentPath, peftWrapperPaths, rewriteConfigForExperts, type ExpertParameterEntry } from '../extract/moe.js';
-import { editExpertStack, restoreExpertConfig, type WrittenUpdate } from './edit-experts.js';
+import { editExpertStack, editExpertSvds, restoreExpertConfig, type WrittenUpdate } from './edit-experts.js';
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, naturalCompare, type ModuleSelector } from './selectors.js';
-import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, type ExpertDeltaTensor } from './spectrum.js';
+import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, withoutWeightSuffix, type ExpertDeltaTensor } from './spectrum.js';
 
 export {
   applySigmaEdit,
@@ -323,10 +323,8 @@ export async function editAdapter(backend: LinalgBackend, opts: EditAdapterOptio
 
 /**
  * One 3-D expert tensor of a model pair as a PEFT expert stack: every expert's ΔW_e is extracted
- * at `rank` (randomized SVD), edited when the stack is selected, and the experts' factors are
- * stacked under the stack's wrapper path. All experts keep the same components (an edit names
- * them by index), so they share one rank r'; a factor built for another r' is rescaled to the
- * stack's alpha/r'.
+ * at `rank` (randomized SVD), edited when the stack is selected, and stacked under the stack's
+ * wrapper path, as an adapter's stack is (editExpertSvds).
  */
 async function writePairExpertStack(
   backend: LinalgBackend,
@@ -338,30 +336,24 @@ async function writePairExpertStack(
   rng: Rng | undefined,
   edited: boolean,
 ): Promise<{ reports: ModuleEditReport[]; entry: ExpertParameterEntry }> {
-  const [out, inF] = stack.shape;
-  const count = componentCount(opts.rank, out, inF);
+  const count = componentCount(opts.rank, stack.shape[0], stack.shape[1]);
   const alpha = opts.rank;
-  const refactored = [];
+  const experts: Array<{ name: string; svd: Svd }> = [];
+  const noise: Array<Float64Array | undefined> = [];
   for (let e = 0; e < stack.stored[0]; e++) {
-    const noise = drawNoise(rng, count);
-    const svd = await randomizedSvd(backend, expertDelta(delta, stack, e), { rank: opts.rank, seed: (opts.seed ?? 0) + e });
-    refactored.push({ svd, r: refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise) });
+    noise.push(drawNoise(rng, count));
+    experts.push({ name: `${stack.parameter}[${e}]`, svd: await randomizedSvd(backend, expertDelta(delta, stack, e), { rank: opts.rank, seed: (opts.seed ?? 0) + e }) });
   }
-  const rank = Math.max(...refactored.map((x) => x.r.rank));
-  const factors = refactored.map(({ r }) => {
-    if (r.rank !== rank) for (let i = 0; i < r.B.data.length; i++) r.B.data[i] *= rank / r.rank;
-    return { A: r.A, B: r.B };
-  });
-  const stacked = stackExpertFactors(factors, rank);
-  await sink.addModule({ name: wrapper, kind: 'linear', A: stacked.A, B: stacked.B, alpha });
-  const reports = refactored.map(({ svd, r }, e) => ({
-    name: `${stack.parameter}[${e}]`,
+  const r = editExpertSvds(experts, edited ? opts.edit : {}, alpha, false, noise);
+  await sink.addModule({ name: wrapper, kind: 'linear', A: r.A, B: r.B, alpha });
+  const reports = r.experts.map((x) => ({
+    name: x.name,
     edited,
     rankBefore: count,
     rankAfter: r.rank,
-    ...(edited ? { sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) } : {}),
+    ...(edited ? { sigmaBefore: Array.from(x.sigmaBefore), sigmaAfter: Array.from(x.sigmaAfter) } : {}),
   }));
-  return { reports, entry: { parameter: stack.parameter, wrapper, rank, alpha } };
+  return { reports, entry: { parameter: stack.parameter, wrapper, rank: r.rank, alpha } };
 }
 
 /**
@@ -389,14 +381,13 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
             'to a GGUF LoRA yet: pass --format peft, or --include a filter that leaves the expert tensors out',
         );
       }
-      const moduleName = (tensor: string) => tensor.replace(/\.weight$/, '');
       // one stream over both kinds in name order, as spectrum reads them; it is also the --perturb order
       type Job = { name: string; stack?: ExpertDeltaTensor };
       const jobs: Job[] = [...plan.pairs.map((p) => ({ name: p.name })), ...plan.experts.map((t) => ({ name: t.name, stack: t }))].sort((x, y) =>
         naturalCompare(x.name, y.name),
       );
       const counts = [
-        ...plan.pairs.filter((p) => isSelected(select, moduleName(p.name))).map((p) => componentCount(opts.rank, p.shape[0], p.shape[1])),
+        ...plan.pairs.filter((p) => isSelected(select, withoutWeightSuffix(p.name))).map((p) => componentCount(opts.rank, p.shape[0], p.shape[1])),
         ...plan.experts.filter((t) => isSelected(select, t.parameter)).map((t) => componentCount(opts.rank, t.shape[0], t.shape[1])),
       ];
       checkIndices(opts.edit, counts, `${opts.modelA} → ${opts.modelB}`);
@@ -428,7 +419,7 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
           const count = componentCount(opts.rank, rows, cols);
           const noise = drawNoise(rng, count);
           const svd = await randomizedSvd(backend, { rows, cols, data: delta }, { rank: opts.rank, seed: opts.seed ?? 0 });
-          const path = moduleName(item.name);
+          const path = withoutWeightSuffix(item.name);
           const edited = isSelected(select, path);
           const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);
           await sink.addModule({ name: path, kind: 'linear', A: r.A, B: r.B, alpha });

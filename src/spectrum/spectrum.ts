@@ -238,7 +238,8 @@ export interface ExpertDeltaTensor {
   experts: number[];
 }
 
-function withoutWeightSuffix(name: string): string {
+/** A weight tensor's module path: its name without `.weight`. */
+export function withoutWeightSuffix(name: string): string {
   return name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
 }
 
