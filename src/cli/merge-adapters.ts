@@ -1,4 +1,3 @@
-import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
@@ -20,6 +19,7 @@ import { table } from './format.js';
 import { addOutputFlags } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
+import { readBaseConfigFlag } from './base-config.js';
 
 interface MergeAdaptersFlags {
   adapter: string[];
@@ -39,15 +39,6 @@ interface MergeAdaptersFlags {
   quiet?: boolean;
 }
 
-/** config.json itself or a model folder holding one. */
-async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
-  const file = (await stat(path)).isDirectory() ? join(path, 'config.json') : path;
-  try {
-    return JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-  } catch (err) {
-    throw new UsageError(`--base-config ${file}: cannot read it as JSON (${(err as Error).message})`);
-  }
-}
 
 function formatError(e: number | null): string {
   if (e === null) return '-';
@@ -155,7 +146,7 @@ Examples:
         throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model's config: pass --base-config`);
       }
       await checkOutFlag(flags.out, adapters.map((a) => a.path), flags.force === true);
-      const baseConfig = flags.baseConfig ? await readBaseConfig(flags.baseConfig) : undefined;
+      const baseConfig = flags.baseConfig ? await readBaseConfigFlag(flags.baseConfig) : undefined;
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await mergeAdapters({
         ...options,

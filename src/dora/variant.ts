@@ -9,10 +9,10 @@
  * file only says how A and B were initialised (SVD rank, iterations, seed); PEFT saves A and B
  * with the adapter anyway, so it is cross-checked when present and never required.
  */
-import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { PeftAdapter } from '../lora/adapter.js';
 import { adapterMethod, type AdapterMethod } from './formula.js';
+import { readInputText } from '../io/inputs.js';
 
 export const RECONSTR_CONFIG_FILE = 'reconstr_config.json';
 
@@ -43,7 +43,7 @@ export function edoraReconstrConfig(rank: number, powerIters: number, seed: numb
 async function readJsonIfPresent(path: string): Promise<unknown> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readInputText(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
     throw err;

@@ -2,11 +2,12 @@
  * A model checkpoint as one TensorSource: a Hugging Face folder (sharded with
  * model.safetensors.index.json, or a single model.safetensors) or a lone .safetensors file.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, resolve } from 'node:path';
 import { matrix, type Matrix } from '../tensor/matrix.js';
 import { openSafetensors, type SafetensorsFile } from './safetensors.js';
 import type { TensorInfo, TensorLocation, TensorSource } from './types.js';
+import { noteInput, readInputText } from './inputs.js';
 
 const INDEX_FILE = 'model.safetensors.index.json';
 const SINGLE_FILE = 'model.safetensors';
@@ -94,7 +95,7 @@ async function kindOf(path: string): Promise<'file' | 'dir' | 'missing'> {
 }
 
 async function readJson(path: string): Promise<unknown> {
-  const text = await readFile(path, 'utf8');
+  const text = await readInputText(path);
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -171,6 +172,7 @@ async function pickSingleFile(dir: string): Promise<string> {
  */
 export async function openCheckpoint(path: string): Promise<Checkpoint> {
   const abs = resolve(path);
+  noteInput(abs);
   const kind = await kindOf(abs);
   if (kind === 'missing') throw new Error(`${path}: no such file or folder`);
   if (kind === 'file') {

@@ -9,7 +9,7 @@
  * LoRA on an nn.Parameter (LoraConfig.target_parameters, PEFT ≥ 0.17; lora.ParamWrapper), used for
  * 3-D MoE expert stacks [E, ·, ·], is read as well; see "Expert stacks" below.
  */
-import { access, mkdir, readFile } from 'node:fs/promises';
+import { access, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 import type { FloatDType, TensorInfo } from '../io/types.js';
@@ -17,6 +17,7 @@ import type { LinalgBackend } from '../linalg/backend.js';
 import { openSafetensors, createSafetensorsSink, type SafetensorsFile, type SafetensorsSink } from '../io/safetensors.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { splitExpertFactors, type ExpertLayout } from './expert-stack.js';
+import { noteInput, readInputText } from '../io/inputs.js';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -175,6 +176,7 @@ export class PeftAdapter {
   ) {}
 
   static async open(dir: string): Promise<PeftAdapter> {
+    noteInput(dir);
     const configPath = join(dir, ADAPTER_CONFIG_FILE);
     const config = await readAdapterConfig(configPath);
     const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);
@@ -294,7 +296,7 @@ export function openPeftAdapter(dir: string): Promise<PeftAdapter> {
 async function readAdapterConfig(path: string): Promise<PeftConfig> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readInputText(path);
   } catch {
     throw new Error(`${path}: missing; a PEFT adapter folder needs ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}`);
   }
