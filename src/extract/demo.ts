@@ -20,6 +20,7 @@ import { roundTo } from '../tensor/dtype.js';
 import { extractLora, type ExtractProgress } from './extract.js';
 import type { ExtractReport } from './report.js';
 import { withInputTracking } from '../io/inputs.js';
+import { releaseTemporary, trackTemporary } from '../io/temporaries.js';
 
 export const DEMO_SHAPE = { layers: 4, hidden: 256, intermediate: 688, heads: 8, kvHeads: 4, vocab: 1000 } as const;
 /** The energy threshold the demo extracts with: high enough to need every planted direction. */
@@ -264,6 +265,7 @@ export function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
 async function runDemoInRun(opts: DemoOptions = {}): Promise<DemoResult> {
   const seed = opts.seed ?? 0;
   const workDir = await mkdtemp(join(tmpdir(), 'loraforge-demo-'));
+  trackTemporary(workDir);
   const modelA = join(workDir, 'model-a');
   const modelB = join(workDir, 'model-b');
   const adapterDir = opts.out ?? join(workDir, 'adapter');
@@ -298,5 +300,6 @@ async function runDemoInRun(opts: DemoOptions = {}): Promise<DemoResult> {
     };
   } finally {
     if (!opts.keep) await rm(workDir, { recursive: true, force: true });
+    releaseTemporary(workDir);
   }
 }

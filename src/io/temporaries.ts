@@ -37,6 +37,12 @@ export function newTemporary(target: string, tag = 'tmp'): string {
   return path;
 }
 
+/** Tracks a temporary made elsewhere (e.g. with mkdtemp) so that an interruption removes it too. */
+export function trackTemporary(path: string): void {
+  live.set(path, { target: path, tag: 'tmp' });
+  installHandlers();
+}
+
 /** Stops tracking `path`: it was renamed into place or removed. */
 export function releaseTemporary(path: string): void {
   live.delete(path);

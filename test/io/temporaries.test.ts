@@ -134,4 +134,26 @@ describe('an interrupted command leaves nothing behind', () => {
     assert.equal(await new Promise((resolve) => rerun.on('exit', resolve)), 0);
     assert.deepEqual(await readdir(parent), ['adapter']);
   });
+
+  it("SIGINT during the demo removes its generated models from the temporary folder", async () => {
+    const tmp = join(dir, 'demo-tmp');
+    await mkdir(tmp);
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'loraforge.js'), 'demo', '--quiet'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, TMPDIR: tmp },
+    });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, sig) => resolve(sig)));
+    const sawModels = new Promise<void>((resolve) => {
+      const w = watch(tmp, (_event, name) => {
+        if (name?.startsWith('loraforge-demo-')) {
+          w.close();
+          resolve();
+        }
+      });
+    });
+    assert.equal(await Promise.race([sawModels.then(() => 'models'), exited.then(() => 'exit')]), 'models');
+    child.kill('SIGINT');
+    assert.equal(await exited, 'SIGINT');
+    assert.deepEqual((await readdir(tmp)).filter((n) => n.startsWith('loraforge-demo-')), []);
+  });
 });
