@@ -50,9 +50,10 @@ export async function atomicOutputDir(finalDir: string, opts: { overwrite?: bool
   const target = resolve(finalDir);
   const overwrite = opts.overwrite ?? false;
   assertNotAnInputSoFar(finalDir);
+  // First, so that a previous output a dead run had moved aside is back before it is judged.
+  await sweepStaleTemporaries(target);
   refuseExisting(target, await pathKind(target), overwrite);
   await mkdir(dirname(target), { recursive: true });
-  await sweepStaleTemporaries(target);
   const tmpPath = newTemporary(target);
   await mkdir(tmpPath);
   let state: 'open' | 'committed' | 'aborted' = 'open';

@@ -157,3 +157,19 @@ describe('an interrupted command leaves nothing behind', () => {
     assert.deepEqual((await readdir(tmp)).filter((n) => n.startsWith('loraforge-demo-')), []);
   });
 });
+
+describe('atomicOutputDir after a run died mid-replacement', () => {
+  it('puts the previous output back before judging the target, so --force is still needed to replace it', async () => {
+    const { atomicOutputDir } = await import('../../src/io/atomic.js');
+    const dir = await makeTempDir('lf-temps-old-');
+    try {
+      const dead = await deadPid();
+      await mkdir(join(dir, `.out.old-${dead}-bbbbbbbbbbbb`));
+      await writeFile(join(dir, `.out.old-${dead}-bbbbbbbbbbbb`, 'kept'), 'previous');
+      await assert.rejects(atomicOutputDir(join(dir, 'out')), /already exists and is not empty/);
+      assert.equal(await readFile(join(dir, 'out', 'kept'), 'utf8'), 'previous');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
