@@ -16,6 +16,7 @@ import { registerMergeAdapters } from './merge-adapters.js';
 import { registerMerge } from './merge.js';
 import { registerToGguf } from './to-gguf.js';
 import { registerExtract } from './extract.js';
+import { registerDemo } from './demo.js';
 
 const program = new Command('loraforge')
   .description('Fast, exact, streaming LLM weight surgery: extract, merge and edit LoRA adapters.')
@@ -23,16 +24,18 @@ const program = new Command('loraforge')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-registerInspect(program);
+// the order of the README's Commands section (scripts/build-readme.mjs), which --help lists too
+registerDemo(program);
+registerExtract(program);
+registerMergeAdapters(program);
+registerMerge(program);
+registerSpectrum(program);
+registerEdit(program);
 registerApply(program);
 registerConvert(program);
 registerEdoraInit(program);
-registerSpectrum(program);
-registerEdit(program);
-registerMergeAdapters(program);
-registerMerge(program);
 registerToGguf(program);
-registerExtract(program);
+registerInspect(program);
 
 try {
   // One run: every file any part of the command reads is an input --out may not touch (io/inputs.ts).
