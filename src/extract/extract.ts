@@ -139,6 +139,7 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
       });
       loader = await loading.open(a, b);
       const report = await runPlan({ opts, plan, loader, backend, sink, dtype, seed, policy, format, embeddings, started });
+      if (!report.tensors.length) throw new Error(nothingToExtract(report));
       await loader.close();
       loader = undefined;
       await sink.finish();
@@ -157,6 +158,21 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
   } finally {
     await Promise.all([a.close(), b.close(), loading.cancel()]);
   }
+}
+
+/**
+ * Why an extraction with no LoRA module is refused: an adapter with r = 0 and no targets loads
+ * nowhere (PEFT rejects r = 0), so it is better not written at all.
+ */
+function nothingToExtract(r: ExtractReport): string {
+  const what = `model A (${r.modelA}) and model B (${r.modelB})`;
+  const compared = `${r.skippedIdentical.length} target tensor(s) compared`;
+  if (!r.nonTargetDiffering.length) return `${what} are identical (${compared}, no other tensor differs): there is no adapter to extract; nothing written`;
+  const d = r.nonTargetDiffering;
+  return (
+    `no target tensor differs between ${what} (${compared}); only ${d.length} tensor(s) outside the LoRA differ (${d[0].name}${d.length > 1 ? ', …' : ''}): ` +
+    'nothing written — target them with --target-modules / --include, or --embeddings lora|full for embeddings'
+  );
 }
 
 /** Expert stacks were written as plain modules; their config entries become target_parameters. */

@@ -103,6 +103,18 @@ describe('loraforge extract / demo (CLI)', () => {
     assert.ok(!(await readdir(root)).some((n) => n.includes('out-bad')));
   });
 
+  it('exit 1 and nothing written when A and B do not differ in any target (no r = 0 adapter)', async () => {
+    const out = join(root, 'out-same');
+    const same = await cli('extract', '--model-a', pair.a, '--model-b', pair.a, '--out', out);
+    assert.equal(same.code, 1, same.stdout);
+    assert.match(same.stderr, /are identical \(14 target tensor\(s\) compared, no other tensor differs\): there is no adapter to extract; nothing written/);
+    // only a non-target differs: the message names it and how to target it
+    const onlyV = await cli('extract', '--model-a', pair.a, '--model-b', pair.b, '--out', out, '--target-modules', 'q_proj');
+    assert.equal(onlyV.code, 1, onlyV.stdout);
+    assert.match(onlyV.stderr, /no target tensor differs .*only 1 tensor\(s\) outside the LoRA differ \(model\.layers\.1\.self_attn\.v_proj\.weight\).*--target-modules/);
+    assert.ok(!(await readdir(root)).some((n) => n.includes('out-same')));
+  });
+
   it('demo: recovers every planted rank, says so, and --out keeps the adapter', async () => {
     const out = join(root, 'demo-adapter');
     const r = await cli('demo', '--out', out);
