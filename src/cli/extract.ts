@@ -6,7 +6,7 @@ import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extrac
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS } from '../lora/sink.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
-import { formatBytes, table } from './format.js';
+import { formatBytes, formatPercent as pct, table } from './format.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
 import { registerDemo } from './demo.js';
@@ -100,12 +100,6 @@ export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
 // ---------------------------------------------------------------------------------------------
 // The human summary
 // ---------------------------------------------------------------------------------------------
-
-function pct(x: number): string {
-  if (x === 0) return '0%';
-  if (x < 1e-4) return `${(x * 100).toExponential(1)}%`;
-  return `${(x * 100).toFixed(x < 0.01 ? 3 : 2)}%`;
-}
 
 /** Up to this many extracted tensors get a row each; beyond it they are grouped by module type. */
 const MAX_TENSOR_ROWS = 40;

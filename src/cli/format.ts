@@ -16,6 +16,13 @@ export function formatCount(n: number): string {
   return String(n);
 }
 
+/** A fraction as a percentage with the digits small values need (0.0123% rather than 0.01%). */
+export function formatPercent(x: number): string {
+  if (x === 0) return '0%';
+  if (x < 1e-4) return `${(x * 100).toExponential(1)}%`;
+  return `${(x * 100).toFixed(x < 0.01 ? 3 : 2)}%`;
+}
+
 /** Left-aligned text columns. */
 export function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c]?.length ?? 0)));
