@@ -31,6 +31,7 @@ import { frobenius, type Matrix } from '../tensor/matrix.js';
 import { updateDifference, weightUpdate, type AdapterMethod } from './formula.js';
 import { asOutIn, resolveModuleTarget } from './targets.js';
 import { checkAdapterVariant } from './variant.js';
+import { baseModelNameOrPath } from '../lora/base-model.js';
 
 /** A fixed rank, or the smallest rank that keeps `energy` of ‖D‖²_F (at most maxRank). */
 export type RankPolicy = { rank: number } | { energy: number; maxRank?: number };
@@ -184,7 +185,7 @@ export async function convertAdapter(opts: ConvertOptions): Promise<ConvertRepor
       createAdapterSink(tmpPath, {
         format,
         dtype: opts.dtype,
-        baseModel: adapter.config.base_model_name_or_path ?? (opts.base ? resolve(opts.base) : undefined),
+        baseModel: adapter.config.base_model_name_or_path ?? (base ? baseModelNameOrPath(base) : undefined),
         baseConfig: base?.config,
         useRslora: false,
         useDora: false,

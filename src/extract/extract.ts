@@ -20,6 +20,7 @@ import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
 import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
+import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export interface ExtractProgress {
   done: number;
@@ -132,7 +133,7 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
       sink = await createAdapterSink(dir.tmpPath, {
         format,
         dtype,
-        baseModel: opts.modelA,
+        baseModel: baseModelNameOrPath(a),
         baseConfig: a.config,
         // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
         extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,

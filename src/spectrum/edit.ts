@@ -42,6 +42,7 @@ import { editExpertStack, editExpertSvds, restoreExpertConfig, type WrittenUpdat
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, naturalCompare, type ModuleSelector } from './selectors.js';
 import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, withoutWeightSuffix, type ExpertDeltaTensor } from './spectrum.js';
+import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export {
   applySigmaEdit,
@@ -401,7 +402,7 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
       const wrappers = peftWrapperPaths(plan.experts.map((t) => ({ module: parentPath(t.parameter), param: t.parameter.slice(t.parameter.lastIndexOf('.') + 1) })));
       const entries: ExpertParameterEntry[] = [];
       const linear: string[] = [];
-      const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: opts.modelA, baseConfig: opts.baseConfig ?? a.config });
+      const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: baseModelNameOrPath(a), baseConfig: opts.baseConfig ?? a.config });
       // the PEFT writer lists each stack as a plain module of rank r'·E; give the config the target_parameters form
       const finalize = plan.experts.length
         ? (dir: string) => rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear, plan.experts.map((t) => t.parameter))
