@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir } from '../helpers/synthetic.js';
@@ -123,5 +123,30 @@ describe('loraforge extract / demo (CLI)', () => {
     assert.match(r.stdout, /✓ Every planted rank was found/);
     assert.match(r.stdout, /o_proj, gate_proj, up_proj: identical in A and B/);
     assert.deepEqual((await readdir(out)).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'report.json']);
+    // the models were in a temporary folder, now removed: its path is not printed
+    assert.match(r.stdout, /Models A and B were in a temporary folder, now removed: pass --keep/);
+    assert.doesNotMatch(r.stdout, /loraforge-demo-/);
+  });
+
+  it('demo --keep --out: the models are kept beside the adapter, with a tokenizer to-gguf reads', async () => {
+    const out = join(root, 'kept');
+    const r = await cli('demo', '--out', out, '--keep', '--quiet');
+    assert.equal(r.code, 0, r.stderr);
+    const [a, b] = [`${out}-model-a`, `${out}-model-b`];
+    assert.ok(r.stdout.includes(`Models A and B (config.json, tokenizer, bf16 weights): ${a}  ${b}`), r.stdout);
+    for (const dir of [a, b]) {
+      assert.deepEqual((await readdir(dir)).sort(), ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    }
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    assert.equal(config.base_model_name_or_path, a, 'the adapter points at the kept model A');
+    const gguf = join(root, 'demo-a.gguf');
+    const converted = await cli('to-gguf', '--model', a, '--out', gguf, '--json', '--quiet');
+    assert.equal(converted.code, 0, converted.stderr);
+    assert.equal(JSON.parse(converted.stdout).vocabSize, 1000);
+    const inspected = await cli('inspect', gguf, '--json');
+    assert.equal(inspected.code, 0, inspected.stderr);
+    const meta = JSON.parse(inspected.stdout).metadata;
+    assert.equal(meta['tokenizer.ggml.model'], 'gpt2');
+    assert.equal(meta['tokenizer.ggml.pre'], 'gpt-2');
   });
 });
