@@ -170,10 +170,10 @@ function nothingToExtract(r: ExtractReport): string {
   const compared = `${r.skippedIdentical.length} target tensor(s) compared`;
   if (!r.nonTargetDiffering.length) return `${what} are identical (${compared}, no other tensor differs): there is no adapter to extract; nothing written`;
   const d = r.nonTargetDiffering;
-  return (
-    `no target tensor differs between ${what} (${compared}); only ${d.length} tensor(s) outside the LoRA differ (${d[0].name}${d.length > 1 ? ', …' : ''}): ` +
-    'nothing written — target them with --target-modules / --include, or --embeddings lora|full for embeddings'
-  );
+  const how = d.some((t) => t.saved)
+    ? 'an adapter of whole tensors alone has no LoRA module (r = 0), which PEFT does not load; nothing written'
+    : 'nothing written — target them with --target-modules / --include, or --embeddings lora|full for embeddings';
+  return `no target tensor differs between ${what} (${compared}); only ${d.length} tensor(s) outside the LoRA differ (${d[0].name}${d.length > 1 ? ', …' : ''}): ${how}`;
 }
 
 /** Expert stacks were written as plain modules; their config entries become target_parameters. */

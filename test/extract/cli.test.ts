@@ -112,6 +112,9 @@ describe('loraforge extract / demo (CLI)', () => {
     const onlyV = await cli('extract', '--model-a', pair.a, '--model-b', pair.b, '--out', out, '--target-modules', 'q_proj');
     assert.equal(onlyV.code, 1, onlyV.stdout);
     assert.match(onlyV.stderr, /no target tensor differs .*only 1 tensor\(s\) outside the LoRA differ \(model\.layers\.1\.self_attn\.v_proj\.weight\).*--target-modules/);
+    const saved = await cli('extract', '--model-a', pair.a, '--model-b', pair.b, '--out', out, '--target-modules', 'q_proj', '--save-modules');
+    assert.equal(saved.code, 1, saved.stdout);
+    assert.match(saved.stderr, /an adapter of whole tensors alone has no LoRA module \(r = 0\), which PEFT does not load; nothing written/);
     assert.ok(!(await readdir(root)).some((n) => n.includes('out-same')));
   });
 
