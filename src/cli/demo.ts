@@ -84,9 +84,13 @@ export function formatDemo(r: DemoResult): string {
   );
   if (r.untouched.length) lines.push(`  ${r.untouched.map(shortName).join(', ')}: identical in A and B, skipped (nothing to extract).`);
   for (const d of rep.nonTargetDiffering) lines.push(`  ${d.name} differs too: not a LoRA target, so it is listed in the report (--save-modules would save it).`);
-  lines.push('', `Adapter (PEFT, with report.json): ${r.adapterDir}`);
-  if (!r.adapterKept) lines.push('  (it was in a temporary folder, now removed: pass --out DIR to keep it)');
-  if (r.keptWorkDir) lines.push(`Models A and B: ${r.modelA}  ${r.modelB}`);
+  lines.push('');
+  if (r.adapterDir !== null) lines.push(`Adapter (PEFT, with report.json): ${r.adapterDir}`);
+  else lines.push('The adapter and the models were in a temporary folder, now removed: pass --out DIR to keep the adapter, --keep the models.');
+  if (r.models !== null) {
+    lines.push(`Models A and B (config.json, tokenizer, bf16 weights): ${r.models.a}  ${r.models.b}`);
+    lines.push('', 'Try other commands on them, e.g.:', `  loraforge to-gguf --model ${r.models.a} --out ./demo-a.gguf`);
+  } else if (r.adapterDir !== null) lines.push('Models A and B were in a temporary folder, now removed: pass --keep to keep them beside the adapter.');
   lines.push('', 'Now with your own models:', '  loraforge extract --model-a ./model-A --model-b ./model-B --out ./adapter --energy 0.95');
   return lines.join('\n');
 }
@@ -95,7 +99,7 @@ export function registerDemo(program: Command): void {
   helpStyle(program.command('demo'))
     .description('Build two small fine-tunes with known differences and extract the LoRA between them (no downloads, a few seconds).')
     .option('--out <dir>', 'keep the extracted adapter in this folder')
-    .option('--keep', 'keep the temporary folder with the generated models A and B')
+    .option('--keep', 'keep the generated models A and B: beside --out (<out>-model-a, <out>-model-b), or without --out in a temporary folder whose path is printed')
     .option('--force', 'replace a non-empty --out')
     .option('--seed <n>', 'seed for the generated models and the SVD', '0')
     .option('--json', 'print the result as JSON')

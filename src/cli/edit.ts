@@ -62,6 +62,7 @@ function summaryLines(s: EditSummary): string[] {
   const rows = [['module', 'rank', 'σ before', 'σ after'], ...edited.slice(0, TABLE_ROWS).map((m) => [m.name, rankChange(m), sigma(m.sigmaBefore), sigma(m.sigmaAfter)])];
   const lines = [`${s.out} (${s.format}, ${s.dtype}): ${s.edited} module(s) edited, ${s.copied} unchanged${s.fullTensors ? `, ${s.fullTensors} full tensor(s) copied` : ''}`, '', table(rows)];
   if (edited.length > TABLE_ROWS) lines.push(`… ${edited.length - TABLE_ROWS} more (--json lists all)`);
+  if (s.identical.length) lines.push(`${s.identical.length} module(s) identical in A and B: skipped, nothing written`);
   if (s.skipped.length) lines.push(`${s.skipped.length} tensor(s) skipped: ${s.skipped[0].name} (${s.skipped[0].reason})${s.skipped.length > 1 ? ' … (--json lists all)' : ''}`);
   return lines;
 }

@@ -6,7 +6,7 @@ import { addOutputFlags, dtypeOption, helpStyle } from './options.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
-import { table } from './format.js';
+import { formatRange, tensorTable } from './format.js';
 
 interface EdoraInitFlags {
   base: string;
@@ -24,13 +24,24 @@ interface EdoraInitFlags {
   quiet?: boolean;
 }
 
+type Module = EdoraInitReport['modules'][number];
+
+const shapeOf = (m: Module) => `${m.shape[0]}×${m.shape[1]}`;
+
 function summaryLines(r: EdoraInitReport): string[] {
-  const rows = [['module', 'shape', 'energy kept by B·A']];
-  for (const m of r.modules) rows.push([m.name, `${m.shape[0]}×${m.shape[1]}`, m.energy.toFixed(4)]);
+  const energy = (x: number) => x.toFixed(4);
+  const rows = tensorTable(r.modules, {
+    typeOf: (m) => m.name.slice(m.name.lastIndexOf('.') + 1),
+    perTensor: { header: ['module', 'shape', 'energy kept by B·A'], row: (m) => [m.name, shapeOf(m), energy(m.energy)] },
+    grouped: {
+      header: ['module', 'modules', 'shape', 'energy kept by B·A'],
+      row: (type, ms) => [type, String(ms.length), [...new Set(ms.map(shapeOf))].join(', '), formatRange(ms.map((m) => m.energy), energy)],
+    },
+  });
   return [
     `initialised ${r.modules.length} EDoRA module(s), rank ${r.rank}, alpha ${r.alpha}, R ~ N(0, ${r.sigma}²), seed ${r.seed} → ${r.out} in ${r.seconds.toFixed(1)} s`,
     '',
-    table(rows),
+    rows,
     '',
     'files: adapter_config.json, adapter_model.safetensors, reconstr_config.json',
   ];

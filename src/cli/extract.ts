@@ -7,7 +7,7 @@ import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS } from '../lora/sink.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
 import { dtypeOption, helpStyle } from './options.js';
-import { formatBytes, table } from './format.js';
+import { formatBytes, formatPercent as pct, formatRange, tensorTable } from './format.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
 
@@ -99,59 +99,45 @@ export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
 // The human summary
 // ---------------------------------------------------------------------------------------------
 
-function pct(x: number): string {
-  if (x === 0) return '0%';
-  if (x < 1e-4) return `${(x * 100).toExponential(1)}%`;
-  return `${(x * 100).toFixed(x < 0.01 ? 3 : 2)}%`;
-}
-
-/** Up to this many extracted tensors get a row each; beyond it they are grouped by module type. */
-const MAX_TENSOR_ROWS = 40;
-
 function moduleType(t: ExtractedTensor): string {
   const path = t.experts?.parameter ?? t.module;
   return path.slice(path.lastIndexOf('.') + 1) + (t.experts ? ' (experts)' : '');
 }
 
-function perTensorRows(tensors: readonly ExtractedTensor[]): string[][] {
-  return [
-    ['tensor', 'shape', 'rank', 'energy', 'rel. error', 'exact', 'time'],
-    ...tensors.map((t) => [
-      t.name,
-      `[${t.shape.join(', ')}]`,
-      `${t.rank}${t.targetMet ? '' : '*'}`,
-      pct(t.energy),
-      pct(t.relError),
-      t.exactRelError === undefined ? '' : pct(t.exactRelError),
-      `${t.seconds.toFixed(2)}s`,
-    ]),
-  ];
-}
-
-function groupedRows(tensors: readonly ExtractedTensor[]): string[][] {
-  const groups = new Map<string, ExtractedTensor[]>();
-  for (const t of tensors) groups.set(moduleType(t), [...(groups.get(moduleType(t)) ?? []), t]);
-  const rows = [['module', 'tensors', 'rank', 'min energy', 'max rel. error', 'time']];
-  for (const [name, ts] of groups) {
-    const ranks = ts.map((t) => t.rank);
-    const [lo, hi] = [Math.min(...ranks), Math.max(...ranks)];
-    rows.push([
-      name,
-      String(ts.length),
-      (lo === hi ? String(lo) : `${lo}–${hi}`) + (ts.every((t) => t.targetMet) ? '' : '*'),
-      pct(Math.min(...ts.map((t) => t.energy))),
-      pct(Math.max(...ts.map((t) => t.relError))),
-      `${ts.reduce((s, t) => s + t.seconds, 0).toFixed(2)}s`,
-    ]);
-  }
-  return rows;
+function extractTable(tensors: readonly ExtractedTensor[]): string {
+  return tensorTable(tensors, {
+    typeOf: moduleType,
+    perTensor: {
+      header: ['tensor', 'shape', 'rank', 'energy', 'rel. error', 'exact', 'time'],
+      row: (t) => [
+        t.name,
+        `[${t.shape.join(', ')}]`,
+        `${t.rank}${t.targetMet ? '' : '*'}`,
+        pct(t.energy),
+        pct(t.relError),
+        t.exactRelError === undefined ? '' : pct(t.exactRelError),
+        `${t.seconds.toFixed(2)}s`,
+      ],
+    },
+    grouped: {
+      header: ['module', 'tensors', 'rank', 'min energy', 'max rel. error', 'time'],
+      row: (name, ts) => [
+        name,
+        String(ts.length),
+        formatRange(ts.map((t) => t.rank)) + (ts.every((t) => t.targetMet) ? '' : '*'),
+        pct(Math.min(...ts.map((t) => t.energy))),
+        pct(Math.max(...ts.map((t) => t.relError))),
+        `${ts.reduce((sum, t) => sum + t.seconds, 0).toFixed(2)}s`,
+      ],
+    },
+  });
 }
 
 export function formatExtractReport(r: ExtractReport): string {
   const t = r.totals;
   const lines = [`Extracted ${t.tensors} LoRA module(s): ${r.modelB} − ${r.modelA} → ${r.out} (${r.format}, ${r.dtype})`];
   if (r.tensors.length) {
-    lines.push('', table(r.tensors.length <= MAX_TENSOR_ROWS ? perTensorRows(r.tensors) : groupedRows(r.tensors)));
+    lines.push('', extractTable(r.tensors));
     if (r.tensors.some((x) => !x.targetMet)) lines.push('* the rank cap (--max-rank, or the tensor size) was reached before the target');
   }
   if (r.skippedIdentical.length) lines.push('', `${r.skippedIdentical.length} target tensor(s) are identical in A and B: skipped, nothing written`);

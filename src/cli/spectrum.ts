@@ -5,7 +5,7 @@ import { writeSpectrumOutputs } from '../spectrum/output.js';
 import { parseRegexFlag } from '../spectrum/selectors.js';
 import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumResult } from '../spectrum/spectrum.js';
 import { parseIntFlag, UsageError } from './errors.js';
-import { table } from './format.js';
+import { formatPercent, table } from './format.js';
 import { addOutputFlags, helpStyle } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
@@ -38,6 +38,19 @@ function summaryRows(result: SpectrumResult): string[][] {
       ...(['p90', 'p95', 'p99'] as const).map((k) => show(median(tensors.map((t) => t.effectiveRank[k] ?? result.top + 1)))),
     ]),
   ];
+}
+
+/** Changed 1-D tensors listed one per row in the terminal; spectrum.json lists all. */
+const VECTOR_ROWS = 20;
+
+/** The changed 1-D tensors (norms, biases): no spectrum, but the change is said and sized. */
+function changedVectorLines(result: SpectrumResult): string[] {
+  const v = result.changed1d;
+  if (!v.length) return [];
+  const rows = [['1-D tensor', 'shape', 'rel. change'], ...v.slice(0, VECTOR_ROWS).map((t) => [t.name, `[${t.shape.join(', ')}]`, t.relChange === null ? 'A is zero' : formatPercent(t.relChange)])];
+  const lines = ['', `${v.length} 1-D tensor(s) changed (no spectrum; rel. change ‖B − A‖/‖A‖):`, table(rows)];
+  if (v.length > VECTOR_ROWS) lines.push(`… ${v.length - VECTOR_ROWS} more in spectrum.json "changed1d"`);
+  return lines;
 }
 
 interface SpectrumFlags {
@@ -115,6 +128,7 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
             effectiveRank: Object.fromEntries(tensors.map((t) => [t.name, t.effectiveRank])),
           })),
           skipped: result.skipped,
+          changed1d: result.changed1d,
         };
         process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
         return;
@@ -123,6 +137,7 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
         `${result.tensors.length} tensors (${result.method}, top ${result.top}) → ${opts.out}/report.html, spectrum.json, ${files.filter((f) => f.startsWith('charts')).length} chart files`,
         '',
         table(summaryRows(result)),
+        ...changedVectorLines(result),
       ];
       if (result.skipped.length) lines.push('', `${result.skipped.length} tensor(s) skipped; see spectrum.json "skipped"`);
       process.stdout.write(lines.join('\n') + '\n');

@@ -32,6 +32,7 @@ import { updateDifference, weightUpdate, type AdapterMethod } from './formula.js
 import { asOutIn, resolveModuleTarget } from './targets.js';
 import { checkAdapterVariant } from './variant.js';
 import { withInputTracking } from '../io/inputs.js';
+import { baseModelNameOrPath } from '../lora/base-model.js';
 
 /** A fixed rank, or the smallest rank that keeps `energy` of ‖D‖²_F (at most maxRank). */
 export type RankPolicy = { rank: number } | { energy: number; maxRank?: number };
@@ -189,7 +190,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
       createAdapterSink(tmpPath, {
         format,
         dtype: opts.dtype,
-        baseModel: adapter.config.base_model_name_or_path ?? (opts.base ? resolve(opts.base) : undefined),
+        baseModel: adapter.config.base_model_name_or_path ?? (base ? baseModelNameOrPath(base) : undefined),
         baseConfig: base?.config,
         useRslora: false,
         useDora: false,

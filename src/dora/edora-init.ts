@@ -27,6 +27,7 @@ import { matrix } from '../tensor/matrix.js';
 import { weightNorms } from './formula.js';
 import { edoraReconstrConfig, RECONSTR_CONFIG_FILE } from './variant.js';
 import { withInputTracking } from '../io/inputs.js';
+import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export const DEFAULT_EDORA_SIGMA = 1e-5;
 export const DEFAULT_EDORA_POWER_ITERS = 4;
@@ -117,7 +118,7 @@ async function edoraInitInRun(opts: EdoraInitOptions): Promise<EdoraInitReport> 
     const unused = targets.filter((t) => !used.has(t));
     if (unused.length > 0) throw new Error(`edora-init: target module(s) ${unused.join(', ')} not found in ${base.path}; check the names (e.g. q_proj, v_proj, gate_proj)`);
 
-    const openSink = (tmpPath: string) => createAdapterSink(tmpPath, { format: 'peft', dtype: opts.dtype, baseModel: opts.base, useDora: true });
+    const openSink = (tmpPath: string) => createAdapterSink(tmpPath, { format: 'peft', dtype: opts.dtype, baseModel: baseModelNameOrPath(base), useDora: true });
     return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
       const rng = createRng(seed);
       const modules: EdoraInitModule[] = [];

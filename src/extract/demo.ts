@@ -5,11 +5,12 @@
  * changed norm), and the adapter B − A is extracted with an energy threshold. It should find
  * rank 12 on q_proj (8 + 4: both touched it), 8 on v_proj, 4 on k_proj and down_proj, skip the
  * untouched modules, and rebuild every Δ to the level of bf16 rounding of the two checkpoints.
+ * The models carry config.json and a small real tokenizer, so every other command runs on them.
  * No downloads; a few seconds.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { pathExists } from '../io/paths.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
 import { getBackend } from '../linalg/index.js';
 import { orthonormalize } from '../linalg/qr.js';
@@ -20,7 +21,8 @@ import { roundTo } from '../tensor/dtype.js';
 import { extractLora, type ExtractProgress } from './extract.js';
 import type { ExtractReport } from './report.js';
 import { withInputTracking } from '../io/inputs.js';
-import { releaseTemporary, trackTemporary } from '../io/temporaries.js';
+import { newTemporaryFolder, releaseTemporary, trackTemporary } from '../io/temporaries.js';
+import { writeDemoTokenizer } from './demo-tokenizer.js';
 
 export const DEMO_SHAPE = { layers: 4, hidden: 256, intermediate: 688, heads: 8, kvHeads: 4, vocab: 1000 } as const;
 /** The energy threshold the demo extracts with: high enough to need every planted direction. */
@@ -43,9 +45,12 @@ const DELTA_TO_BASE = 0.2;
 export interface DemoOptions {
   /** write the adapter here (kept) instead of inside the temporary folder */
   out?: string;
-  /** replace a non-empty `out` */
+  /** replace a non-empty `out` (and, with `keep`, the models beside it) */
   overwrite?: boolean;
-  /** keep the temporary folder with the generated models */
+  /**
+   * keep the generated models: beside `out` as `<out>-model-a` and `<out>-model-b`, or without
+   * `out` in the temporary folder, which is then kept with the adapter
+   */
   keep?: boolean;
   seed?: number;
   onProgress?: (p: ExtractProgress) => void;
@@ -67,14 +72,11 @@ export interface DemoModule {
 }
 
 export interface DemoResult {
-  /** temporary folder of the run (removed at the end unless `keep`) */
-  workDir: string;
-  keptWorkDir: boolean;
-  modelA: string;
-  modelB: string;
-  adapterDir: string;
-  /** false when the adapter was inside the removed temporary folder */
-  adapterKept: boolean;
+  /** where the generated models are; null when they were in a temporary folder, now removed */
+  models: { a: string; b: string } | null;
+  /** the adapter folder; null when it was in the temporary folder, now removed */
+  adapterDir: string | null;
+  /** the extraction's report; the paths of removed folders in it are given as their names (model-a, model-b, adapter) */
   report: ExtractReport;
   /** modules either fine-tune changed */
   modules: DemoModule[];
@@ -218,7 +220,10 @@ async function buildPair(dirA: string, dirB: string, seed: number): Promise<Map<
     throw err;
   }
   const config = `${JSON.stringify(llamaConfig(), null, 2)}\n`;
-  await Promise.all([writeFile(join(dirA, 'config.json'), config), writeFile(join(dirB, 'config.json'), config)]);
+  for (const dir of [dirA, dirB]) {
+    await writeFile(join(dir, 'config.json'), config);
+    await writeDemoTokenizer(dir, DEMO_SHAPE.vocab);
+  }
   return planted;
 }
 
@@ -258,24 +263,45 @@ function summarize(report: ExtractReport, planted: Map<string, PlantedDelta>, er
   return { modules: [...byType.values()], untouched: MODULE_ORDER.filter((m) => !byType.has(m)) };
 }
 
+/** Where the models go: beside `out` when kept with it, else in the temporary folder. */
+function modelDirs(opts: DemoOptions, workDir: string): { a: string; b: string } {
+  if (opts.keep && opts.out !== undefined) return { a: `${resolve(opts.out)}-model-a`, b: `${resolve(opts.out)}-model-b` };
+  return { a: join(workDir, 'model-a'), b: join(workDir, 'model-b') };
+}
+
+/** Models kept beside `out` replace earlier ones only with `overwrite`, as `out` itself does. */
+async function clearModelDirs(dirs: { a: string; b: string }, overwrite: boolean): Promise<void> {
+  for (const dir of [dirs.a, dirs.b]) {
+    if (!(await pathExists(dir, 'output'))) continue;
+    if (!overwrite) throw new Error(`${dir} exists: the demo keeps its models there with --keep; remove it, choose another --out, or pass --force`);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 export function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   return withInputTracking(() => runDemoInRun(opts));
 }
 
 async function runDemoInRun(opts: DemoOptions = {}): Promise<DemoResult> {
   const seed = opts.seed ?? 0;
-  const workDir = await mkdtemp(join(tmpdir(), 'loraforge-demo-'));
-  trackTemporary(workDir);
-  const modelA = join(workDir, 'model-a');
-  const modelB = join(workDir, 'model-b');
+  const workDir = await newTemporaryFolder('loraforge-demo-'); // an interrupted demo leaves no temporary folder
+  const models = modelDirs(opts, workDir);
   const adapterDir = opts.out ?? join(workDir, 'adapter');
+  // without --keep the temporary folder goes at the end; with --keep and --out only it goes (it is empty)
+  const keepWorkDir = opts.keep === true && opts.out === undefined;
+  let succeeded = false;
+  let modelsAreOurs = false;
   try {
+    await clearModelDirs(models, opts.overwrite === true);
+    modelsAreOurs = true;
+    // from here on they are this run's: an interruption or a failure removes them
+    for (const dir of [models.a, models.b]) trackTemporary(dir);
     const t0 = performance.now();
-    const planted = await buildPair(modelA, modelB, seed);
+    const planted = await buildPair(models.a, models.b, seed);
     const buildSeconds = (performance.now() - t0) / 1000;
     const report = await extractLora({
-      modelA,
-      modelB,
+      modelA: models.a,
+      modelB: models.b,
       out: adapterDir,
       overwrite: opts.overwrite,
       policy: { mode: 'energy', energy: DEMO_ENERGY, maxRank: 32 },
@@ -285,21 +311,23 @@ async function runDemoInRun(opts: DemoOptions = {}): Promise<DemoResult> {
     });
     const { modules, untouched } = summarize(report, planted, await errorsVsPlanted(adapterDir, planted));
     const recovered = modules.every((m) => m.found.length === m.layers && m.found.every((r) => r === m.plantedA + m.plantedB));
+    succeeded = true;
+    const modelsKept = opts.keep === true;
+    const adapterKept = opts.out !== undefined || keepWorkDir;
     return {
-      workDir,
-      keptWorkDir: opts.keep === true,
-      modelA,
-      modelB,
-      adapterDir,
-      adapterKept: opts.out !== undefined || opts.keep === true,
-      report,
+      models: modelsKept ? models : null,
+      adapterDir: adapterKept ? adapterDir : null,
+      // no path of a folder removed below is handed out: they are named by their role instead
+      report: { ...report, ...(modelsKept ? {} : { modelA: 'model-a', modelB: 'model-b' }), ...(adapterKept ? {} : { out: 'adapter' }) },
       modules,
       untouched,
       recovered,
       buildSeconds,
     };
   } finally {
-    if (!opts.keep) await rm(workDir, { recursive: true, force: true });
-    releaseTemporary(workDir);
+    if (!keepWorkDir) await rm(workDir, { recursive: true, force: true });
+    // models kept beside --out are removed when the run failed: nothing half-made is left there
+    if (!succeeded && modelsAreOurs && opts.keep && opts.out !== undefined) await Promise.all([models.a, models.b].map((d) => rm(d, { recursive: true, force: true })));
+    for (const dir of [workDir, models.a, models.b]) releaseTemporary(dir);
   }
 }

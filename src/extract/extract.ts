@@ -21,6 +21,7 @@ import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } fr
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
 import { withInputTracking } from '../io/inputs.js';
+import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export interface ExtractProgress {
   done: number;
@@ -137,13 +138,14 @@ async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
       sink = await createAdapterSink(dir.tmpPath, {
         format,
         dtype,
-        baseModel: opts.modelA,
+        baseModel: baseModelNameOrPath(a),
         baseConfig: a.config,
         // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
         extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
       });
       loader = await loading.open(a, b);
       const report = await runPlan({ opts, plan, loader, backend, sink, dtype, seed, policy, format, embeddings, started });
+      if (!report.tensors.length) throw new Error(nothingToExtract(report));
       await loader.close();
       loader = undefined;
       await sink.finish();
@@ -162,6 +164,21 @@ async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
   } finally {
     await Promise.all([a.close(), b.close(), loading.cancel()]);
   }
+}
+
+/**
+ * Why an extraction with no LoRA module is refused: an adapter with r = 0 and no targets loads
+ * nowhere (PEFT rejects r = 0), so it is better not written at all.
+ */
+function nothingToExtract(r: ExtractReport): string {
+  const what = `model A (${r.modelA}) and model B (${r.modelB})`;
+  const compared = `${r.skippedIdentical.length} target tensor(s) compared`;
+  if (!r.nonTargetDiffering.length) return `${what} are identical (${compared}, no other tensor differs): there is no adapter to extract; nothing written`;
+  const d = r.nonTargetDiffering;
+  const how = d.some((t) => t.saved)
+    ? 'an adapter of whole tensors alone has no LoRA module (r = 0), which PEFT does not load; nothing written'
+    : 'nothing written — target them with --target-modules / --include, or --embeddings lora|full for embeddings';
+  return `no target tensor differs between ${what} (${compared}); only ${d.length} tensor(s) outside the LoRA differ (${d[0].name}${d.length > 1 ? ', …' : ''}): ${how}`;
 }
 
 /** Expert stacks were written as plain modules; their config entries become target_parameters. */

@@ -8,7 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync, rmSync } from 'node:fs';
-import { readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -32,14 +33,28 @@ let handlersInstalled = false;
  */
 export function newTemporary(target: string, tag = 'tmp'): string {
   const path = join(dirname(target), `.${basename(target)}.${tag}-${process.pid}-${randomBytes(6).toString('hex')}`);
-  live.set(path, { target, tag });
-  installHandlers();
+  track(path, target, tag);
   return path;
 }
 
-/** Tracks a temporary made elsewhere (e.g. with mkdtemp) so that an interruption removes it too. */
+/**
+ * A new folder under the system's temporary folder (`<prefix><random>`), tracked before it is
+ * created, so that no signal can arrive between its creation and its tracking.
+ */
+export async function newTemporaryFolder(prefix: string): Promise<string> {
+  const path = join(tmpdir(), `${prefix}${randomBytes(6).toString('hex')}`);
+  track(path, path, 'tmp');
+  await mkdir(path);
+  return path;
+}
+
+/** Tracks `path` (made by the caller) so that an interruption removes it too. */
 export function trackTemporary(path: string): void {
-  live.set(path, { target: path, tag: 'tmp' });
+  track(path, path, 'tmp');
+}
+
+function track(path: string, target: string, tag: string): void {
+  live.set(path, { target, tag });
   installHandlers();
 }
 

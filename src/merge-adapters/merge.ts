@@ -202,6 +202,22 @@ function notesFor(resolved: MethodName, requested: MethodName, exact: boolean, a
   return notes;
 }
 
+/**
+ * The note that an asked-for --svd-rank was not reached: a module's merged update has no more
+ * directions than its true rank (e.g. the sum of two rank-8 adapters), and zero ones are not written.
+ */
+function lowerRankNote(asked: number | undefined, modules: readonly ModuleReport[]): string[] {
+  if (asked === undefined) return [];
+  const lower = modules.filter((m) => !m.omitted && m.outputRank < asked);
+  if (!lower.length) return [];
+  const ranks = [...new Set(lower.map((m) => m.outputRank))].sort((x, y) => x - y);
+  const range = ranks.length === 1 ? `rank ${ranks[0]}` : `ranks ${ranks[0]}–${ranks[ranks.length - 1]}`;
+  return [
+    `--svd-rank ${asked}: ${lower.length} of ${modules.length} module(s) written at ${range}, the true rank of the merged update ` +
+      '(its further singular values are zero, so a higher rank would only add zero factors)',
+  ];
+}
+
 /** Merges PEFT LoRA adapters into one new adapter; see docs/usage/merge-adapters.md. */
 export function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
   return withInputTracking(() => mergeAdaptersInRun(opts));
@@ -305,7 +321,7 @@ async function mergeAdaptersInRun(opts: MergeAdaptersOptions): Promise<MergeRepo
       format,
       modules,
       carriedTensors: fullTensors.map((t) => t.name),
-      notes: notesFor(resolvedName, opts.method, exact, opts.adapters.length),
+      notes: [...notesFor(resolvedName, opts.method, exact, opts.adapters.length), ...lowerRankNote(uses('svdRank') ? opts.svdRank : undefined, modules)],
       maxRelError: errors.length ? Math.max(...errors) : null,
       seconds: 0,
     };

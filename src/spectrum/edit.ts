@@ -42,6 +42,7 @@ import { editExpertStack, editExpertSvds, restoreExpertConfig, type WrittenUpdat
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, naturalCompare, type ModuleSelector } from './selectors.js';
 import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, withoutWeightSuffix, type ExpertDeltaTensor } from './spectrum.js';
+import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export {
   applySigmaEdit,
@@ -75,6 +76,8 @@ export interface EditSummary {
   fullTensors: number;
   /** model pairs: tensors the filter picked that were not extracted, with why (e.g. only in one model, or quantized) */
   skipped: Array<{ name: string; reason: string }>;
+  /** model pairs: modules (expert stacks: their parameter) identical in A and B, not written, as extract skips them */
+  identical: string[];
 }
 
 interface EditOptionsBase {
@@ -182,9 +185,10 @@ function summarize(
   modules: ModuleEditReport[],
   fullTensors: number,
   skipped: EditSummary['skipped'] = [],
+  identical: string[] = [],
 ): EditSummary {
   const edited = modules.filter((m) => m.edited).length;
-  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped };
+  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped, identical };
 }
 
 /** What selection and the --perturb order go by: a plain module's path, or an expert stack's parameter. */
@@ -407,16 +411,27 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
       const wrappers = peftWrapperPaths(plan.experts.map((t) => ({ module: parentPath(t.parameter), param: t.parameter.slice(t.parameter.lastIndexOf('.') + 1) })));
       const entries: ExpertParameterEntry[] = [];
       const linear: string[] = [];
-      const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: opts.modelA, baseConfig: opts.baseConfig ?? a.config });
+      const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: baseModelNameOrPath(a), baseConfig: opts.baseConfig ?? a.config });
       // the PEFT writer lists each stack as a plain module of rank r'·E; give the config the target_parameters form
       const finalize = plan.experts.length
         ? (dir: string) => rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear, plan.experts.map((t) => t.parameter))
         : undefined;
       const write = async (sink: AdapterSink) => {
         const reports: ModuleEditReport[] = [];
+        const identical: string[] = [];
         const blocks = (job: Job) => job.stack?.stored[0] ?? 1;
-        for await (const { item, delta, index } of streamDifferences(a, b, jobs, blocks, 1)) {
+        for await (const { item, delta, energies, index } of streamDifferences(a, b, jobs, blocks, 1)) {
           const stack = item.stack;
+          if (energies.every((e) => e === 0)) {
+            // Δ = 0 would be written as a zero LoRA of full rank; extract skips it, and so does edit.
+            // Its --perturb draws are still taken, so the other modules' noise does not depend on it.
+            const [rows, cols] = stack ? stack.shape : b.info(item.name).shape;
+            for (let e = 0; e < blocks(item); e++) drawNoise(rng, componentCount(opts.rank, rows, cols));
+            const path = stack ? stack.parameter : withoutWeightSuffix(item.name);
+            identical.push(path);
+            opts.onModule?.({ index, total: jobs.length, name: path });
+            continue;
+          }
           if (stack) {
             const done = await writePairExpertStack(backend, sink, stack, delta, wrappers.get(stack.parameter)!, opts, rng, isSelected(select, stack.parameter));
             reports.push(...done.reports);
@@ -442,7 +457,10 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
           });
           opts.onModule?.({ index, total: jobs.length, name: path });
         }
-        return summarize(opts.out, format, dtype, reports, 0, plan.skipped);
+        if (!reports.length) {
+          throw new Error(`${opts.modelA} and ${opts.modelB} are identical in all ${identical.length} tensor(s) compared: there is no update to edit; nothing written`);
+        }
+        return summarize(opts.out, format, dtype, reports, 0, plan.skipped, identical);
       };
       return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, write, finalize);
     } finally {

@@ -59,7 +59,16 @@ export interface SpectrumResult {
   tensors: TensorSpectrum[];
   /** tensors the filter picked but that have no spectrum here, with why */
   skipped: Array<{ name: string; reason: string }>;
+  /** checkpoint deltas: 1-D tensors (norms, biases) that differ; they have no spectrum, but a change worth seeing */
+  changed1d: ChangedVector[];
   notes: string[];
+}
+
+export interface ChangedVector {
+  name: string;
+  shape: number[];
+  /** ‖b − a‖ / ‖a‖; null when a is all zeros */
+  relChange: number | null;
 }
 
 export interface SpectrumProgress {
@@ -191,7 +200,7 @@ export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts:
       });
       opts.onTensor?.({ index, total: entries.length, name });
     }
-    return { source: { kind: 'adapter', adapter: dir }, top, method: 'exact-from-factors', thresholds: ENERGY_THRESHOLDS, tensors, skipped: [], notes };
+    return { source: { kind: 'adapter', adapter: dir }, top, method: 'exact-from-factors', thresholds: ENERGY_THRESHOLDS, tensors, skipped: [], changed1d: [], notes };
   } finally {
     await adapter.close();
   }
@@ -221,6 +230,8 @@ export interface DeltaPlan {
   pairs: Array<{ name: string; shape: [number, number] }>;
   /** 3-D MoE expert tensors present in both with the same shape, with the experts the filter picked, in natural name order */
   experts: ExpertDeltaTensor[];
+  /** 1-D float tensors present in both with the same shape (also in `skipped`: no spectrum, no LoRA) */
+  vectors: string[];
   skipped: Array<{ name: string; reason: string }>;
 }
 
@@ -271,7 +282,9 @@ export function planDeltaTensors(a: TensorSource, b: TensorSource, include?: Reg
   ];
   const kept: DeltaPlan['pairs'] = [];
   const experts: ExpertDeltaTensor[] = [];
+  const vectors: string[] = [];
   for (const p of pairs) {
+    if (p.a.shape.length === 1 && isFloatDType(p.a.dtype) && isFloatDType(p.b.dtype)) vectors.push(p.name);
     if (p.a.shape.length === 2) kept.push({ name: p.name, shape: [p.a.shape[0], p.a.shape[1]] });
     else if (isExpertStack(p.a)) {
       // quantized expert blocks/scales (gpt-oss MXFP4) have the same names pattern but are no weights we can subtract
@@ -289,7 +302,8 @@ export function planDeltaTensors(a: TensorSource, b: TensorSource, include?: Reg
   }
   kept.sort((x, y) => naturalCompare(x.name, y.name));
   experts.sort((x, y) => naturalCompare(x.name, y.name));
-  return { pairs: kept, experts, skipped };
+  vectors.sort(naturalCompare);
+  return { pairs: kept, experts, vectors, skipped };
 }
 
 /**
@@ -335,6 +349,25 @@ export function expertDelta(delta: Float32Array, t: ExpertDeltaTensor, e: number
   const data = new Float32Array(d1 * d2);
   for (let i = 0; i < d1; i++) for (let o = 0; o < d2; o++) data[o * d1 + i] = slice[i * d2 + o];
   return { rows: d2, cols: d1, data };
+}
+
+/**
+ * The 1-D tensors of a pair that differ, with ‖b − a‖ / ‖a‖ (f64 sums); they are small (a norm
+ * or bias is one row), so they are read after the matrices without prefetching.
+ */
+async function changedVectors(a: TensorSource, b: TensorSource, names: readonly string[]): Promise<ChangedVector[]> {
+  const changed: ChangedVector[] = [];
+  for (const name of names) {
+    const [wa, wb] = [await a.read(name), await b.read(name)];
+    let diffSq = 0;
+    let baseSq = 0;
+    for (let i = 0; i < wa.length; i++) {
+      diffSq += (wb[i] - wa[i]) ** 2;
+      baseSq += wa[i] ** 2;
+    }
+    if (diffSq > 0) changed.push({ name, shape: a.info(name).shape, relChange: baseSq > 0 ? Math.sqrt(diffSq / baseSq) : null });
+  }
+  return changed;
 }
 
 /**
@@ -385,6 +418,9 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
         for (const e of stack.experts) await addEntry(`${stack.parameter}[${e}]`, expertDelta(delta, stack, e), energies[e]);
       }
       tensors.sort((x, y) => naturalCompare(x.name, y.name));
+      const changed1d = await changedVectors(a, b, plan.vectors);
+      const changedNames = new Set(changed1d.map((v) => v.name));
+      const skipped = plan.skipped.filter((t) => !changedNames.has(t.name));
       const notes = ['Singular values come from a randomized SVD (top-k, slightly low when the spectrum decays slowly); energy fractions divide by the exact ‖Δ‖²_F.'];
       if (plan.experts.length) {
         notes.push("MoE expert tensors (3-D): one entry per expert, <tensor>[e], with the spectrum of that expert's ΔW_e = W_B[e] − W_A[e] (out × in).");
@@ -395,7 +431,8 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
         method: 'randomized-svd',
         thresholds: ENERGY_THRESHOLDS,
         tensors,
-        skipped: plan.skipped,
+        skipped,
+        changed1d,
         notes,
       };
     } finally {

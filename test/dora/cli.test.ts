@@ -64,6 +64,27 @@ describe('CLI: apply, convert, edora-init', { concurrency: 3 }, async () => {
     assert.ok(report.modules[0].relError < 1e-5);
   });
 
+  it('edora-init on a large model prints one row per module type, as extract does', async () => {
+    // 11 layers × (q, k, v, o) = 44 modules, past the 40 rows listed one by one
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (let l = 0; l < 11; l++) {
+      for (const [j, m] of ['q_proj', 'k_proj', 'v_proj', 'o_proj'].entries()) {
+        const out = m === 'k_proj' || m === 'v_proj' ? 4 : 8;
+        tensors[`model.layers.${l}.self_attn.${m}.weight`] = { shape: [out, 8], data: flat(randomMat(out, 8, 100 + 4 * l + j)) };
+      }
+    }
+    const large = join(tmp, 'large');
+    await writeModelFolder(large, tensors);
+    const r = await run(['edora-init', '--base', large, '--rank', '2', '--target-modules', 'q_proj,k_proj,v_proj,o_proj', '--out', join(tmp, 'large-edora')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /initialised 44 EDoRA module\(s\)/);
+    assert.match(r.stdout, /\nmodule\s+modules\s+shape\s+energy kept by B·A\n/);
+    for (const [m, shape] of [['q_proj', '8×8'], ['k_proj', '4×8'], ['v_proj', '4×8'], ['o_proj', '8×8']]) {
+      assert.match(r.stdout, new RegExp(`\\n${m}\\s+11\\s+${shape}\\s+0\\.\\d{4}–0\\.\\d{4}\\n`));
+    }
+    assert.doesNotMatch(r.stdout, /model\.layers\.3\.self_attn/);
+  });
+
   it('rejects bad command lines with exit code 2 and shows examples in --help', async () => {
     const noAdapter = await run(['apply', '--base', base, '--out', join(tmp, 'x')]);
     assert.equal(noAdapter.code, 2);

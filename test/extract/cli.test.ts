@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir } from '../helpers/synthetic.js';
@@ -102,6 +102,21 @@ describe('loraforge extract / demo (CLI)', () => {
     assert.ok(!(await readdir(root)).some((n) => n.includes('out-bad')));
   });
 
+  it('exit 1 and nothing written when A and B do not differ in any target (no r = 0 adapter)', async () => {
+    const out = join(root, 'out-same');
+    const same = await cli('extract', '--model-a', pair.a, '--model-b', pair.a, '--out', out);
+    assert.equal(same.code, 1, same.stdout);
+    assert.match(same.stderr, /are identical \(14 target tensor\(s\) compared, no other tensor differs\): there is no adapter to extract; nothing written/);
+    // only a non-target differs: the message names it and how to target it
+    const onlyV = await cli('extract', '--model-a', pair.a, '--model-b', pair.b, '--out', out, '--target-modules', 'q_proj');
+    assert.equal(onlyV.code, 1, onlyV.stdout);
+    assert.match(onlyV.stderr, /no target tensor differs .*only 1 tensor\(s\) outside the LoRA differ \(model\.layers\.1\.self_attn\.v_proj\.weight\).*--target-modules/);
+    const saved = await cli('extract', '--model-a', pair.a, '--model-b', pair.b, '--out', out, '--target-modules', 'q_proj', '--save-modules');
+    assert.equal(saved.code, 1, saved.stdout);
+    assert.match(saved.stderr, /an adapter of whole tensors alone has no LoRA module \(r = 0\), which PEFT does not load; nothing written/);
+    assert.ok(!(await readdir(root)).some((n) => n.includes('out-same')));
+  });
+
   it('demo: recovers every planted rank, says so, and --out keeps the adapter', async () => {
     const out = join(root, 'demo-adapter');
     const r = await cli('demo', '--out', out);
@@ -110,5 +125,30 @@ describe('loraforge extract / demo (CLI)', () => {
     assert.match(r.stdout, /✓ Every planted rank was found/);
     assert.match(r.stdout, /o_proj, gate_proj, up_proj: identical in A and B/);
     assert.deepEqual((await readdir(out)).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'report.json']);
+    // the models were in a temporary folder, now removed: its path is not printed
+    assert.match(r.stdout, /Models A and B were in a temporary folder, now removed: pass --keep/);
+    assert.doesNotMatch(r.stdout, /loraforge-demo-/);
+  });
+
+  it('demo --keep --out: the models are kept beside the adapter, with a tokenizer to-gguf reads', async () => {
+    const out = join(root, 'kept');
+    const r = await cli('demo', '--out', out, '--keep', '--quiet');
+    assert.equal(r.code, 0, r.stderr);
+    const [a, b] = [`${out}-model-a`, `${out}-model-b`];
+    assert.ok(r.stdout.includes(`Models A and B (config.json, tokenizer, bf16 weights): ${a}  ${b}`), r.stdout);
+    for (const dir of [a, b]) {
+      assert.deepEqual((await readdir(dir)).sort(), ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    }
+    const config = JSON.parse(await readFile(join(out, 'adapter_config.json'), 'utf8'));
+    assert.equal(config.base_model_name_or_path, a, 'the adapter points at the kept model A');
+    const gguf = join(root, 'demo-a.gguf');
+    const converted = await cli('to-gguf', '--model', a, '--out', gguf, '--json', '--quiet');
+    assert.equal(converted.code, 0, converted.stderr);
+    assert.equal(JSON.parse(converted.stdout).vocabSize, 1000);
+    const inspected = await cli('inspect', gguf, '--json');
+    assert.equal(inspected.code, 0, inspected.stderr);
+    const meta = JSON.parse(inspected.stdout).metadata;
+    assert.equal(meta['tokenizer.ggml.model'], 'gpt2');
+    assert.equal(meta['tokenizer.ggml.pre'], 'gpt-2');
   });
 });

@@ -168,6 +168,12 @@ describe('mergeAdapters on PEFT folders made from the fixtures', () => {
     const human = await runCli([...args, '--method', 'linear', '--exact', '--svd-rank', '5', '--out', join(dir, 'cli-lin')]);
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /lin1\s+1\s+4,6,2\s+5\s/);
+    // an --svd-rank above the true rank of the sum (4 + 6 + 2) is said, in the terminal and in report.json
+    const above = await runCli([...args, '--method', 'linear', '--exact', '--svd-rank', '32', '--out', join(dir, 'cli-lin32')]);
+    assert.equal(above.code, 0, above.stderr);
+    const note = /--svd-rank 32: 2 of 2 module\(s\) written at rank 12, the true rank of the merged update/;
+    assert.match(above.stdout, new RegExp(`note: ${note.source}`));
+    assert.ok((JSON.parse(await readFile(join(dir, 'cli-lin32', 'report.json'), 'utf8')) as MergeReport).notes.some((n) => note.test(n)));
 
     const bad: Array<[string[], RegExp]> = [
       [['--method', 'linear', '--density', '0.3'], /--density has no effect with method linear/],

@@ -131,6 +131,7 @@ describe('charts', () => {
       thresholds: [0.9, 0.95, 0.99],
       tensors: [tensor('model.layers.0.self_attn.q_proj', 0, [3, 1]), tensor('model.layers.0.a<b>', 0, [1, 1])],
       skipped: [],
+      changed1d: [],
       notes: [],
     };
     const charts = spectrumCharts(result);

@@ -8,6 +8,7 @@ import { createRng } from '../../src/linalg/random.js';
 import { openPeftAdapter, readPeftAdapter, type LoraModule } from '../../src/lora/adapter.js';
 import { applySigmaEdit, editAdapter, editDelta, removedComponents, type SigmaEdit } from '../../src/spectrum/edit.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
+import { runCli } from '../helpers/cli.js';
 import { denseUpdate, plantedLora, plantedSum, relMaxDiff, writeAdapter, type PlantedLora } from '../helpers/spectrum.js';
 import { gaussianMatrix, plantedMatrix } from '../linalg/planted.js';
 
@@ -191,6 +192,32 @@ describe('edit', async () => {
     const v = got.get('model.layers.0.self_attn.v_proj')!;
     assert.ok(relMaxDiff(v.update, Float64Array.from(plantedV.a.data)) < 1e-5);
     assert.equal(v.alpha, 4, 'alpha = --rank');
+  });
+
+  it('a model pair: modules identical in A and B are skipped and listed, not written as zero LoRAs', async () => {
+    const baseQ = gaussianMatrix(24, 16, 64);
+    const baseK = gaussianMatrix(8, 16, 65);
+    const planted = plantedMatrix(24, 16, [3, 1], 66);
+    const a = join(dir, 'same-a');
+    const b = join(dir, 'same-b');
+    const k = { shape: [8, 16], data: baseK.data };
+    await writeModelFolder(a, { 'model.layers.0.self_attn.k_proj.weight': k, 'model.layers.0.self_attn.q_proj.weight': { shape: [24, 16], data: baseQ.data } });
+    await writeModelFolder(b, {
+      'model.layers.0.self_attn.k_proj.weight': k,
+      'model.layers.0.self_attn.q_proj.weight': { shape: [24, 16], data: Float32Array.from(baseQ.data, (x, i) => x + planted.a.data[i]) },
+    });
+    const out = join(dir, 'same-out');
+    const summary = await editDelta(backend, { modelA: a, modelB: b, rank: 4, out, edit: { zero: [0] } });
+    assert.deepEqual(summary.modules.map((m) => [m.name, m.edited]), [['model.layers.0.self_attn.q_proj', true]]);
+    assert.deepEqual([summary.edited, summary.copied, summary.identical], [1, 0, ['model.layers.0.self_attn.k_proj']]);
+    assert.deepEqual([...(await updates(out)).keys()], ['model.layers.0.self_attn.q_proj']);
+    const cli = await runCli(['edit', '--model-a', a, '--model-b', b, '--rank', '4', '--zero', '0', '--out', join(dir, 'same-cli'), '--quiet']);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /1 module\(s\) edited, 0 unchanged[\s\S]*1 module\(s\) identical in A and B: skipped, nothing written/);
+    // nothing differs at all: refused, nothing written
+    const none = join(dir, 'same-none');
+    await assert.rejects(editDelta(backend, { modelA: a, modelB: a, rank: 4, out: none, edit: { zero: [0] } }), /identical in all 2 tensor\(s\) compared: there is no update to edit; nothing written/);
+    await assert.rejects(readFile(join(none, 'adapter_config.json')), /ENOENT/);
   });
 
   it('writes the edited adapter as llama.cpp GGUF too (--format both)', async () => {

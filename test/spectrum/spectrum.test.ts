@@ -6,6 +6,7 @@ import { getBackend } from '../../src/linalg/index.js';
 import { svdSmall } from '../../src/linalg/svd-small.js';
 import { adapterSpectrum, deltaSpectrum, summarizeSpectrum } from '../../src/spectrum/spectrum.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
+import { runCli } from '../helpers/cli.js';
 import { plantedLora, writeAdapter } from '../helpers/spectrum.js';
 import { gaussianMatrix, plantedMatrix } from '../linalg/planted.js';
 
@@ -95,7 +96,10 @@ describe('spectrum', async () => {
     const a = join(dir, 'model-a');
     const b = join(dir, 'model-b');
     const norm = new Float32Array(hidden).fill(1);
+    // a changed norm: 1-D, so no spectrum, but reported with ‖b − a‖/‖a‖ = 0.02·√10 / √40 = 1%
+    const tunedNorm = Float32Array.from(norm, (x, i) => (i < 10 ? x + 0.02 : x));
     await writeModelFolder(a, {
+      'model.layers.0.post_attention_layernorm.weight': { shape: [hidden], data: norm },
       'model.embed_tokens.weight': { shape: [10, hidden], data: emb.data },
       'model.layers.0.self_attn.q_proj.weight': { shape: [48, hidden], data: baseQ.data },
       'model.layers.0.mlp.up_proj.weight': { shape: [64, hidden], data: baseUp.data },
@@ -106,6 +110,7 @@ describe('spectrum', async () => {
       'model.layers.0.self_attn.q_proj.weight': { shape: [48, hidden], data: tunedQ },
       'model.layers.0.mlp.up_proj.weight': { shape: [64, hidden], data: tunedUp },
       'model.layers.0.input_layernorm.weight': { shape: [hidden], data: norm },
+      'model.layers.0.post_attention_layernorm.weight': { shape: [hidden], data: tunedNorm },
       'model.layers.0.extra.weight': { shape: [4, 4], data: new Float32Array(16) },
     });
     const res = await deltaSpectrum(backend, a, b, { top: 8, seed: 1 });
@@ -115,6 +120,15 @@ describe('spectrum', async () => {
       res.skipped.map((s) => s.name).sort(),
       ['model.layers.0.extra.weight', 'model.layers.0.input_layernorm.weight'],
     );
+    assert.deepEqual(res.changed1d.map((v) => [v.name, v.shape]), [['model.layers.0.post_attention_layernorm.weight', [hidden]]]);
+    assert.ok(Math.abs(res.changed1d[0].relChange! - 0.01) < 1e-6, `${res.changed1d[0].relChange}`);
+    // the terminal table and the --json summary say it too
+    const human = await runCli(['spectrum', '--model-a', a, '--model-b', b, '--out', join(dir, 'cli-1d'), '--top', '4', '--no-png', '--quiet']);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /1 1-D tensor\(s\) changed[^\n]*\n1-D tensor\s+shape\s+rel\. change\nmodel\.layers\.0\.post_attention_layernorm\.weight\s+\[40\]\s+1\.00+%/);
+    const json = await runCli(['spectrum', '--model-a', a, '--model-b', b, '--out', join(dir, 'cli-1d'), '--top', '4', '--no-png', '--json', '--force']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout).changed1d.map((v: { name: string }) => v.name), ['model.layers.0.post_attention_layernorm.weight']);
 
     const q = res.tensors[1];
     // the stored Δ is tunedQ − baseQ in f32, so compare with the exact SVD of that difference
