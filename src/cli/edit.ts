@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
@@ -12,6 +12,7 @@ import { addOutputFlags } from './options.js';
 import { sourceFlags } from './spectrum.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
+import { JsonFileError, readJsonFile } from '../io/json-file.js';
 
 const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 /** rows of the per-module table printed without --json */
@@ -61,16 +62,11 @@ function parseSelector(opts: EditFlags): ModuleSelector {
 /** --base-config: a config.json, or a model folder holding one. */
 async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
   const file = (await stat(path).catch(() => undefined))?.isDirectory() ? join(path, 'config.json') : path;
-  let text: string;
   try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    throw new UsageError(`--base-config ${path}: cannot read ${file}; pass the base model's config.json or its folder`);
-  }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
+    return (await readJsonFile(file)) as Record<string, unknown>;
   } catch (err) {
-    throw new UsageError(`--base-config ${file}: not valid JSON (${(err as Error).message})`);
+    if (err instanceof JsonFileError) throw new UsageError(`--base-config ${err.message}`);
+    throw new UsageError(`--base-config ${path}: cannot read ${file}; pass the base model's config.json or its folder`);
   }
 }
 

@@ -14,12 +14,20 @@ import { registerMergeAdapters } from './merge-adapters.js';
 import { registerMerge } from './merge.js';
 import { registerToGguf } from './to-gguf.js';
 import { registerExtract } from './extract.js';
+import { describeOsError } from '../io/os-error.js';
 
 const program = new Command('loraforge')
   .description('Fast, exact, streaming LLM weight surgery: extract, merge and edit LoRA adapters.')
   .version('0.1.0')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
+
+/** The running command's --out, for OS errors that carry no path (a full disk during a write). */
+let outFlag: string | undefined;
+program.hook('preAction', (_program, action) => {
+  const out: unknown = action.opts()['out'];
+  if (typeof out === 'string') outFlag = out;
+});
 
 registerInspect(program);
 registerApply(program);
@@ -41,7 +49,7 @@ try {
     process.stderr.write(`loraforge: ${err.message}\n`);
     process.exitCode = EXIT_USAGE;
   } else {
-    process.stderr.write(`loraforge: ${(err as Error).message}\n`);
+    process.stderr.write(`loraforge: ${describeOsError(err, { out: outFlag }) ?? (err as Error).message}\n`);
     if (process.env.LORAFORGE_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = EXIT_FAILURE;
   }

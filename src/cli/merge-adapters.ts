@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
@@ -20,6 +20,7 @@ import { table } from './format.js';
 import { addOutputFlags } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
+import { JsonFileError, readJsonFile } from '../io/json-file.js';
 
 interface MergeAdaptersFlags {
   adapter: string[];
@@ -43,9 +44,10 @@ interface MergeAdaptersFlags {
 async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
   const file = (await stat(path)).isDirectory() ? join(path, 'config.json') : path;
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    return (await readJsonFile(file)) as Record<string, unknown>;
   } catch (err) {
-    throw new UsageError(`--base-config ${file}: cannot read it as JSON (${(err as Error).message})`);
+    if (err instanceof JsonFileError) throw new UsageError(`--base-config ${err.message}`);
+    throw err;
   }
 }
 

@@ -1,3 +1,5 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { convertToGguf } from '../convert/to-gguf.js';
 import { assertNotInput } from '../io/atomic.js';
@@ -49,6 +51,9 @@ Examples:
       const dtype = DTYPES[flags.dtype.toLowerCase()];
       if (!dtype) throw new UsageError(`--dtype must be f16, bf16 or f32, got "${flags.dtype}"`);
       assertNotInput(flags.out, [flags.model, ...(flags.vocabFrom ? [flags.vocabFrom] : [])]);
+      if ((await stat(flags.out).catch(() => undefined))?.isDirectory()) {
+        throw new UsageError(`--out ${flags.out} is a folder; to-gguf writes one .gguf file: give a file path (e.g. ${join(flags.out, 'model.gguf')})`);
+      }
       if (!flags.force && (await pathExists(flags.out, 'output'))) {
         throw new UsageError(`${flags.out} already exists: choose another --out or pass --force to replace it`);
       }

@@ -11,7 +11,7 @@
  * of the weight it finds. An adapter's weight w scales what it does to each tensor:
  * W ← W + w·(W' − W) (see formula.ts).
  */
-import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
@@ -26,6 +26,7 @@ import { isFloatDType } from '../tensor/dtype.js';
 import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from './formula.js';
 import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from './targets.js';
 import { checkAdapterVariant, type AdapterVariant } from './variant.js';
+import { readJsonFile } from '../io/json-file.js';
 
 export interface ApplyOptions {
   /** model folder or .safetensors file */
@@ -168,7 +169,7 @@ async function copySideFiles(base: Checkpoint, basePath: string, outDir: string,
     const src = join(base.dir, entry.name);
     const dst = join(outDir, entry.name);
     if (entry.name === 'config.json' && dtype) {
-      const config = JSON.parse(await readFile(src, 'utf8')) as Record<string, unknown>;
+      const config = (await readJsonFile(src)) as Record<string, unknown>;
       // transformers reads the load dtype from torch_dtype (newer versions: dtype)
       for (const key of ['torch_dtype', 'dtype']) if (typeof config[key] === 'string') config[key] = TORCH_DTYPE[dtype];
       await writeFile(dst, `${JSON.stringify(config, null, 2)}\n`);

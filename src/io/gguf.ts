@@ -9,7 +9,7 @@
  * llama.cpp requires the offsets to be exactly the running sum of the padded sizes).
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { decodeToF32, encodeFromF32 } from '../tensor/dtype.js';
 import type { FloatDType, TensorInfo, TensorSink, TensorSource } from './types.js';
@@ -580,6 +580,8 @@ export async function createGgufSink(path: string, opts: GgufSinkOptions): Promi
   const kvBytes = encodeKvs(path, kvs);
   const defaultDtype = opts.dtype ?? 'F32';
   if (!FLOAT_DTYPES.has(defaultDtype)) throw new Error(`${path}: dtype ${defaultDtype} cannot be written (use F32, F16 or BF16)`);
+  // like the folder writers (atomicOutputDir): a missing parent folder is created, not an error
+  await mkdir(dirname(path), { recursive: true });
 
   if (!opts.plan) {
     const dataPath = tempPathFor(path, 'data');
