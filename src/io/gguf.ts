@@ -871,12 +871,16 @@ async function parseHeader(r: HeaderReader, path: string, fh: FileHandle): Promi
   }
   const nTensors = await r.size('tensor count');
   const nKv = await r.size('metadata count');
-  // Each KV takes at least 13 bytes (key length, one key byte, type) and each tensor info at least 25.
-  if (nTensors > GGUF_MAX_TENSOR_COUNT || nTensors * 25 > r.fileSize) {
-    throw r.fail(`tensor count ${nTensors} is absurd (limit ${GGUF_MAX_TENSOR_COUNT}, file has ${r.fileSize} bytes)`);
-  }
-  if (nKv > GGUF_MAX_KV_COUNT || nKv * 13 > r.fileSize) {
-    throw r.fail(`metadata count ${nKv} is absurd (limit ${GGUF_MAX_KV_COUNT}, file has ${r.fileSize} bytes)`);
+  if (nTensors > GGUF_MAX_TENSOR_COUNT) throw r.fail(`tensor count ${nTensors} is absurd (limit ${GGUF_MAX_TENSOR_COUNT})`);
+  if (nKv > GGUF_MAX_KV_COUNT) throw r.fail(`metadata count ${nKv} is absurd (limit ${GGUF_MAX_KV_COUNT})`);
+  // Plausible counts that cannot fit are a file cut short (the usual case: a copy or download that
+  // stopped), said before reading on: each KV takes at least 13 bytes (key length, one key byte,
+  // type) and each tensor info at least 25.
+  const leastBytes = r.pos + nKv * 13 + nTensors * 25;
+  if (leastBytes > r.fileSize) {
+    throw new Error(
+      `${path}: GGUF file is truncated: its header declares ${nKv} metadata entries and ${nTensors} tensors, which take at least ${leastBytes} bytes, but the file ends at ${r.fileSize} (incomplete download or copy?)`,
+    );
   }
 
   const metadata = new Map<string, GgufKv>();
@@ -944,7 +948,10 @@ async function parseHeader(r: HeaderReader, path: string, fh: FileHandle): Promi
 export async function openGguf(path: string): Promise<GgufFile> {
   const fh = await open(path, 'r');
   try {
-    const { size } = await fh.stat();
+    const st = await fh.stat();
+    // open() succeeds on a folder; reading it would then fail with a bare EISDIR
+    if (st.isDirectory()) throw new Error(`${path}: is a folder, not a GGUF file: give the path of the .gguf file itself`);
+    const { size } = st;
     return await parseHeader(new HeaderReader(fh, size, path), path, fh);
   } catch (err) {
     await fh.close();
