@@ -10,10 +10,10 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the loraforge CLI from source (bin/loraforge.js) as a user would. */
-export function runCli(args: string[], opts: { cwd?: string } = {}): Promise<CliResult> {
+/** Runs the loraforge CLI from source (bin/loraforge.js) as a user would; `env` replaces the environment. */
+export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'loraforge.js'), ...args], { cwd: opts.cwd ?? REPO_ROOT });
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'loraforge.js'), ...args], { cwd: opts.cwd ?? REPO_ROOT, env: opts.env ?? process.env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
