@@ -1,5 +1,3 @@
-import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
@@ -12,7 +10,7 @@ import { addOutputFlags } from './options.js';
 import { sourceFlags } from './spectrum.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
-import { JsonFileError, readJsonFile } from '../io/json-file.js';
+import { readBaseConfigFlag } from './base-config.js';
 
 const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 /** rows of the per-module table printed without --json */
@@ -59,16 +57,6 @@ function parseSelector(opts: EditFlags): ModuleSelector {
   };
 }
 
-/** --base-config: a config.json, or a model folder holding one. */
-async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
-  const file = (await stat(path).catch(() => undefined))?.isDirectory() ? join(path, 'config.json') : path;
-  try {
-    return (await readJsonFile(file)) as Record<string, unknown>;
-  } catch (err) {
-    if (err instanceof JsonFileError) throw new UsageError(`--base-config ${err.message}`);
-    throw new UsageError(`--base-config ${path}: cannot read ${file}; pass the base model's config.json or its folder`);
-  }
-}
 
 function summaryLines(s: EditSummary): string[] {
   const edited = s.modules.filter((m) => m.edited);
@@ -131,7 +119,7 @@ Examples:
       const format = opts.format as AdapterFormat;
       const dtype = opts.dtype !== undefined ? DTYPES[opts.dtype.toLowerCase()] : undefined;
       if (opts.dtype !== undefined && !dtype) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${opts.dtype}"`);
-      const baseConfig = opts.baseConfig !== undefined ? await readBaseConfig(opts.baseConfig) : undefined;
+      const baseConfig = opts.baseConfig !== undefined ? await readBaseConfigFlag(opts.baseConfig) : undefined;
       const inputs = 'adapter' in source ? [source.adapter] : [source.modelA, source.modelB];
       if ('adapter' in source) {
         if (opts.rank !== undefined) throw new UsageError('--rank applies to --model-a/--model-b; an adapter keeps its own ranks');

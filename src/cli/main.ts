@@ -4,6 +4,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { EXIT_FAILURE, EXIT_USAGE, UsageError } from './errors.js';
+import { OutputIsInputError } from '../io/atomic.js';
+import { withInputTracking } from '../io/inputs.js';
 import { registerApply } from './apply.js';
 import { registerConvert } from './convert.js';
 import { registerEdoraInit } from './edora-init.js';
@@ -41,11 +43,12 @@ registerToGguf(program);
 registerExtract(program);
 
 try {
-  await program.parseAsync(process.argv);
+  // One run: every file any part of the command reads is an input --out may not touch (io/inputs.ts).
+  await withInputTracking(() => program.parseAsync(process.argv));
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
-  } else if (err instanceof UsageError) {
+  } else if (err instanceof UsageError || err instanceof OutputIsInputError) {
     process.stderr.write(`loraforge: ${err.message}\n`);
     process.exitCode = EXIT_USAGE;
   } else {

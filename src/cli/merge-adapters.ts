@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
@@ -20,7 +19,7 @@ import { table } from './format.js';
 import { addOutputFlags } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
-import { JsonFileError, readJsonFile } from '../io/json-file.js';
+import { readBaseConfigFlag } from './base-config.js';
 
 interface MergeAdaptersFlags {
   adapter: string[];
@@ -40,16 +39,6 @@ interface MergeAdaptersFlags {
   quiet?: boolean;
 }
 
-/** config.json itself or a model folder holding one. */
-async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
-  const file = (await stat(path)).isDirectory() ? join(path, 'config.json') : path;
-  try {
-    return (await readJsonFile(file)) as Record<string, unknown>;
-  } catch (err) {
-    if (err instanceof JsonFileError) throw new UsageError(`--base-config ${err.message}`);
-    throw err;
-  }
-}
 
 function formatError(e: number | null): string {
   if (e === null) return '-';
@@ -157,7 +146,7 @@ Examples:
         throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model's config: pass --base-config`);
       }
       await checkOutFlag(flags.out, adapters.map((a) => a.path), flags.force === true);
-      const baseConfig = flags.baseConfig ? await readBaseConfig(flags.baseConfig) : undefined;
+      const baseConfig = flags.baseConfig ? await readBaseConfigFlag(flags.baseConfig) : undefined;
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await mergeAdapters({
         ...options,

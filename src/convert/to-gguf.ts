@@ -16,6 +16,7 @@ import { prefetch } from '../pipeline/prefetch.js';
 import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors, textHparams } from './gguf-hparams.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export interface ToGgufOptions {
   /** Storage dtype of 2-D weights; 1-D tensors and norms are always F32. Default F16 (the converter's default). */
@@ -89,7 +90,11 @@ function embeddingRows(planned: PlannedTensor[], where: string): number {
  * Converts the checkpoint at `modelPath` (folder or .safetensors file with config.json beside it)
  * to a GGUF model at `outPath`, atomically (the file appears only when complete).
  */
-export async function convertToGguf(modelPath: string, outPath: string, opts: ToGgufOptions = {}): Promise<ToGgufResult> {
+export function convertToGguf(modelPath: string, outPath: string, opts: ToGgufOptions = {}): Promise<ToGgufResult> {
+  return withInputTracking(() => convertToGgufInRun(modelPath, outPath, opts));
+}
+
+async function convertToGgufInRun(modelPath: string, outPath: string, opts: ToGgufOptions = {}): Promise<ToGgufResult> {
   const dtype = opts.dtype ?? 'F16';
   const ckpt = await openCheckpoint(modelPath);
   try {

@@ -14,12 +14,13 @@
  * Special token ids, add_bos/add_eos and the chat template come from tokenizer_config.json,
  * tokenizer.json and config.json the way gguf-py's SpecialVocab reads them (the common paths).
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GgufValueType, kvArray, kvBool, kvString, kvU32, type GgufKv } from '../io/gguf.js';
 import type { GgufArch } from '../lora/gguf-names.js';
 import type { TokenizerKvs } from './tokenizer-gguf.js';
 import { readJsonFileIfPresent } from '../io/json-file.js';
+import { readInputBytes, readInputText } from '../io/inputs.js';
 
 /** GGUF token types (gguf-py TokenType; SentencePiece uses the same numbers). */
 export enum TokenType {
@@ -163,7 +164,7 @@ function configVocabSize(h: Json): number | undefined {
 /** The converter's _create_vocab_sentencepiece (tokens padded to config vocab_size). */
 async function sentencePieceVocab(dir: string, h: Json): Promise<Vocab> {
   const path = join(dir, 'tokenizer.model');
-  const pieces = parseSentencePieceModel(await readFile(path), path);
+  const pieces = parseSentencePieceModel(await readInputBytes(path), path);
   const vocabSize = configVocabSize(h) ?? pieces.length;
   const tokens = Array.from({ length: vocabSize }, (_, i) => `[PAD${i}]`);
   const scores = new Array<number>(vocabSize).fill(-10000);
@@ -368,7 +369,7 @@ function mergesOf(path: string, tokenizer: Json | undefined): string[] {
 async function chatTemplateOf(dir: string, tokenizerConfig: Json): Promise<unknown> {
   if (tokenizerConfig['chat_template'] !== undefined) return tokenizerConfig['chat_template'];
   const jinja = join(dir, 'chat_template.jinja');
-  if (await isFile(jinja)) return readFile(jinja, 'utf8');
+  if (await isFile(jinja)) return readInputText(jinja);
   return (await readJsonIfPresent(join(dir, 'chat_template.json')))?.['chat_template'];
 }
 

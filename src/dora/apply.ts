@@ -27,6 +27,7 @@ import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from './formula.
 import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from './targets.js';
 import { checkAdapterVariant, type AdapterVariant } from './variant.js';
 import { readJsonFile } from '../io/json-file.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export interface ApplyOptions {
   /** model folder or .safetensors file */
@@ -201,7 +202,11 @@ async function closeAll(items: Array<{ close(): Promise<void> } | undefined>): P
 }
 
 /** Merges the adapters into the base and writes a full model folder. */
-export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
+export function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
+  return withInputTracking(() => applyAdaptersInRun(opts));
+}
+
+async function applyAdaptersInRun(opts: ApplyOptions): Promise<ApplyReport> {
   const started = Date.now();
   if (opts.adapters.length === 0) throw new Error('apply: give at least one adapter');
   for (const a of opts.adapters) {

@@ -31,6 +31,7 @@ import { frobenius, type Matrix } from '../tensor/matrix.js';
 import { updateDifference, weightUpdate, type AdapterMethod } from './formula.js';
 import { asOutIn, resolveModuleTarget } from './targets.js';
 import { checkAdapterVariant } from './variant.js';
+import { withInputTracking } from '../io/inputs.js';
 
 /** A fixed rank, or the smallest rank that keeps `energy` of ‖D‖²_F (at most maxRank). */
 export type RankPolicy = { rank: number } | { energy: number; maxRank?: number };
@@ -152,7 +153,11 @@ interface Loaded {
 }
 
 /** Converts a DoRA/EDoRA adapter to plain LoRA (PEFT and/or GGUF), reporting each module's error. */
-export async function convertAdapter(opts: ConvertOptions): Promise<ConvertReport> {
+export function convertAdapter(opts: ConvertOptions): Promise<ConvertReport> {
+  return withInputTracking(() => convertAdapterInRun(opts));
+}
+
+async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport> {
   const started = Date.now();
   if ((opts.to ?? 'lora') !== 'lora') throw new Error(`convert: --to ${opts.to} is not supported; loraforge converts to plain LoRA (--to lora)`);
   if (opts.policy) checkPolicy(opts.policy);

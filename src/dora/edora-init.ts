@@ -26,6 +26,7 @@ import { prefetch } from '../pipeline/prefetch.js';
 import { matrix } from '../tensor/matrix.js';
 import { weightNorms } from './formula.js';
 import { edoraReconstrConfig, RECONSTR_CONFIG_FILE } from './variant.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export const DEFAULT_EDORA_SIGMA = 1e-5;
 export const DEFAULT_EDORA_POWER_ITERS = 4;
@@ -80,7 +81,11 @@ function matchesTarget(module: string, target: string): boolean {
 /** Embedding layers are nn.Embedding, which EDoRA's reference initialiser refuses. */
 const EMBEDDING_NAME = /(^|\.)[^.]*(embed|wte|wpe)[^.]*$/;
 
-export async function edoraInit(opts: EdoraInitOptions): Promise<EdoraInitReport> {
+export function edoraInit(opts: EdoraInitOptions): Promise<EdoraInitReport> {
+  return withInputTracking(() => edoraInitInRun(opts));
+}
+
+async function edoraInitInRun(opts: EdoraInitOptions): Promise<EdoraInitReport> {
   const started = Date.now();
   const seed = opts.seed ?? 0;
   const sigma = opts.sigma ?? DEFAULT_EDORA_SIGMA;

@@ -19,6 +19,8 @@ import { createRng, type Rng } from '../linalg/random.js';
 import { roundTo } from '../tensor/dtype.js';
 import { extractLora, type ExtractProgress } from './extract.js';
 import type { ExtractReport } from './report.js';
+import { withInputTracking } from '../io/inputs.js';
+import { releaseTemporary, trackTemporary } from '../io/temporaries.js';
 
 export const DEMO_SHAPE = { layers: 4, hidden: 256, intermediate: 688, heads: 8, kvHeads: 4, vocab: 1000 } as const;
 /** The energy threshold the demo extracts with: high enough to need every planted direction. */
@@ -256,9 +258,14 @@ function summarize(report: ExtractReport, planted: Map<string, PlantedDelta>, er
   return { modules: [...byType.values()], untouched: MODULE_ORDER.filter((m) => !byType.has(m)) };
 }
 
-export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
+export function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
+  return withInputTracking(() => runDemoInRun(opts));
+}
+
+async function runDemoInRun(opts: DemoOptions = {}): Promise<DemoResult> {
   const seed = opts.seed ?? 0;
   const workDir = await mkdtemp(join(tmpdir(), 'loraforge-demo-'));
+  trackTemporary(workDir);
   const modelA = join(workDir, 'model-a');
   const modelB = join(workDir, 'model-b');
   const adapterDir = opts.out ?? join(workDir, 'adapter');
@@ -293,5 +300,6 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     };
   } finally {
     if (!opts.keep) await rm(workDir, { recursive: true, force: true });
+    releaseTemporary(workDir);
   }
 }

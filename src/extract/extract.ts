@@ -20,6 +20,7 @@ import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
 import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export interface ExtractProgress {
   done: number;
@@ -93,7 +94,11 @@ function moduleType(job: Job): string | undefined {
   return undefined;
 }
 
-export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
+export function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
+  return withInputTracking(() => extractLoraInRun(opts));
+}
+
+async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
   const started = performance.now();
   const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
   checkPolicy(policy);

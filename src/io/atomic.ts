@@ -4,10 +4,11 @@
  * or adapter where a user (or a loader) would take it for a finished one. Renames within one
  * directory are atomic on POSIX file systems, which is why temporaries are siblings of the target.
  */
-import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { inputsSoFar } from './inputs.js';
+import { newTemporary, releaseTemporary, REPLACED_TAG, sweepStaleTemporaries } from './temporaries.js';
 
 export interface AtomicDir {
   /** Write everything here; it becomes `finalDir` on commit(). */
@@ -16,11 +17,6 @@ export interface AtomicDir {
   commit(): Promise<void>;
   /** Removes the temporary directory; a no-op after commit() or a previous abort(). */
   abort(): Promise<void>;
-}
-
-/** A sibling name for `path` that no other process or call will pick: `.<name>.<tag>-<pid>-<random>`. */
-export function siblingTempPath(path: string, tag = 'tmp'): string {
-  return join(dirname(path), `.${basename(path)}.${tag}-${process.pid}-${randomBytes(6).toString('hex')}`);
 }
 
 type PathKind = 'missing' | 'empty-dir' | 'dir' | 'other';
@@ -53,9 +49,12 @@ function refuseExisting(finalDir: string, kind: PathKind, overwrite: boolean): v
 export async function atomicOutputDir(finalDir: string, opts: { overwrite?: boolean } = {}): Promise<AtomicDir> {
   const target = resolve(finalDir);
   const overwrite = opts.overwrite ?? false;
+  assertNotAnInputSoFar(finalDir);
+  // First, so that a previous output a dead run had moved aside is back before it is judged.
+  await sweepStaleTemporaries(target);
   refuseExisting(target, await pathKind(target), overwrite);
   await mkdir(dirname(target), { recursive: true });
-  const tmpPath = siblingTempPath(target);
+  const tmpPath = newTemporary(target);
   await mkdir(tmpPath);
   let state: 'open' | 'committed' | 'aborted' = 'open';
 
@@ -63,31 +62,38 @@ export async function atomicOutputDir(finalDir: string, opts: { overwrite?: bool
     tmpPath,
     async commit() {
       if (state !== 'open') throw new Error(`${target}: output was already ${state}`);
+      // Inputs read while writing (side files, lazily opened sources) count too.
+      assertNotAnInputSoFar(finalDir);
       const kind = await pathKind(target);
       refuseExisting(target, kind, overwrite);
       if (kind === 'empty-dir') await rmdir(target);
       if (kind !== 'dir') {
         await rename(tmpPath, target);
+        releaseTemporary(tmpPath);
         state = 'committed';
         return;
       }
       // Replace: move the old directory aside first so that at every instant `target` is either
       // the complete old output or the complete new one.
-      const old = siblingTempPath(target, 'old');
+      const old = newTemporary(target, REPLACED_TAG);
       await rename(target, old);
       try {
         await rename(tmpPath, target);
+        releaseTemporary(tmpPath);
       } catch (err) {
         await rename(old, target);
+        releaseTemporary(old);
         throw err;
       }
       state = 'committed';
       await rm(old, { recursive: true, force: true });
+      releaseTemporary(old);
     },
     async abort() {
       if (state !== 'open') return;
       state = 'aborted';
       await rm(tmpPath, { recursive: true, force: true });
+      releaseTemporary(tmpPath);
     },
   };
 }
@@ -119,9 +125,9 @@ export async function withAtomicSink<S extends { abort(): Promise<void> }, T>(
 
 /** Writes a whole file via a sibling temporary file, flushed to disk before the rename. */
 export async function atomicWriteFile(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = siblingTempPath(path);
-  const fh = await open(tmp, 'wx');
+  const tmp = newTemporary(path);
   try {
+    const fh = await open(tmp, 'wx');
     try {
       await fh.writeFile(data);
       await fh.datasync();
@@ -132,6 +138,8 @@ export async function atomicWriteFile(path: string, data: string | Uint8Array): 
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
     throw err;
+  } finally {
+    releaseTemporary(tmp);
   }
 }
 
@@ -158,6 +166,9 @@ function isSameOrInside(inner: string, outer: string): boolean {
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
 }
 
+/** An output that is, lies inside or contains an input: a mistake in the command, never attempted. */
+export class OutputIsInputError extends Error {}
+
 /**
  * Never overwrite an input: throws when `outPath` is one of `inputs`, lies inside one, or contains
  * one (an output directory replaced with --force would delete it). Symlinks are resolved, so
@@ -168,13 +179,18 @@ export function assertNotInput(outPath: string, inputs: string[]): void {
   for (const input of inputs) {
     const inp = realpathAllowMissing(input);
     if (out === inp) {
-      throw new Error(`output ${outPath} is the input ${input}: loraforge never overwrites an input; choose another output path`);
+      throw new OutputIsInputError(`output ${outPath} is the input ${input}: loraforge never overwrites an input; choose another output path`);
     }
     if (isSameOrInside(out, inp)) {
-      throw new Error(`output ${outPath} is inside the input ${input}: loraforge never writes into an input; choose another output path`);
+      throw new OutputIsInputError(`output ${outPath} is inside the input ${input}: loraforge never writes into an input; choose another output path`);
     }
     if (isSameOrInside(inp, out)) {
-      throw new Error(`output ${outPath} contains the input ${input}: writing it could destroy the input; choose another output path`);
+      throw new OutputIsInputError(`output ${outPath} contains the input ${input}: writing it could destroy the input; choose another output path`);
     }
   }
+}
+
+/** assertNotInput against everything the current run has read so far (io/inputs.ts). */
+export function assertNotAnInputSoFar(outPath: string): void {
+  assertNotInput(outPath, inputsSoFar());
 }

@@ -8,6 +8,7 @@ import { matrix, type Matrix } from '../tensor/matrix.js';
 import { openSafetensors, type SafetensorsFile } from './safetensors.js';
 import type { TensorInfo, TensorLocation, TensorSource } from './types.js';
 import { readJsonFile } from './json-file.js';
+import { noteInput } from './inputs.js';
 
 const INDEX_FILE = 'model.safetensors.index.json';
 const SINGLE_FILE = 'model.safetensors';
@@ -163,6 +164,7 @@ async function pickSingleFile(dir: string): Promise<string> {
  */
 export async function openCheckpoint(path: string): Promise<Checkpoint> {
   const abs = resolve(path);
+  noteInput(abs);
   const kind = await kindOf(abs);
   if (kind === 'missing') throw new Error(`${path}: no such file or folder`);
   if (kind === 'file') {

@@ -8,11 +8,13 @@
  * offset and followed by zero padding to the next multiple of the alignment (as gguf-py writes it;
  * llama.cpp requires the offsets to be exactly the running sum of the padded sizes).
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname, basename, join } from 'node:path';
+import { dirname } from 'node:path';
 import { decodeToF32, encodeFromF32 } from '../tensor/dtype.js';
+import { assertNotAnInputSoFar } from './atomic.js';
+import { newTemporary, releaseTemporary, sweepStaleTemporaries } from './temporaries.js';
 import type { FloatDType, TensorInfo, TensorSink, TensorSource } from './types.js';
+import { noteInput } from './inputs.js';
 
 export const GGUF_VERSION = 3;
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -373,10 +375,6 @@ export interface GgufSink extends TensorSink {
 const COPY_CHUNK_BYTES = 8 << 20;
 const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
 
-function tempPathFor(path: string, tag: string): string {
-  return join(dirname(path), `.${basename(path)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
-}
-
 function checkTensorSpec(path: string, name: string, shape: number[], dtype: string): number {
   const nameBytes = Buffer.byteLength(name, 'utf8');
   if (nameBytes === 0 || nameBytes > GGML_MAX_NAME_BYTES) {
@@ -505,6 +503,7 @@ class GgufFileSink implements GgufSink {
     if (this.state !== 'open') throw new Error(`${this.path}: the GGUF sink is already finished or aborted`);
     this.state = 'finishing';
     try {
+      assertNotAnInputSoFar(this.path); // inputs read since the sink opened count too
       if (this.failure) throw new Error(`${this.path}: not finishing: an earlier tensor write failed (${this.failure.message})`);
       if (this.planned) {
         const missing = this.placed.filter((t) => !this.written.has(t.name)).map((t) => t.name);
@@ -515,6 +514,7 @@ class GgufFileSink implements GgufSink {
         await this.fh.sync();
         await this.fh.close();
         await rename(this.tempPath, this.path);
+        releaseTemporary(this.tempPath);
       } else {
         await this.assembleFromDataFile();
       }
@@ -527,7 +527,7 @@ class GgufFileSink implements GgufSink {
 
   /** Unplanned mode: header now that every tensor is known, then the data temp file copied behind it. */
   private async assembleFromDataFile(): Promise<void> {
-    const outPath = tempPathFor(this.path, 'tmp');
+    const outPath = newTemporary(this.path, 'tmp');
     this.extraTemp = outPath;
     const out = await open(outPath, 'w');
     try {
@@ -547,15 +547,19 @@ class GgufFileSink implements GgufSink {
     }
     await this.fh.close();
     await rename(outPath, this.path);
+    releaseTemporary(outPath);
     this.extraTemp = undefined;
     await unlink(this.tempPath);
+    releaseTemporary(this.tempPath);
   }
 
   async abort(): Promise<void> {
     this.state = 'done';
     await this.fh.close().catch(() => undefined);
     for (const p of [this.tempPath, this.extraTemp]) {
-      if (p !== undefined) await unlink(p).catch(() => undefined);
+      if (p === undefined) continue;
+      await unlink(p).catch(() => undefined);
+      releaseTemporary(p);
     }
   }
 }
@@ -580,11 +584,13 @@ export async function createGgufSink(path: string, opts: GgufSinkOptions): Promi
   const kvBytes = encodeKvs(path, kvs);
   const defaultDtype = opts.dtype ?? 'F32';
   if (!FLOAT_DTYPES.has(defaultDtype)) throw new Error(`${path}: dtype ${defaultDtype} cannot be written (use F32, F16 or BF16)`);
+  assertNotAnInputSoFar(path);
+  await sweepStaleTemporaries(path);
   // like the folder writers (atomicOutputDir): a missing parent folder is created, not an error
   await mkdir(dirname(path), { recursive: true });
 
   if (!opts.plan) {
-    const dataPath = tempPathFor(path, 'data');
+    const dataPath = newTemporary(path, 'data');
     const fh = await open(dataPath, 'w+');
     return new GgufFileSink(path, kvBytes, kvs.length, alignment, defaultDtype, fh, dataPath, 0, undefined);
   }
@@ -600,7 +606,7 @@ export async function createGgufSink(path: string, opts: GgufSinkOptions): Promi
     offset += padTo(n * dtypeBytes(t.dtype), alignment);
   }
   const header = encodeHeader(kvBytes, kvs.length, placed, alignment);
-  const outPath = tempPathFor(path, 'tmp');
+  const outPath = newTemporary(path, 'tmp');
   const fh = await open(outPath, 'w');
   try {
     await writeFully(fh, header, 0);
@@ -946,6 +952,7 @@ async function parseHeader(r: HeaderReader, path: string, fh: FileHandle): Promi
 
 /** Opens a GGUF file and parses its header with buffered positioned reads. Call `close()` when done. */
 export async function openGguf(path: string): Promise<GgufFile> {
+  noteInput(path);
   const fh = await open(path, 'r');
   try {
     const st = await fh.stat();

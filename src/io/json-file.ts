@@ -4,6 +4,7 @@
  * alone says only "Unexpected end of JSON input".
  */
 import { readFile } from 'node:fs/promises';
+import { readInputText } from './inputs.js';
 import { withPath } from './os-error.js';
 
 /** Thrown when a file is readable but is not JSON; `path` names the file. */
@@ -23,10 +24,22 @@ export function parseJsonText(path: string, text: string): unknown {
 }
 
 /**
- * Reads and parses a JSON file. A read failure is rethrown as the OS error with `path` attached
- * (readFile on a folder reports no path of its own), for describeOsError to explain.
+ * Reads and parses a user's JSON file, noting it as an input of the run (io/inputs.ts). A read
+ * failure is rethrown as the OS error with `path` attached (readFile on a folder reports no path
+ * of its own), for describeOsError to explain.
  */
 export async function readJsonFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readInputText(path);
+  } catch (err) {
+    throw withPath(err, path);
+  }
+  return parseJsonText(path, text);
+}
+
+/** readJsonFile for a file this run wrote itself (inside its temporary output): not an input. */
+export async function readOwnJsonFile(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');

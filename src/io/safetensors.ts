@@ -14,9 +14,11 @@
 import { open, lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeIntoF32, dtypeByteSize, encodeFromF32, encodeIntoBytes, isFloatDType } from '../tensor/dtype.js';
-import { atomicWriteFile, siblingTempPath } from './atomic.js';
+import { atomicWriteFile } from './atomic.js';
+import { newTemporary, releaseTemporary } from './temporaries.js';
 import type { FloatDType, TensorInfo, TensorLocation, TensorSink, TensorSource } from './types.js';
 import { pathExists } from './paths.js';
+import { noteInput } from './inputs.js';
 
 /**
  * Largest header we accept. The reference implementation (the Rust `safetensors` crate) refuses
@@ -328,6 +330,7 @@ export class SafetensorsFile implements TensorSource {
  * with many shards, so unread shards hold no file descriptor).
  */
 export async function openSafetensors(path: string, opts: { lazyHandle?: boolean } = {}): Promise<SafetensorsFile> {
+  noteInput(path);
   const fh = await open(path, 'r');
   try {
     const header = await parseHeader(path, fh);
@@ -570,7 +573,7 @@ class StreamingSafetensorsSink implements SafetensorsSink {
   }
 
   private tempPath(tag: string): string {
-    return siblingTempPath(join(this.dir, `${this.base}.${tag}`));
+    return newTemporary(join(this.dir, this.base), tag);
   }
 
   /** Runs operations one at a time (add() calls may overlap); a failed write poisons the sink. */
@@ -665,6 +668,7 @@ class StreamingSafetensorsSink implements SafetensorsSink {
     await (shard.dataFh as FileHandle).close();
     shard.dataFh = undefined;
     await unlink(shard.dataTmpPath as string);
+    releaseTemporary(shard.dataTmpPath as string);
     shard.dataTmpPath = undefined;
   }
 
@@ -693,7 +697,10 @@ class StreamingSafetensorsSink implements SafetensorsSink {
         await fh.close();
         shard.fh = undefined;
       }
-      for (let i = 0; i < this.shards.length; i++) await rename(this.shards[i].tmpPath, join(this.dir, names[i]));
+      for (let i = 0; i < this.shards.length; i++) {
+        await rename(this.shards[i].tmpPath, join(this.dir, names[i]));
+        releaseTemporary(this.shards[i].tmpPath);
+      }
       if (this.shards.length > 1) await atomicWriteFile(join(this.dir, indexName), this.indexJson(names));
       this.finalNames = finalNames;
       this.state = 'finished';
@@ -721,7 +728,11 @@ class StreamingSafetensorsSink implements SafetensorsSink {
     for (const shard of this.shards) {
       await shard.fh?.close().catch(() => undefined);
       await shard.dataFh?.close().catch(() => undefined);
-      for (const p of [shard.tmpPath, shard.dataTmpPath]) if (p) await unlink(p).catch(() => undefined);
+      for (const p of [shard.tmpPath, shard.dataTmpPath]) {
+        if (!p) continue;
+        await unlink(p).catch(() => undefined);
+        releaseTemporary(p);
+      }
     }
   }
 

@@ -18,6 +18,7 @@ import { openSafetensors, createSafetensorsSink, type SafetensorsFile, type Safe
 import { atomicWriteFile } from '../io/atomic.js';
 import { splitExpertFactors, type ExpertLayout } from './expert-stack.js';
 import { readJsonFile } from '../io/json-file.js';
+import { noteInput } from '../io/inputs.js';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -176,6 +177,7 @@ export class PeftAdapter {
   ) {}
 
   static async open(dir: string): Promise<PeftAdapter> {
+    noteInput(dir);
     const configPath = join(dir, ADAPTER_CONFIG_FILE);
     const config = await readAdapterConfig(configPath);
     const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);

@@ -28,6 +28,7 @@ import {
 } from './methods.js';
 import { seededMaskSource } from './prune.js';
 import type { LowRank, MajoritySign, MaskSource, MergeTerm } from './types.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export const REPORT_FILE = 'report.json';
 const DEFAULT_DENSITY = 0.5;
@@ -202,7 +203,11 @@ function notesFor(resolved: MethodName, requested: MethodName, exact: boolean, a
 }
 
 /** Merges PEFT LoRA adapters into one new adapter; see docs/usage/merge-adapters.md. */
-export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
+export function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
+  return withInputTracking(() => mergeAdaptersInRun(opts));
+}
+
+async function mergeAdaptersInRun(opts: MergeAdaptersOptions): Promise<MergeReport> {
   const started = performance.now();
   validate(opts);
   assertNotInput(opts.out, opts.adapters.map((a) => a.path));

@@ -22,12 +22,12 @@
  * Every mistake is reported with the file, line and column (when the config came from YAML), the
  * key path, and what would be valid. Parameter names are checked against the method's table.
  */
-import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument, stringify } from 'yaml';
 import type { FloatDType } from '../io/types.js';
 import { MERGE_METHODS, METHOD_NAMES, isMethodName, type MergeMethodDef, type ParamDef } from './methods.js';
 import type { ConditionalParameter, ParameterMap, ParameterSetting, Scalar } from './params.js';
 import { withPath } from '../io/os-error.js';
+import { readInputText } from '../io/inputs.js';
 
 /** A model as named in the config, with where it was named (for messages). */
 export interface ModelRef {
@@ -317,7 +317,7 @@ export function parseMergeConfig(text: string, file = 'merge config'): MergeConf
 export async function readMergeConfig(path: string): Promise<MergeConfig> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readInputText(path);
   } catch (err) {
     throw withPath(err, path);
   }

@@ -18,6 +18,7 @@ import { createCompute, type Compute, type MergeInput } from './compute.js';
 import type { MergeConfig } from './config.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 import { openModels, type SourceModel } from './sources.js';
+import { withInputTracking } from '../io/inputs.js';
 
 /** mergekit's default output shard size (out_shard_size "5B"). */
 export const DEFAULT_SHARD_BYTES = 5e9;
@@ -190,7 +191,11 @@ function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: 
 }
 
 /** Opens the models, plans, streams every tensor into `opts.out` and commits it. */
-export async function executeMerge(config: MergeConfig, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+export function executeMerge(config: MergeConfig, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+  return withInputTracking(() => executeMergeInRun(config, opts));
+}
+
+async function executeMergeInRun(config: MergeConfig, opts: MergeModelsOptions): Promise<MergeModelsReport> {
   const started = performance.now();
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed)) throw new Error(`merge: the seed must be an integer, got ${seed}`);

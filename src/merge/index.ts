@@ -3,6 +3,7 @@
  */
 import { readMergeConfig, validateMergeConfig } from './config.js';
 import { executeMerge, type MergeModelsOptions, type MergeModelsReport } from './executor.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export { parseMergeConfig, readMergeConfig, validateMergeConfig, type MergeConfig, type ModelRef, type SliceSpec, type SourceSpec } from './config.js';
 export { executeMerge, DEFAULT_SHARD_BYTES, TOKENIZER_FILES, CONFIG_COPY_FILE, type MergeModelsOptions, type MergeModelsReport } from './executor.js';
@@ -17,7 +18,11 @@ export { sparsifyMagnitude, sparsifyRandom, selectTopK, applyTopK, kthLargestMag
  * Merges models as `config` describes: a path to a YAML file, or the same data as a plain object
  * (mergekit's keys: merge_method, base_model, models | slices, parameters, dtype, tokenizer_source).
  */
-export async function mergeModels(config: string | Record<string, unknown>, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+export function mergeModels(config: string | Record<string, unknown>, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+  return withInputTracking(() => mergeModelsInRun(config, opts));
+}
+
+async function mergeModelsInRun(config: string | Record<string, unknown>, opts: MergeModelsOptions): Promise<MergeModelsReport> {
   const checked = typeof config === 'string' ? await readMergeConfig(config) : validateMergeConfig(config);
   return executeMerge(checked, opts);
 }

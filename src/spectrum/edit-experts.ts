@@ -19,7 +19,7 @@ import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { editComponents, editedScaling, factorsForComponents, type SigmaEdit } from './sigma-edit.js';
 import { assertFiniteSpectrum, scaledLeftFactor } from './spectrum.js';
-import { readJsonFile } from '../io/json-file.js';
+import { readOwnJsonFile } from '../io/json-file.js';
 
 /** What one written update contributes to adapter_config.json. */
 export interface WrittenUpdate {
@@ -93,7 +93,7 @@ export function editExpertSvds(
  * exactly as before.
  */
 export async function restoreExpertConfig(configPath: string, written: readonly WrittenUpdate[]): Promise<void> {
-  const config = (await readJsonFile(configPath)) as PeftConfig;
+  const config = (await readOwnJsonFile(configPath)) as PeftConfig;
   const counts = new Map<string, { rank: number; alpha: number; n: number }>();
   for (const { rank, alpha } of written) {
     const entry = counts.get(`${rank}/${alpha}`) ?? { rank, alpha, n: 0 };

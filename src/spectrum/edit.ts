@@ -52,6 +52,7 @@ export {
   type Refactored,
   type SigmaEdit,
 } from './sigma-edit.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export interface ModuleEditReport {
   name: string;
@@ -257,7 +258,11 @@ async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, s
  * unselected modules and modules_to_save tensors are copied unchanged. MoE expert stacks
  * (target_parameters) are selected by their parameter's path and edited expert by expert.
  */
-export async function editAdapter(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
+export function editAdapter(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
+  return withInputTracking(() => editAdapterInRun(backend, opts));
+}
+
+async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
   const select = opts.select ?? {};
   const format = opts.format ?? 'peft';
   const adapter = await openPeftAdapter(opts.adapter);
@@ -363,7 +368,11 @@ async function writePairExpertStack(
  * stack (target_parameters, as extract writes it), extracted whole when --include picks any of
  * its experts, selected by its parameter's path and edited expert by expert.
  */
-export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
+export function editDelta(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
+  return withInputTracking(() => editDeltaInRun(backend, opts));
+}
+
+async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
   const select = opts.select ?? {};
   const format = opts.format ?? 'peft';
   if (!Number.isInteger(opts.rank) || opts.rank < 1) throw new Error(`spectrum/edit.ts: rank must be an integer ≥ 1, got ${opts.rank}`);

@@ -11,6 +11,7 @@ import { rasterize } from './raster.js';
 import { renderReportHtml } from './report-html.js';
 import type { SpectrumResult } from './spectrum.js';
 import { svgFile } from './svg.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export const SPECTRUM_JSON = 'spectrum.json';
 export const REPORT_HTML = 'report.html';
@@ -29,7 +30,11 @@ function inputsOf(result: SpectrumResult): string[] {
 }
 
 /** Writes the outputs to `out` and returns their paths relative to it. */
-export async function writeSpectrumOutputs(result: SpectrumResult, out: string, opts: SpectrumOutputOptions = {}): Promise<string[]> {
+export function writeSpectrumOutputs(result: SpectrumResult, out: string, opts: SpectrumOutputOptions = {}): Promise<string[]> {
+  return withInputTracking(() => writeSpectrumOutputsInRun(result, out, opts));
+}
+
+async function writeSpectrumOutputsInRun(result: SpectrumResult, out: string, opts: SpectrumOutputOptions = {}): Promise<string[]> {
   assertNotInput(out, inputsOf(result));
   const charts = spectrumCharts(result);
   const png = opts.png ?? true;
