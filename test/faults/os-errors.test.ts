@@ -6,6 +6,9 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { convertToGguf } from '../../src/convert/to-gguf.js';
+import { inspectPath } from '../../src/inspect/inspect.js';
+import { atomicOutputDir } from '../../src/io/atomic.js';
 import { describeOsError, userPath } from '../../src/io/os-error.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { makeFaultCorpus, type FaultCorpus } from './corpus.js';
@@ -58,43 +61,65 @@ describe('describeOsError (synthetic errors)', () => {
   });
 });
 
-describe('OS errors through the CLI (real conditions)', () => {
+/** The one line the CLI prints for what `promise` rejects with. */
+async function lineFor(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    const line = describeOsError(err);
+    assert.ok(line, `not an OS error: ${(err as Error).message}`);
+    return line;
+  }
+  assert.fail('expected a rejection');
+}
+
+describe('OS errors from the library (real conditions)', () => {
   let c: FaultCorpus;
   before(async () => {
     c = await makeFaultCorpus();
   });
   after(() => c.remove());
 
-  const mergeTo = (out: string) => runCli(['merge-adapters', '--method', 'linear', '--adapter', c.adapter, '--adapter', c.adapter, '--out', out, '--quiet']);
-
-  it('--out under a regular file (ENOTDIR)', async () => {
-    assertExplained(await mergeTo(join(c.file, 'sub')), /file\/sub: part of this path is a file, not a folder: check the path$/m);
+  it('an output under a regular file (ENOTDIR)', async () => {
+    assert.match(await lineFor(atomicOutputDir(join(c.file, 'sub'))), /file\/sub: part of this path is a file, not a folder: check the path$/);
   });
 
-  it('--out through a symlink loop (ELOOP), and an input that is one', async () => {
-    assertExplained(await mergeTo(join(c.loop, 'x')), /loop1: too many levels of symbolic links .*: fix the link or give the real path$/m);
-    assertExplained(await runCli(['inspect', c.loop]), /loop1: too many levels of symbolic links/);
-  });
-
-  it('an input that is a dangling symlink', async () => {
-    assertExplained(await runCli(['inspect', c.dangling]), /dangling: a symbolic link to .*nowhere, which does not exist: fix the link or give the real path$/m);
+  it('an input that is a symlink loop (ELOOP) or a dangling symlink', async () => {
+    assert.match(await lineFor(inspectPath(c.loop)), /loop1: too many levels of symbolic links .*: fix the link or give the real path$/);
+    assert.match(await lineFor(inspectPath(c.dangling)), /dangling: a symbolic link to .*nowhere, which does not exist: fix the link or give the real path$/);
   });
 
   it('a folder where a file is read (EISDIR) is named', async () => {
     const bad = join(c.root, 'dir-config');
     mkdirSync(join(bad, 'adapter_config.json'), { recursive: true });
-    assertExplained(await runCli(['inspect', bad]), /dir-config\/adapter_config\.json: is a folder where a file was expected/);
+    assert.match(await lineFor(inspectPath(bad)), /dir-config\/adapter_config\.json: is a folder where a file was expected/);
   });
 
-  it('a write refused by the kernel names --out, not the temporary (EACCES/EPERM on /sys)', async () => {
-    assertExplained(await mergeTo('/sys/kernel/loraforge-test-out'), /^loraforge: \/sys\/kernel\/loraforge-test-out: permission denied when writing: choose a path you can write to$/m);
+  it('a write the kernel refuses names the target, not the temporary (/sys: EPERM or EACCES even for root)', async () => {
+    assert.equal(await lineFor(atomicOutputDir('/sys/kernel/loraforge-test-out')), '/sys/kernel/loraforge-test-out: permission denied when writing: choose a path you can write to');
   });
 
   it('to-gguf creates a missing parent folder like the other commands', async () => {
     const out = join(c.root, 'new', 'sub', 'x.gguf');
-    const r = await runCli(['to-gguf', '--model', c.model, '--vocab-from', c.vocab, '--out', out, '--quiet', '--dtype', 'f32']);
-    assert.equal(r.code, 0, r.stderr);
+    await convertToGguf(c.model, out, { dtype: 'F32', vocabFrom: c.vocab });
     assert.ok(existsSync(out));
+  });
+});
+
+describe('OS errors through the CLI', () => {
+  let c: FaultCorpus;
+  before(async () => {
+    c = await makeFaultCorpus();
+  });
+  after(() => c.remove());
+
+  it('one line, exit 1: --out under a regular file', async () => {
+    const r = await runCli(['merge-adapters', '--method', 'linear', '--adapter', c.adapter, '--adapter', c.adapter, '--out', join(c.file, 'sub'), '--quiet']);
+    assertExplained(r, /^loraforge: .*file\/sub: part of this path is a file, not a folder: check the path$/m);
+  });
+
+  it('one line, exit 1: an input that is a dangling symlink', async () => {
+    assertExplained(await runCli(['inspect', c.dangling]), /^loraforge: .*dangling: a symbolic link to .*nowhere, which does not exist/m);
   });
 
   it('to-gguf --force onto a folder is refused before any work, naming --out', async () => {
