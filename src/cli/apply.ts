@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { applyAdapters, parseAdapterSpec, type ApplyReport } from '../dora/index.js';
+import { applyAdapters, type ApplyReport } from '../dora/index.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
-import { UsageError, parseIntFlag } from './errors.js';
+import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, dtypeOption, parseShardSizeFlag } from './options.js';
+import { addOutputFlags, collect, dtypeOption, helpStyle, parseAdapterFlag, parseShardSizeFlag } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
 
@@ -42,16 +42,15 @@ function summaryLines(r: ApplyReport): string[] {
 }
 
 export function registerApply(program: Command): void {
-  const command = program
-    .command('apply')
+  const command = helpStyle(program.command('apply'))
     .description(
       "Merge LoRA, rsLoRA, DoRA or EDoRA adapters into a base model and write a full model folder: PEFT's merge_and_unload, " +
         'streamed tensor by tensor (embedding LoRA, MoE expert stacks and modules_to_save tensors included).',
     )
     .requiredOption('--base <path>', 'base model folder (or .safetensors file)')
-    .option('--adapter <dir[:weight]>', 'PEFT adapter folder and its weight (default 1); repeat to apply several, in order', (v: string, acc: string[]) => [...acc, v], [])
+    .requiredOption('--adapter <dir[:weight]>', 'PEFT adapter folder and its weight (1 if left out); repeat to apply several, in order', collect)
     .requiredOption('--out <dir>', 'output model folder (written atomically)')
-    .addOption(dtypeOption("output dtype of every tensor; default: each tensor keeps the base's"))
+    .addOption(dtypeOption('output dtype of every tensor', "each tensor keeps the base's"))
     .option('--shard-size <size>', 'maximum size of a weight shard', '5GB');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
@@ -72,14 +71,14 @@ Examples:
   loraforge apply --base ./base --adapter ./edora/checkpoint-500 --out ./merged --shard-size 2GB --json`,
     )
     .action(async (flags: ApplyFlags) => {
-      if (flags.adapter.length === 0) throw new UsageError('give at least one --adapter DIR[:weight]');
+      const adapters = flags.adapter.map((spec) => parseAdapterFlag(spec));
       const maxShardBytes = parseShardSizeFlag(flags.shardSize);
       const threads = parseIntFlag('--threads', flags.threads, 1);
-      await checkOutFlag(flags.out, [flags.base], flags.force === true);
+      await checkOutFlag(flags.out, [flags.base, ...adapters.map((a) => a.dir)], flags.force === true);
       const progress = lazyProgress('apply', Boolean(flags.quiet || flags.json));
       const report = await applyAdapters({
         base: flags.base,
-        adapters: flags.adapter.map(parseAdapterSpec),
+        adapters,
         out: flags.out,
         dtype: flags.dtype,
         maxShardBytes,

@@ -1,13 +1,15 @@
+import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { convertAdapter, DEFAULT_ENERGY, DEFAULT_MAX_RANK_FACTOR, type ConvertReport, type RankPolicy } from '../dora/index.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
-import { addOutputFlags, dtypeOption } from './options.js';
+import { addOutputFlags, dtypeOption, helpStyle } from './options.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
+import { readJsonFile } from '../io/json-file.js';
 
 interface ConvertFlags {
   adapter: string;
@@ -46,23 +48,34 @@ function summaryLines(r: ConvertReport): string[] {
   return lines;
 }
 
+/**
+ * Whether the adapter's config says DoRA (EDoRA too), to refuse a missing --base before any work.
+ * An unreadable config is left to the library, which names what is wrong with the folder.
+ */
+async function usesDora(adapterDir: string): Promise<boolean> {
+  try {
+    return ((await readJsonFile(join(adapterDir, 'adapter_config.json'))) as { use_dora?: unknown }).use_dora === true;
+  } catch {
+    return false;
+  }
+}
+
 export function registerConvert(program: Command): void {
-  const command = program
-    .command('convert')
+  const command = helpStyle(program.command('convert'))
     .description(
       "Convert a DoRA or EDoRA adapter to a plain LoRA (PEFT and/or llama.cpp GGUF) whose B·A approximates each module's W′ − W, " +
         'with the relative error of every module reported.',
     )
     .requiredOption('--adapter <dir>', 'PEFT adapter folder (DoRA, EDoRA, LoRA)')
-    .option('--base <path>', 'the base model the adapter was trained on (needed for DoRA/EDoRA and for GGUF output)')
+    .option('--base <path>', 'the base model the adapter was trained on (required for DoRA/EDoRA adapters and for GGUF output)')
     .addOption(new Option('--to <kind>', 'target adapter type').choices(['lora']).default('lora'))
     .requiredOption('--out <dir>', 'output adapter folder (written atomically)')
     .option('--rank <n>', 'fixed rank for every converted module')
-    .option('--energy <f>', `smallest rank keeping this fraction of ‖W′ − W‖²_F (default ${DEFAULT_ENERGY})`)
-    .option('--max-rank <n>', `upper bound on the rank chosen by --energy (default ${DEFAULT_MAX_RANK_FACTOR}× each module's rank)`)
+    .option('--energy <f>', `smallest rank keeping this fraction of ‖W′ − W‖²_F (default: ${DEFAULT_ENERGY})`)
+    .option('--max-rank <n>', `upper bound on the rank chosen by --energy (default: ${DEFAULT_MAX_RANK_FACTOR}× each module's rank)`)
     .addOption(new Option('--format <f>', 'output format').choices(ADAPTER_FORMATS).default('peft'))
-    .addOption(dtypeOption('storage dtype of A and B (default f32)'))
-    .option('--seed <n>', 'seed of the randomized SVD (default 0)');
+    .addOption(dtypeOption('storage dtype of A and B', 'f32'))
+    .option('--seed <n>', 'seed of the randomized SVD (default: 0)');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
       'after',
@@ -91,6 +104,9 @@ Examples:
         };
       }
       if (flags.format !== 'peft' && !flags.base) throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model: pass --base`);
+      if (!flags.base && (await usesDora(flags.adapter))) {
+        throw new UsageError(`--adapter ${flags.adapter} is a DoRA/EDoRA adapter: pass --base (the model it was trained on), since W′ − W depends on the base weights`);
+      }
       const threads = parseIntFlag('--threads', flags.threads, 1);
       await checkOutFlag(flags.out, [flags.adapter, ...(flags.base ? [flags.base] : [])], flags.force === true);
       const progress = lazyProgress('convert', Boolean(flags.quiet || flags.json));
@@ -106,7 +122,7 @@ Examples:
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
         onModule: (name, _index, total) => progress.tick({ name, total }),
-      });
+      }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });
 }

@@ -3,6 +3,8 @@ import { DEMO_ENERGY, DEMO_SHAPE, runDemo, type DemoModule, type DemoResult } fr
 import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
 import { createProgress, type Progress } from './progress.js';
+import { helpStyle } from './options.js';
+import { checkOutFlag } from './output.js';
 
 interface DemoFlags {
   out?: string;
@@ -90,8 +92,7 @@ export function formatDemo(r: DemoResult): string {
 }
 
 export function registerDemo(program: Command): void {
-  program
-    .command('demo')
+  helpStyle(program.command('demo'))
     .description('Build two small fine-tunes with known differences and extract the LoRA between them (no downloads, a few seconds).')
     .option('--out <dir>', 'keep the extracted adapter in this folder')
     .option('--keep', 'keep the temporary folder with the generated models A and B')
@@ -108,6 +109,8 @@ Examples:
     )
     .action(async (flags: DemoFlags) => {
       const seed = parseIntFlag('--seed', flags.seed, 0);
+      // an existing --out is a usage error (exit 2), refused before the models are built
+      if (flags.out !== undefined) await checkOutFlag(flags.out, [], flags.force === true);
       let bar: Progress | undefined;
       let result: DemoResult;
       try {

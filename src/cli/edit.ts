@@ -6,13 +6,11 @@ import { editAdapter, editDelta, isEmptyEdit, type EditSummary, type SigmaEdit }
 import { parseIndexList, parseNameList, parseRegexFlag, parseScaleList, type ModuleSelector } from '../spectrum/selectors.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags } from './options.js';
+import { addOutputFlags, dtypeOption, helpStyle, readBaseConfig } from './options.js';
 import { sourceFlags } from './spectrum.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
-import { readBaseConfigFlag } from './base-config.js';
 
-const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 /** rows of the per-module table printed without --json */
 const TABLE_ROWS = 20;
 
@@ -31,7 +29,7 @@ interface EditFlags {
   modules?: string;
   include?: string;
   format: string;
-  dtype?: string;
+  dtype?: FloatDType;
   baseConfig?: string;
   threads?: string;
   json?: boolean;
@@ -57,7 +55,6 @@ function parseSelector(opts: EditFlags): ModuleSelector {
   };
 }
 
-
 function summaryLines(s: EditSummary): string[] {
   const edited = s.modules.filter((m) => m.edited);
   const rankChange = (m: EditSummary['modules'][number]) => (m.rankBefore === m.rankAfter ? String(m.rankAfter) : `${m.rankBefore}→${m.rankAfter}`);
@@ -70,15 +67,14 @@ function summaryLines(s: EditSummary): string[] {
 }
 
 export function registerEdit(program: Command): void {
-  const command = program
-    .command('edit')
+  const command = helpStyle(program.command('edit'))
     .description(
       "Zero, keep, scale or randomly perturb singular components of a LoRA adapter's modules (exact re-factorisation U·Σ·Vᵀ of each update), or of an adapter extracted from two checkpoints, and write a new adapter.",
     )
-    .option('--adapter <dir>', 'PEFT LoRA adapter folder to edit')
-    .option('--model-a <path>', 'base checkpoint: extract Δ = B − A at --rank, then edit')
-    .option('--model-b <path>', 'fine-tuned checkpoint')
-    .option('--rank <r>', 'rank extracted per tensor from --model-a/--model-b')
+    .option('--adapter <dir>', 'PEFT LoRA adapter folder to edit (required: this, or --model-a and --model-b)')
+    .option('--model-a <path>', 'base checkpoint: extract Δ = B − A at --rank, then edit (required without --adapter)')
+    .option('--model-b <path>', 'fine-tuned checkpoint (required without --adapter)')
+    .option('--rank <r>', 'rank extracted per tensor from --model-a/--model-b (required with them)')
     .requiredOption('--out <dir>', 'output adapter folder')
     .option('--zero <list>', 'remove these components, e.g. 0,1,2 or 0-3 (0 = largest σ)')
     .option('--keep <list>', 'keep only these components, e.g. 0-7')
@@ -89,7 +85,7 @@ export function registerEdit(program: Command): void {
     .option('--modules <names>', 'edit only these module types, e.g. q_proj,v_proj (expert stacks: gate_up_proj, down_proj)')
     .option('--include <regex>', 'checkpoints: tensors to extract (default: weights inside layers.N.)')
     .option('--format <format>', `output format: ${ADAPTER_FORMATS.join(' | ')}`, 'peft')
-    .option('--dtype <dtype>', 'storage dtype of the factors: f32 | f16 | bf16 (default: the input\'s)')
+    .addOption(dtypeOption('storage dtype of the factors', "the input's"))
     .option('--base-config <path>', "base model config.json (or its folder), needed for --format gguf|both with --adapter");
   addOutputFlags(command, { threads: true, json: 'print a JSON summary on stdout' })
     .addHelpText(
@@ -117,9 +113,8 @@ Examples:
       const threads = parseIntFlag('--threads', opts.threads, 1);
       if (!ADAPTER_FORMATS.includes(opts.format as AdapterFormat)) throw new UsageError(`--format must be one of ${ADAPTER_FORMATS.join(', ')}, got "${opts.format}"`);
       const format = opts.format as AdapterFormat;
-      const dtype = opts.dtype !== undefined ? DTYPES[opts.dtype.toLowerCase()] : undefined;
-      if (opts.dtype !== undefined && !dtype) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${opts.dtype}"`);
-      const baseConfig = opts.baseConfig !== undefined ? await readBaseConfigFlag(opts.baseConfig) : undefined;
+      const dtype = opts.dtype;
+      const baseConfig = opts.baseConfig !== undefined ? await readBaseConfig(opts.baseConfig) : undefined;
       const inputs = 'adapter' in source ? [source.adapter] : [source.modelA, source.modelB];
       if ('adapter' in source) {
         if (opts.rank !== undefined) throw new UsageError('--rank applies to --model-a/--model-b; an adapter keeps its own ranks');

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DEFAULT_EDORA_POWER_ITERS, DEFAULT_EDORA_SIGMA, edoraInit, type EdoraInitReport } from '../dora/index.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
-import { addOutputFlags, dtypeOption } from './options.js';
+import { addOutputFlags, dtypeOption, helpStyle } from './options.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
@@ -37,8 +37,7 @@ function summaryLines(r: EdoraInitReport): string[] {
 }
 
 export function registerEdoraInit(program: Command): void {
-  const command = program
-    .command('edora-init')
+  const command = helpStyle(program.command('edora-init'))
     .description(
       'Initialise an EDoRA adapter from a base model: A and B from a seeded randomized SVD of each target weight (frozen in EDoRA), ' +
         'a small random latent R, the DoRA magnitude = row norms of W, plus reconstr_config.json, in the layout the EDoRA reference code loads.',
@@ -48,10 +47,10 @@ export function registerEdoraInit(program: Command): void {
     .requiredOption('--target-modules <list>', 'comma-separated module names or name endings, as PEFT target_modules (e.g. q_proj,v_proj)')
     .requiredOption('--out <dir>', 'output adapter folder (written atomically)')
     .option('--alpha <a>', 'lora_alpha (default: the rank, so the scaling alpha/r is 1)')
-    .option('--sigma <s>', `standard deviation of R's initial entries (default ${DEFAULT_EDORA_SIGMA}, as the reference)`)
-    .option('--power-iters <n>', `power iterations of the randomized SVD (default ${DEFAULT_EDORA_POWER_ITERS})`)
-    .option('--seed <n>', 'seed of the SVD and of R (default 0)')
-    .addOption(dtypeOption('storage dtype of A and B (default f32; R and the magnitude stay f32)'));
+    .option('--sigma <s>', `standard deviation of R's initial entries, as the reference (default: ${DEFAULT_EDORA_SIGMA})`)
+    .option('--power-iters <n>', `power iterations of the randomized SVD (default: ${DEFAULT_EDORA_POWER_ITERS})`)
+    .option('--seed <n>', 'seed of the SVD and of R (default: 0)')
+    .addOption(dtypeOption('storage dtype of A and B (R and the magnitude stay f32)', 'f32'));
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
       'after',
@@ -86,7 +85,7 @@ Examples:
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
         onModule: (name, _index, total) => progress.tick({ name, total }),
-      });
+      }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });
 }

@@ -6,10 +6,10 @@ import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extrac
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS } from '../lora/sink.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
+import { dtypeOption, helpStyle } from './options.js';
 import { formatBytes, table } from './format.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
-import { registerDemo } from './demo.js';
 
 interface ExtractFlags {
   modelA: string;
@@ -25,7 +25,7 @@ interface ExtractFlags {
   exclude?: string;
   format: string;
   embeddings: string;
-  dtype?: string;
+  dtype?: FloatDType;
   seed: string;
   threads?: string;
   saveModules?: boolean;
@@ -35,8 +35,6 @@ interface ExtractFlags {
   json?: boolean;
   quiet?: boolean;
 }
-
-const DTYPES: Record<string, FloatDType> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
   if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`${flag} must be one of ${allowed.join(', ')}, got "${value}"`);
@@ -87,7 +85,7 @@ export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
     exclude: regexFlag('--exclude', f.exclude),
     format: oneOf('--format', f.format, ADAPTER_FORMATS),
     embeddings: oneOf<EmbeddingsMode>('--embeddings', f.embeddings, EMBEDDINGS_MODES),
-    dtype: f.dtype === undefined ? undefined : DTYPES[oneOf('--dtype', f.dtype.toLowerCase(), Object.keys(DTYPES))],
+    dtype: f.dtype,
     seed: parseIntFlag('--seed', f.seed, 0),
     threads: f.threads === undefined ? undefined : parseIntFlag('--threads', f.threads, 1),
     saveModules: f.saveModules === true,
@@ -176,30 +174,23 @@ export function formatExtractReport(r: ExtractReport): string {
   return lines.join('\n');
 }
 
-/** Registers `extract` and `demo` (the demo is a guided run of extract). */
 export function registerExtract(program: Command): void {
-  registerExtractCommand(program);
-  registerDemo(program);
-}
-
-function registerExtractCommand(program: Command): void {
-  program
-    .command('extract')
+  helpStyle(program.command('extract'))
     .description('Extract the LoRA adapter that turns model A into model B (two fine-tunes of one base): ΔW = W_B − W_A ≈ B·A by truncated SVD, streamed tensor by tensor.')
     .requiredOption('--model-a <path>', 'the model the adapter applies to (folder or .safetensors file)')
     .requiredOption('--model-b <path>', 'the model the adapter should turn A into')
     .requiredOption('--out <dir>', 'output folder for the adapter (written atomically)')
-    .option('--rank <n>', `fixed LoRA rank for every module (default ${DEFAULT_RANK})`)
+    .option('--rank <n>', `fixed LoRA rank for every module (default: ${DEFAULT_RANK})`)
     .option('--energy <f>', 'per module, the smallest rank capturing this fraction of ‖ΔW‖², e.g. 0.95')
     .option('--max-rel-error <f>', 'per module, the smallest rank with ‖ΔW − B·A‖/‖ΔW‖ at most this, e.g. 0.05')
-    .option('--max-rank <n>', `cap for --energy / --max-rel-error (default ${DEFAULT_MAX_RANK})`)
-    .option('--alpha <n>', 'one lora_alpha for every module (scaling alpha/r; B is scaled to match); default: alpha = rank, scaling 1')
+    .option('--max-rank <n>', `cap for --energy / --max-rel-error (default: ${DEFAULT_MAX_RANK})`)
+    .option('--alpha <n>', 'one lora_alpha for every module (scaling alpha/r; B is scaled to match) (default: alpha = rank, scaling 1)')
     .option('--target-modules <list>', 'comma-separated module names to extract (default: every linear weight of the decoder layers)')
     .option('--include <regex>', 'only tensors whose name matches are extracted')
     .option('--exclude <regex>', 'tensors whose name matches are not extracted')
     .option('--format <format>', `adapter format: ${ADAPTER_FORMATS.join(', ')}`, 'peft')
     .option('--embeddings <mode>', 'embed_tokens / lm_head: skip, lora, or full (saved whole, needed when the vocabularies differ)', 'skip')
-    .option('--dtype <dtype>', 'adapter dtype: f32, f16, bf16 (default: model B’s)')
+    .addOption(dtypeOption('adapter dtype', 'model B’s'))
     .option('--save-modules', 'save differing non-target tensors (norms, biases) whole, as PEFT modules_to_save')
     .option('--skip-3d', 'leave 3-D MoE expert tensors out (default: one LoRA per expert, PEFT target_parameters)')
     .option('--verify', 'compute every error exactly by GEMM (default: the first tensor of each module type)')

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { inspectPath } from '../inspect/inspect.js';
+import { parseIntFlag } from './errors.js';
 import { formatBytes, formatCount, table } from './format.js';
+import { helpStyle } from './options.js';
 
 export function registerInspect(program: Command): void {
-  program
-    .command('inspect <path>')
+  helpStyle(program.command('inspect <path>'))
     .description('List tensors, dtypes, shapes, bytes, parameter count and metadata of a model folder, safetensors file, GGUF file or PEFT adapter folder (headers only).')
     .option('--json', 'print the result as JSON')
     .option('--limit <n>', 'show at most this many tensors in the table (0 = all)', '50')
@@ -17,12 +18,13 @@ Examples:
   loraforge inspect adapter.gguf --json | jq .metadata`,
     )
     .action(async (path: string, opts: { json?: boolean; limit: string }) => {
+      const limitFlag = parseIntFlag('--limit', opts.limit, 0);
       const r = await inspectPath(path);
       if (opts.json) {
         process.stdout.write(JSON.stringify(r, null, 2) + '\n');
         return;
       }
-      const limit = Number(opts.limit) || r.tensors.length;
+      const limit = limitFlag || r.tensors.length;
       const rows = [['tensor', 'dtype', 'shape', 'bytes'], ...r.tensors.slice(0, limit).map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, formatBytes(t.bytes)])];
       const lines = [
         `${r.path} (${r.kind})`,

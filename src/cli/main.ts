@@ -17,6 +17,7 @@ import { registerMerge } from './merge.js';
 import { registerToGguf } from './to-gguf.js';
 import { registerExtract } from './extract.js';
 import { describeOsError } from '../io/os-error.js';
+import { registerDemo } from './demo.js';
 
 const program = new Command('loraforge')
   .description('Fast, exact, streaming LLM weight surgery: extract, merge and edit LoRA adapters.')
@@ -31,16 +32,18 @@ program.hook('preAction', (_program, action) => {
   if (typeof out === 'string') outFlag = out;
 });
 
-registerInspect(program);
+// the order of the README's Commands section (scripts/build-readme.mjs), which --help lists too
+registerDemo(program);
+registerExtract(program);
+registerMergeAdapters(program);
+registerMerge(program);
+registerSpectrum(program);
+registerEdit(program);
 registerApply(program);
 registerConvert(program);
 registerEdoraInit(program);
-registerSpectrum(program);
-registerEdit(program);
-registerMergeAdapters(program);
-registerMerge(program);
 registerToGguf(program);
-registerExtract(program);
+registerInspect(program);
 
 try {
   // One run: every file any part of the command reads is an input --out may not touch (io/inputs.ts).

@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
-import { parseAdapterSpec } from '../lora/adapter-spec.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
 import {
   MAJORITY_SIGNS,
@@ -16,10 +15,9 @@ import {
 } from '../merge-adapters/index.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags } from './options.js';
+import { addOutputFlags, collect, dtypeOption, helpStyle, parseAdapterFlag, readBaseConfig } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
-import { readBaseConfigFlag } from './base-config.js';
 
 interface MergeAdaptersFlags {
   adapter: string[];
@@ -32,13 +30,12 @@ interface MergeAdaptersFlags {
   seed?: string;
   exact?: boolean;
   format: AdapterFormat;
-  dtype: FloatDType;
+  dtype?: FloatDType;
   baseConfig?: string;
   force?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
-
 
 function formatError(e: number | null): string {
   if (e === null) return '-';
@@ -88,23 +85,22 @@ function summaryLines(report: MergeReport): string[] {
 const METHOD_HELP = METHOD_NAMES.map((n) => `  ${n.padEnd(20)} ${MERGE_METHODS[n].summary}`).join('\n');
 
 export function registerMergeAdapters(program: Command): void {
-  const command = program
-    .command('merge-adapters')
+  const command = helpStyle(program.command('merge-adapters'))
     .description(
       'Merge LoRA adapters into one with PEFT add_weighted_adapter semantics (default) or exactly (--exact). Writes the new adapter ' +
         '(r = lora_alpha, scaling 1) and report.json with each module\'s relative error against the exact weighted sum Σ w_i·s_i·B_i·A_i.',
     )
-    .option('--adapter <dir[:weight]>', 'a PEFT adapter folder and its weight (default 1); repeat for each adapter', (v: string, acc: string[]) => [...acc, v], [])
+    .requiredOption('--adapter <dir[:weight]>', 'a PEFT adapter folder and its weight (1 if left out); repeat for each adapter', collect)
     .addOption(new Option('--method <name>', 'merge method (see below)').choices(METHOD_NAMES).makeOptionMandatory())
     .requiredOption('--out <dir>', 'output folder (created atomically)')
-    .option('--density <d>', 'fraction of entries kept by ties / dare_* / magnitude_prune (default 0.5)')
-    .addOption(new Option('--majority-sign <how>', 'TIES sign election: sign of the sum or of the sign count (default total)').choices(MAJORITY_SIGNS))
+    .option('--density <d>', 'fraction of entries kept by ties / dare_* / magnitude_prune (default: 0.5)')
+    .addOption(new Option('--majority-sign <how>', 'TIES sign election: sign of the sum or of the sign count').choices(MAJORITY_SIGNS).default(undefined, 'total'))
     .option('--svd-rank <n>', 'output rank of the SVD merges (default: the largest input rank; linear --exact: lossless)')
     .option('--svd-clamp <q>', 'clamp the SVD factors at this quantile of their entries, as PEFT svd_clamp')
-    .option('--seed <n>', 'seed of the DARE masks (default 0)')
+    .option('--seed <n>', 'seed of the DARE masks (default: 0)')
     .option('--exact', 'merge the true deltas w_i·s_i·B_i·A_i and re-factorise: no cross terms, no double scaling')
     .addOption(new Option('--format <f>', 'output format').choices(ADAPTER_FORMATS).default('peft'))
-    .addOption(new Option('--dtype <t>', 'storage dtype of the new factors').choices(['F32', 'BF16', 'F16']).default('F32').argParser((v) => v.toUpperCase()))
+    .addOption(dtypeOption('storage dtype of the new factors', 'f32'))
     .option('--base-config <path>', "the base model's config.json (or its folder); needed for --format gguf|both");
   addOutputFlags(command, { threads: false, json: 'print the report as JSON' })
     .addHelpText(
@@ -126,9 +122,8 @@ Examples:
   loraforge merge-adapters --adapter ./a --adapter ./b --method ties_svd --density 0.3 --out ./merged --json`,
     )
     .action(async (flags: MergeAdaptersFlags) => {
-      if (flags.adapter.length === 0) throw new UsageError('give at least one --adapter DIR[:weight]');
       const adapters = flags.adapter.map((spec) => {
-        const { dir, weight } = parseAdapterSpec(spec);
+        const { dir, weight } = parseAdapterFlag(spec);
         return { path: dir, weight: weight ?? 1 };
       });
       const method = MERGE_METHODS[flags.method];
@@ -146,7 +141,7 @@ Examples:
         throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model's config: pass --base-config`);
       }
       await checkOutFlag(flags.out, adapters.map((a) => a.path), flags.force === true);
-      const baseConfig = flags.baseConfig ? await readBaseConfigFlag(flags.baseConfig) : undefined;
+      const baseConfig = flags.baseConfig ? await readBaseConfig(flags.baseConfig) : undefined;
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await mergeAdapters({
         ...options,
@@ -154,7 +149,7 @@ Examples:
         method: flags.method,
         out: flags.out,
         format: flags.format,
-        dtype: flags.dtype,
+        dtype: flags.dtype ?? 'F32',
         baseConfig,
         overwrite: flags.force ?? false,
         onProgress: (_done, total, name) => progress.tick({ name, total }),

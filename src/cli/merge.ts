@@ -1,13 +1,16 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { describeMethods, mergeModels, type MergeModelsReport } from '../merge/index.js';
-import { parseIntFlag } from './errors.js';
+import { describeMethods, executeMerge, readMergeConfig, type MergeModelsReport } from '../merge/index.js';
+import { referencedModels } from '../merge/sources.js';
+import { UsageError, parseIntFlag } from './errors.js';
 import { formatBytes } from './format.js';
-import { addOutputFlags, parseShardSizeFlag } from './options.js';
+import { addMergekitFlags, MERGEKIT_FLAG_NAMES, mergekitFlagNotes } from './mergekit-flags.js';
+import { addOutputFlags, helpStyle, parseShardSizeFlag } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
 
 interface MergeFlags {
-  out: string;
+  out?: string;
   shardSize: string;
   seed?: string;
   force?: boolean;
@@ -27,17 +30,26 @@ function summaryLines(r: MergeModelsReport): string[] {
   return lines;
 }
 
+/** The output folder: `merge config.yml ./out` (mergekit-yaml's order) or --out; both only if they agree. */
+function outFolder(positional: string | undefined, flag: string | undefined): string {
+  if (positional !== undefined && flag !== undefined && resolve(positional) !== resolve(flag)) {
+    throw new UsageError(`two output folders: ${positional} (argument) and --out ${flag}; give one`);
+  }
+  const out = positional ?? flag;
+  if (out === undefined) throw new UsageError('no output folder: loraforge merge CONFIG.yml OUT_DIR (or --out OUT_DIR)');
+  return out;
+}
+
 export function registerMerge(program: Command): void {
-  const command = program
-    .command('merge <config>')
+  const command = helpStyle(program.command('merge <config> [out]'))
     .description(
       'Merge whole models as a mergekit-style YAML config describes (linear, task_arithmetic, ties, dare_linear, dare_ties, slerp, passthrough). ' +
         'Streams one tensor at a time: memory stays at a few tensors whatever the model size.',
     )
-    .requiredOption('--out <dir>', 'output model folder (created atomically)')
+    .option('--out <dir>', 'output model folder, created atomically (required: here or as the second argument, as mergekit-yaml takes it)')
     .option('--shard-size <size>', 'largest output shard, e.g. 5GB, 500MB, 2GiB', '5GB')
-    .option('--seed <n>', 'seed of the DARE masks (default 0)');
-  addOutputFlags(command, { threads: false, json: 'print the summary as JSON' })
+    .option('--seed <n>', 'seed of the DARE masks (default: 0)');
+  addOutputFlags(addMergekitFlags(command), { threads: false, json: 'print the summary as JSON' })
     .addHelpText(
       'after',
       `
@@ -47,6 +59,9 @@ ${describeMethods()}
 Parameters may be a scalar, a gradient list interpolated across the layers of a slice
 ([0, 0.5, 1]), or a filter list matched against tensor names ([{filter: self_attn, value: 0.3},
 {value: 0.5}]). Model paths are local folders, relative to the working directory.
+
+mergekit-yaml's own flags (${MERGEKIT_FLAG_NAMES.join(', ')}, and their --no- forms)
+are accepted with a one-line note on what loraforge does instead, or refused where it does not do what they ask.
 
 Examples:
   # merge.yaml
@@ -59,17 +74,22 @@ Examples:
       parameters: {weight: 0.4, density: 0.5}
   dtype: bfloat16
 
-  loraforge merge merge.yaml --out ./merged
+  loraforge merge merge.yaml ./merged
   loraforge merge stack.yaml --out ./frankenmerge --shard-size 2GB --json
   loraforge merge dare.yaml --out ./merged --seed 42 --force`,
     )
-    .action(async (configPath: string, flags: MergeFlags) => {
+    .action(async (configPath: string, outArg: string | undefined, flags: MergeFlags) => {
+      const out = outFolder(outArg, flags.out);
       const maxShardBytes = parseShardSizeFlag(flags.shardSize);
       const seed = parseIntFlag('--seed', flags.seed, 0);
-      await checkOutFlag(flags.out, [], flags.force === true);
+      for (const note of mergekitFlagNotes(flags as unknown as Record<string, unknown>)) process.stderr.write(`loraforge: note: ${note}\n`);
+      const config = await readMergeConfig(configPath);
+      // the models are inputs too: an --out inside one is a usage error now, not a failure after the plan
+      const models = referencedModels(config).map((ref) => resolve(ref.name));
+      await checkOutFlag(out, models, flags.force === true);
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
-      const report = await mergeModels(configPath, {
-        out: flags.out,
+      const report = await executeMerge(config, {
+        out,
         maxShardBytes,
         seed,
         overwrite: flags.force ?? false,

@@ -1,24 +1,46 @@
 /**
  * Flags several commands share, defined once so that they parse and read the same in every --help.
  */
+import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { parseShardSize } from '../io/safetensors.js';
 import type { FloatDType } from '../io/types.js';
+import { parseAdapterSpec, type AdapterSpec } from '../lora/adapter-spec.js';
+import { noteInput, readInputText } from '../io/inputs.js';
 import { UsageError } from './errors.js';
+import { parseJsonText } from '../io/json-file.js';
 
-const DTYPE_NAMES: Record<string, FloatDType> = {
-  f32: 'F32', fp32: 'F32', float32: 'F32',
-  f16: 'F16', fp16: 'F16', float16: 'F16',
-  bf16: 'BF16', bfloat16: 'BF16',
+/** Every spelling users bring (ours, llama.cpp's, torch's, numpy's) of the three float types we write. */
+const DTYPE_SPELLINGS: Readonly<Record<FloatDType, readonly string[]>> = {
+  F32: ['f32', 'fp32', 'float32', 'float'],
+  F16: ['f16', 'fp16', 'float16', 'half'],
+  BF16: ['bf16', 'bfloat16'],
 };
 
-/** `--dtype` accepting f32/f16/bf16 in any case (and the torch spellings). */
-export function dtypeOption(description: string): Option {
-  return new Option('--dtype <dtype>', `${description} (f32, f16 or bf16)`).argParser((v: string) => {
-    const d = DTYPE_NAMES[v.toLowerCase()];
-    if (!d) throw new InvalidArgumentError('use f32, f16 or bf16');
-    return d;
-  });
+/** The accepted values, as error messages and --help list them. */
+export const DTYPE_VALUES = 'f32, f16 or bf16 (also fp32/float32/float, fp16/float16/half, bfloat16)';
+
+/** A dtype in any of DTYPE_SPELLINGS, any case; undefined when it is none of them. */
+export function parseDtype(value: string): FloatDType | undefined {
+  const v = value.trim().toLowerCase();
+  return (Object.keys(DTYPE_SPELLINGS) as FloatDType[]).find((d) => DTYPE_SPELLINGS[d].includes(v));
+}
+
+/**
+ * The one `--dtype` of every command: parsed while the command line is read, so a bad value stops the
+ * run (exit 2, naming the flag and the accepted values) before any work. `fallback` is what the command
+ * does without it, shown in --help.
+ */
+export function dtypeOption(description: string, fallback: string, flags = '--dtype <dtype>'): Option {
+  return new Option(flags, `${description}: ${DTYPE_VALUES}`).default(undefined, fallback).argParser(dtypeArg);
+}
+
+function dtypeArg(value: string): FloatDType {
+  const d = parseDtype(value);
+  if (!d) throw new InvalidArgumentError(`use ${DTYPE_VALUES}`);
+  return d;
 }
 
 /** `--shard-size` (e.g. 5GB, 500MB, 2GiB) in bytes; a bad size is a usage error. */
@@ -31,6 +53,44 @@ export function parseShardSizeFlag(value: string): number {
 }
 
 /**
+ * `--adapter DIR[:WEIGHT]`. A value that exists as a path is a path, colons and all; otherwise a last
+ * `:` followed by no path separator announces a weight, which must then be a number.
+ */
+export function parseAdapterFlag(text: string, flag = '--adapter'): AdapterSpec {
+  if (existsSync(text)) return { dir: text };
+  const spec = parseAdapterSpec(text);
+  if (spec.weight !== undefined) return spec;
+  const colon = text.lastIndexOf(':');
+  const tail = text.slice(colon + 1);
+  if (colon > 0 && !/[\\/]/.test(tail)) {
+    throw new UsageError(`${flag} ${text}: the weight "${tail}" after the last ":" is not a number; write DIR:WEIGHT, e.g. ${text.slice(0, colon)}:0.5`);
+  }
+  return spec;
+}
+
+/** --base-config: a config.json, or a model folder holding one. */
+export async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
+  noteInput(path); // a folder named here is protected from --out as a whole, not only its config.json
+  const file = (await stat(path).catch(() => undefined))?.isDirectory() ? join(path, 'config.json') : path;
+  let text: string;
+  try {
+    text = await readInputText(file);
+  } catch {
+    throw new UsageError(`--base-config ${path}: cannot read ${file}; pass the base model's config.json or its folder`);
+  }
+  try {
+    return parseJsonText(file, text) as Record<string, unknown>;
+  } catch (err) {
+    throw new UsageError(`--base-config ${(err as Error).message}`);
+  }
+}
+
+/** Collects a repeatable flag's values; no default, so requiredOption can tell when it was never given. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/**
  * The flags that end every command writing an --out folder: --threads (for commands that multiply
  * matrices), --force, --json (whose text says what the JSON is) and --quiet.
  */
@@ -40,4 +100,26 @@ export function addOutputFlags(command: Command, opts: { threads: boolean; json:
     .option('--force', 'replace --out if it exists and is not empty')
     .option('--json', opts.json)
     .option('--quiet', 'no progress bar');
+}
+
+/**
+ * One style for every option line of --help: "(required)" on mandatory flags, choices and defaults as
+ * "(choices: a, b; default: x)", unquoted, and no default shown for a repeatable flag's empty list.
+ */
+export function optionHelp(option: Option): string {
+  const extra: string[] = [];
+  if (option.mandatory) extra.push('required');
+  if (option.argChoices) extra.push(`choices: ${option.argChoices.join(', ')}`);
+  // a default the library applies is given as .default(undefined, 'text'): shown, but never passed on
+  const value: unknown = option.defaultValue;
+  const shown = value !== undefined && !(Array.isArray(value) && value.length === 0) && (option.required || option.optional);
+  const text = option.defaultValueDescription ?? (shown ? String(value) : undefined);
+  if (text !== undefined) extra.push(`default: ${text}`);
+  return extra.length ? `${option.description} (${extra.join('; ')})` : option.description;
+}
+
+/** Applies optionHelp to a command's --help. */
+export function helpStyle<C extends Command>(command: C): C {
+  command.configureHelp({ optionDescription: (option: Option) => optionHelp(option) });
+  return command;
 }

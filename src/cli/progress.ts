@@ -7,20 +7,42 @@ export interface Progress {
   done(): void;
 }
 
-export function createProgress(title: string, total: number, opts: { quiet?: boolean } = {}): Progress {
-  const stream = process.stderr;
+/** What the bar writes to: process.stderr, or a fake one in tests. */
+export interface ProgressStream {
+  isTTY?: boolean;
+  columns?: number;
+  write(text: string): unknown;
+}
+
+/** Width assumed when the terminal reports none: `script`, some CI ptys and serial consoles report 0 columns. */
+const FALLBACK_COLUMNS = 80;
+/** A bar line never gets longer than this, whatever the terminal claims (one write per redraw). */
+const MAX_COLUMNS = 1000;
+const BAR_WIDTH = 24;
+
+/** Characters a line may take: one less than the width, so the cursor never wraps to the next line. */
+function lineWidth(stream: ProgressStream): number {
+  const cols = stream.columns;
+  const usable = typeof cols === 'number' && Number.isFinite(cols) && cols >= 1 ? Math.min(Math.floor(cols), MAX_COLUMNS) : FALLBACK_COLUMNS;
+  return usable - 1;
+}
+
+export function createProgress(title: string, total: number, opts: { quiet?: boolean; stream?: ProgressStream } = {}): Progress {
+  const stream = opts.stream ?? process.stderr;
   if (opts.quiet || !stream.isTTY || total <= 0) return { tick() {}, done() {} };
   let count = 0;
   const started = Date.now();
   let lastDraw = 0;
+  let drawn = false;
   const draw = (label: string) => {
-    const width = 24;
-    const filled = Math.round((count / total) * width);
+    // a tick past the total (a library that counts one more) must not make repeat() negative
+    const filled = Math.min(BAR_WIDTH, Math.round((Math.min(count, total) / total) * BAR_WIDTH));
     const elapsed = (Date.now() - started) / 1000;
-    const eta = count > 0 ? (elapsed / count) * (total - count) : 0;
-    const line = `${title} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${count}/${total} ${elapsed.toFixed(0)}s eta ${eta.toFixed(0)}s ${label}`;
-    const cols = stream.columns ?? 100;
-    stream.write(`\r${line.slice(0, cols - 1).padEnd(cols - 1)}`);
+    const eta = count > 0 ? (elapsed / count) * Math.max(0, total - count) : 0;
+    const line = `${title} [${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}] ${count}/${total} ${elapsed.toFixed(0)}s eta ${eta.toFixed(0)}s ${label}`;
+    const width = lineWidth(stream);
+    stream.write(`\r${line.slice(0, width).padEnd(width)}`);
+    drawn = true;
   };
   return {
     tick(label = '') {
@@ -33,17 +55,18 @@ export function createProgress(title: string, total: number, opts: { quiet?: boo
       }
     },
     done() {
-      stream.write('\r' + ' '.repeat((stream.columns ?? 100) - 1) + '\r');
+      if (drawn) stream.write('\r' + ' '.repeat(lineWidth(stream)) + '\r');
+      drawn = false;
     },
   };
 }
 
 /** A bar created on the first tick, when the total is known; done() clears it (safe to call when nothing ticked). */
-export function lazyProgress(title: string, quiet: boolean): { tick: (p: { name: string; total: number }) => void; done: () => void } {
+export function lazyProgress(title: string, quiet: boolean, stream?: ProgressStream): { tick: (p: { name: string; total: number }) => void; done: () => void } {
   let bar: Progress | undefined;
   return {
     tick(p) {
-      bar ??= createProgress(title, p.total, { quiet });
+      bar ??= createProgress(title, p.total, { quiet, stream });
       bar.tick(p.name);
     },
     done() {

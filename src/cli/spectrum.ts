@@ -6,7 +6,7 @@ import { parseRegexFlag } from '../spectrum/selectors.js';
 import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumResult } from '../spectrum/spectrum.js';
 import { parseIntFlag, UsageError } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags } from './options.js';
+import { addOutputFlags, helpStyle } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
 
@@ -56,17 +56,16 @@ interface SpectrumFlags {
 }
 
 export function registerSpectrum(program: Command): void {
-  const command = program
-    .command('spectrum')
+  const command = helpStyle(program.command('spectrum'))
     .description(
       'Per-tensor singular values of a LoRA adapter (exact, from its factors) or of the difference of two checkpoints (randomized SVD): energy captured per rank, effective ranks, and an offline HTML report with charts.',
     )
-    .option('--adapter <dir>', 'PEFT LoRA adapter folder')
-    .option('--model-a <path>', 'first checkpoint (folder or .safetensors): Δ = B − A')
-    .option('--model-b <path>', 'second checkpoint')
+    .option('--adapter <dir>', 'PEFT LoRA adapter folder (required: this, or --model-a and --model-b)')
+    .option('--model-a <path>', 'first checkpoint (folder or .safetensors): Δ = B − A (required without --adapter)')
+    .option('--model-b <path>', 'second checkpoint (required without --adapter)')
     .requiredOption('--out <dir>', 'output folder: spectrum.json, report.html, charts/')
     .option('--top <k>', 'singular values kept per tensor', String(DEFAULT_TOP))
-    .option('--include <regex>', 'only tensors/modules whose name matches; an MoE expert is named <parameter>[e] (default for checkpoints: weights inside layers.N.)')
+    .option('--include <regex>', 'only tensors/modules whose name matches; an MoE expert is named <parameter>[e] (default: for checkpoints, weights inside layers.N.)')
     .option('--seed <n>', 'seed of the randomized SVD (checkpoint deltas)', '0')
     .option('--no-png', 'write the charts as SVG only');
   addOutputFlags(command, { threads: true, json: 'print a JSON summary on stdout' })

@@ -1,19 +1,20 @@
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { Command } from 'commander';
+import { join, resolve } from 'node:path';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { convertToGguf } from '../convert/to-gguf.js';
 import { assertNotInput } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { lazyProgress } from './progress.js';
 import { UsageError } from './errors.js';
 import { pathExists } from '../io/paths.js';
-
-const DTYPES: Readonly<Record<string, FloatDType>> = { f16: 'F16', bf16: 'BF16', f32: 'F32' };
+import { DTYPE_VALUES, dtypeOption, helpStyle, parseDtype } from './options.js';
 
 interface ToGgufFlags {
-  model: string;
-  out: string;
-  dtype: string;
+  model?: string;
+  out?: string;
+  outfile?: string;
+  dtype?: FloatDType;
+  outtype?: FloatDType;
   vocabFrom?: string;
   name?: string;
   force?: boolean;
@@ -21,15 +22,38 @@ interface ToGgufFlags {
   quiet?: boolean;
 }
 
+/**
+ * llama.cpp's convert_hf_to_gguf.py --outtype: its float types are ours; its quantized ones (and "auto")
+ * are a usage error that says how to get them.
+ */
+function outtypeArg(value: string): FloatDType {
+  const d = parseDtype(value);
+  if (d) return d;
+  if (/^(q\d|tq\d|iq\d)/i.test(value)) {
+    throw new InvalidArgumentError(`loraforge writes ${DTYPE_VALUES} only; write f16, then quantize with llama.cpp: llama-quantize model-f16.gguf model-${value.toLowerCase()}.gguf ${value.toUpperCase()}`);
+  }
+  if (value.toLowerCase() === 'auto') throw new InvalidArgumentError('name the type: f16 (the default) or bf16, as the model was trained');
+  throw new InvalidArgumentError(`use ${DTYPE_VALUES}`);
+}
+
+/** One value given under two spellings (argument and flag, or flag and alias): both only if they agree. */
+function oneOf<T>(what: string, a: [string, T | undefined], b: [string, T | undefined], same = (x: T, y: T) => x === y): T | undefined {
+  if (a[1] !== undefined && b[1] !== undefined && !same(a[1], b[1])) throw new UsageError(`${a[0]} and ${b[0]} give two different ${what}: give one`);
+  return a[1] ?? b[1];
+}
+
+const samePath = (x: string, y: string) => resolve(x) === resolve(y);
+
 export function registerToGguf(program: Command): void {
-  program
-    .command('to-gguf')
+  helpStyle(program.command('to-gguf [model]'))
     .description(
       "Convert a Hugging Face Llama/Mistral/Qwen2/Qwen3 checkpoint (safetensors folder) to a llama.cpp GGUF model with the tensor names, Q/K permutation and metadata of llama.cpp's convert_hf_to_gguf.py.",
     )
-    .requiredOption('--model <path>', 'model folder (config.json + safetensors, sharded or not)')
-    .requiredOption('--out <file>', 'GGUF file to write')
-    .option('--dtype <type>', 'storage type of the 2-D weights: f16, bf16 or f32 (1-D tensors and norms are always f32)', 'f16')
+    .option('--model <path>', 'model folder (config.json + safetensors, sharded or not), or give it as the argument (required: one of the two)')
+    .option('--out <file>', 'GGUF file to write (required; --outfile, as llama.cpp names it, works too)')
+    .addOption(new Option('--outfile <file>').hideHelp())
+    .addOption(dtypeOption('storage type of the 2-D weights (1-D tensors and norms are always f32)', 'f16'))
+    .addOption(new Option('--outtype <type>', "llama.cpp's name for --dtype (f32, f16, bf16; quantize with llama-quantize)").argParser(outtypeArg))
     .option('--vocab-from <file>', 'copy all tokenizer.* metadata from this GGUF (e.g. llama.cpp models/ggml-vocab-llama-spm.gguf) instead of reading the folder\'s tokenizer files')
     .option('--name <name>', 'general.name (default: the model folder name)')
     .option('--force', 'replace --out if it exists')
@@ -42,24 +66,36 @@ Tokenizer: tokenizer.model (SentencePiece) or tokenizer.json (Llama-2 style BPE 
 or byte-level BPE with the Llama 3 / Qwen2 / GPT-2 pre-tokenizer) from the model folder; for other
 tokenizers pass --vocab-from with any GGUF of the same tokenizer.
 
+This converts models. For a LoRA adapter in llama.cpp's GGUF format use
+  loraforge convert --adapter ./my-lora --base ./model --format gguf --out ./adapter-gguf
+  loraforge extract --model-a ./base --model-b ./tuned --format gguf --out ./adapter-gguf
+
 Examples:
   loraforge to-gguf --model ./Llama-3.2-1B --out llama-3.2-1b-f16.gguf
   loraforge to-gguf --model ./tiny-llama --out tiny.gguf --dtype f32 --vocab-from ggml-vocab-llama-spm.gguf
-  loraforge to-gguf --model ./Qwen2.5-0.5B --out qwen.gguf --dtype bf16 --json`,
+  loraforge to-gguf --model ./Qwen2.5-0.5B --out qwen.gguf --dtype bf16 --json
+  loraforge to-gguf ./Qwen2.5-0.5B --outfile qwen.gguf --outtype bf16      # llama.cpp's spelling`,
     )
-    .action(async (flags: ToGgufFlags) => {
-      const dtype = DTYPES[flags.dtype.toLowerCase()];
-      if (!dtype) throw new UsageError(`--dtype must be f16, bf16 or f32, got "${flags.dtype}"`);
-      assertNotInput(flags.out, [flags.model, ...(flags.vocabFrom ? [flags.vocabFrom] : [])]);
-      if ((await stat(flags.out).catch(() => undefined))?.isDirectory()) {
-        throw new UsageError(`--out ${flags.out} is a folder; to-gguf writes one .gguf file: give a file path (e.g. ${join(flags.out, 'model.gguf')})`);
+    .action(async (modelArg: string | undefined, flags: ToGgufFlags) => {
+      const model = oneOf('model folders', ['the model argument', modelArg], ['--model', flags.model], samePath);
+      if (model === undefined) throw new UsageError('no model folder: loraforge to-gguf MODEL_DIR --out FILE.gguf (or --model MODEL_DIR)');
+      const out = oneOf('output files', ['--out', flags.out], ['--outfile', flags.outfile], samePath);
+      if (out === undefined) throw new UsageError('no output file: pass --out FILE.gguf');
+      const dtype = oneOf('dtypes', ['--dtype', flags.dtype], ['--outtype', flags.outtype]) ?? 'F16';
+      try {
+        assertNotInput(out, [model, ...(flags.vocabFrom ? [flags.vocabFrom] : [])]);
+      } catch (err) {
+        throw new UsageError((err as Error).message);
       }
-      if (!flags.force && (await pathExists(flags.out, 'output'))) {
-        throw new UsageError(`${flags.out} already exists: choose another --out or pass --force to replace it`);
+      if ((await stat(out).catch(() => undefined))?.isDirectory()) {
+        throw new UsageError(`--out ${out} is a folder; to-gguf writes one .gguf file: give a file path (e.g. ${join(out, 'model.gguf')})`);
+      }
+      if (!flags.force && (await pathExists(out, 'output'))) {
+        throw new UsageError(`${out} already exists: choose another --out or pass --force to replace it`);
       }
       const progress = lazyProgress('to-gguf', Boolean(flags.quiet || flags.json));
       const started = Date.now();
-      const result = await convertToGguf(flags.model, flags.out, {
+      const result = await convertToGguf(model, out, {
         dtype,
         vocabFrom: flags.vocabFrom,
         name: flags.name,

@@ -75,7 +75,6 @@ describe('loraforge extract / demo (CLI)', () => {
       [{ rank: '8', maxRank: '4' }, /--max-rank caps --energy/],
       [{ rank: '0' }, /--rank must be an integer ≥ 1/],
       [{ alpha: '0' }, /--alpha must be above 0/],
-      [{ dtype: 'f8' }, /--dtype must be one of f32, f16, bf16/],
       [{ embeddings: 'some' }, /--embeddings must be one of skip, lora, full/],
       [{ targetModules: ' , ' }, /--target-modules needs at least one/],
     ] as const) {
