@@ -6,6 +6,7 @@ export type { TensorInfo, TensorSource, TensorSink, FloatDType } from './io/type
 export { openSafetensors, writeSafetensorsFile, createSafetensorsSink } from './io/safetensors.js';
 export { openCheckpoint, pairTensors } from './io/checkpoint.js';
 export { openGguf, createGgufSink } from './io/gguf.js';
+export { describeOsError, userPath } from './io/os-error.js';
 export { getBackend } from './linalg/index.js';
 export type { LinalgBackend } from './linalg/backend.js';
 export { randomizedSvd, incrementalSvd } from './linalg/rsvd.js';

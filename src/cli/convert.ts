@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { convertAdapter, DEFAULT_ENERGY, DEFAULT_MAX_RANK_FACTOR, type ConvertReport, type RankPolicy } from '../dora/index.js';
@@ -10,6 +9,7 @@ import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
+import { readJsonFile } from '../io/json-file.js';
 
 interface ConvertFlags {
   adapter: string;
@@ -54,7 +54,7 @@ function summaryLines(r: ConvertReport): string[] {
  */
 async function usesDora(adapterDir: string): Promise<boolean> {
   try {
-    return (JSON.parse(await readFile(join(adapterDir, 'adapter_config.json'), 'utf8')) as { use_dora?: unknown }).use_dora === true;
+    return ((await readJsonFile(join(adapterDir, 'adapter_config.json'))) as { use_dora?: unknown }).use_dora === true;
   } catch {
     return false;
   }

@@ -16,6 +16,7 @@ import { registerMergeAdapters } from './merge-adapters.js';
 import { registerMerge } from './merge.js';
 import { registerToGguf } from './to-gguf.js';
 import { registerExtract } from './extract.js';
+import { describeOsError } from '../io/os-error.js';
 import { registerDemo } from './demo.js';
 
 const program = new Command('loraforge')
@@ -23,6 +24,13 @@ const program = new Command('loraforge')
   .version('0.1.0')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
+
+/** The running command's --out, for OS errors that carry no path (a full disk during a write). */
+let outFlag: string | undefined;
+program.hook('preAction', (_program, action) => {
+  const out: unknown = action.opts()['out'];
+  if (typeof out === 'string') outFlag = out;
+});
 
 // the order of the README's Commands section (scripts/build-readme.mjs), which --help lists too
 registerDemo(program);
@@ -47,7 +55,7 @@ try {
     process.stderr.write(`loraforge: ${err.message}\n`);
     process.exitCode = EXIT_USAGE;
   } else {
-    process.stderr.write(`loraforge: ${(err as Error).message}\n`);
+    process.stderr.write(`loraforge: ${describeOsError(err, { out: outFlag }) ?? (err as Error).message}\n`);
     if (process.env.LORAFORGE_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = EXIT_FAILURE;
   }

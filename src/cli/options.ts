@@ -10,6 +10,7 @@ import type { FloatDType } from '../io/types.js';
 import { parseAdapterSpec, type AdapterSpec } from '../lora/adapter-spec.js';
 import { noteInput, readInputText } from '../io/inputs.js';
 import { UsageError } from './errors.js';
+import { parseJsonText } from '../io/json-file.js';
 
 /** Every spelling users bring (ours, llama.cpp's, torch's, numpy's) of the three float types we write. */
 const DTYPE_SPELLINGS: Readonly<Record<FloatDType, readonly string[]>> = {
@@ -78,9 +79,9 @@ export async function readBaseConfig(path: string): Promise<Record<string, unkno
     throw new UsageError(`--base-config ${path}: cannot read ${file}; pass the base model's config.json or its folder`);
   }
   try {
-    return JSON.parse(text) as Record<string, unknown>;
+    return parseJsonText(file, text) as Record<string, unknown>;
   } catch (err) {
-    throw new UsageError(`--base-config ${file}: not valid JSON (${(err as Error).message})`);
+    throw new UsageError(`--base-config ${(err as Error).message}`);
   }
 }
 

@@ -1,5 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { assertNotInput } from '../io/atomic.js';
+import { isOsError } from '../io/os-error.js';
 import { UsageError } from './errors.js';
 
 /**
@@ -10,6 +11,8 @@ export async function checkOutFlag(out: string, inputs: string[], force: boolean
   try {
     assertNotInput(out, inputs);
   } catch (err) {
+    // a path that cannot be resolved (ELOOP, ENOTDIR…) is a fault to explain, not a usage mistake
+    if (isOsError(err)) throw err;
     throw new UsageError((err as Error).message);
   }
   if (force) return;

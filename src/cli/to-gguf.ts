@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { convertToGguf } from '../convert/to-gguf.js';
 import { assertNotInput } from '../io/atomic.js';
@@ -85,6 +86,9 @@ Examples:
         assertNotInput(out, [model, ...(flags.vocabFrom ? [flags.vocabFrom] : [])]);
       } catch (err) {
         throw new UsageError((err as Error).message);
+      }
+      if ((await stat(out).catch(() => undefined))?.isDirectory()) {
+        throw new UsageError(`--out ${out} is a folder; to-gguf writes one .gguf file: give a file path (e.g. ${join(out, 'model.gguf')})`);
       }
       if (!flags.force && (await pathExists(out, 'output'))) {
         throw new UsageError(`${out} already exists: choose another --out or pass --force to replace it`);

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { GgufValueType, kvArray, kvBool, kvString, kvU32, type GgufKv } from '../io/gguf.js';
 import type { GgufArch } from '../lora/gguf-names.js';
 import type { TokenizerKvs } from './tokenizer-gguf.js';
+import { readJsonFileIfPresent } from '../io/json-file.js';
 import { readInputBytes, readInputText } from '../io/inputs.js';
 
 /** GGUF token types (gguf-py TokenType; SentencePiece uses the same numbers). */
@@ -34,18 +35,7 @@ export enum TokenType {
 type Json = Record<string, unknown>;
 
 async function readJsonIfPresent(path: string): Promise<Json | undefined> {
-  let text: string;
-  try {
-    text = await readInputText(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  try {
-    return JSON.parse(text) as Json;
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  return (await readJsonFileIfPresent(path)) as Json | undefined;
 }
 
 async function isFile(path: string): Promise<boolean> {

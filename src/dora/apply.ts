@@ -26,7 +26,8 @@ import { isFloatDType } from '../tensor/dtype.js';
 import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from './formula.js';
 import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from './targets.js';
 import { checkAdapterVariant, type AdapterVariant } from './variant.js';
-import { readInputText, withInputTracking } from '../io/inputs.js';
+import { readJsonFile } from '../io/json-file.js';
+import { withInputTracking } from '../io/inputs.js';
 
 export interface ApplyOptions {
   /** model folder or .safetensors file */
@@ -169,7 +170,7 @@ async function copySideFiles(base: Checkpoint, basePath: string, outDir: string,
     const src = join(base.dir, entry.name);
     const dst = join(outDir, entry.name);
     if (entry.name === 'config.json' && dtype) {
-      const config = JSON.parse(await readInputText(src)) as Record<string, unknown>;
+      const config = (await readJsonFile(src)) as Record<string, unknown>;
       // transformers reads the load dtype from torch_dtype (newer versions: dtype)
       for (const key of ['torch_dtype', 'dtype']) if (typeof config[key] === 'string') config[key] = TORCH_DTYPE[dtype];
       await writeFile(dst, `${JSON.stringify(config, null, 2)}\n`);

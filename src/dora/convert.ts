@@ -220,7 +220,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
             // the source rank bounds the SVD already: no default cap needed here
             const rank =
               'rank' in opts.policy ? Math.min(opts.policy.rank, svd.S.length) : Math.min(rankForEnergy(svd.S, opts.policy.energy), opts.policy.maxRank ?? svd.S.length);
-            const f = factorsFromSvd(svd, rank);
+            const f = factorsFromSvd(svd, rank, `${opts.adapter}: module ${name}`);
             let dropped = 0;
             let total = 0;
             svd.S.forEach((s, i) => {
@@ -237,7 +237,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
             modules.push({ ...row, action: 'dropped', rank: 0, relError: 0, note: 'the module leaves its weight unchanged' });
           } else {
             const { svd, rank, note } = await truncatedSvd(backend, D, decomposePolicy, info.rank, seed);
-            const f = factorsFromSvd(svd, rank);
+            const f = factorsFromSvd(svd, rank, `${opts.adapter}: module ${name}`);
             const relError = (await residualNorm(backend, D, f)) / norm;
             await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: rank });
             modules.push({ ...row, action: 'converted', rank, relError, ...(note ? { note } : {}) });

@@ -12,7 +12,7 @@
 import { dirname, join, resolve } from 'node:path';
 import type { PeftAdapter } from '../lora/adapter.js';
 import { adapterMethod, type AdapterMethod } from './formula.js';
-import { readInputText } from '../io/inputs.js';
+import { readJsonFileIfPresent } from '../io/json-file.js';
 
 export const RECONSTR_CONFIG_FILE = 'reconstr_config.json';
 
@@ -40,26 +40,11 @@ export function edoraReconstrConfig(rank: number, powerIters: number, seed: numb
   };
 }
 
-async function readJsonIfPresent(path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readInputText(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
-}
-
 /** reconstr_config.json beside the adapter (its folder, then the folder above), if any. */
 export async function findReconstrConfig(adapterDir: string): Promise<{ path: string; config: ReconstrConfig } | undefined> {
   const dir = resolve(adapterDir);
   for (const candidate of [join(dir, RECONSTR_CONFIG_FILE), join(dirname(dir), RECONSTR_CONFIG_FILE)]) {
-    const json = await readJsonIfPresent(candidate);
+    const json = await readJsonFileIfPresent(candidate);
     if (json === undefined) continue;
     if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${candidate}: expected a JSON object`);
     return { path: candidate, config: json as ReconstrConfig };

@@ -107,7 +107,7 @@ async function handleLora(ctx: HandlerContext, input: JobInput, module: string, 
 
 async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobOutcome> {
   const { job } = input;
-  if (job.plan.action !== 'experts') throw new Error(`handleExperts: job "${job.name}" is not an expert stack`);
+  if (job.plan.action !== 'experts') throw new Error(`internal error: ${job.name} was planned as an expert stack but is not one; please report it`);
   const { wrapper, layout, module, param } = job.plan;
   const [count, d1, d2] = job.b.shape;
   const { delta, stats } = deltaOf(input);

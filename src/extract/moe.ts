@@ -17,10 +17,10 @@
  * - rank_pattern / alpha_pattern entries are matched against the parameter's path
  *   (`model.layers.0.mlp.experts.gate_up_proj`), and target_parameters lists those paths.
  */
-import { readFile } from 'node:fs/promises';
 import { atomicWriteFile } from '../io/atomic.js';
 import { moduleSuffix, patternKey, type PeftConfig } from '../lora/adapter.js';
 import type { ExpertLayout } from '../lora/expert-stack.js';
+import { readOwnJsonFile } from '../io/json-file.js';
 
 
 /** model_type values whose expert modules store (E, in, out) (is_transposed in transformers). */
@@ -121,7 +121,7 @@ export async function rewriteConfigForExperts(
   linearModules: readonly string[],
   planned: readonly string[],
 ): Promise<void> {
-  const config = JSON.parse(await readFile(configPath, 'utf8')) as PeftConfig;
+  const config = (await readOwnJsonFile(configPath)) as PeftConfig;
   const writtenModules = new Set(entries.map((e) => parentPath(e.parameter)));
   const rankPattern = { ...config.rank_pattern };
   const alphaPattern = { ...config.alpha_pattern };

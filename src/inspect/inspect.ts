@@ -3,14 +3,16 @@
  * Works on safetensors (single or sharded model folders), GGUF files and PEFT adapter folders,
  * reading headers only.
  */
-import { stat, readFile } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TensorInfo } from '../io/types.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { openGguf } from '../io/gguf.js';
 import { openSafetensors } from '../io/safetensors.js';
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter } from '../lora/adapter.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, missingAdapterWeights, openPeftAdapter } from '../lora/adapter.js';
 import { pathExists } from '../io/paths.js';
+import { withPath } from '../io/os-error.js';
+import { readJsonFile } from '../io/json-file.js';
 
 export type InspectKind = 'safetensors' | 'checkpoint' | 'gguf' | 'peft-adapter';
 
@@ -49,11 +51,14 @@ export interface InspectExperts {
 const MAX_ARRAY_SHOWN = 16;
 
 export async function inspectPath(path: string): Promise<InspectResult> {
-  const s = await stat(path).catch(() => {
-    throw new Error(`${path}: no such file or folder`);
+  // an OS error (missing, dangling link, loop) is explained by the CLI with this path
+  const s = await stat(path).catch((err: unknown) => {
+    throw withPath(err, path);
   });
   if (s.isDirectory()) {
     if (await pathExists(join(path, ADAPTER_CONFIG_FILE), 'input')) return inspectAdapter(path);
+    const gguf = await loneGguf(path);
+    if (gguf) return inspectPath(gguf);
     const ckpt = await openCheckpoint(path);
     try {
       return summarise(path, 'checkpoint', ckpt.list(), {}, ckpt.config);
@@ -79,8 +84,21 @@ export async function inspectPath(path: string): Promise<InspectResult> {
   }
 }
 
+/**
+ * The folder's one .gguf file when it holds no safetensors weights (an adapter.gguf saved on its
+ * own): inspect shows what is there rather than asking for a conversion.
+ */
+async function loneGguf(dir: string): Promise<string | undefined> {
+  const names = await readdir(dir);
+  if (names.some((n) => n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json'))) return undefined;
+  const ggufs = names.filter((n) => n.endsWith('.gguf'));
+  return ggufs.length === 1 ? join(dir, ggufs[0]!) : undefined;
+}
+
 async function inspectAdapter(dir: string): Promise<InspectResult> {
-  const config = JSON.parse(await readFile(join(dir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
+  const config = (await readJsonFile(join(dir, ADAPTER_CONFIG_FILE))) as Record<string, unknown>;
+  const missing = await missingAdapterWeights(dir);
+  if (missing) throw missing;
   const f = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
   let result: InspectResult;
   try {

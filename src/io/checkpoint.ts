@@ -7,7 +7,8 @@ import { basename, dirname, isAbsolute, join, normalize, resolve } from 'node:pa
 import { matrix, type Matrix } from '../tensor/matrix.js';
 import { openSafetensors, type SafetensorsFile } from './safetensors.js';
 import type { TensorInfo, TensorLocation, TensorSource } from './types.js';
-import { noteInput, readInputText } from './inputs.js';
+import { readJsonFile } from './json-file.js';
+import { noteInput } from './inputs.js';
 
 const INDEX_FILE = 'model.safetensors.index.json';
 const SINGLE_FILE = 'model.safetensors';
@@ -94,19 +95,10 @@ async function kindOf(path: string): Promise<'file' | 'dir' | 'missing'> {
   }
 }
 
-async function readJson(path: string): Promise<unknown> {
-  const text = await readInputText(path);
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
-}
-
 async function readConfig(dir: string): Promise<Record<string, unknown> | undefined> {
   const path = join(dir, 'config.json');
   if ((await kindOf(path)) !== 'file') return undefined;
-  const json = await readJson(path);
+  const json = await readJsonFile(path);
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${path}: expected a JSON object`);
   return json as Record<string, unknown>;
 }
@@ -117,7 +109,7 @@ function adapterError(path: string): Error {
 
 /** Shard files named by the index, in first-mention order, each checked to exist inside `dir`. */
 async function shardsFromIndex(indexPath: string, dir: string): Promise<{ files: string[]; weightMap: Record<string, string> }> {
-  const index = await readJson(indexPath);
+  const index = await readJsonFile(indexPath);
   const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
     throw new Error(`${indexPath}: no "weight_map" object: not a safetensors index`);

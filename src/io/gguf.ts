@@ -8,7 +8,8 @@
  * offset and followed by zero padding to the next multiple of the alignment (as gguf-py writes it;
  * llama.cpp requires the offsets to be exactly the running sum of the padded sizes).
  */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { decodeToF32, encodeFromF32 } from '../tensor/dtype.js';
 import { assertNotAnInputSoFar } from './atomic.js';
 import { newTemporary, releaseTemporary, sweepStaleTemporaries } from './temporaries.js';
@@ -585,6 +586,8 @@ export async function createGgufSink(path: string, opts: GgufSinkOptions): Promi
   if (!FLOAT_DTYPES.has(defaultDtype)) throw new Error(`${path}: dtype ${defaultDtype} cannot be written (use F32, F16 or BF16)`);
   assertNotAnInputSoFar(path);
   await sweepStaleTemporaries(path);
+  // like the folder writers (atomicOutputDir): a missing parent folder is created, not an error
+  await mkdir(dirname(path), { recursive: true });
 
   if (!opts.plan) {
     const dataPath = newTemporary(path, 'data');
@@ -874,12 +877,16 @@ async function parseHeader(r: HeaderReader, path: string, fh: FileHandle): Promi
   }
   const nTensors = await r.size('tensor count');
   const nKv = await r.size('metadata count');
-  // Each KV takes at least 13 bytes (key length, one key byte, type) and each tensor info at least 25.
-  if (nTensors > GGUF_MAX_TENSOR_COUNT || nTensors * 25 > r.fileSize) {
-    throw r.fail(`tensor count ${nTensors} is absurd (limit ${GGUF_MAX_TENSOR_COUNT}, file has ${r.fileSize} bytes)`);
-  }
-  if (nKv > GGUF_MAX_KV_COUNT || nKv * 13 > r.fileSize) {
-    throw r.fail(`metadata count ${nKv} is absurd (limit ${GGUF_MAX_KV_COUNT}, file has ${r.fileSize} bytes)`);
+  if (nTensors > GGUF_MAX_TENSOR_COUNT) throw r.fail(`tensor count ${nTensors} is absurd (limit ${GGUF_MAX_TENSOR_COUNT})`);
+  if (nKv > GGUF_MAX_KV_COUNT) throw r.fail(`metadata count ${nKv} is absurd (limit ${GGUF_MAX_KV_COUNT})`);
+  // Plausible counts that cannot fit are a file cut short (the usual case: a copy or download that
+  // stopped), said before reading on: each KV takes at least 13 bytes (key length, one key byte,
+  // type) and each tensor info at least 25.
+  const leastBytes = r.pos + nKv * 13 + nTensors * 25;
+  if (leastBytes > r.fileSize) {
+    throw new Error(
+      `${path}: GGUF file is truncated: its header declares ${nKv} metadata entries and ${nTensors} tensors, which take at least ${leastBytes} bytes, but the file ends at ${r.fileSize} (incomplete download or copy?)`,
+    );
   }
 
   const metadata = new Map<string, GgufKv>();
@@ -948,7 +955,10 @@ export async function openGguf(path: string): Promise<GgufFile> {
   noteInput(path);
   const fh = await open(path, 'r');
   try {
-    const { size } = await fh.stat();
+    const st = await fh.stat();
+    // open() succeeds on a folder; reading it would then fail with a bare EISDIR
+    if (st.isDirectory()) throw new Error(`${path}: is a folder, not a GGUF file: give the path of the .gguf file itself`);
+    const { size } = st;
     return await parseHeader(new HeaderReader(fh, size, path), path, fh);
   } catch (err) {
     await fh.close();

@@ -14,6 +14,8 @@
  * transposed panels while copying them anyway.
  */
 import { availableParallelism } from 'node:os';
+// first: it configures onnxruntime through the environment before the native library loads
+import './ort-env.js';
 import * as ort from 'onnxruntime-node';
 import type { Matrix } from '../tensor/matrix.js';
 import type { GemmOptions, LinalgBackend } from './backend.js';
@@ -106,7 +108,7 @@ export interface OrtBackendOptions {
 export async function createOrtBackend(opts: OrtBackendOptions = {}): Promise<LinalgBackend> {
   const threads = opts.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1) {
-    throw new Error(`linalg/ort.ts: threads must be a positive integer, got ${threads}`);
+    throw new Error(`the GEMM thread count must be a positive integer, got ${threads}`);
   }
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: threads,

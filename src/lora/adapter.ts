@@ -17,7 +17,8 @@ import type { LinalgBackend } from '../linalg/backend.js';
 import { openSafetensors, createSafetensorsSink, type SafetensorsFile, type SafetensorsSink } from '../io/safetensors.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { splitExpertFactors, type ExpertLayout } from './expert-stack.js';
-import { noteInput, readInputText } from '../io/inputs.js';
+import { readJsonFile } from '../io/json-file.js';
+import { noteInput } from '../io/inputs.js';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -180,16 +181,8 @@ export class PeftAdapter {
     const configPath = join(dir, ADAPTER_CONFIG_FILE);
     const config = await readAdapterConfig(configPath);
     const weightsPath = join(dir, ADAPTER_WEIGHTS_FILE);
-    try {
-      await access(weightsPath);
-    } catch {
-      const hasBin = await access(join(dir, 'adapter_model.bin')).then(() => true, () => false);
-      throw new Error(
-        hasBin
-          ? `${dir}: only adapter_model.bin (a pickle) is present; loraforge reads adapter_model.safetensors — re-save the adapter with safe_serialization=True`
-          : `${dir}: no ${ADAPTER_WEIGHTS_FILE}; is this a PEFT adapter folder?`,
-      );
-    }
+    const missing = await missingAdapterWeights(dir);
+    if (missing) throw missing;
     const targets = targetParameters(configPath, config);
     const file = await openSafetensors(weightsPath);
     try {
@@ -293,18 +286,29 @@ export function openPeftAdapter(dir: string): Promise<PeftAdapter> {
   return PeftAdapter.open(dir);
 }
 
+/**
+ * Why `dir` cannot be read as an adapter when adapter_model.safetensors is missing, or undefined
+ * when it is there. A PyTorch adapter_model.bin is a pickle (it can run code when loaded), so it is
+ * not read: the message gives the one-line conversion.
+ */
+export async function missingAdapterWeights(dir: string): Promise<Error | undefined> {
+  if (await access(join(dir, ADAPTER_WEIGHTS_FILE)).then(() => true, () => false)) return undefined;
+  const hasBin = await access(join(dir, 'adapter_model.bin')).then(() => true, () => false);
+  return new Error(
+    hasBin
+      ? `${dir}: only adapter_model.bin (a PyTorch pickle) is present and loraforge reads only ${ADAPTER_WEIGHTS_FILE}; convert it in Python with: ` +
+          `python -c "import torch; from safetensors.torch import save_file; save_file(torch.load('adapter_model.bin', map_location='cpu'), '${ADAPTER_WEIGHTS_FILE}')"`
+      : `${dir}: no ${ADAPTER_WEIGHTS_FILE}; is this a PEFT adapter folder?`,
+  );
+}
+
 async function readAdapterConfig(path: string): Promise<PeftConfig> {
-  let text: string;
-  try {
-    text = await readInputText(path);
-  } catch {
-    throw new Error(`${path}: missing; a PEFT adapter folder needs ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}`);
-  }
   let config: PeftConfig;
   try {
-    config = JSON.parse(text) as PeftConfig;
+    config = (await readJsonFile(path)) as PeftConfig;
   } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    throw new Error(`${path}: missing; a PEFT adapter folder needs ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE}`);
   }
   const type = config.peft_type ?? 'LORA';
   if (type !== 'LORA') throw new Error(`${path}: peft_type is ${type}; loraforge reads LoRA, DoRA and EDoRA adapters (peft_type LORA)`);

@@ -18,7 +18,7 @@ export function stackExpertFactors(experts: readonly LowRankFactors[], rank: num
   const B = matrix(out, rank * count);
   experts.forEach((f, e) => {
     const r = f.A.rows;
-    if (r > rank) throw new Error(`stackExpertFactors: expert ${e} has rank ${r} > ${rank}`);
+    if (r > rank) throw new Error(`internal error: expert ${e} has rank ${r}, more than the stack's ${rank}; please report it`);
     A.data.set(f.A.data, e * rank * inF);
     for (let o = 0; o < out; o++) {
       for (let j = 0; j < r; j++) B.data[o * rank * count + j * count + e] = f.B.data[o * r + j];

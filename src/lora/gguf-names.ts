@@ -181,9 +181,9 @@ export function qkPermuteHeadCount(arch: string, config: Record<string, unknown>
  * to the rows of a LoRA B (out × r) matrix, since (P·B)·A = P·(B·A).
  */
 export function permuteQkRows(data: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
-  if (data.length !== rows * cols) throw new Error(`permuteQkRows: ${data.length} values do not form a ${rows}×${cols} matrix`);
+  if (data.length !== rows * cols) throw new Error(`${data.length} values do not form a ${rows}×${cols} matrix`);
   if (!Number.isInteger(nHead) || nHead <= 0 || rows % (2 * nHead) !== 0) {
-    throw new Error(`permuteQkRows: ${rows} rows cannot be split into ${nHead} heads of two equal halves`);
+    throw new Error(`${rows} rows cannot be split into ${nHead} heads of two equal halves: the config's head count does not fit the weights`);
   }
   const headRows = rows / nHead;
   const half = headRows / 2;

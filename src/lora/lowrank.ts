@@ -13,10 +13,18 @@ export interface LowRankFactors {
   B: Matrix;
 }
 
-/** The rank-r factors of an SVD (r ≤ number of singular values), with √σ on both sides. */
-export function factorsFromSvd(svd: Svd, rank: number): LowRankFactors {
+/**
+ * The rank-r factors of an SVD (r ≤ number of singular values), with √σ on both sides. `what`
+ * names the update in the message when r is out of reach: that happens when NaN or infinite
+ * values reached the decomposition, which then finds fewer singular values than asked for.
+ */
+export function factorsFromSvd(svd: Svd, rank: number, what = 'a low-rank update'): LowRankFactors {
   const { U, S, V } = svd;
-  if (rank > S.length) throw new Error(`factorsFromSvd: rank ${rank} exceeds the ${S.length} singular values available`);
+  if (rank > S.length) {
+    throw new Error(
+      `${what}: cannot keep rank ${rank}: its decomposition found only ${S.length} usable singular values, which means NaN or infinite values in the weights behind it; check the inputs`,
+    );
+  }
   const out = U.rows;
   const inF = V.rows;
   const A = matrix(rank, inF);

@@ -26,6 +26,7 @@ import { LineCounter, parseDocument, stringify } from 'yaml';
 import type { FloatDType } from '../io/types.js';
 import { MERGE_METHODS, METHOD_NAMES, isMethodName, type MergeMethodDef, type ParamDef } from './methods.js';
 import type { ConditionalParameter, ParameterMap, ParameterSetting, Scalar } from './params.js';
+import { withPath } from '../io/os-error.js';
 import { readInputText } from '../io/inputs.js';
 
 /** A model as named in the config, with where it was named (for messages). */
@@ -97,8 +98,11 @@ function isScalar(v: unknown): v is Scalar {
   return typeof v === 'number' || typeof v === 'boolean';
 }
 
+/** A value as the user wrote it; JSON would print YAML's .nan / .inf as null. */
 function describe(v: unknown): string {
-  return v === undefined ? 'nothing' : JSON.stringify(v);
+  if (v === undefined) return 'nothing';
+  const nonFinite = (_key: string, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? `@@${x}@@` : x);
+  return JSON.stringify(v, nonFinite).replace(/"@@(-?\w+)@@"/g, '$1');
 }
 
 /** Walks the raw config, failing with a located message at the first problem. */
@@ -191,6 +195,9 @@ class ConfigChecker {
   }
 
   private scalar(raw: unknown, path: ConfigPath, def: ParamDef): Scalar {
+    if (def.kind === 'number' && typeof raw === 'number' && !Number.isFinite(raw)) {
+      this.fail(path, `${def.name} must be a finite number, got ${describe(raw)}`);
+    }
     if (def.kind === 'number' && !(typeof raw === 'number' && Number.isFinite(raw))) {
       this.fail(path, `${def.name} must be a number, a list of numbers (a gradient) or a list of {filter, value}; got ${describe(raw)}`);
     }
@@ -293,7 +300,17 @@ export function parseMergeConfig(text: string, file = 'merge config'): MergeConf
     const node = doc.getIn(path, true) as { range?: [number, number, number] } | undefined;
     return node?.range ? lineCounter.linePos(node.range[0]) : undefined;
   };
-  return checkConfig(doc.toJS(), new ConfigChecker(file, locate), file, text);
+  let raw: unknown;
+  try {
+    raw = doc.toJS();
+  } catch (err) {
+    // the yaml package refuses to expand more than maxAliasCount aliases (a "billion laughs" file)
+    if (/alias/i.test((err as Error).message)) {
+      throw new Error(`${file}: too many YAML aliases (*name) to expand: the file would grow too large; write the config out without nested aliases`);
+    }
+    throw new Error(`${file}: not valid YAML: ${(err as Error).message}`);
+  }
+  return checkConfig(raw, new ConfigChecker(file, locate), file, text);
 }
 
 /** Reads and checks a YAML config file. */
@@ -302,7 +319,7 @@ export async function readMergeConfig(path: string): Promise<MergeConfig> {
   try {
     text = await readInputText(path);
   } catch (err) {
-    throw new Error(`${path}: cannot read the merge config (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw withPath(err, path);
   }
   return parseMergeConfig(text, path);
 }

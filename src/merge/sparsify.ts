@@ -190,7 +190,7 @@ function nthTie(x: Float32Array, threshold: number, quota: number): number {
     seen += (((bits[i] & 0x7fffffff) ^ threshold) - 1) >>> 31;
     if (seen === quota) return i;
   }
-  throw new Error(`selectTopK: fewer than ${quota} entries at the threshold (internal error)`);
+  throw new Error(`internal error: fewer than ${quota} entries at the top-k threshold; please report it`);
 }
 
 /**

@@ -9,7 +9,6 @@
  * number r' of them; r' becomes the parameter's rank (1, with zero factors, when none is left) and
  * the factors absorb the change of alpha/r.
  */
-import { readFile } from 'node:fs/promises';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { productSvd } from '../linalg/product-svd.js';
 import type { Svd } from '../linalg/svd-small.js';
@@ -20,6 +19,7 @@ import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { editComponents, editedScaling, factorsForComponents, type SigmaEdit } from './sigma-edit.js';
 import { assertFiniteSpectrum, scaledLeftFactor } from './spectrum.js';
+import { readOwnJsonFile } from '../io/json-file.js';
 
 /** What one written update contributes to adapter_config.json. */
 export interface WrittenUpdate {
@@ -93,7 +93,7 @@ export function editExpertSvds(
  * exactly as before.
  */
 export async function restoreExpertConfig(configPath: string, written: readonly WrittenUpdate[]): Promise<void> {
-  const config = JSON.parse(await readFile(configPath, 'utf8')) as PeftConfig;
+  const config = (await readOwnJsonFile(configPath)) as PeftConfig;
   const counts = new Map<string, { rank: number; alpha: number; n: number }>();
   for (const { rank, alpha } of written) {
     const entry = counts.get(`${rank}/${alpha}`) ?? { rank, alpha, n: 0 };

@@ -15,6 +15,8 @@ export interface CliResult {
 
 export interface RunCliOptions {
   cwd?: string;
+  /** the child's whole environment (default: this process's) */
+  env?: NodeJS.ProcessEnv;
   /**
    * Run as if stderr were a terminal this many columns wide (0: what `script` and some CI ptys report),
    * recording every write of both streams, in order, to `log` (see fake-tty.mjs and readTtyLog).
@@ -26,7 +28,8 @@ export interface RunCliOptions {
 export function runCli(args: string[], opts: RunCliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const preload = opts.tty ? ['--import', pathToFileURL(join(REPO_ROOT, 'test', 'helpers', 'fake-tty.mjs')).href] : [];
-    const env = opts.tty ? { ...process.env, FAKE_TTY_COLUMNS: String(opts.tty.columns), FAKE_TTY_LOG: opts.tty.log } : process.env;
+    const base = opts.env ?? process.env;
+    const env = opts.tty ? { ...base, FAKE_TTY_COLUMNS: String(opts.tty.columns), FAKE_TTY_LOG: opts.tty.log } : base;
     const child = spawn(process.execPath, [...preload, join(REPO_ROOT, 'bin', 'loraforge.js'), ...args], { cwd: opts.cwd ?? REPO_ROOT, env });
     let stdout = '';
     let stderr = '';
