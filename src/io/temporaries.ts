@@ -63,17 +63,35 @@ export function releaseTemporary(path: string): void {
   live.delete(path);
 }
 
-/** Removes (or, for a moved-aside previous output whose target is gone, restores) every live temporary. */
-function cleanUpNow(): void {
-  for (const [path, { target, tag }] of live) {
-    try {
-      if (tag === REPLACED_TAG && !existsSync(target)) renameSync(path, target);
-      else rmSync(path, { recursive: true, force: true });
-    } catch {
-      // best effort while dying: a temporary we cannot remove is swept by the next run
-    }
+/** Removes (or, for a moved-aside previous output whose target is gone, restores) one temporary. */
+function cleanUpSync(path: string, { target, tag }: LiveTemporary): void {
+  try {
+    if (tag === REPLACED_TAG && !existsSync(target)) renameSync(path, target);
+    // retries: a write still in flight on libuv's threads may add an entry while the folder empties
+    else rmSync(path, { recursive: true, force: true, maxRetries: 5, retryDelay: 10 });
+  } catch {
+    // best effort while dying: a temporary we cannot remove is swept by the next run
   }
+}
+
+/** How long a dying run lets file operations already handed to libuv's threads land before it looks again. */
+const SETTLE_MS = 20;
+const SETTLE_ROUNDS = 3;
+
+/**
+ * Removes every live temporary. File operations the run had already started (a recursive mkdir,
+ * a file created in a temporary folder) finish on libuv's threads even while this runs, and can
+ * bring a removed path back; so it waits briefly and removes again whatever reappeared.
+ */
+function cleanUpNow(): void {
+  const all = [...live];
   live.clear();
+  for (let round = 0; ; round++) {
+    for (const [path, t] of all) cleanUpSync(path, t);
+    if (round === SETTLE_ROUNDS) return;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SETTLE_MS);
+    if (!all.some(([path, t]) => t.tag !== REPLACED_TAG && existsSync(path))) return;
+  }
 }
 
 function onSignal(signal: NodeJS.Signals): void {
