@@ -10,7 +10,7 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the loraforge CLI from source (bin/loraforge.js) as a user would. */
+/** Runs the loraforge CLI as a user would, through bin/loraforge.js, which in a checkout always runs src/. */
 export function runCli(args: string[], opts: { cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'loraforge.js'), ...args], { cwd: opts.cwd ?? REPO_ROOT });
