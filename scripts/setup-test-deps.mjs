@@ -54,7 +54,9 @@ function ensurePackages(prefix, packages, extraFlags = []) {
   if (missing.length === 0) return;
   console.error(`setup-test-deps: installing ${missing.map(([n, v]) => `${n}@${v}`).join(', ')} into ${prefix}/`);
   const specs = Object.entries(packages).map(([name, version]) => `${name}@${version}`);
-  run('npm', ['install', '--prefix', join(ROOT, prefix), '--no-save', '--no-package-lock', '--no-audit', '--no-fund', ...extraFlags, ...specs]);
+  // --ignore-scripts: the one install script among them, node-llama-cpp's, loads llama.cpp and builds
+  // it where no prebuilt fits; the tests load the prebuilt and never build (npm 11 skips it anyway).
+  run('npm', ['install', '--prefix', join(ROOT, prefix), '--no-save', '--no-package-lock', '--no-audit', '--no-fund', '--ignore-scripts', ...extraFlags, ...specs]);
 }
 
 /**
