@@ -1,7 +1,9 @@
 /**
- * A real headless Chromium for tests of the HTML report: Debian's chromium driven by
- * playwright-core, which is installed outside package.json (`npm run setup:browser` puts it in
- * .browser/). Missing pieces make the test fail with the command to run, never skip it.
+ * A real headless Chromium for tests of the HTML report: the Chromium of the npm package
+ * @sparticuz/chromium, driven by playwright-core, both installed outside package.json into
+ * .browser/ by scripts/setup-test-deps.mjs (`npm test` runs it first). It brings the libraries it
+ * links beyond glibc and its own fonts, so nothing needs installing on the system. Missing pieces
+ * make the test fail with the command to run, never skip it.
  */
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,9 +11,15 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from './cli.js';
 
-export const CHROMIUM_PATH = '/usr/bin/chromium';
+const CHROMIUM_DIR = join(REPO_ROOT, '.browser', 'chromium');
+export const CHROMIUM_PATH = join(CHROMIUM_DIR, 'chromium');
 export const PLAYWRIGHT_ENTRY = join(REPO_ROOT, '.browser', 'node_modules', 'playwright-core', 'index.mjs');
-const SETUP_HINT = 'run `npm run setup:browser` (playwright-core into .browser/) and install Chromium (`apt-get install -y chromium` on Debian)';
+const SETUP_HINT = 'run `node scripts/setup-test-deps.mjs` (`npm test` runs it first), which installs playwright-core and @sparticuz/chromium into .browser/ (Linux x64 only)';
+/** Its NSS/expat libraries (unpacked from the package's al2023 archive) and its fonts, not the system's. */
+const CHROMIUM_ENV = {
+  LD_LIBRARY_PATH: join(CHROMIUM_DIR, 'al2023', 'lib'),
+  FONTCONFIG_PATH: join(CHROMIUM_DIR, 'fonts'),
+};
 
 /** Offline and quiet: no first-run UI, no background traffic, no GPU. */
 const CHROMIUM_ARGS = [
@@ -48,7 +56,10 @@ export interface Browser {
 
 interface PlaywrightCore {
   chromium: {
-    launchPersistentContext(userDataDir: string, opts: { executablePath: string; args: string[]; headless: boolean }): Promise<Browser>;
+    launchPersistentContext(
+      userDataDir: string,
+      opts: { executablePath: string; args: string[]; headless: boolean; env: Record<string, string | undefined> },
+    ): Promise<Browser>;
   };
 }
 
@@ -63,7 +74,12 @@ export async function launchChromium(): Promise<Browser> {
   const pw = (await import(pathToFileURL(PLAYWRIGHT_ENTRY).href)) as PlaywrightCore;
   const profile = await mkdtemp(join(tmpdir(), 'lf-chromium-'));
   try {
-    const context = await pw.chromium.launchPersistentContext(profile, { executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS, headless: true });
+    const context = await pw.chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM_PATH,
+      args: CHROMIUM_ARGS,
+      headless: true,
+      env: { ...process.env, ...CHROMIUM_ENV },
+    });
     return {
       newPage: () => context.newPage(),
       async close() {

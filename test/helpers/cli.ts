@@ -24,7 +24,7 @@ export interface RunCliOptions {
   tty?: { columns: number; log: string };
 }
 
-/** Runs the loraforge CLI from source (bin/loraforge.js) as a user would. */
+/** Runs the loraforge CLI as a user would, through bin/loraforge.js, which in a checkout always runs src/. */
 export function runCli(args: string[], opts: RunCliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const preload = opts.tty ? ['--import', pathToFileURL(join(REPO_ROOT, 'test', 'helpers', 'fake-tty.mjs')).href] : [];

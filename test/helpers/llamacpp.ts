@@ -1,6 +1,7 @@
 /**
- * llama.cpp as a real client in tests, through node-llama-cpp installed by `npm run setup:llama`
- * under .llama/ (kept out of the project's own dependencies: it is ~85 MB of native code), plus
+ * llama.cpp as a real client in tests, through node-llama-cpp installed under .llama/ by
+ * scripts/setup-test-deps.mjs, which `npm test` runs first (kept out of the project's own
+ * dependencies: it is ~85 MB of native code), plus
  * tiny synthetic Llama checkpoints with planted low-rank deltas to feed it.
  */
 import assert from 'node:assert/strict';
@@ -25,7 +26,7 @@ export const NODE_LLAMA_CPP_DIR = join(REPO_ROOT, '.llama', 'node_modules', 'nod
 export const LLAMA_CPP_BUNDLE = join(NODE_LLAMA_CPP_DIR, 'llama', 'gitRelease.bundle');
 
 function missingSetup(what: string): Error {
-  return new Error(`${what} is missing: run \`npm run setup:llama\` (installs node-llama-cpp under .llama/) before these tests`);
+  return new Error(`${what} is missing: run \`node scripts/setup-test-deps.mjs\` (\`npm test\` runs it first), which installs node-llama-cpp under .llama/`);
 }
 
 // The part of node-llama-cpp's API these tests use (its own types live outside our node_modules).

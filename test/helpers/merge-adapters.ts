@@ -1,17 +1,17 @@
 /**
- * PEFT add_weighted_adapter reference fixtures (../shared/fixtures/peft-merge, see its README):
+ * PEFT add_weighted_adapter reference fixtures (test/fixtures/peft-merge, copied with its README, generator and checker):
  * loading, turning fixture inputs into merge terms or PEFT adapter folders, replaying DARE masks,
  * and the comparisons the README prescribes.
  */
 import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { openSafetensors } from '../../src/io/safetensors.js';
 import { PeftAdapterWriter } from '../../src/lora/adapter.js';
 import { matrix, type Matrix } from '../../src/tensor/matrix.js';
 import type { MaskSource, MergeTerm } from '../../src/merge-adapters/types.js';
 import { REPO_ROOT } from './cli.js';
 
-export const FIXTURE_DIR = resolve(REPO_ROOT, '../shared/fixtures/peft-merge');
+export const FIXTURE_DIR = join(REPO_ROOT, 'test', 'fixtures', 'peft-merge');
 
 export interface FixtureModule {
   tensors: Record<string, string> & { dare_masks?: Partial<Record<'A' | 'B' | 'delta', string[]>> };

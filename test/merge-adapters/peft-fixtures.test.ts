@@ -1,6 +1,6 @@
 /**
  * Every case of PEFT's add_weighted_adapter reference fixtures, module by module, within the
- * tolerances of ../shared/fixtures/peft-merge/README.md.
+ * tolerances of test/fixtures/peft-merge/README.md.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';

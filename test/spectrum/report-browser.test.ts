@@ -1,7 +1,7 @@
 /**
  * report.html in a real headless Chromium: it loads without console errors or network requests
- * and contains the charts. Needs `npm run setup:browser` and Debian's chromium; fails (never
- * skips) without them. Set LORAFORGE_REPORT_SCREENSHOT=/path/shot.png to keep a full-page
+ * and contains the charts. Needs the Chromium that scripts/setup-test-deps.mjs installs (`npm test`
+ * runs it first); fails (never skips) without it. Set LORAFORGE_REPORT_SCREENSHOT=/path/shot.png to keep a full-page
  * screenshot for a look by eye.
  */
 import { describe, it, after } from 'node:test';
