@@ -419,6 +419,7 @@ export async function editDelta(backend: LinalgBackend, opts: EditDeltaOptions):
           const count = componentCount(opts.rank, rows, cols);
           const noise = drawNoise(rng, count);
           const svd = await randomizedSvd(backend, { rows, cols, data: delta }, { rank: opts.rank, seed: opts.seed ?? 0 });
+          assertFiniteSpectrum(svd.S, `${opts.modelB}: tensor "${item.name}"`);
           const path = withoutWeightSuffix(item.name);
           const edited = isSelected(select, path);
           const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);
