@@ -13,6 +13,7 @@
  */
 import { open, lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { assertFinite, firstNonFinite, nonFiniteError } from '../tensor/finite.js';
 import { decodeIntoF32, dtypeByteSize, encodeFromF32, encodeIntoBytes, isFloatDType } from '../tensor/dtype.js';
 import { atomicWriteFile, siblingTempPath } from './atomic.js';
 import type { FloatDType, TensorInfo, TensorLocation, TensorSink, TensorSource } from './types.js';
@@ -210,7 +211,13 @@ export class SafetensorsFile implements TensorSource {
   private handle: Promise<FileHandle> | undefined;
   private closed = false;
 
-  constructor(path: string, header: ParsedHeader, handle: FileHandle | undefined) {
+  constructor(
+    path: string,
+    header: ParsedHeader,
+    handle: FileHandle | undefined,
+    /** false only where the exact bits matter more than the numbers (round-trip tests) */
+    private readonly checkFinite = true,
+  ) {
     this.path = path;
     this.metadata = header.metadata;
     this.headerSize = header.headerSize;
@@ -269,7 +276,10 @@ export class SafetensorsFile implements TensorSource {
     return e.bytes / (dtypeByteSize(e.dtype) as number);
   }
 
-  /** F32 data is read straight into `out`; F16/BF16 are decoded chunk by chunk. */
+  /**
+   * F32 data is read straight into `out`; F16/BF16 are decoded chunk by chunk. Every value is
+   * checked finite: a NaN or ±Inf would spread through whatever a command computes from it.
+   */
   private async decodeInto(e: Entry, out: Float32Array): Promise<Float32Array> {
     const dtype = e.dtype as FloatDType;
     const what = this.where(e.name);
@@ -277,6 +287,7 @@ export class SafetensorsFile implements TensorSource {
     const start = this.dataStart + e.begin;
     if (dtype === 'F32') {
       await readFully(fh, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), start, what);
+      if (this.checkFinite) assertFinite(out, what);
       return out;
     }
     // Double-buffered: the next chunk is read from disk while this one is decoded.
@@ -289,7 +300,12 @@ export class SafetensorsFile implements TensorSource {
       const chunk = chunkAt(k, off);
       const next = off + DECODE_CHUNK_BYTES;
       pending = next < e.bytes ? readFully(fh, chunkAt(k ^ 1, next), start + next, what) : undefined;
-      decodeIntoF32(chunk, dtype, out.subarray(off / 2, (off + chunk.byteLength) / 2));
+      const from = off / 2;
+      const to = (off + chunk.byteLength) / 2;
+      decodeIntoF32(chunk, dtype, out.subarray(from, to));
+      // checked while the chunk is still in cache
+      const bad = this.checkFinite ? firstNonFinite(out, from, to) : -1;
+      if (bad >= 0) throw nonFiniteError(what, bad, out[bad]);
     }
     return out;
   }
@@ -325,17 +341,18 @@ export class SafetensorsFile implements TensorSource {
 /**
  * Opens a .safetensors file, reading and validating only its header.
  * `lazyHandle`: close the file after the header and reopen it on the first read (for checkpoints
- * with many shards, so unread shards hold no file descriptor).
+ * with many shards, so unread shards hold no file descriptor). `allowNonFinite`: read NaN and ±Inf
+ * instead of refusing them (for checking stored bits; no command wants them).
  */
-export async function openSafetensors(path: string, opts: { lazyHandle?: boolean } = {}): Promise<SafetensorsFile> {
+export async function openSafetensors(path: string, opts: { lazyHandle?: boolean; allowNonFinite?: boolean } = {}): Promise<SafetensorsFile> {
   const fh = await open(path, 'r');
   try {
     const header = await parseHeader(path, fh);
     if (opts.lazyHandle) {
       await fh.close();
-      return new SafetensorsFile(path, header, undefined);
+      return new SafetensorsFile(path, header, undefined, !opts.allowNonFinite);
     }
-    return new SafetensorsFile(path, header, fh);
+    return new SafetensorsFile(path, header, fh, !opts.allowNonFinite);
   } catch (err) {
     await fh.close().catch(() => undefined);
     throw err;
