@@ -210,14 +210,9 @@ export class SafetensorsFile implements TensorSource {
   private readonly order: Entry[];
   private handle: Promise<FileHandle> | undefined;
   private closed = false;
+  private checkFinite = true;
 
-  constructor(
-    path: string,
-    header: ParsedHeader,
-    handle: FileHandle | undefined,
-    /** false only where the exact bits matter more than the numbers (round-trip tests) */
-    private readonly checkFinite = true,
-  ) {
+  constructor(path: string, header: ParsedHeader, handle: FileHandle | undefined) {
     this.path = path;
     this.metadata = header.metadata;
     this.headerSize = header.headerSize;
@@ -243,6 +238,12 @@ export class SafetensorsFile implements TensorSource {
   locate(name: string): TensorLocation {
     const e = this.entry(name);
     return { ...toInfo(e), path: this.path, offset: this.dataStart + e.begin };
+  }
+
+  /** Reads return NaN and ±Inf instead of refusing them: for checking stored bits, never for computing. */
+  allowNonFinite(): this {
+    this.checkFinite = false;
+    return this;
   }
 
   /** The tensor's bytes exactly as stored. */
@@ -341,18 +342,17 @@ export class SafetensorsFile implements TensorSource {
 /**
  * Opens a .safetensors file, reading and validating only its header.
  * `lazyHandle`: close the file after the header and reopen it on the first read (for checkpoints
- * with many shards, so unread shards hold no file descriptor). `allowNonFinite`: read NaN and ±Inf
- * instead of refusing them (for checking stored bits; no command wants them).
+ * with many shards, so unread shards hold no file descriptor).
  */
-export async function openSafetensors(path: string, opts: { lazyHandle?: boolean; allowNonFinite?: boolean } = {}): Promise<SafetensorsFile> {
+export async function openSafetensors(path: string, opts: { lazyHandle?: boolean } = {}): Promise<SafetensorsFile> {
   const fh = await open(path, 'r');
   try {
     const header = await parseHeader(path, fh);
     if (opts.lazyHandle) {
       await fh.close();
-      return new SafetensorsFile(path, header, undefined, !opts.allowNonFinite);
+      return new SafetensorsFile(path, header, undefined);
     }
-    return new SafetensorsFile(path, header, fh, !opts.allowNonFinite);
+    return new SafetensorsFile(path, header, fh);
   } catch (err) {
     await fh.close().catch(() => undefined);
     throw err;

@@ -202,7 +202,7 @@ function sampleTensors(): Array<{ name: string; shape: number[]; data: Float32Ar
 }
 
 async function assertReadsBack(path: string, tensors: ReturnType<typeof sampleTensors>): Promise<void> {
-  const file = await openSafetensors(path, { allowNonFinite: true });
+  const file = (await openSafetensors(path)).allowNonFinite();
   try {
     assert.deepEqual(file.list().map((t) => t.name), tensors.map((t) => t.name), 'data in insertion order');
     for (const t of tensors) {
@@ -525,7 +525,7 @@ describe('an independent reader (python3 + numpy) reads our files', { skip: hasN
 
 describe('reads refuse NaN and ±Inf', () => {
   for (const dtype of ['F32', 'F16', 'BF16'] as const) {
-    it(`${dtype}: read and readInto name the file, tensor and element; allowNonFinite reads the bits`, async () => {
+    it(`${dtype}: read and readInto name the file, tensor and element; allowNonFinite() reads the bits`, async () => {
       const dir = await freshDir();
       const path = join(dir, 'model.safetensors');
       await writeSafetensorsFile(path, [
@@ -541,7 +541,7 @@ describe('reads refuse NaN and ±Inf', () => {
       } finally {
         await file.close();
       }
-      const raw = await openSafetensors(path, { allowNonFinite: true });
+      const raw = (await openSafetensors(path)).allowNonFinite();
       assert.ok(Number.isNaN((await raw.read('bad'))[2]));
       await raw.close();
     });
