@@ -7,12 +7,13 @@
  * Every tensor's shape is known from the safetensors headers, so the GGUF header is written first
  * and each tensor streams straight into place: memory holds about two tensors at a time.
  */
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createGgufSink, kvString, kvU32, type GgufKv, type GgufTensorPlan } from '../io/gguf.js';
 import type { FloatDType } from '../io/types.js';
 import { ggufArchFromConfig, hfToGgufTensorName, permuteQkRows, qkPermuteHeadCount, type GgufArch } from '../lora/gguf-names.js';
 import { prefetch } from '../pipeline/prefetch.js';
+import { checkHparamsAgainstTensors } from './check-hparams.js';
 import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors, textHparams } from './gguf-hparams.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
@@ -103,6 +104,7 @@ async function convertToGgufInRun(modelPath: string, outPath: string, opts: ToGg
     const arch = ggufArchFromConfig(config);
     const hparamKvs = ggufHparamKvs(ckpt.path, arch, config, dtype);
     const planned = planTensors(ckpt, arch, config, dtype);
+    checkHparamsAgainstTensors(join(ckpt.dir, 'config.json'), arch, hparamKvs, planned.map((t) => t.plan), textHparams(config)['vocab_size']);
     const vocabRows = embeddingRows(planned, ckpt.path);
 
     const tokenizer: TokenizerKvs = opts.vocabFrom

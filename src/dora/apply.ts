@@ -182,21 +182,6 @@ async function copySideFiles(base: Checkpoint, basePath: string, outDir: string,
   return copied.sort();
 }
 
-/**
- * PEFT's ParamWrapper takes plain LoRA only (it refuses use_dora), so DoRA has no definition on an
- * expert stack. Said here, before the DoRA checks would call the adapter merely incomplete.
- */
-function refuseDoraExperts(adapter: PeftAdapter): void {
-  const stack = adapter.modules.find((m) => m.experts);
-  if (!stack || adapter.config.use_dora !== true) return;
-  const { parameter, count } = stack.experts!;
-  throw new Error(
-    `${adapter.dir}: adapter_config.json has use_dora: true, but module "${stack.name}" holds the LoRA of parameter "${parameter}" ` +
-      `(${count} experts, target_parameters); DoRA/EDoRA is not defined on expert stacks (PEFT refuses use_dora there too). ` +
-      'Train the expert parameters with plain LoRA, or set use_dora to false if the adapter has no magnitude vectors',
-  );
-}
-
 async function closeAll(items: Array<{ close(): Promise<void> } | undefined>): Promise<void> {
   await Promise.all(items.map((x) => x?.close().catch(() => undefined)));
 }
@@ -220,10 +205,7 @@ async function applyAdaptersInRun(opts: ApplyOptions): Promise<ApplyReport> {
   try {
     for (const a of opts.adapters) adapters.push(await openPeftAdapter(a.dir));
     const variants: AdapterVariant[] = [];
-    for (const adapter of adapters) {
-      refuseDoraExperts(adapter);
-      variants.push(await checkAdapterVariant(adapter));
-    }
+    for (const adapter of adapters) variants.push(await checkAdapterVariant(adapter));
     const plan = planApply(base, adapters, variants.map((v) => v.methods), opts.dtype);
     const weights = opts.adapters.map((a) => a.weight ?? 1);
     const notes = variants.flatMap((v) => v.notes);

@@ -63,9 +63,9 @@ export interface AdapterVariant {
 }
 
 /**
- * Checks that adapter_config.json and the tensors agree on the variant: use_dora needs a magnitude
- * vector on every module and a magnitude needs use_dora (PEFT would silently drop it otherwise,
- * changing the result); an EDoRA reconstr_config.json must agree on the latent and its rank.
+ * Checks that adapter_config.json and the tensors agree on the variant: a magnitude needs use_dora
+ * (PEFT would silently drop it otherwise, changing the result; the adapter reader already refused
+ * use_dora without magnitudes); an EDoRA reconstr_config.json must agree on the latent and its rank.
  */
 export async function checkAdapterVariant(adapter: PeftAdapter): Promise<AdapterVariant> {
   const where = `${adapter.dir}`;
@@ -73,11 +73,6 @@ export async function checkAdapterVariant(adapter: PeftAdapter): Promise<Adapter
   const methods = new Map<string, AdapterMethod>();
   const notes: string[] = [];
   for (const m of adapter.modules) {
-    if (useDora && !m.hasMagnitude) {
-      throw new Error(
-        `${where}: adapter_config.json has use_dora: true but module "${m.name}" has no lora_magnitude_vector: the adapter is incomplete (save it again) or not DoRA (set use_dora to false)`,
-      );
-    }
     if (!useDora && m.hasMagnitude) {
       throw new Error(
         `${where}: module "${m.name}" has a lora_magnitude_vector but adapter_config.json does not set use_dora: true; set it if this is a DoRA/EDoRA adapter`,

@@ -3,6 +3,7 @@
  * finite and gathers the norms the rest of the pipeline needs (so the big arrays are walked once).
  */
 import type { LinalgBackend } from '../linalg/backend.js';
+import { assertNoOverflow, firstNonFinite, nonFiniteError } from '../tensor/finite.js';
 import type { Matrix } from '../tensor/matrix.js';
 
 export interface DeltaStats {
@@ -20,33 +21,21 @@ export interface DeltaSources {
   b: string;
 }
 
-function nonFiniteError(where: string, index: number, value: number): Error {
-  return new Error(
-    `${where} holds ${value} at element ${index}: the checkpoint is corrupt or the fine-tune diverged; ` +
-      'fix or re-export that tensor before extracting',
-  );
-}
-
 /**
  * After a pass found a non-finite value: which input holds it. `b` is intact and `a` holds b − a,
- * so a NaN there with a finite b came from A's NaN, and ±Inf from A's ∓Inf (or an overflow).
+ * so a NaN there with a finite b came from A's NaN, and ±Inf from A's ∓Inf.
  */
 function blameNonFinite(delta: Float32Array, b: Float32Array, sources: DeltaSources): Error {
-  for (let i = 0; i < b.length; i++) if (b[i] - b[i] !== 0) return nonFiniteError(sources.b, i, b[i]);
-  for (let i = 0; i < delta.length; i++) {
-    if (Number.isNaN(delta[i])) return nonFiniteError(sources.a, i, NaN);
-    if (!Number.isFinite(delta[i])) {
-      return new Error(
-        `${sources.a} holds an infinite value at element ${i} (or ${sources.b} minus it overflows f32 there): ` +
-          'the checkpoint is corrupt or the fine-tune diverged; fix or re-export that tensor before extracting',
-      );
-    }
-  }
+  const inB = firstNonFinite(b);
+  if (inB >= 0) return nonFiniteError(sources.b, inB, b[inB]);
+  const inDelta = firstNonFinite(delta);
+  if (inDelta >= 0) return nonFiniteError(sources.a, inDelta, Number.isNaN(delta[inDelta]) ? NaN : -delta[inDelta]);
   return new Error(`${sources.a} or ${sources.b} holds a NaN or infinite value`);
 }
 
 /**
- * a ← b − a, elementwise. Throws, naming the file and tensor, when either input holds NaN or ±Inf.
+ * a ← b − a, elementwise. Throws, naming the file and tensor, when either input holds NaN or ±Inf
+ * or a difference overflows f32.
  * The loop itself has no branch (the f64 sums turn non-finite exactly when some input or
  * difference is), which keeps it at memory speed; the culprit is looked for only on failure.
  * Four partial sums per norm break the chain of dependent additions: 2x faster in V8.
@@ -82,15 +71,10 @@ export function subtractInPlace(a: Float32Array, b: Float32Array, sources: Delta
   const frobSq = d0 + d1 + d2 + d3;
   const baseFrobSq = x0 + x1 + x2 + x3;
   if (!Number.isFinite(frobSq) || !Number.isFinite(baseFrobSq)) throw blameNonFinite(a, b, sources);
+  // the sums are of the exact f64 differences, finite even where the f32 store overflowed
+  assertNoOverflow(a, frobSq, sources.b);
   // a sum of squares of f32 values in f64 cannot underflow to 0 unless every value is 0
   return { identical: frobSq === 0, frobSq, baseFrobSq };
-}
-
-/** Throws, naming the file and tensor, on the first NaN or ±Inf in `data`. */
-export function assertFinite(data: Float32Array, where: string): void {
-  for (let i = 0; i < data.length; i++) {
-    if (data[i] - data[i] !== 0) throw nonFiniteError(where, i, data[i]);
-  }
 }
 
 /** Σ (delta[offset + i] − scale·p[i])², four partial sums (2x faster in V8 than one chain of additions). */

@@ -8,6 +8,7 @@ import type { LoraModule } from '../lora/adapter.js';
 import { factorsFromSvd, type LowRankFactors } from '../lora/lowrank.js';
 import type { AdapterSink } from '../lora/sink.js';
 import { roundTo } from '../tensor/dtype.js';
+import { firstNonFinite } from '../tensor/finite.js';
 import { sumSquares, transpose, type Matrix } from '../tensor/matrix.js';
 import { decompose, spectralRelError, type Decomposition } from './decompose.js';
 import { exactRelError, type DeltaStats } from './delta.js';
@@ -72,6 +73,15 @@ async function storedRelError(ctx: HandlerContext, delta: Matrix, f: LowRankFact
     : exactRelError(ctx.backend, delta, B, A, scale, frobSq);
 }
 
+/**
+ * Refuses factors or errors that came out NaN or infinite although Δ was finite (values near the
+ * f32 limit overflow inside the products): an adapter must never carry what the report calls NaN%.
+ */
+function assertFiniteResult(where: string, relError: number, f: LowRankFactors): void {
+  if (Number.isFinite(relError) && firstNonFinite(f.A.data) < 0 && firstNonFinite(f.B.data) < 0) return;
+  throw new Error(`${where}: its difference is too large to decompose in f32 (the factors overflow to NaN or infinity): the checkpoints hold values near the f32 limit; check they are not corrupt`);
+}
+
 function factorParams(f: LowRankFactors): number {
   return f.A.data.length + f.B.data.length;
 }
@@ -85,6 +95,7 @@ async function handleLora(ctx: HandlerContext, input: JobInput, module: string, 
   const dec = await decompose(ctx.backend, delta, stats.frobSq, ctx.policy, input.seed);
   const alpha = ctx.alpha ?? dec.rank;
   const f = factorsOf(dec, dec.rank, dec.rank, alpha, false);
+  assertFiniteResult(`tensor "${job.name}"`, dec.relError, f);
   const exact = input.verify ? await storedRelError(ctx, delta, f, alpha / dec.rank, stats.frobSq, false) : undefined;
   const mod: LoraModule = { name: module, kind, A: f.A, B: f.B, alpha };
   await ctx.sink.addModule(mod);
@@ -136,6 +147,7 @@ async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobO
     const kept = dec ? Math.min(rank, dec.svd.S.length) : 0;
     const f = dec ? factorsOf(dec, kept, rank, alpha, transposed) : empty();
     const err = dec ? spectralRelError(dec.svd, kept, norms[e]) : 0;
+    assertFiniteResult(`tensor "${job.name}" (expert ${e})`, err, f);
     if (input.verify && dec) exactResidual += (await storedRelError(ctx, slices[e], f, alpha / rank, norms[e], transposed)) ** 2 * norms[e];
     factors.push(f);
     ranks.push(dec?.rank ?? 0);

@@ -6,7 +6,8 @@
 import { RawTensorReader, where } from '../io/raw-read.js';
 import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
-import { assertFinite, subtractInPlace, type DeltaStats } from './delta.js';
+import { assertFinite } from '../tensor/finite.js';
+import { subtractInPlace, type DeltaStats } from './delta.js';
 
 export interface PairRequest {
   /** absent when only B is needed (full embeddings with a different vocabulary) */

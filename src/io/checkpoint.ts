@@ -178,6 +178,13 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
   if ((await kindOf(indexPath)) !== 'file') {
     return new ShardedCheckpoint(abs, abs, config, await openShards([await pickSingleFile(abs)]));
   }
+  if ((await kindOf(join(abs, SINGLE_FILE))) === 'file') {
+    // transformers loads model.safetensors and ignores the index; which one is stale only the user knows
+    throw new Error(
+      `${path} has both ${SINGLE_FILE} and ${INDEX_FILE}: transformers would load ${SINGLE_FILE} and ignore the shards, so one of them is probably left over; ` +
+        `remove the stale one, or pass ${join(path, SINGLE_FILE)} itself`,
+    );
+  }
   const { files, weightMap } = await shardsFromIndex(indexPath, abs);
   const shards = await openShards(files.map((f) => join(abs, f)));
   try {

@@ -13,6 +13,7 @@
  */
 import { open, lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { assertFinite, firstNonFinite, nonFiniteError } from '../tensor/finite.js';
 import { decodeIntoF32, dtypeByteSize, encodeFromF32, encodeIntoBytes, isFloatDType } from '../tensor/dtype.js';
 import { atomicWriteFile } from './atomic.js';
 import { newTemporary, releaseTemporary } from './temporaries.js';
@@ -211,6 +212,7 @@ export class SafetensorsFile implements TensorSource {
   private readonly order: Entry[];
   private handle: Promise<FileHandle> | undefined;
   private closed = false;
+  private checkFinite = true;
 
   constructor(path: string, header: ParsedHeader, handle: FileHandle | undefined) {
     this.path = path;
@@ -238,6 +240,12 @@ export class SafetensorsFile implements TensorSource {
   locate(name: string): TensorLocation {
     const e = this.entry(name);
     return { ...toInfo(e), path: this.path, offset: this.dataStart + e.begin };
+  }
+
+  /** Reads return NaN and ±Inf instead of refusing them: for checking stored bits, never for computing. */
+  allowNonFinite(): this {
+    this.checkFinite = false;
+    return this;
   }
 
   /** The tensor's bytes exactly as stored. */
@@ -271,7 +279,10 @@ export class SafetensorsFile implements TensorSource {
     return e.bytes / (dtypeByteSize(e.dtype) as number);
   }
 
-  /** F32 data is read straight into `out`; F16/BF16 are decoded chunk by chunk. */
+  /**
+   * F32 data is read straight into `out`; F16/BF16 are decoded chunk by chunk. Every value is
+   * checked finite: a NaN or ±Inf would spread through whatever a command computes from it.
+   */
   private async decodeInto(e: Entry, out: Float32Array): Promise<Float32Array> {
     const dtype = e.dtype as FloatDType;
     const what = this.where(e.name);
@@ -279,6 +290,7 @@ export class SafetensorsFile implements TensorSource {
     const start = this.dataStart + e.begin;
     if (dtype === 'F32') {
       await readFully(fh, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), start, what);
+      if (this.checkFinite) assertFinite(out, what);
       return out;
     }
     // Double-buffered: the next chunk is read from disk while this one is decoded.
@@ -291,7 +303,12 @@ export class SafetensorsFile implements TensorSource {
       const chunk = chunkAt(k, off);
       const next = off + DECODE_CHUNK_BYTES;
       pending = next < e.bytes ? readFully(fh, chunkAt(k ^ 1, next), start + next, what) : undefined;
-      decodeIntoF32(chunk, dtype, out.subarray(off / 2, (off + chunk.byteLength) / 2));
+      const from = off / 2;
+      const to = (off + chunk.byteLength) / 2;
+      decodeIntoF32(chunk, dtype, out.subarray(from, to));
+      // checked while the chunk is still in cache
+      const bad = this.checkFinite ? firstNonFinite(out, from, to) : -1;
+      if (bad >= 0) throw nonFiniteError(what, bad, out[bad]);
     }
     return out;
   }

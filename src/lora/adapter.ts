@@ -78,11 +78,32 @@ export function loraScaling(alpha: number, rank: number, useRslora = false): num
  * read as a regular expression, matches the end of the module path at a component boundary.
  */
 export function lookupPattern(patterns: Record<string, number> | undefined, modulePath: string): number | undefined {
+  return patternEntry(patterns, modulePath)?.[1];
+}
+
+/** The rank_pattern / alpha_pattern entry (key and value) lookupPattern uses for `modulePath`. */
+function patternEntry(patterns: Record<string, number> | undefined, modulePath: string): [string, number] | undefined {
   if (!patterns) return undefined;
   for (const [key, value] of Object.entries(patterns)) {
-    if (new RegExp(`^(.*\\.)?(${key})$`).test(modulePath)) return value;
+    if (new RegExp(`^(.*\\.)?(${key})$`).test(modulePath)) return [key, value];
   }
   return undefined;
+}
+
+/**
+ * Refuses a module whose stored rank is not the r its config gives it (rank_pattern entry, else
+ * "r"): PEFT builds the layer from the config and fails to load such weights (size mismatch),
+ * while computing with them would scale by alpha / (the wrong r).
+ */
+function checkConfiguredRank(where: string, config: PeftConfig, patternPath: string, stored: number, what: string): void {
+  const entry = patternEntry(config.rank_pattern, patternPath);
+  const r = entry ? entry[1] : config.r;
+  if (stored === r) return;
+  const source = entry ? `rank_pattern entry "${entry[0]}": ${r}` : `"r": ${r}`;
+  throw new Error(
+    `${where}: ${ADAPTER_CONFIG_FILE} gives it ${source}, but ${what} (rank ${stored}); PEFT refuses to load such an adapter: ` +
+      'the config does not belong to these weights; restore the adapter_config.json saved with them',
+  );
 }
 
 /** How a module is listed in an adapter before its factors are loaded. */
@@ -188,6 +209,11 @@ export class PeftAdapter {
     try {
       const { keys, fullTensors } = groupAdapterKeys(file);
       const modules = [...keys].map(([name, k]) => describeModule(weightsPath, config, name, k, targetedParameter(weightsPath, config, name, targets)));
+      // saved whole tensors (modules_to_save) alone are an update; nothing at all is not
+      if (modules.length === 0 && fullTensors.length === 0) {
+        throw new Error(`${weightsPath} holds no tensors (no lora_A/lora_B, lora_embedding_A/B or saved modules): there is no update to use; is this the right adapter?`);
+      }
+      if (config.use_dora === true) checkDoraModules(dir, modules);
       return new PeftAdapter(dir, config, modules, fullTensors, keys, file);
     } catch (err) {
       await file.close();
@@ -315,6 +341,8 @@ async function readAdapterConfig(path: string): Promise<PeftConfig> {
   if (typeof config.r !== 'number' || typeof config.lora_alpha !== 'number') {
     throw new Error(`${path}: "r" and "lora_alpha" must be numbers`);
   }
+  // PEFT refuses r ≤ 0 ("r should be a positive integer"): such a config describes no update
+  if (!Number.isInteger(config.r) || config.r <= 0) throw new Error(`${path}: "r" is ${config.r}; a LoRA rank must be a positive integer`);
   return config;
 }
 
@@ -452,6 +480,30 @@ export async function expertDeltaTensor(backend: LinalgBackend, m: LoraExpertsMo
   return out;
 }
 
+/**
+ * use_dora: true needs a magnitude vector on every module (PEFT would initialise a missing one from
+ * the base weight's norms, a different adapter than the one trained), and is not defined on expert
+ * stacks (PEFT's ParamWrapper refuses DoRA). Refused here so that no command reads it as plain LoRA.
+ */
+function checkDoraModules(dir: string, modules: readonly LoraModuleInfo[]): void {
+  const stack = modules.find((m) => m.experts);
+  if (stack) {
+    const { parameter, count } = stack.experts!;
+    throw new Error(
+      `${dir}: adapter_config.json has use_dora: true, but module "${stack.name}" holds the LoRA of parameter "${parameter}" ` +
+        `(${count} experts, target_parameters); DoRA/EDoRA is not defined on expert stacks (PEFT refuses use_dora there too). ` +
+        'Train the expert parameters with plain LoRA, or set use_dora to false if the adapter has no magnitude vectors',
+    );
+  }
+  const bare = modules.find((m) => !m.hasMagnitude);
+  if (bare) {
+    throw new Error(
+      `${dir}: adapter_config.json has use_dora: true but module "${bare.name}" has no tensor "${PEFT_PREFIX}${bare.name}.lora_magnitude_vector": ` +
+        'the adapter is incomplete (save it again) or not DoRA (set use_dora to false)',
+    );
+  }
+}
+
 function describeModule(path: string, config: PeftConfig, name: string, k: ModuleKeys, parameter: string | undefined): LoraModuleInfo {
   const where = `${path}: module "${name}"`;
   let kind: LoraKind;
@@ -487,6 +539,8 @@ function describeModule(path: string, config: PeftConfig, name: string, k: Modul
     throw new Error(`${where}: lora_latent_mapping is ${k.latent.shape.join('×')}, expected ${rank}×${rank} (the rank of lora_A/lora_B)`);
   }
   if (parameter !== undefined) return describeWrapper(where, config, { name, kind, rank, inFeatures, outFeatures }, k, parameter);
+  const factor = kind === 'embedding' ? `lora_embedding_A is ${k.eA!.shape.join('×')}` : `lora_A is ${k.A!.shape.join('×')}`;
+  checkConfiguredRank(where, config, name, rank, factor);
   const alpha = lookupPattern(config.alpha_pattern, name) ?? config.lora_alpha;
   return {
     name,

@@ -24,7 +24,7 @@
  */
 import { LineCounter, parseDocument, stringify } from 'yaml';
 import type { FloatDType } from '../io/types.js';
-import { MERGE_METHODS, METHOD_NAMES, isMethodName, type MergeMethodDef, type ParamDef } from './methods.js';
+import { MERGE_METHODS, METHOD_NAMES, describeRange, inRange, isMethodName, type MergeMethodDef, type ParamDef } from './methods.js';
 import type { ConditionalParameter, ParameterMap, ParameterSetting, Scalar } from './params.js';
 import { withPath } from '../io/os-error.js';
 import { readInputText } from '../io/inputs.js';
@@ -164,6 +164,8 @@ class ConfigChecker {
     if (!ok) this.fail(path, `expected [first, end] layer indices (non-negative integers), got ${describe(raw)}`);
     const [a, b] = raw as [number, number];
     if (a > b) this.fail(path, `layer_range [${a}, ${b}] ends before it starts`);
+    // [first, end) is half-open as in mergekit: equal ends select no layer, and a slice of none is a mistake
+    if (a === b) this.fail(path, `layer_range [${a}, ${b}] selects no layer (the end is exclusive): use [${a}, ${a + 1}] for layer ${a}`);
     return [a, b];
   }
 
@@ -202,6 +204,7 @@ class ConfigChecker {
       this.fail(path, `${def.name} must be a number, a list of numbers (a gradient) or a list of {filter, value}; got ${describe(raw)}`);
     }
     if (def.kind === 'boolean' && typeof raw !== 'boolean') this.fail(path, `${def.name} must be true or false, got ${describe(raw)}`);
+    if (def.range && !inRange(raw as number, def.range)) this.fail(path, `${def.name} must lie in ${describeRange(def.range)}, got ${describe(raw)} (${def.help})`);
     return raw as Scalar;
   }
 

@@ -25,6 +25,23 @@ export interface ParamDef {
   /** used when no level sets the parameter (absent: the parameter stays unset) */
   default?: Scalar;
   help: string;
+  /** the values that mean something (numbers only); the config refuses others, naming the YAML line */
+  range?: ParamRange;
+}
+
+/** [min, max], or (min, max] with minExclusive. */
+export interface ParamRange {
+  min: number;
+  max: number;
+  minExclusive?: boolean;
+}
+
+export function inRange(v: number, r: ParamRange): boolean {
+  return (r.minExclusive ? v > r.min : v >= r.min) && v <= r.max;
+}
+
+export function describeRange(r: ParamRange): string {
+  return `${r.minExclusive ? '(' : '['}${r.min}, ${r.max}]`;
 }
 
 /** What the executor lends a method while it merges one tensor. */
@@ -109,6 +126,8 @@ function taskArithmeticMethod(spec: {
         required: false,
         default: 1,
         help: sparsifies ? 'fraction of task-vector entries kept' : 'accepted for mergekit compatibility; no effect without sparsification',
+        // 0 keeps nothing (mergekit's ties asserts; its dare silently returns the base model); above 1 means 1
+        ...(sparsifies ? { range: { min: 0, max: 1, minExclusive: true } } : {}),
       },
     ],
     check(ctx) {
@@ -208,7 +227,8 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     base: 'required',
     inputs: 2,
     randomized: false,
-    params: [{ name: 't', kind: 'number', required: true, help: 'interpolation position: 0 = base_model, 1 = the other model' }],
+    // mergekit does not clamp t, so t outside [0, 1] extrapolates past both models: refused as a typo rather than followed
+    params: [{ name: 't', kind: 'number', required: true, help: 'interpolation position: 0 = base_model, 1 = the other model', range: { min: 0, max: 1 } }],
     tensorParams: [],
     merge(ctx, inputs) {
       const b = ctx.base as number;

@@ -4,7 +4,8 @@
  * main thread only encodes and writes results while workers read and merge their neighbours.
  */
 import { parentPort } from 'node:worker_threads';
-import { RawTensorReader } from '../io/raw-read.js';
+import { RawTensorReader, where } from '../io/raw-read.js';
+import { assertFinite } from '../tensor/finite.js';
 import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import type { ReadyMessage } from '../pipeline/worker-thread.js';
@@ -41,7 +42,7 @@ port.on('message', (m: WorkerRequest) => {
   }
   let reply: WorkerReply;
   try {
-    m.inputs.forEach((loc, i) => reader.readF32(loc, m.arrays[i]));
+    m.inputs.forEach((loc, i) => assertFinite(reader.readF32(loc, m.arrays[i]), where(loc)));
     reply = { id: m.id, output: runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool) };
   } catch (err) {
     reply = { id: m.id, error: (err as Error).message };

@@ -443,6 +443,7 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
           const count = componentCount(opts.rank, rows, cols);
           const noise = drawNoise(rng, count);
           const svd = await randomizedSvd(backend, { rows, cols, data: delta }, { rank: opts.rank, seed: opts.seed ?? 0 });
+          assertFiniteSpectrum(svd.S, `${opts.modelB}: tensor "${item.name}"`);
           const path = withoutWeightSuffix(item.name);
           const edited = isSelected(select, path);
           const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);

@@ -14,6 +14,7 @@ import type { ExpertLayout } from '../lora/expert-stack.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModuleInfo } from '../lora/adapter.js';
 import { prefetch } from '../pipeline/prefetch.js';
+import { assertNoOverflow } from '../tensor/finite.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { layerIndexOf, moduleTypeOf, naturalCompare } from './selectors.js';
 
@@ -331,9 +332,9 @@ export async function* streamDifferences<T extends { name: string }>(
         total += d * d;
         wb[i] = d; // reuse W_B's buffer for Δ: one less tensor-sized allocation per pair
       }
-      if (!Number.isFinite(total)) {
-        throw new Error(`${b.path}: tensor "${item.name}": W_B − W_A has NaN or infinite values (a corrupt or overflowed checkpoint); exclude it with --include`);
-      }
+      // the reads refused NaN and ±Inf, so total (exact f64 differences) is finite even where
+      // storing a difference as f32 overflowed: that is looked for here
+      assertNoOverflow(wb, total, `${b.path}: tensor "${item.name}"`, k * size, (k + 1) * size);
       energies.push(total);
     }
     yield { item, delta: wb, energies, index };
@@ -397,6 +398,8 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
       const tensors: TensorSpectrum[] = [];
       const addEntry = async (name: string, delta: Matrix, totalEnergy: number) => {
         const svd = await randomizedSvd(backend, delta, svdOptions);
+        // a finite Δ near the f32 limit can still overflow inside the products
+        assertFiniteSpectrum(svd.S, `${modelB}: tensor "${name}"`);
         tensors.push({
           name,
           layer: layerIndexOf(name),

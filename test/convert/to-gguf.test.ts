@@ -268,6 +268,32 @@ describe('convertToGguf', () => {
     await assert.rejects(convertToGguf(noTokenizer, join(dir, 'x.gguf')), /no tokenizer\.model or tokenizer\.json; pass --vocab-from/);
   });
 
+  it('refuses a config.json that disagrees with the weights, naming it and the mismatch (nothing written)', async () => {
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['layers', { num_hidden_layers: 3 }, /config\.json: num_hidden_layers is 3, but the weights have 1 layer\(s\) \(blk\.0–blk\.0\)/],
+      ['hidden', { hidden_size: HIDDEN * 2 }, new RegExp(`config\\.json: hidden_size is ${HIDDEN * 2}, but model\\.embed_tokens\\.weight is ${VOCAB}×${HIDDEN}`)],
+      ['vocab', { vocab_size: VOCAB + 1 }, new RegExp(`config\\.json: vocab_size is ${VOCAB + 1}, but model\\.embed_tokens\\.weight has ${VOCAB} rows`)],
+      ['heads', { num_attention_heads: HEADS * 2, head_dim: HIDDEN / HEADS }, /config\.json: num_attention_heads \d+ × head dimension \d+ is \d+, but layer 0's q_proj has \d+ rows/],
+      ['kv-heads', { num_key_value_heads: KV_HEADS * 2 }, /config\.json: num_key_value_heads \d+ × head dimension \d+ is \d+, but layer 0's k_proj has \d+ rows/],
+    ];
+    for (const [name, change, message] of cases) {
+      const folder = join(dir, `cfg-${name}`);
+      await writeModelFolder(folder, TENSORS, { config: { ...CONFIG, ...change } });
+      const out = join(dir, `cfg-${name}.gguf`);
+      await assert.rejects(convertToGguf(folder, out, { vocabFrom: vocab }), message, name);
+      await assert.rejects(readFile(out), /ENOENT/);
+    }
+  });
+
+  it('refuses NaN in a weight, naming the file and tensor', async () => {
+    const folder = join(dir, 'nan');
+    const name = Object.keys(TENSORS).find((n) => n.endsWith('mlp.up_proj.weight'))!;
+    const data = TENSORS[name]!.data.slice();
+    data[2] = NaN;
+    await writeModelFolder(folder, { ...TENSORS, [name]: { shape: TENSORS[name]!.shape, data } }, { config: CONFIG });
+    await assert.rejects(convertToGguf(folder, join(dir, 'nan.gguf'), { vocabFrom: vocab }), new RegExp(`nan/model\\.safetensors: tensor "${name.replace(/\./g, '\\.')}" holds NaN at element 2`));
+  });
+
   it('CLI: --json summary, refuses an existing --out without --force, rejects a bad --dtype', async () => {
     const out = join(dir, 'cli.gguf');
     const first = await runCli(['to-gguf', '--model', model, '--out', out, '--dtype', 'bf16', '--vocab-from', vocab, '--json']);

@@ -201,7 +201,7 @@ describe('apply: merging LoRA / DoRA / EDoRA adapters into a base', async () => 
     // made for another base: q_proj with 10 inputs
     await bad('shape', { config: { r: 3, lora_alpha: 3 }, modules: [linearFx(Q, H, 10, 70)] }, /made for another base/);
     await bad('module', { config: { r: 3, lora_alpha: 3 }, modules: [linearFx('model.layers.7.mlp.up_proj', H, H, 71)] }, /another model/);
-    await bad('no-magnitude', { config: { r: 3, lora_alpha: 3, use_dora: true }, modules: [linearFx(Q, H, H, 72)] }, /use_dora: true but module .* has no lora_magnitude_vector/);
+    await bad('no-magnitude', { config: { r: 3, lora_alpha: 3, use_dora: true }, modules: [linearFx(Q, H, H, 72)] }, /use_dora: true but module .* has no tensor ".*\.lora_magnitude_vector"/);
     await bad('magnitude-no-dora', { config: { r: 3, lora_alpha: 3 }, modules: [linearFx(Q, H, H, 73, { magnitude: magnitudes(H, 1) })] }, /does not set use_dora/);
     await bad('latent-rank', { config: { r: 3, lora_alpha: 3, use_dora: true }, modules: [linearFx(Q, H, H, 74, { magnitude: magnitudes(H, 2), latent: randomMat(2, 2, 3) })] }, /lora_latent_mapping is 2×2, expected 3×3/);
     await bad('ab-rank', { config: { r: 3, lora_alpha: 3 }, modules: [{ ...linearFx(Q, H, H, 75), B: randomMat(H, 2, 4) }] }, /ranks differ/);

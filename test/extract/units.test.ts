@@ -143,7 +143,7 @@ describe('Δ and buffers', () => {
     assert.deepEqual([...a], [0, 2, -3]);
     assert.deepEqual(stats, { identical: false, frobSq: 13, baseFrobSq: 14 });
     assert.equal(subtractInPlace(Float32Array.from([5, -0]), Float32Array.from([5, 0]), { a: 'x', b: 'y' }).identical, true);
-    assert.throws(() => subtractInPlace(Float32Array.from([1, Infinity]), Float32Array.from([1, 2]), { a: 'fa: tensor "t"', b: 'fb' }), /fa: tensor "t" holds an infinite value at element 1/);
+    assert.throws(() => subtractInPlace(Float32Array.from([1, Infinity]), Float32Array.from([1, 2]), { a: 'fa: tensor "t"', b: 'fb' }), /fa: tensor "t" holds Infinity at element 1/);
     assert.throws(() => subtractInPlace(Float32Array.from([1, 2]), Float32Array.from([NaN, 2]), { a: 'fa', b: 'fb: tensor "t"' }), /fb: tensor "t" holds NaN at element 0/);
   });
 

@@ -50,6 +50,16 @@ async function rejectsWith(p: Promise<unknown>, ...res: RegExp[]): Promise<void>
 }
 
 describe('openCheckpoint', () => {
+  it('refuses a folder with both model.safetensors and an index (transformers would ignore the shards), naming both', async () => {
+    const dir = sub();
+    await writeModelFolder(dir, tinyModel(), { maxShardBytes: 1200 });
+    await writeSafetensorsFile(join(dir, 'model.safetensors'), [{ name: 'model.norm.weight', ...tensor([16], 9), dtype: 'F32' }]);
+    await rejectsWith(openCheckpoint(dir), /has both model\.safetensors and model\.safetensors\.index\.json: transformers would load model\.safetensors/, /remove the stale one, or pass .*model\.safetensors itself/);
+    const single = await openCheckpoint(join(dir, 'model.safetensors'));
+    assert.deepEqual(single.list().map((t) => t.name), ['model.norm.weight']);
+    await single.close();
+  });
+
   it('opens a single-file model folder with its config', async () => {
     const dir = sub();
     const model = tinyModel();

@@ -202,7 +202,7 @@ function sampleTensors(): Array<{ name: string; shape: number[]; data: Float32Ar
 }
 
 async function assertReadsBack(path: string, tensors: ReturnType<typeof sampleTensors>): Promise<void> {
-  const file = await openSafetensors(path);
+  const file = (await openSafetensors(path)).allowNonFinite();
   try {
     assert.deepEqual(file.list().map((t) => t.name), tensors.map((t) => t.name), 'data in insertion order');
     for (const t of tensors) {
@@ -422,7 +422,8 @@ describe('nothing partial is ever visible', () => {
   });
   it('concurrent add() calls are serialized', async () => {
     const dir = await freshDir();
-    const tensors = sampleTensors();
+    // values finite once stored: a checkpoint refuses NaN and ±Inf on read (65520 rounds to Inf in F16)
+    const tensors = sampleTensors().map((t) => ({ ...t, data: t.data.map((v) => (Number.isFinite(roundTo(Float32Array.of(v), t.dtype)[0]) ? v : 0)) }));
     const sink = await createSafetensorsSink(dir, { maxShardBytes: 300 });
     await Promise.all(tensors.map((t) => sink.add(t.name, t.shape, t.data, t.dtype)));
     await sink.finish();
@@ -521,4 +522,29 @@ describe('an independent reader (python3 + numpy) reads our files', () => {
       assert.deepEqual(parsed[t.name], { shape: t.shape, sha256: expected }, t.name);
     }
   });
+});
+
+describe('reads refuse NaN and ±Inf', () => {
+  for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+    it(`${dtype}: read and readInto name the file, tensor and element; allowNonFinite() reads the bits`, async () => {
+      const dir = await freshDir();
+      const path = join(dir, 'model.safetensors');
+      await writeSafetensorsFile(path, [
+        { name: 'ok', shape: [2], data: Float32Array.of(1, 2), dtype },
+        { name: 'bad', shape: [4], data: Float32Array.of(1, 2, NaN, 3), dtype },
+        { name: 'inf', shape: [2], data: Float32Array.of(-Infinity, 0), dtype },
+      ]);
+      const file = await openSafetensors(path);
+      try {
+        assert.deepEqual([...(await file.read('ok'))], [1, 2]);
+        await assert.rejects(file.read('bad'), new RegExp(`${path.replace(/[.]/g, '\\.')}: tensor "bad" holds NaN at element 2`));
+        await assert.rejects(file.readInto('inf', new Float32Array(2)), /tensor "inf" holds -Infinity at element 0/);
+      } finally {
+        await file.close();
+      }
+      const raw = (await openSafetensors(path)).allowNonFinite();
+      assert.ok(Number.isNaN((await raw.read('bad'))[2]));
+      await raw.close();
+    });
+  }
 });

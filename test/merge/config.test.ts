@@ -105,6 +105,22 @@ slices:
     assert.match(parseError('merge_method: passthrough\nslices: [{sources: [{model: ./a}]}]\n'), /each source needs a layer_range/);
   });
 
+  it('refuses values that select or keep nothing, or leave the interpolation, naming the YAML line', () => {
+    const empty = parseError('merge_method: passthrough\nslices:\n  - sources: [{model: ./a, layer_range: [0, 2]}]\n  - sources:\n      - model: ./a\n        layer_range: [1, 1]\n');
+    assert.match(empty, /^merge\.yaml:6:22: slices\[1\]\.sources\[0\]\.layer_range: layer_range \[1, 1\] selects no layer \(the end is exclusive\): use \[1, 2\] for layer 1$/);
+    const ties = (density: string) => parseError(`merge_method: ties\nbase_model: ./b\nmodels:\n  - model: ./a\n    parameters: {weight: 1, density: ${density}}\n`);
+    assert.match(ties('0'), /^merge\.yaml:5:38: models\[0\]\.parameters\.density: density must lie in \(0, 1\], got 0 \(fraction of task-vector entries kept\)$/);
+    assert.match(ties('1.5'), /density must lie in \(0, 1\], got 1\.5/);
+    assert.match(ties('[0.5, -0.1]'), /models\[0\]\.parameters\.density\[1\]: density must lie in \(0, 1\], got -0\.1/);
+    assert.match(parseError('merge_method: dare_linear\nbase_model: ./b\nmodels: [{model: ./a, parameters: {weight: 1, density: 0}}]\n'), /density must lie in \(0, 1\]/);
+    // without sparsification density does nothing, so nothing is refused
+    parseMergeConfig('merge_method: task_arithmetic\nbase_model: ./b\nmodels: [{model: ./a, parameters: {weight: 1, density: 0}}]\n', 'merge.yaml');
+    const slerp = (t: string) => parseError(`merge_method: slerp\nbase_model: ./a\nmodels: [{model: ./a}, {model: ./b}]\nparameters: {t: ${t}}\n`);
+    assert.match(slerp('1.2'), /^merge\.yaml:4:17: parameters\.t: t must lie in \[0, 1\], got 1\.2 \(interpolation position: 0 = base_model, 1 = the other model\)$/);
+    assert.match(slerp('-0.5'), /t must lie in \[0, 1\], got -0\.5/);
+    assert.match(slerp('[{filter: mlp, value: 2}, {value: 0.5}]'), /parameters\.t\[0\]\.value: t must lie in \[0, 1\], got 2/);
+  });
+
   it('checks object configs the same way, locating errors by key path', () => {
     assert.throws(() => validateMergeConfig({ merge_method: 'linear', models: [{ model: './a', parameters: { wieght: 1 } }] }), /^Error: merge config: models\[0\]\.parameters\.wieght: unknown parameter/);
   });

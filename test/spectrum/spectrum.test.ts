@@ -167,12 +167,12 @@ describe('spectrum', async () => {
     assert.deepEqual(partial.effectiveRank, { p90: null, p95: null, p99: null });
   });
 
-  it('refuses NaN factors, naming the module', async () => {
+  it('refuses NaN factors, naming the adapter file and tensor', async () => {
     const bad = plantedLora({ name: 'model.layers.0.self_attn.q_proj', out: 8, in: 6, sigma: [1, 0.5], alpha: 2, seed: 95 });
     bad.module.A.data[3] = Number.NaN;
     const ad = join(dir, 'nan');
     await writeAdapter(ad, [bad.module]);
-    await assert.rejects(adapterSpectrum(backend, ad), /module "model\.layers\.0\.self_attn\.q_proj": the update has NaN/);
+    await assert.rejects(adapterSpectrum(backend, ad), /nan\/adapter_model\.safetensors: tensor "base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight" holds NaN at element 3/);
   });
 
   it('refuses --top 0', async () => {
