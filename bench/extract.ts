@@ -1,17 +1,19 @@
 /**
- * Extraction benchmark: `npx tsx bench/extract.ts [--layers N] [--threads N] [--keep]` (or `npm run bench:extract`).
+ * Extraction benchmark: `npx tsx bench/extract.ts [--layers N] [--threads N] [--keep]` (or `npm run bench:extract`;
+ * `--layers 1` for a quick check).
  *
  * Generates a pair with Llama-3.2-1B's layer shapes (hidden 2048, intermediate 8192, GQA 32/8
  * heads so k/v have 512 rows, bf16; a small vocabulary so the embeddings do not dominate): model
  * A is a random base, model B = A + a planted delta on every q/k/v/o/gate/up/down with singular
  * values 0.85^i (i < 32), so the best rank-16 error is known and not zero. Then, in one run:
- *   - the time to read both checkpoints the way a plain reader does (decoded to f32, in a fresh
- *     process like the extraction: the generator's big heap slows reads by a third), cold (the
- *     files evicted from the page cache first, with `dd iflag=nocache`, which needs no privileges)
- *     and warm (from the page cache);
+ *   - two read floors, each in a fresh process like the extraction (the generator's big heap
+ *     slows reads by a third), cold (the files evicted from the page cache first, with
+ *     `dd iflag=nocache`, which needs no privileges) and warm (from the page cache): a plain read
+ *     of the files' bytes into one reused buffer (no decoding), and the read a plain reader does,
+ *     decoded to f32 by our JavaScript decoder (about a third of the byte read's speed);
  *   - for comparison, the time the extraction's own reader takes to form every Δ (warm, one thread);
  *   - the time of `extractLora` at rank 16 in a child process, cold and warm, with its peak RSS;
- *   - extraction ÷ read time, cold ÷ cold and warm ÷ warm (goal ≤ 1.5);
+ *   - extraction ÷ each read floor, cold ÷ cold and warm ÷ warm (goal ≤ 1.5 × the decoding read);
  *   - for layer 0's seven tensors, our error ÷ the optimal rank-16 error of the stored Δ (from a
  *     much more expensive randomized SVD: 64 extra directions, 8 power iterations) and the error
  *     the planted spectrum alone gives.
@@ -35,6 +37,7 @@ import { randomizedSvd } from '../src/linalg/rsvd.js';
 import { decompose } from '../src/extract/decompose.js';
 import { arraysOf, PairReader } from '../src/extract/load-pair.js';
 import { BufferPool } from '../src/pipeline/buffer-pool.js';
+import { plainRead, safetensorsFiles } from './plain-read.js';
 import type { Matrix } from '../src/tensor/matrix.js';
 
 const SHAPE = { hidden: 2048, intermediate: 8192, heads: 32, kvHeads: 8, vocab: 2048 };
@@ -213,15 +216,19 @@ interface ChildResult {
   report: ExtractReport;
 }
 
+type ReadMode = 'bytes' | 'decode' | 'deltas';
+const READ_FLAGS: Record<ReadMode, string> = { bytes: '--child-read-bytes', decode: '--child-read', deltas: '--child-read-deltas' };
+
 /**
  * Reads both checkpoints in a fresh process, as fresh as the extraction's (the generator's heap
- * slows reads): decoded to f32 by a plain reader, or (`deltas`) as Δ by the extraction's reader.
+ * slows reads): the files' bytes only (`bytes`), decoded to f32 by a plain reader (`decode`), or
+ * as Δ by the extraction's reader (`deltas`).
  */
-function readInChild(a: string, b: string, deltas = false): Promise<{ seconds: number; bytes: number }> {
+function readInChild(a: string, b: string, mode: ReadMode): Promise<{ seconds: number; bytes: number }> {
   const tsx = import.meta.resolve('tsx');
   const self = fileURLToPath(import.meta.url);
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--import', tsx, self, deltas ? '--child-read-deltas' : '--child-read', a, b], (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', tsx, self, READ_FLAGS[mode], a, b], (err, stdout, stderr) => {
       if (err) reject(new Error(`read child failed: ${stderr || err.message}`));
       else resolve(JSON.parse(stdout) as { seconds: number; bytes: number });
     });
@@ -270,24 +277,31 @@ async function main(): Promise<void> {
 
     const models = [paths.a, paths.b];
     const cold = await evict(models);
-    const coldRead = await readInChild(paths.a, paths.b);
-    const warmRead = await readInChild(paths.a, paths.b);
-    const gb = coldRead.bytes / 1e9;
-    console.log(`read both checkpoints (${gb.toFixed(2)} GB bf16 → f32):`);
-    console.log(`  ${cold ? 'cold (evicted first)' : 'first (could not evict)'}  ${coldRead.seconds.toFixed(2)} s  (${(gb / coldRead.seconds).toFixed(2)} GB/s)`);
-    console.log(`  warm (page cache)     ${warmRead.seconds.toFixed(2)} s  (${(gb / warmRead.seconds).toFixed(2)} GB/s)`);
-    const ownRead = await readInChild(paths.a, paths.b, true);
+    const coldBytes = await readInChild(paths.a, paths.b, 'bytes');
+    const warmBytes = await readInChild(paths.a, paths.b, 'bytes');
+    await evict(models);
+    const coldRead = await readInChild(paths.a, paths.b, 'decode');
+    const warmRead = await readInChild(paths.a, paths.b, 'decode');
+    const speed = (r: { seconds: number; bytes: number }) => `${r.seconds.toFixed(2)} s  (${(r.bytes / 1e9 / r.seconds).toFixed(2)} GB/s)`;
+    const first = cold ? 'cold (evicted first)' : 'first (could not evict)';
+    console.log(`read both checkpoints (${(coldBytes.bytes / 1e9).toFixed(2)} GB of files, bf16), two floors:`);
+    console.log(`  plain byte read (one reused buffer, no decoding):  ${first} ${speed(coldBytes)};  warm (page cache) ${speed(warmBytes)}`);
+    console.log(`  decoding read (bf16 → f32, checkpoint.readInto):   ${first} ${speed(coldRead)};  warm (page cache) ${speed(warmRead)}`);
+    const ownRead = await readInChild(paths.a, paths.b, 'deltas');
     console.log(`  warm, forming Δ with the extraction's own reader (bf16 SIMD, one thread): ${ownRead.seconds.toFixed(2)} s`);
 
     await evict(models);
     const coldRun = await extractInChild(paths.a, paths.b, join(dir, 'adapter-cold'), threads);
     const result = await extractInChild(paths.a, paths.b, join(dir, 'adapter'), threads);
     const r = result.report;
-    const line = (label: string, run: ChildResult, read: number) =>
-      console.log(`  ${label}  ${run.seconds.toFixed(2)} s (computing ${run.report.totals.computeSeconds.toFixed(2)} s, waiting for reads ${run.report.totals.readWaitSeconds.toFixed(2)} s)  ÷ read = ${(run.seconds / read).toFixed(2)}`);
-    console.log(`\nextraction (rank ${RANK}, ${r.totals.tensors} modules, ${r.backend}), goal ≤ 1.5 × read:`);
-    line(cold ? 'cold' : 'first', coldRun, coldRead.seconds);
-    line('warm', result, warmRead.seconds);
+    const line = (label: string, run: ChildResult, bytes: number, decode: number) =>
+      console.log(
+        `  ${label}  ${run.seconds.toFixed(2)} s (computing ${run.report.totals.computeSeconds.toFixed(2)} s, waiting for reads ${run.report.totals.readWaitSeconds.toFixed(2)} s)  ` +
+          `÷ byte read = ${(run.seconds / bytes).toFixed(2)}, ÷ decoding read = ${(run.seconds / decode).toFixed(2)}`,
+      );
+    console.log(`\nextraction (rank ${RANK}, ${r.totals.tensors} modules, ${r.backend}), goal ≤ 1.5 × the decoding read:`);
+    line(cold ? 'cold' : 'first', coldRun, coldBytes.seconds, coldRead.seconds);
+    line('warm', result, warmBytes.seconds, warmRead.seconds);
     console.log(`  peak RSS of the extraction process: ${(Math.max(result.maxRssBytes, coldRun.maxRssBytes) / 2 ** 20).toFixed(0)} MiB ` +
       `(largest tensor as f32: ${((SHAPE.hidden * SHAPE.intermediate * 4) / 2 ** 20).toFixed(0)} MiB)`);
 
@@ -307,7 +321,7 @@ async function main(): Promise<void> {
     const floor = decomposeSeconds * layers;
     console.log(
       `\nthe decompositions alone (layer 0's seven, Δ in memory, nothing else running) × ${layers} layers: ${floor.toFixed(2)} s ` +
-        `= ${(floor / warmRead.seconds).toFixed(2)} × the warm read: the GEMM-bound floor under extraction`,
+        `= ${(floor / warmRead.seconds).toFixed(2)} × the warm decoding read, ${(floor / warmBytes.seconds).toFixed(2)} × the warm byte read: the GEMM-bound floor under extraction`,
     );
     console.log(`\nload average now ${loadavg()[0].toFixed(2)} (other processes on the machine slow every timing above)`);
     await Promise.all([a.close(), b.close()]);
@@ -317,12 +331,16 @@ async function main(): Promise<void> {
   }
 }
 
-const readMode = ['--child-read', '--child-read-deltas'].find((f) => process.argv.includes(f));
+const readMode = (Object.keys(READ_FLAGS) as ReadMode[]).find((m) => process.argv.includes(READ_FLAGS[m]));
 if (readMode) {
-  const i = process.argv.indexOf(readMode);
-  const [a, b] = [await openCheckpoint(process.argv[i + 1]), await openCheckpoint(process.argv[i + 2])];
-  process.stdout.write(JSON.stringify(readMode === '--child-read' ? await readBoth(a, b) : readDeltas(a, b)));
-  await Promise.all([a.close(), b.close()]);
+  const i = process.argv.indexOf(READ_FLAGS[readMode]);
+  const [pathA, pathB] = [process.argv[i + 1], process.argv[i + 2]];
+  if (readMode === 'bytes') process.stdout.write(JSON.stringify(await plainRead(await safetensorsFiles([pathA, pathB]))));
+  else {
+    const [a, b] = [await openCheckpoint(pathA), await openCheckpoint(pathB)];
+    process.stdout.write(JSON.stringify(readMode === 'decode' ? await readBoth(a, b) : readDeltas(a, b)));
+    await Promise.all([a.close(), b.close()]);
+  }
 } else if (process.argv.includes('--child')) {
   const i = process.argv.indexOf('--child');
   const threads = flag('--threads');

@@ -1,16 +1,21 @@
 /**
  * merge-adapters benchmark: `npx tsx bench/merge-adapters.ts [--layers N] [--elementwise-layers N]`
- * (or `npm run bench:merge-adapters`).
+ * (or `npm run bench:merge-adapters`; `--layers 1 --elementwise-layers 0` for a quick check).
  *
  * Three rank-16 adapters on Llama-7B shapes (32 layers × q,k,v,o 4096×4096, gate/up 11008×4096,
  * down 4096×11008), in memory. Measured in the same run:
  * - ours: `svd --exact --svd-rank 16` per module, from the stacked factors (thin QRs, no m×n
  *   matrix), plus the cost of the report's error against the exact weighted sum;
- * - the baseline PEFT uses: materialise Δ = Σ c_i·B_i·A_i (GEMM, timed at full size on one
- *   tensor of each shape) and a full dense SVD. A dense SVD of 4096×11008 in TypeScript takes far
- *   too long, so it is timed on the same shapes scaled down by 1/16 and 1/8 and the 1/8 time
- *   EXTRAPOLATED to full size by the O(size³) cost — said so in the output;
- * - the error of both against the exact delta (on the scaled tensors, where the baseline runs);
+ * - the baseline users know, PEFT's algorithm: materialise Δ = Σ c_i·B_i·A_i (our GEMM, timed at
+ *   full size on one tensor of each shape) and a full dense SVD on LAPACK. No LAPACK here, so
+ *   its time is an ESTIMATE (sgesdd 2048×2048 in 1.6 s on 2 cores, scaled by m·n²) — said so in
+ *   the output. The headline ratio is against this. Side by side with PyTorch on the same 2-core
+ *   machine, forming the deltas and `torch.linalg.svd` on three Llama-7B modules took 74 s
+ *   (full_matrices=False) / 105 s (True): ≈ 80 / 104 min for a whole 7B set against our 12 s,
+ *   390–510×, which the estimate agrees with;
+ * - the error of both against the exact delta, on tensors scaled down by 1/8 where a dense SVD
+ *   (our TypeScript one, a correctness reference only: far slower than LAPACK, so its time is
+ *   not a baseline) runs;
  * - for reference, the element-wise path (ties_svd: GEMMs + pruning + randomized SVD) on a few
  *   layers at full size.
  */
@@ -43,7 +48,15 @@ const SHAPES: Array<[label: string, out: number, inF: number, perLayer: number]>
   ['mlp 11008×4096', INTERMEDIATE, HIDDEN, 2],
   ['mlp 4096×11008', HIDDEN, INTERMEDIATE, 1],
 ];
-const SCALES = [16, 8];
+/** the agreement check runs on every shape scaled down by this */
+const CHECK_SCALE = 8;
+/** LAPACK sgesdd on 2 cores: 2048×2048 in 1.6 s; its cost grows as m·n² (m ≥ n) */
+const LAPACK_MS_2048 = 1600;
+
+function lapackSvdMs(out: number, inF: number): number {
+  const [m, n] = [Math.max(out, inF), Math.min(out, inF)];
+  return LAPACK_MS_2048 * ((m * n * n) / 2048 ** 3);
+}
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
@@ -104,6 +117,35 @@ async function materialise(backend: LinalgBackend, terms: MergeTerm[]): Promise<
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
+/**
+ * Both methods on one shape scaled down by CHECK_SCALE: each one's error against the exact delta
+ * (the baseline's from a TypeScript dense SVD, a correctness reference only), and their distance.
+ */
+async function agreement(backend: LinalgBackend, out: number, inF: number): Promise<string> {
+  const small = adapterTerms(Math.round(out / CHECK_SCALE), Math.round(inF / CHECK_SCALE), 8 + CHECK_SCALE);
+  const delta = await materialise(backend, small);
+  const svd = svdSmall(delta);
+  const total = svd.S.reduce((s, x) => s + x * x, 0);
+  const baselineError = Math.sqrt(svd.S.slice(RANK).reduce((s, x) => s + x * x, 0) / total);
+  const ours = await mergeModule(MERGE_METHODS.svd, context(backend, 'scaled', small));
+  const ourError = (await compareToWeightedSum(backend, ours, small)).relError!;
+  const ourProduct = await backend.gemm(ours.B, ours.A);
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < delta.rows; i++) {
+    for (let j = 0; j < delta.cols; j++) {
+      let s = 0;
+      for (let k = 0; k < RANK; k++) s += svd.U.data[i * svd.U.cols + k] * svd.S[k] * svd.V.data[j * svd.V.cols + k];
+      diff += (s - ourProduct.data[i * delta.cols + j]) ** 2;
+      norm += s * s;
+    }
+  }
+  return (
+    `on ${delta.rows}×${delta.cols} (1/${CHECK_SCALE} scale): error vs exact delta ${baselineError.toFixed(6)} (baseline) / ${ourError.toFixed(6)} (ours); ` +
+    `‖ours − baseline‖/‖baseline‖ = ${Math.sqrt(diff / norm).toExponential(1)}`
+  );
+}
+
 async function main(): Promise<void> {
   const layers = flag('--layers', 32);
   const elementwiseLayers = flag('--elementwise-layers', 1);
@@ -131,67 +173,24 @@ async function main(): Promise<void> {
   console.log(`\nours (svd --exact, rank ${RANK}, product SVD from the factors): ${seconds(mergeMs)} for ${modules} modules (${(mergeMs / modules).toFixed(1)} ms each)`);
   console.log(`  + report error vs exact sum: ${seconds(errorMs)}; relative error vs exact Σ w·s·B·A: max ${Math.max(...errors).toFixed(4)}, mean ${(errors.reduce((a, b) => a + b, 0) / errors.length).toFixed(4)} (the rank-${RANK} truncation of a rank-${3 * RANK} sum)`);
 
-  // --- baseline: materialise + dense SVD -----------------------------------------------------
-  console.log(`\nbaseline (PEFT's way: materialise Δ, full dense SVD, truncate):`);
+  // --- baseline: PEFT's algorithm (materialise + dense SVD on LAPACK) ----------------------
+  console.log(`\nbaseline (PEFT's algorithm: form Δ = Σ w·s·B·A, dense SVD on LAPACK, truncate):`);
   let baselineLayerMs = 0;
   for (const [label, out, inF, perLayer] of SHAPES) {
     const terms = adapterTerms(out, inF, 7);
     const t = performance.now();
     await materialise(backend, terms);
     const gemmMs = performance.now() - t;
-    const points: Array<{ scale: number; ms: number }> = [];
-    let agreement = '';
-    for (const scale of SCALES) {
-      const small = adapterTerms(Math.round(out / scale), Math.round(inF / scale), 8 + scale);
-      const delta = await materialise(backend, small);
-      const t0 = performance.now();
-      const svd = svdSmall(delta);
-      points.push({ scale, ms: performance.now() - t0 });
-      if (scale === SCALES[SCALES.length - 1]) {
-        // both methods on the same scaled tensor: their errors vs the exact delta, and each other
-        const total = svd.S.reduce((s, x) => s + x * x, 0);
-        const baselineError = Math.sqrt(svd.S.slice(RANK).reduce((s, x) => s + x * x, 0) / total);
-        const ours = await mergeModule(MERGE_METHODS.svd, context(backend, 'scaled', small));
-        const ourError = (await compareToWeightedSum(backend, ours, small)).relError!;
-        const U = svd.U;
-        let diff = 0;
-        let norm = 0;
-        const ourProduct = await backend.gemm(ours.B, ours.A);
-        for (let i = 0; i < delta.rows; i++) {
-          for (let j = 0; j < delta.cols; j++) {
-            let s = 0;
-            for (let k = 0; k < RANK; k++) s += U.data[i * U.cols + k] * svd.S[k] * svd.V.data[j * svd.V.cols + k];
-            diff += (s - ourProduct.data[i * delta.cols + j]) ** 2;
-            norm += s * s;
-          }
-        }
-        agreement =
-          `on ${delta.rows}×${delta.cols}: error vs exact delta ${baselineError.toFixed(6)} (baseline) / ${ourError.toFixed(6)} (ours); ` +
-          `‖ours − baseline‖/‖baseline‖ = ${Math.sqrt(diff / norm).toExponential(1)}`;
-      }
-    }
-    // QR + Jacobi sweeps cost ∝ m·n² + n³: scaling both sides by k costs k³. The fitted exponent
-    // is printed as a check only; timings on a shared machine are too noisy to extrapolate with it.
-    const [a, b] = points;
-    const fitted = Math.log(b.ms / a.ms) / Math.log(a.scale / b.scale);
-    const svdMs = b.ms * b.scale ** 3;
+    const svdMs = lapackSvdMs(out, inF);
     baselineLayerMs += perLayer * (gemmMs + svdMs);
-    console.log(
-      `  ${label}: GEMM ${gemmMs.toFixed(0)} ms (measured); dense SVD ${points.map((p) => `1/${p.scale}: ${seconds(p.ms)}`).join(', ')} → ` +
-        `EXTRAPOLATED full size (× ${b.scale}³) ${seconds(svdMs)} (fitted exponent ${fitted.toFixed(2)})`,
-    );
-    console.log(`    ${agreement}`);
+    console.log(`  ${label}: forming Δ ${gemmMs.toFixed(0)} ms (measured) + LAPACK dense SVD ≈ ${seconds(svdMs)} (ESTIMATE) per module`);
+    console.log(`    ${await agreement(backend, out, inF)}`);
   }
   const baselineMs = baselineLayerMs * layers;
-  console.log(`  baseline total for ${modules} modules: ${seconds(baselineMs)} (extrapolated: ${(baselineMs / 3.6e6).toFixed(1)} h)`);
-  console.log(`\nspeed-up of ours over the baseline: ${(baselineMs / mergeMs).toFixed(0)}× (merge alone), ${(baselineMs / (mergeMs + errorMs)).toFixed(0)}× (with the error report)`);
-  // A LAPACK dense SVD is far faster than the TypeScript one timed above; for scale, an estimate
-  // (NOT measured here) from docs' figure of sgesdd 2048×2048 in 1.6 s on 2 cores, scaled by m·n².
-  const lapackMs = layers * SHAPES.reduce((s, [, out, inF, perLayer]) => {
-    const [m, n] = [Math.max(out, inF), Math.min(out, inF)];
-    return s + perLayer * 1600 * ((m * n * n) / 2048 ** 3);
-  }, 0);
-  console.log(`  for scale: a LAPACK sgesdd baseline (estimate, not measured: 2048² in 1.6 s on 2 cores, ∝ m·n²) ≈ ${seconds(lapackMs)} → ours ${(lapackMs / mergeMs).toFixed(0)}× faster`);
+  console.log(`  baseline for ${modules} modules ≈ ${seconds(baselineMs)} (${(baselineMs / 6e4).toFixed(1)} min; the SVD part an estimate, not measured)`);
+  console.log(
+    `\nspeed-up over PEFT's algorithm on LAPACK: ${(baselineMs / mergeMs).toFixed(0)}× (merge alone), ${(baselineMs / (mergeMs + errorMs)).toFixed(0)}× (with the error report)`,
+  );
 
   // --- element-wise path for reference ---------------------------------------------------------
   if (elementwiseLayers > 0) {

@@ -70,6 +70,8 @@ export interface HeatmapSpec {
   /** a bar per row beside the map (e.g. σ₁ of each layer), scaled to the largest */
   side?: { title: string; values: number[]; format: (v: number) => string };
   cellTooltip?: (r: number, c: number) => string;
+  /** a word written across row r's cells (e.g. "unchanged"), where the rows are tall enough for text */
+  rowNote?: (r: number) => string | undefined;
 }
 
 export function heatmapScene(spec: HeatmapSpec): Scene {
@@ -113,6 +115,12 @@ export function heatmapScene(spec: HeatmapSpec): Scene {
     }
   }
   shapes.push({ kind: 'rect', x: left, y: top, w: plotW, h: plotH, fill: 'none', stroke: MUTED });
+  if (spec.rowNote && ch >= TICK_SIZE) {
+    for (let r = 0; r < rows; r++) {
+      const note = spec.rowNote(r);
+      if (note) shapes.push(text(left + 4, top + (r + 0.5) * ch, note, TICK_SIZE, 'start', { fill: MUTED }));
+    }
+  }
 
   // row labels: as many as fit without overlapping
   const rowStep = Math.ceil((TICK_SIZE + 2) / ch);
@@ -131,12 +139,25 @@ export function heatmapScene(spec: HeatmapSpec): Scene {
   if (spec.side) {
     const sx = sideX;
     const max = Math.max(0, ...spec.side.values.filter(Number.isFinite));
+    // a scale from 0 to a round value at or above the largest bar, ticked below the bars
+    const { ticks, step } = niceTicks(0, max > 0 ? max : 1, 2);
+    const end = ticks[ticks.length - 1] < max ? ticks[ticks.length - 1] + step : ticks[ticks.length - 1];
+    if (end > ticks[ticks.length - 1]) ticks.push(end);
     shapes.push(text(sx, top - 12, spec.side.title, LABEL_SIZE));
     spec.side.values.forEach((v, r) => {
-      const w = max > 0 && Number.isFinite(v) ? (v / max) * sideW : 0;
+      const w = end > 0 && Number.isFinite(v) ? (v / end) * sideW : 0;
       shapes.push({ kind: 'rect', x: sx, y: top + r * ch + ch * 0.15, w: Math.max(w, 0.5), h: ch * 0.7, fill: '#8c8c8c', tooltip: `${spec.rowLabels[r]}: ${spec.side!.format(v)}` });
     });
-    shapes.push(vline(sx, top, top + plotH, MUTED), text(sx + sideW, top + plotH + 12, `max ${spec.side.format(max)}`, TICK_SIZE, 'end'));
+    shapes.push(vline(sx, top, top + plotH, MUTED), hline(sx, sx + sideW, top + plotH, MUTED));
+    const label = (v: number) => (v === 0 ? '0' : spec.side!.format(v));
+    // inner labels only when all of them fit side by side; 0 and the end are always labelled
+    const allFit = ticks.reduce((w, v) => w + textWidth(label(v), TICK_SIZE) + 6, 0) <= sideW;
+    ticks.forEach((v, i) => {
+      const x = sx + (v / end) * sideW;
+      const last = i === ticks.length - 1;
+      shapes.push(vline(x, top + plotH, top + plotH + 4, MUTED));
+      if (i === 0 || last || allFit) shapes.push(text(x, top + plotH + 12, label(v), TICK_SIZE, i === 0 ? 'start' : last ? 'end' : 'middle'));
+    });
   }
 
   shapes.push(...colorBar(barX, top, barH, spec.colorTitle, ['1', '0.5', '0'], viridis));
@@ -148,7 +169,31 @@ export interface LineSeries {
   color: string;
   width?: number;
   opacity?: number;
+  /** dash length in px; omitted = solid */
+  dash?: number;
+  /** marker drawn on some points, so curves that coincide stay told apart */
+  marker?: { shape: MarkerShape; at: readonly number[] };
   tooltip?: string;
+}
+
+export type MarkerShape = 'square' | 'triangle' | 'diamond' | 'cross' | 'plus';
+export const MARKER_SHAPES: readonly MarkerShape[] = ['square', 'triangle', 'diamond', 'cross', 'plus'];
+
+/** A marker as polylines centred on (x, y), r px from the centre: both renderers draw lines. */
+export function markerShapes(shape: MarkerShape, x: number, y: number, color: string, r = 3.5): Shape[] {
+  const line = (pts: Array<[number, number]>): Shape => ({ kind: 'line', points: pts.map(([dx, dy]) => [x + dx, y + dy] as const), stroke: color, width: 1.5 });
+  switch (shape) {
+    case 'square':
+      return [line([[-r, -r], [r, -r], [r, r], [-r, r], [-r, -r]])];
+    case 'triangle':
+      return [line([[0, -r * 1.15], [r * 1.1, r * 0.8], [-r * 1.1, r * 0.8], [0, -r * 1.15]])];
+    case 'diamond':
+      return [line([[0, -r * 1.3], [r * 1.3, 0], [0, r * 1.3], [-r * 1.3, 0], [0, -r * 1.3]])];
+    case 'cross':
+      return [line([[-r, -r], [r, r]]), line([[-r, r], [r, -r]])];
+    case 'plus':
+      return [line([[-r * 1.2, 0], [r * 1.2, 0]]), line([[0, -r * 1.2], [0, r * 1.2]])];
+  }
 }
 
 export interface LineChartSpec {
@@ -158,31 +203,49 @@ export interface LineChartSpec {
   xTitle: string;
   yTitle: string;
   xDomain: [number, number];
+  /** log: both ends > 0, ticks at powers of ten; values at or below the low end sit on the axis */
   yDomain: [number, number];
+  yScale?: 'linear' | 'log';
   series: LineSeries[];
   /** dashed horizontal reference lines, labelled at the right end */
   guides?: Array<{ y: number; label: string }>;
-  /** named colours listed at the right (categories) */
-  legend?: Array<{ label: string; color: string }>;
+  /** named colours listed at the right (categories), with the series' dash and marker */
+  legend?: Array<{ label: string; color: string; dash?: number; marker?: MarkerShape }>;
   /** or a continuous colour scale at the right (e.g. layer index) */
   colorScale?: { title: string; low: string; high: string; color: (t: number) => string };
+  /** a note drawn in the middle of the plot area (e.g. "unchanged" where there is no curve) */
+  note?: string;
+}
+
+/** Powers of ten in [lo, hi], labelled 1, 0.1, 0.01, 1e-3, … */
+export function logTicks(lo: number, hi: number): Array<{ v: number; label: string }> {
+  const ticks: Array<{ v: number; label: string }> = [];
+  for (let e = Math.ceil(Math.log10(lo) - 1e-9); e <= Math.floor(Math.log10(hi) + 1e-9); e++) {
+    ticks.push({ v: 10 ** e, label: e >= 0 ? String(10 ** e) : e >= -2 ? (10 ** e).toFixed(-e) : `1e${e}` });
+  }
+  return ticks;
 }
 
 export function lineChartScene(spec: LineChartSpec): Scene {
-  const legendWidth = spec.legend ? Math.max(60, ...spec.legend.map((l) => textWidth(l.label, LABEL_SIZE))) + 34 : spec.colorScale ? 74 : 0;
+  const legendWidth = spec.legend ? Math.max(60, ...spec.legend.map((l) => textWidth(l.label, LABEL_SIZE))) + 38 : spec.colorScale ? 74 : 0;
   const left = 56;
   const top = 40;
   const right = spec.width - 14 - legendWidth;
   const bottom = spec.height - 46;
   const [x0, x1] = spec.xDomain;
   const [y0, y1] = spec.yDomain;
+  const log = spec.yScale === 'log';
+  const ly = (y: number) => Math.log10(clamp(y, y0, y1));
   const sx = (x: number) => left + ((x - x0) / (x1 - x0 || 1)) * (right - left);
-  const sy = (y: number) => bottom - ((y - y0) / (y1 - y0 || 1)) * (bottom - top);
+  const sy = log
+    ? (y: number) => bottom - ((ly(y) - ly(y0)) / (ly(y1) - ly(y0) || 1)) * (bottom - top)
+    : (y: number) => bottom - ((y - y0) / (y1 - y0 || 1)) * (bottom - top);
   const shapes: Shape[] = [text(10, 16, spec.title, TITLE_SIZE, 'start', { bold: true })];
 
   const xt = niceTicks(x0, x1, Math.max(2, Math.floor((right - left) / 70)));
   const yt = niceTicks(y0, y1, Math.max(2, Math.floor((bottom - top) / 45)));
-  for (const v of yt.ticks) shapes.push(hline(left, right, sy(v), GRID), text(left - 6, sy(v), formatTick(v, yt.step), TICK_SIZE, 'end'));
+  const yTicks = log ? logTicks(y0, y1) : yt.ticks.map((v) => ({ v, label: formatTick(v, yt.step) }));
+  for (const { v, label } of yTicks) shapes.push(hline(left, right, sy(v), GRID), text(left - 6, sy(v), label, TICK_SIZE, 'end'));
   for (const v of xt.ticks) shapes.push(vline(sx(v), top, bottom, GRID), text(sx(v), bottom + 12, formatTick(v, xt.step), TICK_SIZE, 'middle'));
   shapes.push(hline(left, right, bottom, MUTED), vline(left, top, bottom, MUTED));
   shapes.push(text((left + right) / 2, bottom + 32, spec.xTitle, LABEL_SIZE, 'middle'));
@@ -193,23 +256,34 @@ export function lineChartScene(spec: LineChartSpec): Scene {
     // labelled at the left end: spectra rise there, so the curves rarely cover the label
     shapes.push(text(left + 4, sy(g.y) - 6, g.label, TICK_SIZE, 'start', { fill: MUTED }));
   }
+  // points beyond the x-axis are left out (the axis may be trimmed to where the energy is)
+  const visible = (s: LineSeries) => s.points.filter(([x]) => x >= x0 && x <= x1);
   for (const s of spec.series) {
-    if (s.points.length === 0) continue;
+    const points = visible(s);
+    if (points.length === 0) continue;
     shapes.push({
       kind: 'line',
-      points: s.points.map(([x, y]) => [sx(clamp(x, x0, x1)), sy(clamp(y, y0, y1))] as const),
+      points: points.map(([x, y]) => [sx(x), sy(clamp(y, y0, y1))] as const),
       stroke: s.color,
       width: s.width ?? 1.5,
+      dash: s.dash,
       opacity: s.opacity,
       tooltip: s.tooltip,
     });
   }
+  // markers over every line, so a curve lying under another still shows its own
+  for (const s of spec.series) {
+    if (!s.marker) continue;
+    for (const [x, y] of visible(s)) if (s.marker.at.includes(x)) shapes.push(...markerShapes(s.marker.shape, sx(x), sy(clamp(y, y0, y1)), s.color));
+  }
+  if (spec.note) shapes.push(text((left + right) / 2, (top + bottom) / 2, spec.note, LABEL_SIZE + 2, 'middle', { fill: MUTED }));
 
   const lx = right + 16;
   if (spec.legend) {
     spec.legend.forEach((l, i) => {
       const y = top + 6 + i * 18;
-      shapes.push({ kind: 'line', points: [[lx, y], [lx + 18, y]], stroke: l.color, width: 3 }, text(lx + 24, y, l.label, LABEL_SIZE));
+      shapes.push({ kind: 'line', points: [[lx, y], [lx + 22, y]], stroke: l.color, width: 2, dash: l.dash }, text(lx + 28, y, l.label, LABEL_SIZE));
+      if (l.marker) shapes.push(...markerShapes(l.marker, lx + 11, y, l.color));
     });
   } else if (spec.colorScale) {
     const cs = spec.colorScale;
