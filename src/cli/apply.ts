@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { applyAdapters, type ApplyReport } from '../dora/index.js';
+import { applyAdapters, type ApplyReport } from '../apply/apply.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { parseIntFlag } from './errors.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { DEMO_ENERGY, DEMO_SHAPE, runDemo, type DemoModule, type DemoResult } from '../extract/demo.js';
+import { DEMO_ENERGY, DEMO_SHAPE, runDemo, type DemoModule, type DemoResult } from '../demo/demo.js';
 import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
 import { createProgress, type Progress } from './progress.js';

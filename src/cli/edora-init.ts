@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { DEFAULT_EDORA_POWER_ITERS, DEFAULT_EDORA_SIGMA, edoraInit, type EdoraInitReport } from '../dora/index.js';
+import { DEFAULT_EDORA_POWER_ITERS, DEFAULT_EDORA_SIGMA, edoraInit, type EdoraInitReport } from '../edora-init/edora-init.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { addOutputFlags, dtypeOption, helpStyle } from './options.js';

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { getBackend } from '../linalg/index.js';
-import { groupByModuleType } from '../spectrum/charts.js';
+import { groupByModuleType } from '../report/charts.js';
 import { writeSpectrumOutputs } from '../spectrum/output.js';
-import { parseRegexFlag } from '../spectrum/selectors.js';
+import { parseRegexFlag } from './selector-flags.js';
 import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumResult } from '../spectrum/spectrum.js';
 import { parseIntFlag, UsageError } from './errors.js';
 import { formatPercent, table } from './format.js';

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { convertToGguf } from '../convert/to-gguf.js';
+import { convertToGguf } from '../to-gguf/to-gguf.js';
 import { assertNotInput } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { lazyProgress } from './progress.js';

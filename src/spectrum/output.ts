@@ -5,12 +5,12 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
-import { spectrumCharts } from './charts.js';
-import { encodePng } from './png.js';
-import { rasterize } from './raster.js';
-import { renderReportHtml } from './report-html.js';
+import { spectrumCharts } from '../report/charts.js';
+import { encodePng } from '../report/png.js';
+import { rasterize } from '../report/raster.js';
+import { renderReportHtml } from '../report/report-html.js';
 import type { SpectrumResult } from './spectrum.js';
-import { svgFile } from './svg.js';
+import { svgFile } from '../report/svg.js';
 import { withInputTracking } from '../io/inputs.js';
 
 export const SPECTRUM_JSON = 'spectrum.json';

@@ -16,7 +16,7 @@ import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModu
 import { prefetch } from '../pipeline/prefetch.js';
 import { assertNoOverflow } from '../tensor/finite.js';
 import type { Matrix } from '../tensor/matrix.js';
-import { layerIndexOf, moduleTypeOf, naturalCompare } from './selectors.js';
+import { layerIndexOf, moduleTypeOf, naturalCompare } from '../lora/module-names.js';
 
 /** Energy fractions at which the effective rank is reported. */
 export const ENERGY_THRESHOLDS = [0.9, 0.95, 0.99] as const;

@@ -14,7 +14,7 @@ import { subtractInPlace } from '../../src/extract/delta.js';
 import { extractLora } from '../../src/extract/index.js';
 import { getBackend } from '../../src/linalg/index.js';
 import { deltaSpectrum } from '../../src/spectrum/spectrum.js';
-import { editDelta } from '../../src/spectrum/edit.js';
+import { editDelta } from '../../src/edit/edit.js';
 
 const NAME = 'model.layers.0.self_attn.q_proj.weight';
 const OVERFLOW = /tensor "model\.layers\.0\.self_attn\.q_proj\.weight": the difference of the two models overflows f32 at element 5/;

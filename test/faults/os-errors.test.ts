@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { convertToGguf } from '../../src/convert/to-gguf.js';
+import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import { inspectPath } from '../../src/inspect/inspect.js';
 import { atomicOutputDir } from '../../src/io/atomic.js';
 import { describeOsError, userPath } from '../../src/io/os-error.js';

@@ -11,7 +11,7 @@ import { plantedMatrix } from '../linalg/planted.js';
 import { writeModelFolder } from './synthetic.js';
 
 /** The demo's config.json builder, so tests and the demo describe the same kind of model. */
-export { llamaConfig } from '../../src/extract/demo.js';
+export { llamaConfig } from '../../src/demo/demo.js';
 
 export type Tensors = Record<string, { shape: number[]; data: Float32Array }>;
 

@@ -13,7 +13,9 @@ import { randomMat, writePeftFixture, type Mat } from '../helpers/dora.js';
 import { tinyTensors, type TensorMap } from '../helpers/merge.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
 import { mergeModels } from '../../src/merge/index.js';
-import { applyAdapters, convertAdapter, edoraInit } from '../../src/dora/index.js';
+import { applyAdapters } from '../../src/apply/apply.js';
+import { convertAdapter } from '../../src/convert/convert.js';
+import { edoraInit } from '../../src/edora-init/edora-init.js';
 import { mergeAdapters } from '../../src/merge-adapters/index.js';
 
 const CONFIG = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, num_hidden_layers: 3, vocab_size: 12 };

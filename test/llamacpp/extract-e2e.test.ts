@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { convertToGguf } from '../../src/convert/to-gguf.js';
+import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import { extractLora } from '../../src/extract/index.js';
 import type { LoraModule } from '../../src/lora/adapter.js';
 import { createGgufLoraWriter } from '../../src/lora/gguf-lora.js';

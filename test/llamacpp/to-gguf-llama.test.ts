@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { convertToGguf } from '../../src/convert/to-gguf.js';
+import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import {
   checkAgainstLlamaCpp,
   encodeSentencePieceModel,

@@ -16,8 +16,8 @@ import { writeSafetensorsFile } from '../../src/io/safetensors.js';
 import { getBackend } from '../../src/linalg/index.js';
 import { mergeAdapters } from '../../src/merge-adapters/index.js';
 import { adapterSpectrum } from '../../src/spectrum/spectrum.js';
-import { editAdapter } from '../../src/spectrum/edit.js';
-import { convertAdapter } from '../../src/dora/index.js';
+import { editAdapter } from '../../src/edit/edit.js';
+import { convertAdapter } from '../../src/convert/convert.js';
 
 const Q = 'model.layers.0.self_attn.q_proj';
 const V = 'model.layers.0.self_attn.v_proj';

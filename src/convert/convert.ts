@@ -28,9 +28,9 @@ import { factorsFromSvd, type LowRankFactors } from '../lora/lowrank.js';
 import { createAdapterSink, type AdapterFormat } from '../lora/sink.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { frobenius, type Matrix } from '../tensor/matrix.js';
-import { updateDifference, weightUpdate, type AdapterMethod } from './formula.js';
-import { asOutIn, resolveModuleTarget } from './targets.js';
-import { checkAdapterVariant } from './variant.js';
+import { updateDifference, weightUpdate, type AdapterMethod } from '../lora/weight-update.js';
+import { asOutIn, resolveModuleTarget } from '../lora/module-target.js';
+import { checkAdapterVariant } from '../lora/variant.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 

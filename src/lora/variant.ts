@@ -10,8 +10,8 @@
  * with the adapter anyway, so it is cross-checked when present and never required.
  */
 import { dirname, join, resolve } from 'node:path';
-import type { PeftAdapter } from '../lora/adapter.js';
-import { adapterMethod, type AdapterMethod } from './formula.js';
+import type { PeftAdapter } from './adapter.js';
+import { adapterMethod, type AdapterMethod } from './weight-update.js';
 import { readJsonFileIfPresent } from '../io/json-file.js';
 
 export const RECONSTR_CONFIG_FILE = 'reconstr_config.json';

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { Chart } from './charts.js';
 import { groupByModuleType, isUnchanged } from './charts.js';
-import type { EffectiveRanks, SpectrumResult, TensorSpectrum } from './spectrum.js';
+import type { EffectiveRanks, SpectrumResult, TensorSpectrum } from '../spectrum/spectrum.js';
 import { escapeXml, renderSvg } from './svg.js';
 
 const CSS = `

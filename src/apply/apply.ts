@@ -23,9 +23,9 @@ import { openPeftAdapter, type ExpertLayout, type LoraModuleInfo, type PeftAdapt
 import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { isFloatDType } from '../tensor/dtype.js';
-import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from './formula.js';
-import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from './targets.js';
-import { checkAdapterVariant, type AdapterVariant } from './variant.js';
+import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from '../lora/weight-update.js';
+import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from '../lora/module-target.js';
+import { checkAdapterVariant, type AdapterVariant } from '../lora/variant.js';
 import { readJsonFile } from '../io/json-file.js';
 import { withInputTracking } from '../io/inputs.js';
 

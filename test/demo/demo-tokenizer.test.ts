@@ -2,7 +2,7 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeDemoTokenizer } from '../../src/extract/demo-tokenizer.js';
+import { writeDemoTokenizer } from '../../src/demo/demo-tokenizer.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 
 describe('the demo tokenizer', async () => {

@@ -1,12 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 as zlibCrc32, inflateSync } from 'node:zlib';
-import { spectrumCharts, meanEnergyCurve, groupByModuleType, isUnchanged, trimmedRank, type Chart } from '../../src/spectrum/charts.js';
-import { heatmapScene, lineChartScene, niceTicks } from '../../src/spectrum/plot.js';
-import { crc32, encodePng } from '../../src/spectrum/png.js';
-import { rasterize, type Raster } from '../../src/spectrum/raster.js';
-import { parseHex, viridis } from '../../src/spectrum/scene.js';
-import { renderSvg } from '../../src/spectrum/svg.js';
+import { spectrumCharts, meanEnergyCurve, groupByModuleType, isUnchanged, trimmedRank, type Chart } from '../../src/report/charts.js';
+import { heatmapScene, lineChartScene, niceTicks } from '../../src/report/plot.js';
+import { crc32, encodePng } from '../../src/report/png.js';
+import { rasterize, type Raster } from '../../src/report/raster.js';
+import { parseHex, viridis } from '../../src/report/scene.js';
+import { renderSvg } from '../../src/report/svg.js';
 import { summarizeSpectrum, type SpectrumResult, type TensorSpectrum } from '../../src/spectrum/spectrum.js';
 
 /** A PNG decoder for what encodePng writes (8-bit RGB, filters None/Sub), checking every CRC with zlib's. */

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { getBackend } from '../../src/linalg/index.js';
-import { applyUpdateInPlace, updateDifference, weightNorms, weightUpdate } from '../../src/dora/formula.js';
+import { applyUpdateInPlace, updateDifference, weightNorms, weightUpdate } from '../../src/lora/weight-update.js';
 import type { LoraModule } from '../../src/lora/adapter.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { flat, maxAbsDiff, naiveMerge, randomMat, rowNormsAfterLora, transposeMat, unflat, type Mat, type PeftModuleFixture } from '../helpers/dora.js';

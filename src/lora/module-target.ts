@@ -6,7 +6,7 @@
  */
 import type { Checkpoint } from '../io/checkpoint.js';
 import { expertLayout } from '../extract/moe.js';
-import { moduleSuffix, type ExpertLayout, type LoraExpertsModule, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { moduleSuffix, type ExpertLayout, type LoraExpertsModule, type LoraModule, type LoraModuleInfo, type PeftAdapter } from './adapter.js';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 
 export interface ModuleTarget {

@@ -24,8 +24,8 @@ import { randomizedSvd } from '../linalg/rsvd.js';
 import { createAdapterSink } from '../lora/sink.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { matrix } from '../tensor/matrix.js';
-import { weightNorms } from './formula.js';
-import { edoraReconstrConfig, RECONSTR_CONFIG_FILE } from './variant.js';
+import { weightNorms } from '../lora/weight-update.js';
+import { edoraReconstrConfig, RECONSTR_CONFIG_FILE } from '../lora/variant.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 

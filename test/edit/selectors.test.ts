@@ -2,16 +2,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { UsageError } from '../../src/cli/errors.js';
 import { sourceFlags } from '../../src/cli/spectrum.js';
-import {
-  isSelected,
-  layerIndexOf,
-  moduleTypeOf,
-  naturalCompare,
-  parseIndexList,
-  parseNameList,
-  parseRegexFlag,
-  parseScaleList,
-} from '../../src/spectrum/selectors.js';
+import { isSelected } from '../../src/edit/selectors.js';
+import { layerIndexOf, moduleTypeOf, naturalCompare } from '../../src/lora/module-names.js';
+import { parseIndexList, parseNameList, parseRegexFlag, parseScaleList } from '../../src/cli/selector-flags.js';
 
 describe('selectors', () => {
   it('parses index lists with ranges, sorted and without duplicates', () => {

@@ -40,8 +40,9 @@ import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora
 import { parentPath, peftWrapperPaths, rewriteConfigForExperts, type ExpertParameterEntry } from '../extract/moe.js';
 import { editExpertStack, editExpertSvds, restoreExpertConfig, type WrittenUpdate } from './edit-experts.js';
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
-import { isSelected, naturalCompare, type ModuleSelector } from './selectors.js';
-import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, withoutWeightSuffix, type ExpertDeltaTensor } from './spectrum.js';
+import { isSelected, type ModuleSelector } from './selectors.js';
+import { naturalCompare } from '../lora/module-names.js';
+import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, withoutWeightSuffix, type ExpertDeltaTensor } from '../spectrum/spectrum.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export {

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { applyAdapters } from '../../src/dora/apply.js';
+import { applyAdapters } from '../../src/apply/apply.js';
 import { parseAdapterSpec } from '../../src/lora/adapter-spec.js';
 import { openCheckpoint } from '../../src/io/checkpoint.js';
 import { roundTo } from '../../src/tensor/dtype.js';

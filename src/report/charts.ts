@@ -5,7 +5,7 @@
  */
 import { lineChartScene, heatmapScene, MARKER_SHAPES } from './plot.js';
 import { categorical, viridis, type Scene } from './scene.js';
-import type { SpectrumResult, TensorSpectrum } from './spectrum.js';
+import type { SpectrumResult, TensorSpectrum } from '../spectrum/spectrum.js';
 
 export interface Chart {
   /** unique, usable as an HTML id and a file name stem */

@@ -20,7 +20,7 @@
  * goes through the GEMM backend one block at a time.
  */
 import type { LinalgBackend } from '../linalg/backend.js';
-import type { LoraKind, LoraModule } from '../lora/adapter.js';
+import type { LoraKind, LoraModule } from './adapter.js';
 import { matrix, type Matrix } from '../tensor/matrix.js';
 
 /** PEFT's DoRA normalises rows for Linear layers and columns for Embedding layers. */

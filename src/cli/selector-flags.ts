@@ -1,9 +1,9 @@
 /**
- * Flag parsing and module selection for `spectrum` and `edit`: which components (`--zero 0,1,2`,
+ * Flags that pick components and modules for `spectrum` and `edit`: which components (`--zero 0,1,2`,
  * `--keep 0-7`, `--scale 0:0.5,1:2`), which layers (`--layers 20-31`) and which module types
  * (`--modules q_proj,v_proj`). Component indices are 0-based positions in descending σ order.
  */
-import { UsageError } from '../cli/errors.js';
+import { UsageError } from './errors.js';
 
 /** A list that would select more than this is a typo (e.g. `0-1000000000`), not a request. */
 const MAX_LIST_SIZE = 1_000_000;
@@ -74,57 +74,4 @@ export function parseRegexFlag(flag: string, text: string): RegExp {
   } catch (err) {
     throw new UsageError(`${flag}: "${text}" is not a valid regular expression (${(err as Error).message})`);
   }
-}
-
-/** The decoder layer a module belongs to, from the `layers.N.` part of its path; null outside the layer stack. */
-export function layerIndexOf(path: string): number | null {
-  const m = /(?:^|\.)layers\.(\d+)\./.exec(path);
-  return m ? Number(m[1]) : null;
-}
-
-/**
- * `model.layers.3.self_attn.q_proj(.weight)` → `q_proj`: the name PEFT's target_modules use. An
- * expert of a MoE stack, `model.layers.3.mlp.experts.gate_up_proj[5]`, is of its parameter's type
- * (`gate_up_proj`).
- */
-export function moduleTypeOf(path: string): string {
-  const noExpert = path.replace(/\[\d+\]$/, '');
-  const base = noExpert.endsWith('.weight') ? noExpert.slice(0, -'.weight'.length) : noExpert;
-  return base.slice(base.lastIndexOf('.') + 1);
-}
-
-export interface ModuleSelector {
-  /** layer indices to edit; undefined = every module (inside the layer stack or not) */
-  layers?: ReadonlySet<number>;
-  /** module types (last path component) to edit; undefined = every type */
-  modules?: ReadonlySet<string>;
-}
-
-/** Whether `--layers` / `--modules` pick this module. With --layers, modules outside the layer stack (embeddings, lm_head) are not picked. */
-export function isSelected(sel: ModuleSelector, path: string): boolean {
-  if (sel.modules && !sel.modules.has(moduleTypeOf(path))) return false;
-  if (sel.layers) {
-    const layer = layerIndexOf(path);
-    if (layer === null || !sel.layers.has(layer)) return false;
-  }
-  return true;
-}
-
-/**
- * Orders module paths the way people read them: digit runs compare as numbers, so layers.2 comes
- * before layers.10. This order, not the file's, fixes the random draws of `--perturb`.
- */
-export function naturalCompare(a: string, b: string): number {
-  const ta = a.split(/(\d+)/);
-  const tb = b.split(/(\d+)/);
-  for (let i = 0; i < Math.min(ta.length, tb.length); i++) {
-    if (ta[i] === tb[i]) continue;
-    // odd positions of split() with a capture group are the digit runs
-    if (i % 2 === 1) {
-      const d = Number(ta[i]) - Number(tb[i]);
-      if (d !== 0) return d;
-    }
-    return ta[i] < tb[i] ? -1 : 1;
-  }
-  return ta.length - tb.length;
 }

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { convertAdapter } from '../../src/dora/convert.js';
+import { convertAdapter } from '../../src/convert/convert.js';
 import { readPeftAdapter } from '../../src/lora/adapter.js';
 import { svdSmall } from '../../src/linalg/svd-small.js';
 import { matrix } from '../../src/tensor/matrix.js';

@@ -6,7 +6,7 @@ import { getBackend } from '../../src/linalg/index.js';
 import { openGguf } from '../../src/io/gguf.js';
 import { createRng } from '../../src/linalg/random.js';
 import { openPeftAdapter, readPeftAdapter, type LoraModule } from '../../src/lora/adapter.js';
-import { applySigmaEdit, editAdapter, editDelta, removedComponents, type SigmaEdit } from '../../src/spectrum/edit.js';
+import { applySigmaEdit, editAdapter, editDelta, removedComponents, type SigmaEdit } from '../../src/edit/edit.js';
 import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
 import { runCli } from '../helpers/cli.js';
 import { denseUpdate, plantedLora, plantedSum, relMaxDiff, writeAdapter, type PlantedLora } from '../helpers/spectrum.js';
