@@ -151,4 +151,21 @@ describe('loraforge extract / demo (CLI)', () => {
     assert.equal(meta['tokenizer.ggml.model'], 'gpt2');
     assert.equal(meta['tokenizer.ggml.pre'], 'gpt-2');
   });
+
+  it('demo --keep --out: models an earlier run kept are refused without --force and left as they were', async () => {
+    const out = join(root, 'kept-twice');
+    const first = await cli('demo', '--out', out, '--keep', '--quiet');
+    assert.equal(first.code, 0, first.stderr);
+    const before = await readFile(join(`${out}-model-a`, 'model.safetensors'));
+    // a second run to the same --out: the adapter folder is not empty, so it stops before any work
+    const refused = await cli('demo', '--out', out, '--keep', '--quiet');
+    assert.notEqual(refused.code, 0);
+    // a run whose --out is free but whose model folders exist: refused, and the models stay
+    await rm(out, { recursive: true });
+    const modelsExist = await cli('demo', '--out', out, '--keep', '--quiet');
+    assert.equal(modelsExist.code, 1, modelsExist.stdout);
+    assert.match(modelsExist.stderr, /-model-a exists: .*--force/);
+    assert.deepEqual(await readFile(join(`${out}-model-a`, 'model.safetensors')), before, 'the kept models are untouched');
+    assert.deepEqual((await readdir(`${out}-model-b`)).sort(), ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+  });
 });
