@@ -25,6 +25,19 @@ const program = new Command('loraforge')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
+/**
+ * A reader that stops early (`loraforge extract --help | head -3`) closes the pipe. stdout carries
+ * only help and the final summary, written after the work, so its reader leaving ends the process
+ * quietly; stderr carries progress while the work runs, so its reader leaving must not stop the work.
+ */
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(process.exitCode ?? 0);
+});
+process.stderr.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+});
+
 /** The running command's --out, for OS errors that carry no path (a full disk during a write). */
 let outFlag: string | undefined;
 program.hook('preAction', (_program, action) => {
