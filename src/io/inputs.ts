@@ -12,6 +12,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { withPath } from './os-error.js';
 
 const runInputs = new AsyncLocalStorage<Set<string>>();
 
@@ -30,14 +31,21 @@ export function inputsSoFar(): string[] {
   return [...(runInputs.getStore() ?? [])];
 }
 
-/** Reads a user's text file (a config, a YAML, a tokenizer) and notes it as an input. */
+/**
+ * Reads a user's text file (a config, a YAML, a tokenizer) and notes it as an input. A failure is
+ * the OS error with `path` attached (readFile on a folder reports none), for describeOsError.
+ */
 export async function readInputText(path: string): Promise<string> {
   noteInput(path);
-  return readFile(path, 'utf8');
+  return readFile(path, 'utf8').catch((err: unknown) => {
+    throw withPath(err, path);
+  });
 }
 
-/** Reads a user's binary file and notes it as an input. */
+/** Reads a user's binary file and notes it as an input; failures as readInputText's. */
 export async function readInputBytes(path: string): Promise<Buffer> {
   noteInput(path);
-  return readFile(path);
+  return readFile(path).catch((err: unknown) => {
+    throw withPath(err, path);
+  });
 }

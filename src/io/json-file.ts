@@ -29,13 +29,7 @@ export function parseJsonText(path: string, text: string): unknown {
  * of its own), for describeOsError to explain.
  */
 export async function readJsonFile(path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readInputText(path);
-  } catch (err) {
-    throw withPath(err, path);
-  }
-  return parseJsonText(path, text);
+  return parseJsonText(path, await readInputText(path));
 }
 
 /** readJsonFile for a file this run wrote itself (inside its temporary output): not an input. */

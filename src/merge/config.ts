@@ -26,7 +26,6 @@ import { LineCounter, parseDocument, stringify } from 'yaml';
 import type { FloatDType } from '../io/types.js';
 import { MERGE_METHODS, METHOD_NAMES, describeRange, inRange, isMethodName, type MergeMethodDef, type ParamDef } from './methods.js';
 import type { ConditionalParameter, ParameterMap, ParameterSetting, Scalar } from './params.js';
-import { withPath } from '../io/os-error.js';
 import { readInputText } from '../io/inputs.js';
 
 /** A model as named in the config, with where it was named (for messages). */
@@ -318,11 +317,5 @@ export function parseMergeConfig(text: string, file = 'merge config'): MergeConf
 
 /** Reads and checks a YAML config file. */
 export async function readMergeConfig(path: string): Promise<MergeConfig> {
-  let text: string;
-  try {
-    text = await readInputText(path);
-  } catch (err) {
-    throw withPath(err, path);
-  }
-  return parseMergeConfig(text, path);
+  return parseMergeConfig(await readInputText(path), path);
 }
