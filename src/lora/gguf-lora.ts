@@ -21,6 +21,7 @@ import type { FloatDType } from '../io/types.js';
 import { createGgufSink, kvF32, kvString, type GgufSink } from '../io/gguf.js';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 import { loraScaling, type LoraModule } from './adapter.js';
+import { familyOfGgufArch, modelConfig } from '../arch/index.js';
 import { ggufArchFromConfig, hfModuleToGguf, permuteQkRows, qkPermuteHeadCount, type GgufArch } from './gguf-names.js';
 import type { AdapterSink } from './sink.js';
 
@@ -41,15 +42,11 @@ const TOKEN_EMBD = 'token_embd';
 const LM_HEAD = 'lm_head';
 
 /**
- * Whether the base model shares its input embedding with the output projection. The HF config
- * classes of the supported archs default to untied except Gemma2 (whose GGUF never has `output`).
+ * Whether the base model shares its input embedding with the output projection: config.json's
+ * tie_word_embeddings, else the default of the arch's HF config class (src/arch/families.ts).
  */
 export function hasTiedEmbeddings(arch: GgufArch, config: Record<string, unknown>): boolean {
-  const textConfig = config['text_config'];
-  const tie =
-    (typeof textConfig === 'object' && textConfig !== null ? (textConfig as Record<string, unknown>)['tie_word_embeddings'] : undefined) ??
-    config['tie_word_embeddings'];
-  return typeof tie === 'boolean' ? tie : arch === 'gemma2';
+  return modelConfig(config).tieWordEmbeddings ?? familyOfGgufArch(arch)?.tieWordEmbeddings ?? false;
 }
 
 /** The two tensors one LoRA module becomes, in PyTorch shape order. */
