@@ -17,11 +17,11 @@
  * - bases converted from HF Llama checkpoints have the rows of Q and K permuted for RoPE; the
  *   rows of lora_b are permuted the same way, since (P·B)·A = P·(B·A).
  */
+import { familyOfGgufArch, modelConfig } from '../arch/index.js';
 import type { FloatDType } from '../io/types.js';
 import { createGgufSink, kvF32, kvString, type GgufSink } from '../io/gguf.js';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 import { loraScaling, type LoraModule } from './adapter.js';
-import { familyOfGgufArch, modelConfig } from '../arch/index.js';
 import { ggufArchFromConfig, hfModuleToGguf, permuteQkRows, qkPermuteHeadCount, type GgufArch } from './gguf-names.js';
 import type { AdapterSink } from './sink.js';
 

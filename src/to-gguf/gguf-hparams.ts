@@ -1,9 +1,10 @@
 /**
  * The model metadata (hyper-parameter KVs) llama.cpp's convert_hf_to_gguf.py writes for the
- * architectures `loraforge to-gguf` converts (the families of src/arch/families.ts with
- * `toGguf`), read from a Hugging Face config.json under the text_config rule. Key names and types follow gguf-py's
- * constants.py / gguf_writer.py; which keys are written, and from which config fields, follows
- * the converter's TextModel.set_gguf_parameters and its LlamaModel override.
+ * architectures `loraforge to-gguf` converts (the families in src/arch/families.ts with
+ * `toGguf`), read from a Hugging Face config.json under the text_config rule (src/arch/config.ts).
+ * Key names and types follow gguf-py's constants.py / gguf_writer.py; which keys are written, and
+ * from which config fields, follows the converter's TextModel.set_gguf_parameters and its
+ * LlamaModel override.
  */
 import { kvF32, kvString, kvU32, type GgufKv } from '../io/gguf.js';
 import type { FloatDType } from '../io/types.js';
