@@ -8,7 +8,9 @@ import type { TensorInfo, TensorSource } from '../io/types.js';
 import type { AdapterFormat } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import type { ExpertLayout } from '../lora/expert-stack.js';
-import { expertLayout, expertWeightShape, peftWrapperPaths } from './moe.js';
+import { expertLayout, expertWeightShape } from '../arch/experts.js';
+import { modelConfig } from '../arch/config.js';
+import { peftWrapperPaths } from './moe.js';
 import { checkFixedRankFits, type RankPolicy } from './rank-policy.js';
 import { classifyTensor, isEmbeddingLike, type TargetSelection } from './targets.js';
 
@@ -76,14 +78,6 @@ function hiding(src: TensorSource, hidden: ReadonlySet<string>): TensorSource {
   };
 }
 
-function tieFlag(config: Record<string, unknown> | undefined): boolean | undefined {
-  const own = config?.['tie_word_embeddings'];
-  if (typeof own === 'boolean') return own;
-  const text = config?.['text_config'];
-  const inner = typeof text === 'object' && text !== null ? (text as Record<string, unknown>)['tie_word_embeddings'] : undefined;
-  return typeof inner === 'boolean' ? inner : undefined;
-}
-
 /** Refuses quantized tensors and tensors we cannot read that would matter. */
 function checkDtypes(ckpt: Checkpoint, label: string, selection: TargetSelection, warnings: string[]): Set<string> {
   const unreadable = new Set<string>();
@@ -145,7 +139,7 @@ export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions):
   ]);
 
   const hasHead = a.list().some((t) => HEAD.test(t.name)) && b.list().some((t) => HEAD.test(t.name));
-  const tied = (tieFlag(a.config) ?? tieFlag(b.config)) === true || !hasHead;
+  const tied = (modelConfig(a.config).tieWordEmbeddings ?? modelConfig(b.config).tieWordEmbeddings) === true || !hasHead;
   const ignored = checkNames(a, b, tied, notes);
 
   // Embedding-like tensors may differ in their first dimension (added tokens); everything else

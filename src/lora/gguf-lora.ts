@@ -17,6 +17,7 @@
  * - bases converted from HF Llama checkpoints have the rows of Q and K permuted for RoPE; the
  *   rows of lora_b are permuted the same way, since (P·B)·A = P·(B·A).
  */
+import { familyOfGgufArch, modelConfig } from '../arch/index.js';
 import type { FloatDType } from '../io/types.js';
 import { createGgufSink, kvF32, kvString, type GgufSink } from '../io/gguf.js';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
@@ -41,15 +42,11 @@ const TOKEN_EMBD = 'token_embd';
 const LM_HEAD = 'lm_head';
 
 /**
- * Whether the base model shares its input embedding with the output projection. The HF config
- * classes of the supported archs default to untied except Gemma2 (whose GGUF never has `output`).
+ * Whether the base model shares its input embedding with the output projection: config.json's
+ * tie_word_embeddings, else the default of the arch's HF config class (src/arch/families.ts).
  */
 export function hasTiedEmbeddings(arch: GgufArch, config: Record<string, unknown>): boolean {
-  const textConfig = config['text_config'];
-  const tie =
-    (typeof textConfig === 'object' && textConfig !== null ? (textConfig as Record<string, unknown>)['tie_word_embeddings'] : undefined) ??
-    config['tie_word_embeddings'];
-  return typeof tie === 'boolean' ? tie : arch === 'gemma2';
+  return modelConfig(config).tieWordEmbeddings ?? familyOfGgufArch(arch)?.tieWordEmbeddings ?? false;
 }
 
 /** The two tensors one LoRA module becomes, in PyTorch shape order. */

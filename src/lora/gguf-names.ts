@@ -1,121 +1,39 @@
 /**
- * Hugging Face → llama.cpp GGUF tensor names and the weight transforms llama.cpp's
- * convert_hf_to_gguf.py applies, so that tensors (and LoRA factors) we write line up with a
- * GGUF base model produced by that converter.
- *
- * Sources of truth (llama.cpp): gguf-py/gguf/constants.py (TENSOR_NAMES, MODEL_TENSORS per arch),
- * gguf-py/gguf/tensor_mapping.py (HF module paths per tensor kind), and the converter's model
- * classes (LlamaModel, Qwen2Model, Qwen3Model, Gemma2Model).
+ * Hugging Face → llama.cpp GGUF tensor names and the Q/K row permutation llama.cpp's
+ * convert_hf_to_gguf.py applies, so that tensors (and LoRA factors) we write line up with a GGUF
+ * base model produced by that converter. The per-family tables live in src/arch/families.ts.
  */
-import { roundTo } from '../tensor/dtype.js';
-import type { FloatDType } from '../io/types.js';
+import { familyByArchitecture, familyByModelType, FAMILIES, ggufFacts, modelConfig, textFields, type GgufArch } from '../arch/index.js';
 
-export const SUPPORTED_GGUF_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma2'] as const;
-export type GgufArch = (typeof SUPPORTED_GGUF_ARCHS)[number];
-
-/**
- * config.json `architectures[0]` → GGUF `general.architecture`. The converter registers Mistral
- * and Mixtral under its LlamaModel class, so they become `llama` (with Llama's Q/K permutation).
- */
-const HF_ARCHITECTURE_TO_GGUF: Readonly<Record<string, GgufArch>> = {
-  LlamaForCausalLM: 'llama',
-  MistralForCausalLM: 'llama',
-  MixtralForCausalLM: 'llama',
-  Qwen2ForCausalLM: 'qwen2',
-  Qwen3ForCausalLM: 'qwen3',
-  Gemma2ForCausalLM: 'gemma2',
-};
-
-/** Fallback when config.json has no `architectures`: its `model_type`. */
-const HF_MODEL_TYPE_TO_GGUF: Readonly<Record<string, GgufArch>> = {
-  llama: 'llama',
-  mistral: 'llama',
-  mixtral: 'llama',
-  qwen2: 'qwen2',
-  qwen3: 'qwen3',
-  gemma2: 'gemma2',
-};
+export type { GgufArch } from '../arch/index.js';
 
 function supportedList(): string {
-  return Object.keys(HF_ARCHITECTURE_TO_GGUF).join(', ');
+  return FAMILIES.flatMap((f) => (f.gguf ? f.architectures : [])).join(', ');
 }
 
-/** The llama.cpp architecture name for a Hugging Face config.json (as llama.cpp's converters pick it). */
+/**
+ * The llama.cpp architecture name for a Hugging Face config.json (as llama.cpp's converters pick
+ * it): `architectures[0]` decides when present (the text model's, under the text_config rule),
+ * else `model_type`. The converter registers Mistral and Mixtral under LlamaModel: both become `llama`.
+ */
 export function ggufArchFromConfig(config: Record<string, unknown>): GgufArch {
-  // Multimodal wrappers keep the language model's architecture in text_config (as convert_lora_to_gguf reads it).
-  const textConfig = config['text_config'];
-  const architectures =
-    (typeof textConfig === 'object' && textConfig !== null && (textConfig as Record<string, unknown>)['architectures']) ||
-    config['architectures'];
-  if (Array.isArray(architectures) && architectures.length > 0) {
-    const name = String(architectures[0]);
-    const arch = HF_ARCHITECTURE_TO_GGUF[name];
+  const c = modelConfig(config);
+  if (c.architectures.length > 0) {
+    const name = c.architectures[0]!;
+    const arch = familyByArchitecture(name)?.gguf?.arch;
     if (!arch) {
       throw new Error(`config.json: architecture "${name}" has no GGUF name mapping in loraforge; supported: ${supportedList()}`);
     }
     return arch;
   }
-  const modelType = config['model_type'];
-  const arch = typeof modelType === 'string' ? HF_MODEL_TYPE_TO_GGUF[modelType] : undefined;
+  const arch = c.modelType === undefined ? undefined : familyByModelType(c.modelType)?.gguf?.arch;
   if (!arch) {
     throw new Error(
-      `config.json: cannot tell the architecture (architectures is missing, model_type is ${JSON.stringify(modelType)}); supported: ${supportedList()}`,
+      `config.json: cannot tell the architecture (architectures is missing, model_type is ${JSON.stringify(c.fields['model_type'])}); supported: ${supportedList()}`,
     );
   }
   return arch;
 }
-
-function checkArch(arch: string): GgufArch {
-  if (!(SUPPORTED_GGUF_ARCHS as readonly string[]).includes(arch)) {
-    throw new Error(`GGUF architecture "${arch}" is not supported for name mapping; supported: ${SUPPORTED_GGUF_ARCHS.join(', ')}`);
-  }
-  return arch as GgufArch;
-}
-
-/** Per-layer modules shared by all supported archs: `model.layers.N.<key>` → `blk.N.<value>`. */
-const COMMON_BLOCK_NAMES: Readonly<Record<string, string>> = {
-  'self_attn.q_proj': 'attn_q',
-  'self_attn.k_proj': 'attn_k',
-  'self_attn.v_proj': 'attn_v',
-  'self_attn.o_proj': 'attn_output',
-  'mlp.gate_proj': 'ffn_gate',
-  'mlp.up_proj': 'ffn_up',
-  'mlp.down_proj': 'ffn_down',
-  input_layernorm: 'attn_norm',
-};
-
-/**
- * Gemma2 has sandwich norms: HF `post_attention_layernorm` is llama.cpp's ATTN_POST_NORM
- * (`post_attention_norm`), `pre_feedforward_layernorm` is FFN_PRE_NORM (spelled `ffn_norm`) and
- * `post_feedforward_layernorm` is FFN_POST_NORM (`post_ffw_norm`). In Llama-style models
- * `post_attention_layernorm` is the pre-FFN norm, `ffn_norm`.
- * Mixtral's experts are stacked into 3-D tensors by the converter, so per-expert modules have no
- * 1:1 name and are left unmapped; its router maps to `ffn_gate_inp`.
- */
-const BLOCK_NAMES: Readonly<Record<GgufArch, Readonly<Record<string, string>>>> = {
-  llama: { ...COMMON_BLOCK_NAMES, post_attention_layernorm: 'ffn_norm', 'block_sparse_moe.gate': 'ffn_gate_inp' },
-  qwen2: { ...COMMON_BLOCK_NAMES, post_attention_layernorm: 'ffn_norm' },
-  qwen3: {
-    ...COMMON_BLOCK_NAMES,
-    post_attention_layernorm: 'ffn_norm',
-    'self_attn.q_norm': 'attn_q_norm',
-    'self_attn.k_norm': 'attn_k_norm',
-  },
-  gemma2: {
-    ...COMMON_BLOCK_NAMES,
-    post_attention_layernorm: 'post_attention_norm',
-    pre_feedforward_layernorm: 'ffn_norm',
-    post_feedforward_layernorm: 'post_ffw_norm',
-  },
-};
-
-/** Gemma2's GGUF has no `output` tensor: the converter drops lm_head (the embeddings are tied). */
-const GLOBAL_NAMES: Readonly<Record<GgufArch, Readonly<Record<string, string>>>> = {
-  llama: { 'model.embed_tokens': 'token_embd', 'model.norm': 'output_norm', lm_head: 'output' },
-  qwen2: { 'model.embed_tokens': 'token_embd', 'model.norm': 'output_norm', lm_head: 'output' },
-  qwen3: { 'model.embed_tokens': 'token_embd', 'model.norm': 'output_norm', lm_head: 'output' },
-  gemma2: { 'model.embed_tokens': 'token_embd', 'model.norm': 'output_norm' },
-};
 
 const BLOCK_MODULE = /^model\.layers\.(0|[1-9][0-9]*)\.(.+)$/;
 
@@ -124,13 +42,12 @@ const BLOCK_MODULE = /^model\.layers\.(0|[1-9][0-9]*)\.(.+)$/;
  * `model.layers.3.self_attn.o_proj` → `blk.3.attn_output`; undefined when llama.cpp has no such tensor.
  */
 export function hfModuleToGguf(arch: string, modulePath: string): string | undefined {
-  const a = checkArch(arch);
-  const global = GLOBAL_NAMES[a][modulePath];
-  if (global !== undefined) return global;
+  const facts = ggufFacts(arch);
+  // own keys only: a module path like "constructor" must not find Object.prototype's
+  if (Object.hasOwn(facts.globalNames, modulePath)) return facts.globalNames[modulePath];
   const m = BLOCK_MODULE.exec(modulePath);
-  if (!m) return undefined;
-  const name = BLOCK_NAMES[a][m[2]!];
-  return name === undefined ? undefined : `blk.${m[1]}.${name}`;
+  if (!m || !Object.hasOwn(facts.blockNames, m[2]!)) return undefined;
+  return `blk.${m[1]}.${facts.blockNames[m[2]!]}`;
 }
 
 /**
@@ -145,13 +62,11 @@ export function hfToGgufTensorName(arch: string, hfName: string): string | undef
 }
 
 /**
- * Whether llama.cpp's converter permutes the rows of Q and K (weights and biases) for this arch.
- * Only `llama` does (LlamaModel, which also covers Mistral and Mixtral): it reorders HF's
- * "rotate half" RoPE layout into ggml's interleaved-pair layout. Qwen2, Qwen3 and Gemma2 use
- * NeoX-style RoPE in llama.cpp and are written unpermuted.
+ * Whether llama.cpp's converter permutes the rows of Q and K (weights and biases) for this arch:
+ * only its LlamaModel class does (see GgufFacts.llamaConverter); NeoX-RoPE archs stay unpermuted.
  */
 export function needsQkPermute(arch: string): boolean {
-  return checkArch(arch) === 'llama';
+  return ggufFacts(arch).llamaConverter;
 }
 
 /**
@@ -164,8 +79,9 @@ export function qkPermuteHeadCount(arch: string, config: Record<string, unknown>
   const isQ = modulePath.endsWith('self_attn.q_proj');
   const isK = modulePath.endsWith('self_attn.k_proj');
   if (!isQ && !isK) return undefined;
-  const nHead = config['num_attention_heads'];
-  const nKv = config['num_key_value_heads'] ?? nHead;
+  const h = textFields(config);
+  const nHead = h['num_attention_heads'];
+  const nKv = h['num_key_value_heads'] ?? nHead;
   const n = isQ ? nHead : nKv;
   if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0) {
     throw new Error(`config.json: ${isQ ? 'num_attention_heads' : 'num_key_value_heads'} is missing or invalid (${JSON.stringify(n)}); it is needed to permute ${modulePath}`);
@@ -198,23 +114,4 @@ export function permuteQkRows(data: Float32Array, rows: number, cols: number, nH
     }
   }
   return out;
-}
-
-/**
- * Value transform (besides Q/K permutation) llama.cpp's converter applies to a tensor, or
- * undefined if it stores the tensor unchanged. Gemma2 stores RMSNorm weights as (1 + w): every
- * tensor whose HF name ends in `norm.weight` gets 1 added. The converter adds in the checkpoint's
- * dtype when that is F16 or F32 (BF16 is widened to F32 first), so pass the source dtype to get
- * bit-identical results: for an F16 source the sum is rounded to F16.
- */
-export function ggufNormTransform(
-  arch: string,
-  hfName: string,
-): ((data: Float32Array, sourceDtype: FloatDType) => Float32Array) | undefined {
-  if (checkArch(arch) !== 'gemma2' || !hfName.endsWith('norm.weight')) return undefined;
-  return (data, sourceDtype) => {
-    const shifted = new Float32Array(data.length);
-    for (let i = 0; i < data.length; i++) shifted[i] = data[i]! + 1;
-    return sourceDtype === 'F16' ? roundTo(shifted, 'F16') : shifted;
-  };
 }

@@ -5,7 +5,7 @@
  * Every mismatch is found here, before anything is written.
  */
 import type { Checkpoint } from '../io/checkpoint.js';
-import { expertLayout } from '../extract/moe.js';
+import { expertLayout } from '../arch/experts.js';
 import { moduleSuffix, type ExpertLayout, type LoraExpertsModule, type LoraModule, type LoraModuleInfo, type PeftAdapter } from './adapter.js';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 

@@ -8,7 +8,7 @@ import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import { openCheckpoint, pairTensors } from '../io/checkpoint.js';
 import type { TensorInfo, TensorSource } from '../io/types.js';
-import { expertLayout, expertWeightShape } from '../extract/moe.js';
+import { expertLayout, expertWeightShape } from '../arch/experts.js';
 import { classifyTensor } from '../extract/targets.js';
 import type { ExpertLayout } from '../lora/expert-stack.js';
 import { isFloatDType } from '../tensor/dtype.js';

@@ -1,16 +1,14 @@
 /**
  * The model metadata (hyper-parameter KVs) llama.cpp's convert_hf_to_gguf.py writes for the
- * architectures `loraforge to-gguf` converts (Llama/Mistral → `llama`, Qwen2 → `qwen2`,
- * Qwen3 → `qwen3`), read from a Hugging Face config.json. Key names and types follow gguf-py's
- * constants.py / gguf_writer.py; which keys are written, and from which config fields, follows
- * the converter's TextModel.set_gguf_parameters and its LlamaModel override.
+ * architectures `loraforge to-gguf` converts (the families in src/arch/families.ts with
+ * `toGguf`), read from a Hugging Face config.json under the text_config rule (src/arch/config.ts).
+ * Key names and types follow gguf-py's constants.py / gguf_writer.py; which keys are written, and
+ * from which config fields, follows the converter's TextModel.set_gguf_parameters and its
+ * LlamaModel override.
  */
 import { kvF32, kvString, kvU32, type GgufKv } from '../io/gguf.js';
 import type { FloatDType } from '../io/types.js';
-import type { GgufArch } from '../lora/gguf-names.js';
-
-/** Architectures whose full model metadata we know how to write. */
-export const TO_GGUF_ARCHS: readonly GgufArch[] = ['llama', 'qwen2', 'qwen3'];
+import { ggufFacts, ropeParameters, textFields, TO_GGUF_ARCHS, type GgufArch } from '../arch/index.js';
 
 /** gguf-py LlamaFileType for the storage dtype of the 2-D weights. */
 export const GGUF_FILE_TYPE: Readonly<Record<FloatDType, number>> = { F32: 0, F16: 1, BF16: 32 };
@@ -18,18 +16,6 @@ export const GGUF_FILE_TYPE: Readonly<Record<FloatDType, number>> = { F32: 0, F1
 export const GGML_QUANT_VERSION = 2;
 
 type Config = Record<string, unknown>;
-
-/** The config as the converter reads it: a multimodal wrapper's text_config merged onto the root. */
-export function textHparams(config: Config): Config {
-  const text = config['text_config'];
-  return typeof text === 'object' && text !== null ? { ...config, ...(text as Config) } : config;
-}
-
-/** First present key, as the converter's find_hparam does. */
-function findHparam(h: Config, keys: readonly string[]): unknown {
-  for (const k of keys) if (h[k] !== undefined && h[k] !== null) return h[k];
-  return undefined;
-}
 
 function uint(where: string, key: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
@@ -41,16 +27,6 @@ function uint(where: string, key: string, v: unknown): number {
 function float(where: string, key: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${where}: config.json "${key}" must be a number, got ${JSON.stringify(v)}`);
   return v;
-}
-
-/** rope_parameters (newer transformers) or rope_scaling, with the root rope_theta mirrored in. */
-export function ropeParameters(h: Config): Config {
-  const raw = (h['rope_parameters'] ?? h['rope_scaling'] ?? {}) as Config;
-  const params: Config = { ...((raw['full_attention'] as Config | undefined) ?? raw) };
-  const theta = findHparam(h, ['global_rope_theta', 'rope_global_theta', 'rope_theta_global', 'rope_theta', 'rotary_emb_base']);
-  if (params['rope_theta'] === undefined && theta !== undefined) params['rope_theta'] = theta;
-  if (params['rope_type'] === undefined && params['type'] !== undefined) params['rope_type'] = params['type'];
-  return params;
 }
 
 /** Head dimension used for RoPE: config head_dim, else hidden_size / num_attention_heads. */
@@ -103,7 +79,7 @@ export function ggufHparamKvs(where: string, arch: GgufArch, config: Config, dty
   if (!TO_GGUF_ARCHS.includes(arch)) {
     throw new Error(`${where}: to-gguf converts ${TO_GGUF_ARCHS.join(', ')} models; "${arch}" needs llama.cpp's convert_hf_to_gguf.py`);
   }
-  const h = textHparams(config);
+  const h = textFields(config);
   const kv: Array<[string, GgufKv]> = [];
   const key = (k: string) => `${arch}.${k}`;
   const optional = (keys: readonly string[]) => {
@@ -161,7 +137,7 @@ export function ggufHparamKvs(where: string, arch: GgufArch, config: Config, dty
     kv.push([key('attention.value_length'), kvU32(headDim)]);
   }
   kv.push(['general.file_type', kvU32(GGUF_FILE_TYPE[dtype])]);
-  if (arch === 'llama') {
+  if (ggufFacts(arch).llamaConverter) {
     kv.push([key('vocab_size'), kvU32(uint(where, 'vocab_size', h['vocab_size']))]);
     kv.push([key('rope.dimension_count'), kvU32(ropeDimension(where, h))]);
   }

@@ -14,7 +14,8 @@ import type { FloatDType } from '../io/types.js';
 import { ggufArchFromConfig, hfToGgufTensorName, permuteQkRows, qkPermuteHeadCount, type GgufArch } from '../lora/gguf-names.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { checkHparamsAgainstTensors } from './check-hparams.js';
-import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors, textHparams } from './gguf-hparams.js';
+import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors } from './gguf-hparams.js';
+import { textFields } from '../arch/index.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
 import { withInputTracking } from '../io/inputs.js';
@@ -58,7 +59,7 @@ function storageDtype(ggufName: string, shape: number[], dtype: FloatDType): Flo
 
 function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, unknown>, dtype: FloatDType): PlannedTensor[] {
   const planned: PlannedTensor[] = [];
-  const ropeFactors = llama3RopeFactors(ckpt.path, textHparams(config));
+  const ropeFactors = llama3RopeFactors(ckpt.path, textFields(config));
   if (ropeFactors) {
     planned.push({ hfName: undefined, plan: { name: 'rope_freqs.weight', shape: [ropeFactors.length], dtype: 'F32' }, load: async () => ropeFactors });
   }
@@ -104,12 +105,12 @@ async function convertToGgufInRun(modelPath: string, outPath: string, opts: ToGg
     const arch = ggufArchFromConfig(config);
     const hparamKvs = ggufHparamKvs(ckpt.path, arch, config, dtype);
     const planned = planTensors(ckpt, arch, config, dtype);
-    checkHparamsAgainstTensors(join(ckpt.dir, 'config.json'), arch, hparamKvs, planned.map((t) => t.plan), textHparams(config)['vocab_size']);
+    checkHparamsAgainstTensors(join(ckpt.dir, 'config.json'), arch, hparamKvs, planned.map((t) => t.plan), textFields(config)['vocab_size']);
     const vocabRows = embeddingRows(planned, ckpt.path);
 
     const tokenizer: TokenizerKvs = opts.vocabFrom
       ? await tokenizerKvsFromGguf(opts.vocabFrom)
-      : await tokenizerKvsFromFolder(ckpt.dir, arch, textHparams(config));
+      : await tokenizerKvsFromFolder(ckpt.dir, arch, textFields(config));
     if (tokenizer.tokenCount !== vocabRows) {
       throw new Error(
         `${tokenizer.source}: the tokenizer has ${tokenizer.tokenCount} tokens but ${ckpt.path} has ${vocabRows} embedding rows; llama.cpp needs them equal — use a matching vocabulary`,

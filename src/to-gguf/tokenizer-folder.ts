@@ -17,7 +17,7 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GgufValueType, kvArray, kvBool, kvString, kvU32, type GgufKv } from '../io/gguf.js';
-import type { GgufArch } from '../lora/gguf-names.js';
+import { ggufFacts, type GgufArch } from '../arch/index.js';
 import type { TokenizerKvs } from './tokenizer-gguf.js';
 import { readJsonFileIfPresent } from '../io/json-file.js';
 import { readInputBytes, readInputText } from '../io/inputs.js';
@@ -469,7 +469,7 @@ async function pickVocab(dir: string, arch: GgufArch, h: Json, tokenizer: Json |
   if (model['type'] !== 'BPE') {
     throw new Error(`${path}: ${String(model['type'])} tokenizers are not supported by to-gguf; pass --vocab-from with a GGUF of the same tokenizer`);
   }
-  if (arch === 'llama' && isLlamaHfTokenizer(tokenizer)) return llamaHfVocab(path, tokenizer, tokenizerConfig);
+  if (ggufFacts(arch).llamaConverter && isLlamaHfTokenizer(tokenizer)) return llamaHfVocab(path, tokenizer, tokenizerConfig);
   return gpt2Vocab(path, tokenizer, h);
 }
 
@@ -481,7 +481,7 @@ export async function tokenizerKvsFromFolder(dir: string, arch: GgufArch, hparam
   const kvs: Array<[string, GgufKv]> = [];
   // LlamaModel.set_vocab writes add_space_prefix from tokenizer_config before the vocabulary
   const prefixSpace = tokenizerConfig?.['add_prefix_space'];
-  if (arch === 'llama' && typeof prefixSpace === 'boolean') kvs.push(['tokenizer.ggml.add_space_prefix', kvBool(prefixSpace)]);
+  if (ggufFacts(arch).llamaConverter && typeof prefixSpace === 'boolean') kvs.push(['tokenizer.ggml.add_space_prefix', kvBool(prefixSpace)]);
   kvs.push(['tokenizer.ggml.model', kvString(vocab.model)]);
   kvs.push(['tokenizer.ggml.pre', kvString(vocab.pre)]);
   kvs.push(['tokenizer.ggml.tokens', kvArray(GgufValueType.STRING, vocab.tokens)]);

@@ -2,7 +2,6 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ggufArchFromConfig,
-  ggufNormTransform,
   hfModuleToGguf,
   hfToGgufTensorName,
   needsQkPermute,
@@ -225,33 +224,5 @@ describe('Q/K permutation', () => {
     assert.equal(qkPermuteHeadCount('qwen2', config, 'model.layers.0.self_attn.q_proj'), undefined);
     assert.equal(qkPermuteHeadCount('llama', { num_attention_heads: 12 }, 'model.layers.0.self_attn.k_proj'), 12);
     assert.throws(() => qkPermuteHeadCount('llama', {}, 'model.layers.0.self_attn.q_proj'), /num_attention_heads is missing/);
-  });
-});
-
-describe('ggufNormTransform', () => {
-  it('adds 1 to every gemma2 norm weight and nothing else', () => {
-    for (const name of [
-      'model.norm.weight',
-      'model.layers.0.input_layernorm.weight',
-      'model.layers.0.post_attention_layernorm.weight',
-      'model.layers.0.pre_feedforward_layernorm.weight',
-      'model.layers.0.post_feedforward_layernorm.weight',
-    ]) {
-      const f = ggufNormTransform('gemma2', name);
-      assert.ok(f, name);
-      assert.deepEqual(f(Float32Array.from([0, -0.5, 2.25]), 'F32'), Float32Array.from([1, 0.5, 3.25]), name);
-    }
-    assert.equal(ggufNormTransform('gemma2', 'model.layers.0.self_attn.q_proj.weight'), undefined);
-    assert.equal(ggufNormTransform('gemma2', 'model.embed_tokens.weight'), undefined);
-    for (const arch of ['llama', 'qwen2', 'qwen3']) assert.equal(ggufNormTransform(arch, 'model.norm.weight'), undefined, arch);
-  });
-
-  it('rounds the sum like the converter does for the source dtype', () => {
-    const f = ggufNormTransform('gemma2', 'model.norm.weight')!;
-    // 1 + 2^-11 is exact in f32 but a tie in f16 (ulp at 1 is 2^-10) that rounds to even, i.e. 1.
-    const x = Float32Array.from([2 ** -11, 3 * 2 ** -11]);
-    assert.deepEqual(f(x, 'F32'), Float32Array.from([1 + 2 ** -11, 1 + 3 * 2 ** -11]));
-    assert.deepEqual(f(x, 'BF16'), Float32Array.from([1 + 2 ** -11, 1 + 3 * 2 ** -11]));
-    assert.deepEqual(f(x, 'F16'), Float32Array.from([1, 1 + 2 ** -9]));
   });
 });

@@ -1,0 +1,141 @@
+/**
+ * One record per model family loraforge knows something specific about. Adding an architecture
+ * is adding a record here; families not listed get the generic behaviour (experts stored
+ * (E, out, in), untied embeddings, no GGUF names: GGUF writers refuse them by name).
+ *
+ * GGUF facts follow llama.cpp: gguf-py/gguf/constants.py (TENSOR_NAMES, MODEL_TENSORS per arch),
+ * gguf-py/gguf/tensor_mapping.py (HF module paths per tensor kind) and the model classes of
+ * convert_hf_to_gguf.py (LlamaModel, Qwen2Model, Qwen3Model, Gemma2Model).
+ */
+import type { ExpertLayout } from '../lora/expert-stack.js';
+
+/** How llama.cpp stores a family's weights. Families the converter registers under one class share one object. */
+export interface GgufFacts {
+  /** `general.architecture`. */
+  readonly arch: string;
+  /** Per-layer modules: `model.layers.N.<key>` → `blk.N.<value>`. */
+  readonly blockNames: Readonly<Record<string, string>>;
+  /** Modules outside the layers: full HF module path → GGUF base name. */
+  readonly globalNames: Readonly<Record<string, string>>;
+  /**
+   * Converted by the converter's LlamaModel class, which (unlike the NeoX-RoPE models) permutes
+   * the rows of Q and K from HF's "rotate half" layout into ggml's interleaved pairs, writes
+   * `vocab_size` and `rope.dimension_count`, reads Llama HF tokenizers as such and writes
+   * `add_space_prefix`.
+   */
+  readonly llamaConverter: boolean;
+  /** `loraforge to-gguf` writes whole models of this arch (its metadata and tensors are reproduced). */
+  readonly toGguf: boolean;
+}
+
+export interface ArchFamily {
+  /** Our name for the family: its main model_type. */
+  readonly name: string;
+  /** config.json `model_type` values (a multimodal wrapper's text model included). */
+  readonly modelTypes: readonly string[];
+  /** config.json `architectures[0]` class names. */
+  readonly architectures: readonly string[];
+  /** The HF config class's tie_word_embeddings default, for config.json files that omit it. */
+  readonly tieWordEmbeddings: boolean;
+  /** How its 3-D expert tensors are stored (transformers' is_transposed gives 'in-out'). */
+  readonly expertLayout: ExpertLayout;
+  /** Absent: llama.cpp names for this family are not known to loraforge. */
+  readonly gguf?: GgufFacts;
+}
+
+/** Per-layer modules every GGUF family here shares. */
+const COMMON_BLOCK_NAMES = {
+  'self_attn.q_proj': 'attn_q',
+  'self_attn.k_proj': 'attn_k',
+  'self_attn.v_proj': 'attn_v',
+  'self_attn.o_proj': 'attn_output',
+  'mlp.gate_proj': 'ffn_gate',
+  'mlp.up_proj': 'ffn_up',
+  'mlp.down_proj': 'ffn_down',
+  input_layernorm: 'attn_norm',
+};
+
+const UNTIED_GLOBAL_NAMES = { 'model.embed_tokens': 'token_embd', 'model.norm': 'output_norm', lm_head: 'output' };
+
+/**
+ * LlamaModel covers Llama, Mistral and Mixtral. In Llama-style models `post_attention_layernorm`
+ * is the pre-FFN norm. Mixtral's experts are stacked into 3-D tensors by the converter, so
+ * per-expert modules have no 1:1 name and stay unmapped; its router is `ffn_gate_inp`.
+ */
+const LLAMA_GGUF: GgufFacts = {
+  arch: 'llama',
+  blockNames: { ...COMMON_BLOCK_NAMES, post_attention_layernorm: 'ffn_norm', 'block_sparse_moe.gate': 'ffn_gate_inp' },
+  globalNames: UNTIED_GLOBAL_NAMES,
+  llamaConverter: true,
+  toGguf: true,
+};
+
+export const FAMILIES: readonly ArchFamily[] = [
+  { name: 'llama', modelTypes: ['llama'], architectures: ['LlamaForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF },
+  { name: 'mistral', modelTypes: ['mistral'], architectures: ['MistralForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF },
+  { name: 'mixtral', modelTypes: ['mixtral'], architectures: ['MixtralForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF },
+  {
+    name: 'qwen2',
+    modelTypes: ['qwen2'],
+    architectures: ['Qwen2ForCausalLM'],
+    tieWordEmbeddings: false,
+    expertLayout: 'out-in',
+    gguf: {
+      arch: 'qwen2',
+      blockNames: { ...COMMON_BLOCK_NAMES, post_attention_layernorm: 'ffn_norm' },
+      globalNames: UNTIED_GLOBAL_NAMES,
+      llamaConverter: false,
+      toGguf: true,
+    },
+  },
+  {
+    name: 'qwen3',
+    modelTypes: ['qwen3'],
+    architectures: ['Qwen3ForCausalLM'],
+    tieWordEmbeddings: false,
+    expertLayout: 'out-in',
+    gguf: {
+      arch: 'qwen3',
+      blockNames: { ...COMMON_BLOCK_NAMES, post_attention_layernorm: 'ffn_norm', 'self_attn.q_norm': 'attn_q_norm', 'self_attn.k_norm': 'attn_k_norm' },
+      globalNames: UNTIED_GLOBAL_NAMES,
+      llamaConverter: false,
+      toGguf: true,
+    },
+  },
+  /**
+   * Gemma2 has sandwich norms: HF `post_attention_layernorm` is ATTN_POST_NORM
+   * (`post_attention_norm`), `pre_feedforward_layernorm` is FFN_PRE_NORM (`ffn_norm`) and
+   * `post_feedforward_layernorm` is FFN_POST_NORM (`post_ffw_norm`). Its GGUF has no `output`
+   * tensor (the embeddings are tied). GGUF LoRA adapters need only the names; whole-model
+   * conversion is refused: the converter also stores every RMSNorm weight as 1 + w and writes
+   * soft-capping and sliding-window metadata, none of which to-gguf reproduces.
+   */
+  {
+    name: 'gemma2',
+    modelTypes: ['gemma2'],
+    architectures: ['Gemma2ForCausalLM'],
+    tieWordEmbeddings: true,
+    expertLayout: 'out-in',
+    gguf: {
+      arch: 'gemma2',
+      blockNames: {
+        ...COMMON_BLOCK_NAMES,
+        post_attention_layernorm: 'post_attention_norm',
+        pre_feedforward_layernorm: 'ffn_norm',
+        post_feedforward_layernorm: 'post_ffw_norm',
+      },
+      globalNames: { 'model.embed_tokens': 'token_embd', 'model.norm': 'output_norm' },
+      llamaConverter: false,
+      toGguf: false,
+    },
+  },
+  // Expert modules used as x @ W (is_transposed in transformers): stored (E, in, out).
+  { name: 'gpt_oss', modelTypes: ['gpt_oss'], architectures: ['GptOssForCausalLM'], tieWordEmbeddings: false, expertLayout: 'in-out' },
+  {
+    name: 'llama4',
+    modelTypes: ['llama4', 'llama4_text'],
+    architectures: ['Llama4ForConditionalGeneration', 'Llama4ForCausalLM'],
+    tieWordEmbeddings: false,
+    expertLayout: 'in-out',
+  },
+];
