@@ -9,7 +9,7 @@ import type { AdapterFormat } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import type { ExpertLayout } from '../lora/expert-stack.js';
 import { expertLayout, expertWeightShape, peftWrapperPaths } from './moe.js';
-import { checkFixedRankFits, type RankPolicy } from './rank-policy.js';
+import { checkFixedRankFits, type RankPolicy } from '../lowrank/rank-policy.js';
 import { classifyTensor, isEmbeddingLike, type TargetSelection } from './targets.js';
 
 export type EmbeddingsMode = 'skip' | 'lora' | 'full';
