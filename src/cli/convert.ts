@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { convertAdapter, DEFAULT_ENERGY, DEFAULT_MAX_RANK_FACTOR, type ConvertReport, type RankPolicy } from '../convert/convert.js';
+import { convertAdapter, DEFAULT_ENERGY, DEFAULT_MAX_RANK_FACTOR, type ConvertReport } from '../convert/convert.js';
+import { describePolicy, type RankPolicy } from '../lowrank/rank-policy.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
@@ -33,7 +34,7 @@ function formatError(e: number): string {
 }
 
 function summaryLines(r: ConvertReport): string[] {
-  const policy = r.policy === 'copy' ? 'copy' : 'rank' in r.policy ? `rank ${r.policy.rank}` : `energy ${r.policy.energy}`;
+  const policy = r.policy === 'copy' ? 'copy' : describePolicy(r.policy);
   const rows = [['module', 'source', 'action', 'rank', 'rel. error']];
   for (const m of r.modules) rows.push([m.name, m.method, m.action, `${m.sourceRank} → ${m.rank}`, formatError(m.relError) + (m.note ? `  (${m.note})` : '')]);
   const lines = [
@@ -96,9 +97,10 @@ Examples:
       if (flags.rank !== undefined && flags.energy !== undefined) throw new UsageError('give either --rank or --energy, not both');
       if (flags.maxRank !== undefined && flags.energy === undefined && flags.rank !== undefined) throw new UsageError('--max-rank goes with --energy, not --rank');
       let policy: RankPolicy | undefined;
-      if (flags.rank !== undefined) policy = { rank: parseIntFlag('--rank', flags.rank, 1) };
+      if (flags.rank !== undefined) policy = { mode: 'rank', rank: parseIntFlag('--rank', flags.rank, 1) };
       else if (flags.energy !== undefined || flags.maxRank !== undefined) {
         policy = {
+          mode: 'energy',
           energy: parseFloatFlag('--energy', flags.energy, [Number.MIN_VALUE, 1]) ?? DEFAULT_ENERGY,
           maxRank: parseIntFlag('--max-rank', flags.maxRank, 1),
         };

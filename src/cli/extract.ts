@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { extractLora, type ExtractOptions } from '../extract/index.js';
-import { DEFAULT_MAX_RANK, DEFAULT_RANK, type RankPolicy } from '../extract/rank-policy.js';
+import { DEFAULT_MAX_RANK, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
 import { EMBEDDINGS_MODES, type EmbeddingsMode } from '../extract/plan.js';
 import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extract/report.js';
 import type { FloatDType } from '../io/types.js';

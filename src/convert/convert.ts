@@ -14,28 +14,24 @@
  * exactly from the SVD of their own product and truncated.
  */
 import { resolve } from 'node:path';
-import { chooseAdaptiveRank } from '../extract/rank-policy.js';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
-import { productSvd } from '../linalg/product-svd.js';
-import { incrementalSvd, randomizedSvd } from '../linalg/rsvd.js';
-import type { Svd } from '../linalg/svd-small.js';
 import { openPeftAdapter, type LoraKind, type LoraModule, type PeftAdapter } from '../lora/adapter.js';
-import { factorsFromSvd, type LowRankFactors } from '../lora/lowrank.js';
+import { fromSvd, svdOf } from '../lowrank/low-rank.js';
+import { decompose, tensorSeed, truncate } from '../lowrank/decompose.js';
+import { checkPolicy, describePolicy, type RankPolicy } from '../lowrank/rank-policy.js';
+import { exactRelError } from '../lowrank/residual.js';
 import { createAdapterSink, type AdapterFormat } from '../lora/sink.js';
 import { prefetch } from '../pipeline/prefetch.js';
-import { frobenius, type Matrix } from '../tensor/matrix.js';
+import { sumSquares, type Matrix } from '../tensor/matrix.js';
 import { updateDifference, weightUpdate, type AdapterMethod } from '../lora/weight-update.js';
 import { asOutIn, resolveModuleTarget } from '../lora/module-target.js';
 import { checkAdapterVariant } from '../lora/variant.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
-
-/** A fixed rank, or the smallest rank that keeps `energy` of ‖D‖²_F (at most maxRank). */
-export type RankPolicy = { rank: number } | { energy: number; maxRank?: number };
 
 export const DEFAULT_ENERGY = 0.99;
 /**
@@ -51,12 +47,12 @@ export interface ConvertOptions {
   base?: string;
   out: string;
   to?: 'lora';
-  /** default: energy 0.99 (at most 4× each module's rank) for DoRA/EDoRA modules, plain LoRA copied */
+  /** default: energy 0.99 for DoRA/EDoRA modules, plain LoRA copied; an adaptive policy without maxRank stops at 4× each module's rank */
   policy?: RankPolicy;
   format?: AdapterFormat;
   /** storage dtype of A and B (default F32) */
   dtype?: FloatDType;
-  /** seed of the randomized SVD */
+  /** mixed with each module's name into the seed of its randomized SVD */
   seed?: number;
   overwrite?: boolean;
   backend?: LinalgBackend;
@@ -90,62 +86,12 @@ export interface ConvertReport {
   seconds: number;
 }
 
-function checkPolicy(p: RankPolicy): void {
-  if ('rank' in p) {
-    if (!Number.isInteger(p.rank) || p.rank < 1) throw new Error(`convert: rank must be an integer ≥ 1, got ${p.rank}`);
-  } else {
-    if (!(p.energy > 0 && p.energy <= 1)) throw new Error(`convert: energy must be in (0, 1], got ${p.energy}`);
-    if (p.maxRank !== undefined && (!Number.isInteger(p.maxRank) || p.maxRank < 1)) throw new Error(`convert: maxRank must be an integer ≥ 1, got ${p.maxRank}`);
-  }
+/** The policy for one module's D: an adaptive one without a cap stops at DEFAULT_MAX_RANK_FACTOR × its rank. */
+function modulePolicy(policy: RankPolicy, sourceRank: number): RankPolicy {
+  return policy.mode === 'rank' || policy.maxRank !== undefined ? policy : { ...policy, maxRank: DEFAULT_MAX_RANK_FACTOR * sourceRank };
 }
 
-/** Smallest r ≥ 1 whose truncation keeps `energy` of Σσ², or all of them. */
-function rankForEnergy(S: Float64Array, energy: number): number {
-  let total = 0;
-  for (const s of S) total += s * s;
-  let kept = 0;
-  for (let r = 1; r <= S.length; r++) {
-    kept += S[r - 1] ** 2;
-    if (kept >= energy * total) return r;
-  }
-  return S.length;
-}
-
-/** ‖D − B·A‖_F, product formed block by block so only one block of B·A is ever in memory. */
-async function residualNorm(backend: LinalgBackend, D: Matrix, f: LowRankFactors): Promise<number> {
-  const step = Math.max(1, Math.floor((1 << 22) / Math.max(1, D.cols)));
-  let sq = 0;
-  for (let r0 = 0; r0 < D.rows; r0 += step) {
-    const r1 = Math.min(D.rows, r0 + step);
-    const p = await backend.gemm({ rows: r1 - r0, cols: f.B.cols, data: f.B.data.subarray(r0 * f.B.cols, r1 * f.B.cols) }, f.A);
-    const d = D.data.subarray(r0 * D.cols, r1 * D.cols);
-    for (let i = 0; i < p.data.length; i++) {
-      const e = d[i] - p.data[i];
-      sq += e * e;
-    }
-  }
-  return Math.sqrt(sq);
-}
-
-/** The truncated SVD of a dense D under the policy (randomized: fixed rank; incremental: energy). */
-async function truncatedSvd(
-  backend: LinalgBackend,
-  D: Matrix,
-  policy: RankPolicy,
-  sourceRank: number,
-  seed: number,
-): Promise<{ svd: Svd; rank: number; note?: string }> {
-  if ('rank' in policy) {
-    const svd = await randomizedSvd(backend, D, { rank: policy.rank, seed });
-    return { svd, rank: svd.S.length };
-  }
-  const maxRank = policy.maxRank ?? DEFAULT_MAX_RANK_FACTOR * sourceRank;
-  const budget = 1 - policy.energy;
-  const inc = await incrementalSvd(backend, D, { maxRank, seed, stop: (s) => s.errorFrobSq <= budget * s.totalFrobSq });
-  const { rank, targetMet } = chooseAdaptiveRank(inc.errors.map((e) => e.relError), budget, inc.rank);
-  if (targetMet) return { svd: inc, rank };
-  return { svd: inc, rank, note: `energy ${policy.energy} not reached within rank ${inc.rank} (max rank ${maxRank})` };
-}
+const WAYS_OUT = "Lower --rank, or use --energy, which never exceeds a module's size";
 
 interface Loaded {
   mod: LoraModule;
@@ -184,7 +130,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
     const targets = new Map(
       adapter.modules.filter((m) => variant.methods.get(m.name) === 'dora' || variant.methods.get(m.name) === 'edora').map((m) => [m.name, resolveModuleTarget(base!, adapter, m)]),
     );
-    const decomposePolicy: RankPolicy = opts.policy ?? { energy: DEFAULT_ENERGY };
+    const decomposePolicy: RankPolicy = opts.policy ?? { mode: 'energy', energy: DEFAULT_ENERGY };
 
     const openSink = (tmpPath: string) =>
       createAdapterSink(tmpPath, {
@@ -210,37 +156,33 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
         const method = variant.methods.get(name)!;
         const row = { name, kind: info.kind, method, sourceRank: info.rank };
         const u = await weightUpdate(backend, value.mod, info.scaling);
+        const what = `${opts.adapter}: module ${name}`;
         if (!value.W) {
           if (!opts.policy) {
-            // the scaling is already in u.Bs: alpha = r makes PEFT's scale 1
-            await sink.addModule({ name, kind: info.kind, A: u.A, B: u.Bs, alpha: info.rank });
+            // the scaling is already in u.B: alpha = r makes PEFT's scale 1
+            await sink.addModule({ name, kind: info.kind, A: u.A, B: u.B, alpha: info.rank });
             modules.push({ ...row, action: 'copied', rank: info.rank, relError: 0 });
           } else {
-            const svd = await productSvd(backend, u.Bs, u.A);
-            // the source rank bounds the SVD already: no default cap needed here
-            const rank =
-              'rank' in opts.policy ? Math.min(opts.policy.rank, svd.S.length) : Math.min(rankForEnergy(svd.S, opts.policy.energy), opts.policy.maxRank ?? svd.S.length);
-            const f = factorsFromSvd(svd, rank, `${opts.adapter}: module ${name}`);
-            let dropped = 0;
-            let total = 0;
-            svd.S.forEach((s, i) => {
-              total += s * s;
-              if (i >= rank) dropped += s * s;
-            });
+            // exact, from the factors; the source rank bounds the SVD already: no default cap needed here
+            const svd = await svdOf(backend, u);
+            const { rank, relError } = truncate(svd, opts.policy);
+            const f = fromSvd(svd, rank, { what });
             await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: rank });
-            modules.push({ ...row, action: 'refactored', rank, relError: total > 0 ? Math.sqrt(dropped / total) : 0 });
+            modules.push({ ...row, action: 'refactored', rank, relError });
           }
         } else {
           const D = await updateDifference(backend, value.W, u);
-          const norm = frobenius(D.data);
-          if (norm === 0) {
+          const frobSq = sumSquares(D.data);
+          if (frobSq === 0) {
             modules.push({ ...row, action: 'dropped', rank: 0, relError: 0, note: 'the module leaves its weight unchanged' });
           } else {
-            const { svd, rank, note } = await truncatedSvd(backend, D, decomposePolicy, info.rank, seed);
-            const f = factorsFromSvd(svd, rank, `${opts.adapter}: module ${name}`);
-            const relError = (await residualNorm(backend, D, f)) / norm;
-            await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: rank });
-            modules.push({ ...row, action: 'converted', rank, relError, ...(note ? { note } : {}) });
+            const policy = modulePolicy(decomposePolicy, info.rank);
+            const dec = await decompose(backend, D, frobSq, policy, tensorSeed(seed, name), { name, waysOut: WAYS_OUT });
+            const f = fromSvd(dec.svd, dec.rank, { what });
+            const relError = await exactRelError(backend, D, f.B, f.A, 1, frobSq);
+            await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: dec.rank });
+            const note = dec.targetMet ? {} : { note: `${describePolicy(policy)} not reached within rank ${dec.rank}` };
+            modules.push({ ...row, action: 'converted', rank: dec.rank, relError, ...note });
           }
         }
         opts.onModule?.(name, index, names.length);

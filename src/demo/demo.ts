@@ -15,7 +15,7 @@ import { createSafetensorsSink } from '../io/safetensors.js';
 import { getBackend } from '../linalg/index.js';
 import { orthonormalize } from '../linalg/qr.js';
 import { openPeftAdapter } from '../lora/adapter.js';
-import { lowRankProduct } from '../lora/lowrank.js';
+import { product as lowRankProduct } from '../lowrank/low-rank.js';
 import { createRng, type Rng } from '../linalg/random.js';
 import { roundTo } from '../tensor/dtype.js';
 import { extractLora, type ExtractProgress } from '../extract/extract.js';

@@ -14,7 +14,7 @@ import { productSvd } from '../linalg/product-svd.js';
 import type { Svd } from '../linalg/svd-small.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { moduleSuffix, patternKey, type LoraExpertsModule, type PeftConfig } from '../lora/adapter.js';
-import type { LowRankFactors } from '../lora/lowrank.js';
+import type { LowRank } from '../lowrank/low-rank.js';
 import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { editComponents, editedScaling, factorsForComponents, type SigmaEdit } from './sigma-edit.js';
@@ -78,7 +78,7 @@ export function editExpertSvds(
   const rank = Math.max(1, ...edited.map((x) => x.kept.length));
   const scaling = editedScaling(alpha, rank, useRslora);
   // experts keeping fewer than r' components (all of them when nothing is left and r' is 1) are zero-padded by the stacking
-  const factors: LowRankFactors[] = edited.map((x) => factorsForComponents(x.svd, x.sigmaAfter, x.kept, scaling));
+  const factors: LowRank[] = edited.map((x) => factorsForComponents(x.svd, x.sigmaAfter, x.kept, scaling));
   const { A, B } = stackExpertFactors(factors, rank);
   return { A, B, rank, experts: edited.map((x) => ({ name: x.name, sigmaBefore: x.svd.S, sigmaAfter: x.sigmaAfter })) };
 }

@@ -27,7 +27,9 @@
 import { join } from 'node:path';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { productSvd } from '../linalg/product-svd.js';
-import { randomizedSvd } from '../linalg/rsvd.js';
+import { decompose, tensorSeed } from '../lowrank/decompose.js';
+import type { RankPolicy } from '../lowrank/rank-policy.js';
+import { sumSquares, type Matrix } from '../tensor/matrix.js';
 import type { Svd } from '../linalg/svd-small.js';
 import { createRng, type Rng } from '../linalg/random.js';
 import { openCheckpoint } from '../io/checkpoint.js';
@@ -85,7 +87,7 @@ interface EditOptionsBase {
   out: string;
   edit: SigmaEdit;
   select?: ModuleSelector;
-  /** seed of the --perturb draws (and, from a model pair, of the randomized SVD); default 0 */
+  /** seed of the --perturb draws (and, from a model pair, mixed with each tensor's name into its SVD's seed); default 0 */
   seed?: number;
   format?: AdapterFormat;
   /** storage dtype of the new factors; default the input's */
@@ -104,10 +106,24 @@ export interface EditAdapterOptions extends EditOptionsBase {
 export interface EditDeltaOptions extends EditOptionsBase {
   modelA: string;
   modelB: string;
-  /** rank extracted per tensor before editing */
+  /** rank extracted per tensor before editing; one a tensor cannot hold is refused */
   rank: number;
   /** tensors to extract (default: weights inside layers.N.) */
   include?: RegExp;
+}
+
+/** A fixed rank a tensor cannot hold is refused (as extract does), pointing at edit's own flags. */
+const PAIR_WAYS_OUT = 'Lower --rank, or leave the tensor out with --include';
+
+/**
+ * The rank-r truncated SVD of one Δ, exactly as extract takes it (same SVD settings, seed from the
+ * tensor's name and --seed), so an unedited module is extract's factors byte for byte. Expert e of
+ * a stack draws from the stack's seed + e + 1, as extract's do.
+ */
+async function deltaSvd(backend: LinalgBackend, delta: Matrix, opts: EditDeltaOptions, name: string, shape: readonly number[], expert?: number): Promise<Svd> {
+  const policy: RankPolicy = { mode: 'rank', rank: opts.rank };
+  const seed = tensorSeed(opts.seed ?? 0, name) + (expert === undefined ? 0 : expert + 1);
+  return (await decompose(backend, delta, sumSquares(delta.data), policy, seed, { name, shape, waysOut: PAIR_WAYS_OUT })).svd;
 }
 
 /** Number of singular triplets the SVD of a rank-r product of an out×in update has. */
@@ -352,7 +368,7 @@ async function writePairExpertStack(
   const noise: Array<Float64Array | undefined> = [];
   for (let e = 0; e < stack.stored[0]; e++) {
     noise.push(drawNoise(rng, count));
-    experts.push({ name: `${stack.parameter}[${e}]`, svd: await randomizedSvd(backend, expertDelta(delta, stack, e), { rank: opts.rank, seed: (opts.seed ?? 0) + e }) });
+    experts.push({ name: `${stack.parameter}[${e}]`, svd: await deltaSvd(backend, expertDelta(delta, stack, e), opts, stack.name, stack.stored, e) });
   }
   const r = editExpertSvds(experts, edited ? opts.edit : {}, alpha, false, noise);
   await sink.addModule({ name: wrapper, kind: 'linear', A: r.A, B: r.B, alpha });
@@ -443,7 +459,7 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
           const [rows, cols] = b.info(item.name).shape;
           const count = componentCount(opts.rank, rows, cols);
           const noise = drawNoise(rng, count);
-          const svd = await randomizedSvd(backend, { rows, cols, data: delta }, { rank: opts.rank, seed: opts.seed ?? 0 });
+          const svd = await deltaSvd(backend, { rows, cols, data: delta }, opts, item.name, [rows, cols]);
           assertFiniteSpectrum(svd.S, `${opts.modelB}: tensor "${item.name}"`);
           const path = withoutWeightSuffix(item.name);
           const edited = isSelected(select, path);

@@ -4,7 +4,7 @@
  * Semantics of each edit are documented in edit.ts.
  */
 import { loraScaling } from '../lora/adapter.js';
-import { factorsFromSvd, type LowRankFactors } from '../lora/lowrank.js';
+import { fromSvd, type LowRank } from '../lowrank/low-rank.js';
 import type { Svd } from '../linalg/svd-small.js';
 import type { Matrix } from '../tensor/matrix.js';
 
@@ -86,15 +86,13 @@ function pickColumns(m: Matrix, cols: readonly number[], signs?: readonly number
  * Balanced factors of the `kept` components with scaling·B·A = Σ_kept σ'_i·u_i·v_iᵀ: A = √|Σ''|·Vᵀ,
  * B = sign(σ')·U·√|Σ''|, Σ'' = |σ'| / scaling. An empty `kept` gives 0-rank factors.
  */
-export function factorsForComponents(svd: Svd, sigmaAfter: ArrayLike<number>, kept: readonly number[], scaling: number): LowRankFactors {
+export function factorsForComponents(svd: Svd, sigmaAfter: ArrayLike<number>, kept: readonly number[], scaling: number): LowRank {
   const signs = kept.map((i) => (sigmaAfter[i] < 0 ? -1 : 1));
   const S = Float64Array.from(kept, (i) => Math.abs(sigmaAfter[i]) / scaling);
-  return factorsFromSvd({ U: pickColumns(svd.U, kept, signs), S, V: pickColumns(svd.V, kept) }, kept.length);
+  return fromSvd({ U: pickColumns(svd.U, kept, signs), S, V: pickColumns(svd.V, kept) }, kept.length);
 }
 
-export interface Refactored {
-  A: Matrix;
-  B: Matrix;
+export interface Refactored extends LowRank {
   /** σ' of every original component (0 for removed ones) */
   sigmaAfter: Float64Array;
   rank: number;

@@ -18,7 +18,8 @@ import { handleJob, type JobOutcome } from './handlers.js';
 import { startPairLoader, type PairLoader } from './pair-loader.js';
 import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
 import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
-import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
+import { checkPolicy, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
+import { tensorSeed } from '../lowrank/decompose.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
@@ -68,16 +69,6 @@ export interface ExtractOptions {
   /** a GEMM backend to use instead of getBackend({ threads }) */
   backend?: LinalgBackend;
   onProgress?: (p: ExtractProgress) => void;
-}
-
-/** FNV-1a of a string: a per-tensor seed that does not depend on which other tensors are extracted. */
-function hashString(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
 }
 
 /** The adapter dtype when none is asked for: that of model B's first target tensor. */
@@ -236,7 +227,7 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
       {
         job,
         pair,
-        seed: hashString(`${ctx.seed}:${job.name}`),
+        seed: tensorSeed(ctx.seed, job.name),
         verify,
       },
     );

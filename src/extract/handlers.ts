@@ -5,17 +5,18 @@
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import type { LoraModule } from '../lora/adapter.js';
-import { factorsFromSvd, type LowRankFactors } from '../lora/lowrank.js';
+import { fromSvd, type LowRank } from '../lowrank/low-rank.js';
 import type { AdapterSink } from '../lora/sink.js';
 import { roundTo } from '../tensor/dtype.js';
 import { firstNonFinite } from '../tensor/finite.js';
 import { sumSquares, transpose, type Matrix } from '../tensor/matrix.js';
-import { decompose, spectralRelError, type Decomposition } from './decompose.js';
-import { exactRelError, type DeltaStats } from './delta.js';
+import { decompose, spectralRelError, type Decomposition } from '../lowrank/decompose.js';
+import type { DeltaStats } from './delta.js';
+import { exactRelError } from '../lowrank/residual.js';
 import type { LoadedPair } from './load-pair.js';
 import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Job } from './plan.js';
-import type { RankPolicy } from './rank-policy.js';
+import type { RankPolicy } from '../lowrank/rank-policy.js';
 import type { DifferingTensor, ExtractedTensor } from './report.js';
 
 export interface HandlerContext {
@@ -55,16 +56,16 @@ function view(data: Float32Array, rows: number, cols: number, offset = 0): Matri
  * LoRA factors of the first `kept` triplets with B·A·(alpha / rank) = Δ_kept. `transposed`: the
  * decomposed matrix is the weight's transpose (expert stacks stored in × out).
  */
-function factorsOf(dec: Decomposition, kept: number, rank: number, alpha: number, transposed: boolean): LowRankFactors {
+function factorsOf(dec: Decomposition, kept: number, rank: number, alpha: number, transposed: boolean): LowRank {
   const svd = transposed ? { U: dec.svd.V, S: dec.svd.S, V: dec.svd.U } : dec.svd;
-  const f = factorsFromSvd(svd, kept);
+  const f = fromSvd(svd, kept);
   const scale = rank / alpha;
   if (scale !== 1) for (let i = 0; i < f.B.data.length; i++) f.B.data[i] *= scale;
   return f;
 }
 
 /** Exact ‖Δ − (alpha/rank)·B·A‖ / ‖Δ‖ with the factors rounded as they are stored. */
-async function storedRelError(ctx: HandlerContext, delta: Matrix, f: LowRankFactors, scale: number, frobSq: number, transposed: boolean): Promise<number> {
+async function storedRelError(ctx: HandlerContext, delta: Matrix, f: LowRank, scale: number, frobSq: number, transposed: boolean): Promise<number> {
   const A = { ...f.A, data: roundTo(f.A.data, ctx.dtype) };
   const B = { ...f.B, data: roundTo(f.B.data, ctx.dtype) };
   // a transposed Δ (in × out) is matched by (B·A)ᵀ = Aᵀ·Bᵀ
@@ -77,12 +78,12 @@ async function storedRelError(ctx: HandlerContext, delta: Matrix, f: LowRankFact
  * Refuses factors or errors that came out NaN or infinite although Δ was finite (values near the
  * f32 limit overflow inside the products): an adapter must never carry what the report calls NaN%.
  */
-function assertFiniteResult(where: string, relError: number, f: LowRankFactors): void {
+function assertFiniteResult(where: string, relError: number, f: LowRank): void {
   if (Number.isFinite(relError) && firstNonFinite(f.A.data) < 0 && firstNonFinite(f.B.data) < 0) return;
   throw new Error(`${where}: its difference is too large to decompose in f32 (the factors overflow to NaN or infinity): the checkpoints hold values near the f32 limit; check they are not corrupt`);
 }
 
-function factorParams(f: LowRankFactors): number {
+function factorParams(f: LowRank): number {
   return f.A.data.length + f.B.data.length;
 }
 
@@ -136,8 +137,8 @@ async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobO
   const rank = Math.max(...decs.map((d) => d?.rank ?? 0));
   const alpha = ctx.alpha ?? rank;
   const [out, inF] = transposed ? [d2, d1] : [d1, d2];
-  const empty = (): LowRankFactors => ({ A: { rows: 0, cols: inF, data: new Float32Array(0) }, B: { rows: out, cols: 0, data: new Float32Array(0) } });
-  const factors: LowRankFactors[] = [];
+  const empty = (): LowRank => ({ A: { rows: 0, cols: inF, data: new Float32Array(0) }, B: { rows: out, cols: 0, data: new Float32Array(0) } });
+  const factors: LowRank[] = [];
   const ranks: number[] = [];
   const relErrors: number[] = [];
   let residual = 0;

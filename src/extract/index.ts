@@ -2,8 +2,8 @@
 export { extractLora, type ExtractOptions, type ExtractProgress } from './extract.js';
 export type { ExtractReport, ExtractedTensor, DifferingTensor, ExtractTotals, ExpertDetail } from './report.js';
 export { REPORT_FILE } from './report.js';
-export type { RankPolicy } from './rank-policy.js';
-export { DEFAULT_RANK, DEFAULT_MAX_RANK, describePolicy } from './rank-policy.js';
+export type { RankPolicy } from '../lowrank/rank-policy.js';
+export { DEFAULT_RANK, DEFAULT_MAX_RANK, describePolicy } from '../lowrank/rank-policy.js';
 export type { EmbeddingsMode } from './plan.js';
 export { EMBEDDINGS_MODES } from './plan.js';
 export { DEFAULT_TARGET_MODULES } from './targets.js';

@@ -11,7 +11,7 @@ import type { ExpertLayout } from '../lora/expert-stack.js';
 import { expertLayout, expertWeightShape } from '../arch/experts.js';
 import { modelConfig } from '../arch/config.js';
 import { peftWrapperPaths } from './moe.js';
-import { checkFixedRankFits, type RankPolicy } from './rank-policy.js';
+import { checkFixedRankFits, type RankPolicy } from '../lowrank/rank-policy.js';
 import { classifyTensor, isEmbeddingLike, type TargetSelection } from './targets.js';
 
 export type EmbeddingsMode = 'skip' | 'lora' | 'full';

@@ -6,7 +6,7 @@ import type { FloatDType } from '../io/types.js';
 import type { AdapterFormat } from '../lora/sink.js';
 import type { ExpertLayout } from '../lora/expert-stack.js';
 import type { EmbeddingsMode } from './plan.js';
-import type { RankPolicy } from './rank-policy.js';
+import type { RankPolicy } from '../lowrank/rank-policy.js';
 
 export const REPORT_FILE = 'report.json';
 

@@ -12,6 +12,7 @@
 import { access, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
+import type { LowRank } from '../lowrank/low-rank.js';
 import type { FloatDType, TensorInfo } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { openSafetensors, createSafetensorsSink, type SafetensorsFile, type SafetensorsSink } from '../io/safetensors.js';
@@ -27,14 +28,11 @@ export const PEFT_PREFIX = 'base_model.model.';
 
 export type LoraKind = 'linear' | 'embedding';
 
-export interface LoraModule {
+/** A LoRA module: its low-rank factors (in the base weight's orientation) and what PEFT stores beside them. */
+export interface LoraModule extends LowRank {
   /** Module path in the base model, e.g. `model.layers.0.self_attn.q_proj` (no PEFT prefix, no `.weight`). */
   name: string;
   kind: LoraKind;
-  /** r × in, in the base weight's orientation */
-  A: Matrix;
-  /** out × r, in the base weight's orientation */
-  B: Matrix;
   alpha: number;
   /**
    * DoRA: the magnitude vector. Linear: one per output row of the base weight (`out`); embedding:

@@ -4,13 +4,13 @@
  * Experts with fewer than r directions get zero rows/columns.
  */
 import { matrix, type Matrix } from '../tensor/matrix.js';
-import type { LowRankFactors } from './lowrank.js';
+import type { LowRank } from '../lowrank/low-rank.js';
 
 /** How the base model stores the experts: [E, out, in] ('out-in') or [E, in, out] ('in-out'). */
 export type ExpertLayout = 'out-in' | 'in-out';
 
 /** The stacked factors of `experts` (each out × r_e and r_e × in, r_e ≤ rank). */
-export function stackExpertFactors(experts: readonly LowRankFactors[], rank: number): LowRankFactors {
+export function stackExpertFactors(experts: readonly LowRank[], rank: number): LowRank {
   const count = experts.length;
   const inF = experts[0].A.cols;
   const out = experts[0].B.rows;
@@ -28,7 +28,7 @@ export function stackExpertFactors(experts: readonly LowRankFactors[], rank: num
 }
 
 /** The inverse: each expert's factors (rank r = A.rows / count) from the stacked ones. */
-export function splitExpertFactors(A: Matrix, B: Matrix, count: number): LowRankFactors[] {
+export function splitExpertFactors(A: Matrix, B: Matrix, count: number): LowRank[] {
   const r = A.rows / count;
   const out = B.rows;
   const inF = A.cols;

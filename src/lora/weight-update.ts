@@ -22,6 +22,7 @@
 import type { LinalgBackend } from '../linalg/backend.js';
 import type { LoraKind, LoraModule } from './adapter.js';
 import { matrix, type Matrix } from '../tensor/matrix.js';
+import type { LowRank } from '../lowrank/low-rank.js';
 
 /** PEFT's DoRA normalises rows for Linear layers and columns for Embedding layers. */
 export type NormAxis = 'rows' | 'cols';
@@ -38,13 +39,9 @@ export function adapterMethod(m: { hasMagnitude: boolean; hasLatent: boolean }):
   return m.hasLatent ? 'lora-xs' : 'lora';
 }
 
-/** Everything needed to change one weight: ΔW = Bs·A (scaling and latent folded into Bs), plus DoRA's magnitude. */
-export interface WeightUpdate {
+/** Everything needed to change one weight: ΔW = B·A with the scaling and latent folded into B (s·B·R or s·B), plus DoRA's magnitude. */
+export interface WeightUpdate extends LowRank {
   kind: LoraKind;
-  /** out × r: s·B·R (EDoRA, LoRA-XS) or s·B */
-  Bs: Matrix;
-  /** r × in */
-  A: Matrix;
   /** DoRA/EDoRA magnitude: `out` entries (Linear) or `in` entries (Embedding) */
   magnitude?: Float32Array;
   /** the user's weight w: W ← W + w·(W' − W) */
@@ -58,7 +55,7 @@ export interface WeightUpdate {
 export async function weightUpdate(backend: LinalgBackend, mod: LoraModule, scaling: number, weight = 1): Promise<WeightUpdate> {
   const B = mod.latent ? await backend.gemm(mod.B, mod.latent) : matrix(mod.B.rows, mod.B.cols, Float32Array.from(mod.B.data));
   for (let i = 0; i < B.data.length; i++) B.data[i] *= scaling;
-  return { kind: mod.kind, Bs: B, A: mod.A, magnitude: mod.magnitude, weight };
+  return { kind: mod.kind, B, A: mod.A, magnitude: mod.magnitude, weight };
 }
 
 /**
@@ -85,9 +82,9 @@ function rowsView(m: Matrix, r0: number, r1: number): Matrix {
 
 function checkShapes(W: Matrix, u: WeightUpdate): void {
   const r = u.A.rows;
-  if (u.Bs.rows !== W.rows || u.A.cols !== W.cols || u.Bs.cols !== r) {
+  if (u.B.rows !== W.rows || u.A.cols !== W.cols || u.B.cols !== r) {
     throw new Error(
-      `dora/formula.ts: the update is (${u.Bs.rows}×${u.Bs.cols})·(${u.A.rows}×${u.A.cols}) but the weight is ${W.rows}×${W.cols}`,
+      `dora/formula.ts: the update is (${u.B.rows}×${u.B.cols})·(${u.A.rows}×${u.A.cols}) but the weight is ${W.rows}×${W.cols}`,
     );
   }
   if (u.magnitude) {
@@ -113,7 +110,7 @@ function magnitudeFactors(norms: Float64Array, magnitude: Float32Array): Float64
 async function columnNorms(backend: LinalgBackend, W: Matrix, u: WeightUpdate, blockElements?: number): Promise<Float64Array> {
   const sums = new Float64Array(W.cols);
   for (const [r0, r1] of rowBlocks(W.rows, W.cols, blockElements)) {
-    const delta = await backend.gemm(rowsView(u.Bs, r0, r1), u.A);
+    const delta = await backend.gemm(rowsView(u.B, r0, r1), u.A);
     const w = rowsView(W, r0, r1).data;
     for (let i = 0; i < delta.data.length; i++) {
       const v = w[i] + delta.data[i];
@@ -142,7 +139,7 @@ async function forEachDifferenceBlock(
   const colFactors =
     u.magnitude && doraNormAxis(u.kind) === 'cols' ? magnitudeFactors(await columnNorms(backend, W, u, blockElements), u.magnitude) : undefined;
   for (const [r0, r1] of rowBlocks(W.rows, cols, blockElements)) {
-    const d = await backend.gemm(rowsView(u.Bs, r0, r1), u.A);
+    const d = await backend.gemm(rowsView(u.B, r0, r1), u.A);
     const wBlock = rowsView(W, r0, r1).data;
     const dd = d.data;
     if (!u.magnitude) {

@@ -12,6 +12,7 @@
  * Factors follow PEFT: B = U_r·diag(S_r), A = V_rᵀ, optionally clamped (PEFT's svd_clamp).
  */
 import { matrix, type Matrix } from '../tensor/matrix.js';
+import { fromSvd } from '../lowrank/low-rank.js';
 import type { Svd } from '../linalg/svd-small.js';
 import { stackedProductSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
@@ -76,16 +77,7 @@ export function clampFactors(f: LowRank, q: number): number {
 function factorsFromTruncatedSvd(svd: Svd, rank: number, zeroBelow: number): SvdMerge {
   let k = Math.min(rank, svd.S.length);
   while (k > 0 && !(svd.S[k - 1] > zeroBelow)) k--;
-  const m = svd.U.rows;
-  const n = svd.V.rows;
-  const B = matrix(m, k);
-  const A = matrix(k, n);
-  for (let j = 0; j < k; j++) {
-    const s = svd.S[j];
-    for (let i = 0; i < m; i++) B.data[i * k + j] = svd.U.data[i * svd.U.cols + j] * s;
-    for (let c = 0; c < n; c++) A.data[j * n + c] = svd.V.data[c * svd.V.cols + j];
-  }
-  return { A, B, S: svd.S.slice(0, k) };
+  return { ...fromSvd(svd, k, { sigmaOn: 'B' }), S: svd.S.slice(0, k) };
 }
 
 function finish(ctx: ModuleMergeContext, merged: SvdMerge): SvdMerge {

@@ -6,26 +6,19 @@
  * PEFT's merge code works on lora_A / lora_B as stored, so which factor carries a sign or the
  * singular values follows the stored tensors; merge.ts swaps embedding factors in and out.
  */
-import type { Matrix } from '../tensor/matrix.js';
 import type { LinalgBackend } from '../linalg/backend.js';
+import type { LowRank } from '../lowrank/low-rank.js';
 
-/** One source adapter's contribution to one module. */
-export interface MergeTerm {
+export type { LowRank };
+
+/** One source adapter's contribution to one module: A is PEFT's lora_A, B its lora_B. */
+export interface MergeTerm extends LowRank {
   /** position of the adapter on the command line (DARE masks and reports are keyed by it) */
   adapter: number;
-  /** r × in (PEFT's lora_A) */
-  A: Matrix;
-  /** out × r (PEFT's lora_B) */
-  B: Matrix;
   /** the adapter's own scaling for this module: alpha / r, or alpha / √r with rsLoRA */
   scaling: number;
   /** the user's weight for this adapter */
   weight: number;
-}
-
-export interface LowRank {
-  A: Matrix;
-  B: Matrix;
 }
 
 /** The element-wise operation applied to the task tensors before they are summed. */

@@ -60,7 +60,7 @@ describe('convert: DoRA / EDoRA to plain LoRA', async () => {
     const src = join(tmp, 'dora');
     await writePeftFixture(src, { config: { r: 4, lora_alpha: 4, use_dora: true }, modules: [dora, emb] });
     const out = join(tmp, 'out-r6');
-    const report = await convertAdapter({ adapter: src, base: baseDir, out, policy: { rank: 6 } });
+    const report = await convertAdapter({ adapter: src, base: baseDir, out, policy: { mode: 'rank', rank: 6 } });
     for (const [name, D] of [[Q, Dq], [EMB, De]] as const) {
       const row = report.modules.find((m) => m.name === name)!;
       assert.equal(row.action, 'converted');
@@ -74,7 +74,7 @@ describe('convert: DoRA / EDoRA to plain LoRA', async () => {
     assert.equal(config.use_dora, false);
     assert.deepEqual(config.target_modules, ['embed_tokens', 'q_proj']);
 
-    const full = await convertAdapter({ adapter: src, base: baseDir, out: join(tmp, 'out-full'), policy: { rank: IN } });
+    const full = await convertAdapter({ adapter: src, base: baseDir, out: join(tmp, 'out-full'), policy: { mode: 'rank', rank: IN } });
     assert.ok(full.maxRelError < 1e-5, `full rank: ${full.maxRelError}`);
     const got = await convertedDelta(join(tmp, 'out-full'), Q);
     assert.ok(frob(diff(Dq, got)) / frob(Dq) < 1e-5);
@@ -91,7 +91,7 @@ describe('convert: DoRA / EDoRA to plain LoRA', async () => {
     await writePeftFixture(src, { config: { r: 3, lora_alpha: 3, use_dora: true }, modules: [planted] });
     const total = 100 + 9 + 0.01;
     for (const [energy, rank, err] of [[0.9, 1, Math.sqrt(9.01 / total)], [0.99, 2, Math.sqrt(0.01 / total)], [0.99999, 3, 0]] as const) {
-      const report = await convertAdapter({ adapter: src, base: baseDir, out: join(tmp, `out-e${energy}`), policy: { energy } });
+      const report = await convertAdapter({ adapter: src, base: baseDir, out: join(tmp, `out-e${energy}`), policy: { mode: 'energy', energy } });
       const row = report.modules[0];
       assert.equal(row.rank, rank, `energy ${energy}`);
       assert.ok(Math.abs(row.relError - err) < 1e-4, `energy ${energy}: error ${row.relError}, expected ${err}`);
@@ -99,14 +99,14 @@ describe('convert: DoRA / EDoRA to plain LoRA', async () => {
     // the default is energy 0.99
     const dflt = await convertAdapter({ adapter: src, base: baseDir, out: join(tmp, 'out-default') });
     assert.equal(dflt.modules[0].rank, 2);
-    assert.deepEqual(dflt.policy, { energy: 0.99 });
+    assert.deepEqual(dflt.policy, { mode: 'energy', energy: 0.99 });
   });
 
   it('converts EDoRA (latent R) as well', async () => {
     const edora: PeftModuleFixture = { ...dora, latent: randomMat(4, 4, 10) };
     const src = join(tmp, 'edora');
     await writePeftFixture(src, { config: { r: 4, lora_alpha: 8, use_dora: true }, modules: [edora] });
-    const report = await convertAdapter({ adapter: src, base: baseDir, out: join(tmp, 'out-edora'), policy: { rank: IN } });
+    const report = await convertAdapter({ adapter: src, base: baseDir, out: join(tmp, 'out-edora'), policy: { mode: 'rank', rank: IN } });
     const D = diff(naiveMerge(Wq, edora, 2), Wq);
     assert.ok(frob(diff(D, await convertedDelta(join(tmp, 'out-edora'), Q))) / frob(D) < 1e-5);
     assert.equal(report.variant, 'edora');
@@ -131,7 +131,7 @@ describe('convert: DoRA / EDoRA to plain LoRA', async () => {
     assert.ok(modules.every((m) => !m.latent && !m.magnitude));
     assert.deepEqual(report.fullTensors, ['lm_head.weight']);
 
-    const re = await convertAdapter({ adapter: src, out: join(tmp, 'out-refactor'), policy: { rank: 2 } });
+    const re = await convertAdapter({ adapter: src, out: join(tmp, 'out-refactor'), policy: { mode: 'rank', rank: 2 } });
     assert.deepEqual(re.modules.map((m) => [m.action, m.rank]), [['refactored', 2], ['refactored', 2]]);
     const want = diff(naiveMerge(Wq, lora, s), Wq);
     const actual = frob(diff(want, await convertedDelta(join(tmp, 'out-refactor'), Q))) / frob(want);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { factorsFromSvd } from '../../src/lora/lowrank.js';
+import { fromSvd } from '../../src/lowrank/low-rank.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { writePeftFixture } from '../helpers/dora.js';
 import { REPO_ROOT, runCli } from '../helpers/cli.js';
@@ -47,7 +47,7 @@ describe('no internal names in messages', () => {
 
   it('an unreachable rank names the update and points at non-finite inputs', () => {
     const svd = { U: matrix(4, 0), S: new Float64Array(0), V: matrix(4, 0) };
-    assert.throws(() => factorsFromSvd(svd, 1, 'ad: module q_proj'), /^Error: ad: module q_proj: cannot keep rank 1: .*NaN or infinite values/);
+    assert.throws(() => fromSvd(svd, 1, { what: 'ad: module q_proj' }), /^Error: ad: module q_proj: cannot keep rank 1: .*NaN or infinite values/);
   });
 
   describe('convert --base <model with NaN>', () => {
@@ -71,7 +71,7 @@ describe('no internal names in messages', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
       assert.match(r.stderr, /NaN/);
-      assert.doesNotMatch(r.stderr, /factorsFromSvd|loraforge: [a-z]+[A-Z]\w*:/);
+      assert.doesNotMatch(r.stderr, /factorsFromSvd|fromSvd|loraforge: [a-z]+[A-Z]\w*:/);
     });
   });
 });

@@ -13,7 +13,7 @@ import { openPeftAdapter } from '../../src/lora/adapter.js';
 import { editDelta, type EditSummary } from '../../src/edit/edit.js';
 import { isSelected } from '../../src/edit/selectors.js';
 import { adapterSpectrum, deltaSpectrum, type SpectrumResult } from '../../src/spectrum/spectrum.js';
-import { lowRankProduct } from '../../src/lora/lowrank.js';
+import { product as lowRankProduct } from '../../src/lowrank/low-rank.js';
 import { runCli } from '../helpers/cli.js';
 import { DOWN, GATE_UP, GATE_UP_SIGMA, MOE, MOE_LAYOUTS, plantedSigma, Q, sumSquares, plantedEffectiveRank as effectiveRank, writeMoePair, type MoePair } from '../helpers/lora-experts.js';
 import { makeTempDir } from '../helpers/synthetic.js';

@@ -1,4 +1,9 @@
 /**
+ * The one decomposition of a dense Δ (extract, edit, convert): the truncated SVD under a rank
+ * policy, one set of SVD settings, test matrices seeded from the tensor's name (tensorSeed), and
+ * impossible fixed ranks refused with the tensor's name. Factors whose exact SVD is at hand
+ * (adapters: svdOf) are cut by `truncate` instead.
+ *
  * The truncated SVD of one Δ under a rank policy, with the error of the kept rank read off the
  * spectrum: err² = ‖Δ‖²_F − Σ_{i≤r} σ_i² (exact for the projection the randomized SVD returns).
  *
@@ -17,8 +22,8 @@ import type { LinalgBackend } from '../linalg/backend.js';
 import { incrementalSvd, randomizedSvd } from '../linalg/rsvd.js';
 import type { Svd } from '../linalg/svd-small.js';
 import { transpose, type Matrix } from '../tensor/matrix.js';
-import { exactRelError } from './delta.js';
-import { chooseAdaptiveRank, residualFraction, type RankPolicy } from './rank-policy.js';
+import { exactRelError } from './residual.js';
+import { checkFixedRankFits, chooseAdaptiveRank, residualFraction, type RankPolicy } from './rank-policy.js';
 
 /** fixed rank */
 const FIXED_OVERSAMPLE = 16;
@@ -91,9 +96,29 @@ function errorsFor(backend: LinalgBackend, delta: Matrix, svd: Svd, frobSq: numb
   return Math.sqrt(fraction) < MEASURE_BELOW ? measuredErrorsOfEveryRank(backend, delta, svd, frobSq) : errorsOfEveryRank(svd, frobSq);
 }
 
+/**
+ * FNV-1a of `seed:name`: each tensor's test matrices depend on its name and the run's seed, not on
+ * which other tensors are decomposed or in what order.
+ */
+export function tensorSeed(seed: number, name: string): number {
+  const s = `${seed}:${name}`;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
 export interface DecomposeOptions {
   /** adaptive policies: 'auto' picks by size (SMALL_TENSOR_ELEMENTS); tests force either path */
   adaptive?: 'auto' | 'incremental' | 'sketch';
+  /** the tensor, for the refusal of a fixed rank it cannot hold */
+  name?: string;
+  /** its shape as stored, when Δ is a slice or a transpose of it */
+  shape?: readonly number[];
+  /** the calling command's ways out of that refusal (default: extract's flags) */
+  waysOut?: string;
 }
 
 export async function decompose(
@@ -106,13 +131,14 @@ export async function decompose(
 ): Promise<Decomposition> {
   const most = Math.min(delta.rows, delta.cols);
   if (policy.mode === 'rank') {
-    const rank = Math.min(policy.rank, most);
+    checkFixedRankFits(policy.rank, opts.name ?? 'Δ', delta.rows, delta.cols, opts.shape ?? [delta.rows, delta.cols], opts.waysOut);
+    const rank = policy.rank;
     const svd = await randomizedSvd(backend, delta, { rank, oversample: FIXED_OVERSAMPLE, powerIters: FIXED_POWER_ITERS, seed });
     const relError = spectralRelError(svd, rank, frobSq);
     return { svd, rank, relError, energy: 1 - relError ** 2, targetMet: true };
   }
   const fraction = residualFraction(policy);
-  const cap = Math.min(policy.maxRank, most);
+  const cap = Math.min(policy.maxRank ?? most, most);
   const strategy = opts.adaptive ?? 'auto';
   if (strategy === 'sketch' || (strategy === 'auto' && delta.rows * delta.cols <= SMALL_TENSOR_ELEMENTS)) {
     const svd = await randomizedSvd(backend, delta, { rank: cap, oversample: OVERSAMPLE, powerIters: POWER_ITERS, seed });
@@ -135,4 +161,22 @@ export async function decompose(
   const errors = await errorsFor(backend, delta, inc, frobSq, fraction);
   const { rank, targetMet } = chooseAdaptiveRank(errors, fraction, cap);
   return { svd: inc, rank, relError: errors[rank], energy: 1 - errors[rank] ** 2, targetMet };
+}
+
+/**
+ * The exact path: the rank a policy keeps of an exact SVD (e.g. of adapter factors, svdOf) and
+ * the error that leaves, ‖Δ − Δ_r‖_F / ‖Δ‖_F with ‖Δ‖²_F = Σσ². A fixed rank is capped by the
+ * singular values there are: a factor pair has as many as its own rank.
+ */
+export function truncate(svd: Svd, policy: RankPolicy): { rank: number; relError: number } {
+  let frobSq = 0;
+  for (const s of svd.S) frobSq += s * s;
+  const available = svd.S.length;
+  const rank =
+    policy.mode === 'rank'
+      ? Math.min(policy.rank, available)
+      : available === 0
+        ? 0
+        : chooseAdaptiveRank(errorsOfEveryRank(svd, frobSq), residualFraction(policy), Math.min(policy.maxRank ?? available, available)).rank;
+  return { rank, relError: spectralRelError(svd, rank, frobSq) };
 }
