@@ -12,7 +12,8 @@ export { evaluateSetting, resolveParameter, type ParameterSetting, type Conditio
 export { maskRng } from './mask-rng.js';
 export { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 export { slerpInto, slerpCoefficients, SLERP_DOT_THRESHOLD } from './slerp.js';
-export { sparsifyMagnitude, sparsifyRandom, selectTopK, applyTopK, kthLargestMagnitude, type TopK } from './sparsify.js';
+export { sparsifyMagnitude, sparsifyRandom, selectTopK, applyTopK, type TopK } from './sparsify.js';
+export { kthLargestMagnitude } from '../tensor/top-k.js';
 
 /**
  * Merges models as `config` describes: a path to a YAML file, or the same data as a plain object
