@@ -10,6 +10,7 @@ import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
+import { fnv1a32 } from '../linalg/random.js';
 import { ADAPTER_CONFIG_FILE } from '../lora/adapter.js';
 import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
@@ -68,16 +69,6 @@ export interface ExtractOptions {
   /** a GEMM backend to use instead of getBackend({ threads }) */
   backend?: LinalgBackend;
   onProgress?: (p: ExtractProgress) => void;
-}
-
-/** FNV-1a of a string: a per-tensor seed that does not depend on which other tensors are extracted. */
-function hashString(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
 }
 
 /** The adapter dtype when none is asked for: that of model B's first target tensor. */
@@ -236,7 +227,8 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
       {
         job,
         pair,
-        seed: hashString(`${ctx.seed}:${job.name}`),
+        // FNV-1a of the name: a seed that does not depend on which other tensors are extracted
+        seed: fnv1a32(`${ctx.seed}:${job.name}`),
         verify,
       },
     );
