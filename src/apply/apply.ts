@@ -11,8 +11,7 @@
  * of the weight it finds. An adapter's weight w scales what it does to each tensor:
  * W ← W + w·(W' − W) (see formula.ts).
  */
-import { copyFile, readdir, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
 import { assertNotInput, withAtomicSink } from '../io/atomic.js';
@@ -26,7 +25,7 @@ import { isFloatDType } from '../tensor/dtype.js';
 import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from '../lora/weight-update.js';
 import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from '../lora/module-target.js';
 import { checkAdapterVariant, type AdapterVariant } from '../lora/variant.js';
-import { readJsonFile } from '../io/json-file.js';
+import { writeModelSideFiles } from '../io/model-folder.js';
 import { withInputTracking } from '../io/inputs.js';
 
 export interface ApplyOptions {
@@ -94,13 +93,6 @@ interface OutputTensor {
   from: { base: true } | { adapter: number };
 }
 
-/** Weight files a copied model folder must not carry over (they are what we rewrite). */
-const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack)$|\.index\.json$|^adapter_config\.json$/;
-/** For a lone .safetensors file we copy only what obviously belongs to a model, not its whole folder. */
-const MODEL_SIDE_FILE = /^(config\.json|generation_config\.json|tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja)|preprocessor_config\.json)$/;
-
-const TORCH_DTYPE: Record<FloatDType, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-
 function outputDtype(base: Checkpoint, t: TensorInfo, requested: FloatDType | undefined): FloatDType {
   if (requested) return requested;
   if (!isFloatDType(t.dtype)) {
@@ -158,28 +150,6 @@ function planApply(base: Checkpoint, adapters: PeftAdapter[], methods: Array<Map
     }
   });
   return { tensors, ops };
-}
-
-/** Copies config and tokenizer files beside the new weights; with --dtype, config.json says the new dtype. */
-async function copySideFiles(base: Checkpoint, basePath: string, outDir: string, dtype: FloatDType | undefined): Promise<string[]> {
-  const isFolder = (await stat(basePath)).isDirectory();
-  const copied: string[] = [];
-  for (const entry of await readdir(base.dir, { withFileTypes: true })) {
-    if (!entry.isFile() || entry.name.startsWith('.')) continue;
-    if (WEIGHT_FILE.test(entry.name) || (!isFolder && !MODEL_SIDE_FILE.test(entry.name))) continue;
-    const src = join(base.dir, entry.name);
-    const dst = join(outDir, entry.name);
-    if (entry.name === 'config.json' && dtype) {
-      const config = (await readJsonFile(src)) as Record<string, unknown>;
-      // transformers reads the load dtype from torch_dtype (newer versions: dtype)
-      for (const key of ['torch_dtype', 'dtype']) if (typeof config[key] === 'string') config[key] = TORCH_DTYPE[dtype];
-      await writeFile(dst, `${JSON.stringify(config, null, 2)}\n`);
-    } else {
-      await copyFile(src, dst);
-    }
-    copied.push(entry.name);
-  }
-  return copied.sort();
 }
 
 async function closeAll(items: Array<{ close(): Promise<void> } | undefined>): Promise<void> {
@@ -251,7 +221,7 @@ async function applyAdaptersInRun(opts: ApplyOptions): Promise<ApplyReport> {
         opts.onTensor?.(t.name, index, plan.tensors.length);
       }
       await sink.finish();
-      const copied = await copySideFiles(base, opts.base, tmpPath, opts.dtype);
+      const copied = await writeModelSideFiles(tmpPath, { source: opts.base, dtype: opts.dtype });
       if (updates.some((u) => u.note)) notes.push(...new Set(updates.filter((u) => u.note).map((u) => u.note!)));
       const changed = new Set(updates.map((u) => u.tensor));
       return {

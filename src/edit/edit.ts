@@ -34,7 +34,7 @@ import type { Svd } from '../linalg/svd-small.js';
 import { createRng, type Rng } from '../linalg/random.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { openSafetensors } from '../io/safetensors.js';
-import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
@@ -175,24 +175,12 @@ async function withAdapterOutput<T>(
   finalize?: (dir: string) => Promise<void>,
 ): Promise<T> {
   assertNotInput(out, inputs);
-  const dir = await atomicOutputDir(out, { overwrite });
-  try {
-    const sink = await makeSink(dir.tmpPath);
-    let result: T;
-    try {
-      result = await body(sink);
+  return withAtomicSink(out, { overwrite }, makeSink, async (sink, tmpPath) => {
+    const result = await body(sink);
       await sink.finish();
-    } catch (err) {
-      await sink.abort();
-      throw err;
-    }
-    await finalize?.(dir.tmpPath);
-    await dir.commit();
+    await finalize?.(tmpPath);
     return result;
-  } catch (err) {
-    await dir.abort();
-    throw err;
-  }
+  });
 }
 
 function summarize(

@@ -5,7 +5,7 @@
  * Output goes to a temporary folder that becomes `out` only when everything succeeded.
  */
 import { join } from 'node:path';
-import { assertNotInput, atomicOutputDir, atomicWriteFile } from '../io/atomic.js';
+import { assertNotInput, atomicWriteFile, withAtomicSink } from '../io/atomic.js';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
@@ -122,11 +122,8 @@ async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
     });
     const backend = opts.backend ?? (await getBackend({ threads: opts.threads }));
     const dtype = opts.dtype ?? defaultDtype(plan);
-    const dir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
-    let sink: AdapterSink | undefined;
-    let loader: PairLoader | undefined;
-    try {
-      sink = await createAdapterSink(dir.tmpPath, {
+    const openSink = (tmpPath: string) =>
+      createAdapterSink(tmpPath, {
         format,
         dtype,
         baseModel: baseModelNameOrPath(a),
@@ -134,24 +131,21 @@ async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
         // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
         extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
       });
-      loader = await loading.open(a, b);
-      const report = await runPlan({ opts, plan, loader, backend, sink, dtype, seed, policy, format, embeddings, started });
-      if (!report.tensors.length) throw new Error(nothingToExtract(report));
+    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
+      const loader = await loading.open(a, b);
+      let report: ExtractReport;
+      try {
+        report = await runPlan({ opts, plan, loader, backend, sink, dtype, seed, policy, format, embeddings, started });
+      } finally {
       await loader.close();
-      loader = undefined;
-      await sink.finish();
-      sink = undefined;
-      await finishPeftConfig(dir.tmpPath, report, format, plan);
-      report.totals.seconds = (performance.now() - started) / 1000;
-      await atomicWriteFile(join(dir.tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
-      await dir.commit();
-      return report;
-    } catch (err) {
-      await loader?.close();
-      await sink?.abort();
-      await dir.abort();
-      throw err;
     }
+      if (!report.tensors.length) throw new Error(nothingToExtract(report));
+      await sink.finish();
+      await finishPeftConfig(tmpPath, report, format, plan);
+      report.totals.seconds = (performance.now() - started) / 1000;
+      await atomicWriteFile(join(tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+      return report;
+    });
   } finally {
     await Promise.all([a.close(), b.close(), loading.cancel()]);
   }

@@ -3,13 +3,13 @@
  * decoding and forming Δ overlap the GEMMs (onnxruntime's run() keeps the main thread busy while
  * it computes), else inline on the main thread.
  */
-import { once } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
+import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
 import { arraysOf, PairReader, type LoadedPair, type PairRequest } from './load-pair.js';
-import type { PairWorkerReply, PairWorkerRequest } from './pair-worker.js';
+import type { PairRecycle } from './pair-worker.js';
 import type { Job } from './plan.js';
 
 export interface PairLoader {
@@ -49,65 +49,28 @@ class InlineLoader implements PairLoader {
   }
 }
 
-interface Pending {
-  resolve(pair: LoadedPair): void;
-  reject(err: Error): void;
-}
-
 class WorkerLoader implements PairLoader {
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 0;
-  private failure?: Error;
+  private readonly client: WorkerClient<PairRequest, LoadedPair, PairRecycle>;
 
   constructor(
-    private readonly worker: Worker,
+    worker: Worker,
     private readonly a: Checkpoint,
     private readonly b: Checkpoint,
   ) {
-    worker.on('message', (m: PairWorkerReply) => {
-      if ('ready' in m) return;
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if ('error' in m) p?.reject(new Error(m.error));
-      else p?.resolve(m.pair);
-    });
-    worker.on('error', (err) => this.fail(err));
-    worker.on('exit', (code) => this.fail(new Error(`the extraction reader thread exited unexpectedly (code ${code})`)));
+    this.client = new WorkerClient(worker, 'the extraction reader thread');
   }
 
   load(job: Job): Promise<LoadedPair> {
-    if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++;
-    const message: PairWorkerRequest = { kind: 'load', id, request: requestFor(job, this.a, this.b) };
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage(message);
-    });
+    return this.client.request(requestFor(job, this.a, this.b));
   }
 
   release(pair: LoadedPair): void {
-    if (this.failure) return;
     const arrays = arraysOf(pair);
-    if (arrays.length) this.worker.postMessage({ kind: 'recycle', arrays } satisfies PairWorkerRequest, arrays.map((x) => x.buffer as ArrayBuffer));
+    if (arrays.length) this.client.notify(arrays, arrays.map((x) => x.buffer as ArrayBuffer));
   }
 
-  /** Lets the thread finish what it was asked and close its files; kills it if it already failed. */
-  async close(): Promise<void> {
-    this.worker.removeAllListeners('exit');
-    if (this.failure) {
-      await this.worker.terminate();
-      return;
-    }
-    this.failure = new Error('the extraction reader was closed');
-    const exited = once(this.worker, 'exit');
-    this.worker.postMessage({ kind: 'close' } satisfies PairWorkerRequest);
-    await exited;
-  }
-
-  private fail(err: Error): void {
-    this.failure ??= err;
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
+  close(): Promise<void> {
+    return this.client.close();
   }
 }
 

@@ -99,28 +99,42 @@ export async function atomicOutputDir(finalDir: string, opts: { overwrite?: bool
 }
 
 /**
- * Runs `write` with a sink opened in a new atomic output directory: the directory is committed
- * when `write` returns; on any failure the sink is aborted and the temporary directory removed,
- * so a failed run leaves nothing under `finalDir`.
+ * The one way a command writes its output folder: `write` fills the temporary folder it is given;
+ * when it returns, the folder is moved into place; when anything throws (commit included), the
+ * temporary folder is removed, so a failed run leaves nothing under `finalDir`.
  */
-export async function withAtomicSink<S extends { abort(): Promise<void> }, T>(
+export async function withAtomicOutput<T>(finalDir: string, opts: { overwrite?: boolean }, write: (tmpPath: string) => Promise<T>): Promise<T> {
+  const dir = await atomicOutputDir(finalDir, opts);
+  try {
+    const result = await write(dir.tmpPath);
+    await dir.commit();
+    return result;
+  } catch (err) {
+    await dir.abort();
+    throw err;
+  }
+}
+
+/**
+ * withAtomicOutput with a sink opened in the temporary folder: `write` adds to it and finishes it;
+ * on any failure the sink is aborted (closing its files) before the folder is removed. Aborting a
+ * finished sink does nothing, so `write` may go on writing side files after finish().
+ */
+export function withAtomicSink<S extends { abort(): Promise<void> }, T>(
   finalDir: string,
   opts: { overwrite?: boolean },
   openSink: (tmpPath: string) => Promise<S>,
   write: (sink: S, tmpPath: string) => Promise<T>,
 ): Promise<T> {
-  const dir = await atomicOutputDir(finalDir, opts);
-  let sink: S | undefined;
-  try {
-    sink = await openSink(dir.tmpPath);
-    const result = await write(sink, dir.tmpPath);
-    await dir.commit();
-    return result;
-  } catch (err) {
-    await sink?.abort();
-    await dir.abort();
-    throw err;
-  }
+  return withAtomicOutput(finalDir, opts, async (tmpPath) => {
+    const sink = await openSink(tmpPath);
+    try {
+      return await write(sink, tmpPath);
+    } catch (err) {
+      await sink.abort();
+      throw err;
+    }
+  });
 }
 
 /** Writes a whole file via a sibling temporary file, flushed to disk before the rename. */

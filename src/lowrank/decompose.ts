@@ -24,6 +24,7 @@ import type { Svd } from '../linalg/svd-small.js';
 import { transpose, type Matrix } from '../tensor/matrix.js';
 import { exactRelError } from './residual.js';
 import { checkFixedRankFits, chooseAdaptiveRank, residualFraction, type RankPolicy } from './rank-policy.js';
+import { fnv1a32 } from '../linalg/random.js';
 
 /** fixed rank */
 const FIXED_OVERSAMPLE = 16;
@@ -101,13 +102,7 @@ function errorsFor(backend: LinalgBackend, delta: Matrix, svd: Svd, frobSq: numb
  * which other tensors are decomposed or in what order.
  */
 export function tensorSeed(seed: number, name: string): number {
-  const s = `${seed}:${name}`;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
+  return fnv1a32(`${seed}:${name}`);
 }
 
 export interface DecomposeOptions {

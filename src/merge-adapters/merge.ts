@@ -7,7 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FloatDType } from '../io/types.js';
-import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
 import { openPeftAdapter, type LoraKind, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
@@ -254,16 +254,16 @@ async function mergeAdaptersInRun(opts: MergeAdaptersOptions): Promise<MergeRepo
       }
     }
 
-    const dir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
-    const sink = await createAdapterSink(dir.tmpPath, {
-      format,
-      dtype: opts.dtype,
-      baseModel: (adapters[0].config.base_model_name_or_path as string | null | undefined) ?? undefined,
-      baseConfig: opts.baseConfig,
-      useRslora: false, // r = alpha gives scaling 1 only without rsLoRA (PEFT keeps rsLoRA here: its quirk 8)
-    });
-    const modules: ModuleReport[] = [];
-    try {
+    const openSink = (tmpPath: string) =>
+      createAdapterSink(tmpPath, {
+        format,
+        dtype: opts.dtype,
+        baseModel: (adapters[0].config.base_model_name_or_path as string | null | undefined) ?? undefined,
+        baseConfig: opts.baseConfig,
+        useRslora: false, // r = alpha gives scaling 1 only without rsLoRA (PEFT keeps rsLoRA here: its quirk 8)
+      });
+    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
+      const modules: ModuleReport[] = [];
       const load = (p: ModulePlan) =>
         Promise.all(p.sources.map((s) => loadTerm(backend, adapters[s.adapter], s.adapter, s.info, opts.adapters[s.adapter].weight)));
       for await (const { item: plan, value: terms, index } of prefetch(plans, load)) {
@@ -300,45 +300,35 @@ async function mergeAdaptersInRun(opts: MergeAdaptersOptions): Promise<MergeRepo
       }
       for (const t of fullTensors) await sink.addFull(t.name, t.shape, await adapters[t.adapter].readFull(t.name));
       await sink.finish();
-    } catch (err) {
-      await sink.abort();
-      await dir.abort();
-      throw err;
-    }
 
-    const errors = modules.map((m) => m.relError).filter((e): e is number => e !== null);
-    const report: MergeReport = {
-      method: opts.method,
-      resolvedMethod: resolvedName,
-      semantics: exact ? 'exact' : 'peft',
-      adapters: opts.adapters.map((a, i) => ({
-        path: a.path,
-        weight: a.weight,
-        modules: adapters[i].modules.length,
-        ranks: [...new Set(adapters[i].modules.map((m) => m.rank))].sort((x, y) => x - y),
-      })),
-      out: opts.out,
-      format,
-      modules,
-      carriedTensors: fullTensors.map((t) => t.name),
-      notes: [...notesFor(resolvedName, opts.method, exact, opts.adapters.length), ...lowerRankNote(uses('svdRank') ? opts.svdRank : undefined, modules)],
-      maxRelError: errors.length ? Math.max(...errors) : null,
-      seconds: 0,
-    };
-    if (uses('density')) report.density = density;
-    if (uses('majoritySign')) report.majoritySign = opts.majoritySign ?? DEFAULT_MAJORITY_SIGN;
-    if (uses('seed')) report.seed = seed;
-    if (uses('svdRank')) report.svdRank = Number.isFinite(rank) ? rank : null;
-    if (opts.svdClamp !== undefined) report.svdClamp = opts.svdClamp;
-    report.seconds = (performance.now() - started) / 1000;
-    try {
-      await writeFile(join(dir.tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
-      await dir.commit();
-    } catch (err) {
-      await dir.abort();
-      throw err;
-    }
-    return report;
+      const errors = modules.map((m) => m.relError).filter((e): e is number => e !== null);
+      const report: MergeReport = {
+        method: opts.method,
+        resolvedMethod: resolvedName,
+        semantics: exact ? 'exact' : 'peft',
+        adapters: opts.adapters.map((a, i) => ({
+          path: a.path,
+          weight: a.weight,
+          modules: adapters[i].modules.length,
+          ranks: [...new Set(adapters[i].modules.map((m) => m.rank))].sort((x, y) => x - y),
+        })),
+        out: opts.out,
+        format,
+        modules,
+        carriedTensors: fullTensors.map((t) => t.name),
+        notes: [...notesFor(resolvedName, opts.method, exact, opts.adapters.length), ...lowerRankNote(uses('svdRank') ? opts.svdRank : undefined, modules)],
+        maxRelError: errors.length ? Math.max(...errors) : null,
+        seconds: 0,
+      };
+      if (uses('density')) report.density = density;
+      if (uses('majoritySign')) report.majoritySign = opts.majoritySign ?? DEFAULT_MAJORITY_SIGN;
+      if (uses('seed')) report.seed = seed;
+      if (uses('svdRank')) report.svdRank = Number.isFinite(rank) ? rank : null;
+      if (opts.svdClamp !== undefined) report.svdClamp = opts.svdClamp;
+      report.seconds = (performance.now() - started) / 1000;
+      await writeFile(join(tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+      return report;
+    });
   } finally {
     for (const a of adapters) await a.close();
   }

@@ -7,30 +7,8 @@
  * and the weights are rounded to f32 first, as torch.tensor(weights) does.
  */
 import { createRng, fnv1a32 } from '../linalg/random.js';
+import { bitsOf, kthLargestMagnitude } from '../tensor/top-k.js';
 import type { ElementwiseStep, MajoritySign, MaskSource } from './types.js';
-
-/**
- * Where the k entries of largest |value| end: entries with |x| above `threshold` (compared as the
- * bits of |x|) are in, and the first `ties` entries (in index order) equal to it. A two-pass
- * radix select on the bits of |x| (for non-negative floats the bit pattern orders like the value):
- * O(n) instead of a sort, since deltas of 7B-sized layers have 45M entries. torch.topk leaves the
- * order among equal values unspecified; index order is ours.
- */
-function topKCut(bits: Uint32Array, k: number): { threshold: number; ties: number } {
-  const high = new Uint32Array(1 << 15); // |x| has the sign bit clear: 15 high bits remain
-  for (let i = 0; i < bits.length; i++) high[(bits[i] & 0x7fffffff) >>> 16]++;
-  let bucket = high.length - 1;
-  let above = 0;
-  while (above + high[bucket] < k) above += high[bucket--];
-  const low = new Uint32Array(1 << 16);
-  for (let i = 0; i < bits.length; i++) {
-    const key = bits[i] & 0x7fffffff;
-    if (key >>> 16 === bucket) low[key & 0xffff]++;
-  }
-  let cut = low.length - 1;
-  while (above + low[cut] < k) above += low[cut--];
-  return { threshold: ((bucket << 16) | cut) >>> 0, ties: k - above };
-}
 
 /** Calls keep(i) for the k entries of largest |t[i]| and drop(i) for the others, in index order. */
 function selectTopK(t: Float32Array, k: number, keep: (i: number) => void, drop: (i: number) => void): void {
@@ -39,8 +17,10 @@ function selectTopK(t: Float32Array, k: number, keep: (i: number) => void, drop:
     for (let i = 0; i < n; i++) (k <= 0 ? drop : keep)(i);
     return;
   }
-  const bits = new Uint32Array(t.buffer, t.byteOffset, n);
-  let { threshold, ties } = topKCut(bits, k);
+  const bits = bitsOf(t);
+  const { threshold, above } = kthLargestMagnitude(bits, k);
+  // torch.topk leaves the order among equal values unspecified; index order is ours
+  let ties = k - above;
   for (let i = 0; i < n; i++) {
     const key = bits[i] & 0x7fffffff;
     if (key > threshold || (key === threshold && ties-- > 0)) keep(i);

@@ -6,16 +6,15 @@
  * and merged on the main thread: same arithmetic, same result, bit for bit (bf16 and f16 widen to
  * f32 exactly, whichever decoder does it).
  */
-import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
-import type { Worker } from 'node:worker_threads';
 import type { Checkpoint } from '../io/checkpoint.js';
 import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
+import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
-import type { WorkerReply, WorkerRequest } from './worker.js';
+import type { MergeReply, MergeRequest } from './worker.js';
 
 /** Tensors below this many entries are merged inline: the hand-off would cost more than it saves. */
 const MIN_WORKER_ENTRIES = 1 << 18;
@@ -81,11 +80,11 @@ interface Job {
   context: TensorContext;
   inputs: readonly MergeInput[];
   locations: TensorLocation[];
-  /** the shared arrays the worker reads into, from when it takes the job */
-  arrays?: Float32Array[];
   resolve(out: Float32Array): void;
   reject(err: Error): void;
 }
+
+type MergeWorker = WorkerClient<MergeRequest, MergeReply>;
 
 /**
  * Large tensors go to the first idle worker (started on demand), or wait for one. The worker reads
@@ -94,15 +93,13 @@ interface Job {
  */
 class WorkerCompute extends InlineCompute {
   override readonly concurrency: number;
-  private readonly workers: Worker[] = [];
-  private readonly exits = new Map<Worker, Promise<unknown>>();
-  private readonly idle: Worker[] = [];
+  private readonly workers: MergeWorker[] = [];
+  private readonly idle: MergeWorker[] = [];
   private starting = 0;
   private cannotStart = false;
   private closed = false;
   private readonly queue: Job[] = [];
-  private readonly running = new Map<Worker, Job>();
-  private nextId = 0;
+  private readonly running = new Set<Job>();
   private failure?: Error;
 
   constructor(method: MergeMethodDef, seed: number, workers: number) {
@@ -113,23 +110,18 @@ class WorkerCompute extends InlineCompute {
   /** Starts one more worker; after a failed start, no more are tried. */
   private async grow(): Promise<void> {
     this.starting++;
-    const worker = await startWorker(import.meta.url, 'worker');
+    const thread = await startWorker(import.meta.url, 'worker');
     this.starting--;
-    if (worker && this.closed) {
-      await worker.terminate();
+    if (thread && this.closed) {
+      await thread.terminate();
       return;
     }
-    if (!worker) {
+    if (!thread) {
       this.cannotStart = true;
       this.drainInline();
       return;
     }
-    this.exits.set(worker, once(worker, 'exit').catch(() => {}));
-    worker.on('message', (m: WorkerReply) => this.settle(worker, m));
-    worker.on('error', (err) => this.fail(err));
-    worker.on('exit', (code) => {
-      if (!this.closed) this.fail(new Error(`a merge worker exited unexpectedly (code ${code})`));
-    });
+    const worker: MergeWorker = new WorkerClient(thread, 'a merge worker', (err) => this.fail(err));
     this.workers.push(worker);
     this.dispatch(worker);
   }
@@ -140,28 +132,16 @@ class WorkerCompute extends InlineCompute {
     for (const job of this.queue.splice(0)) super.merge(job.context, job.inputs).then(job.resolve, job.reject);
   }
 
-  private settle(worker: Worker, m: WorkerReply): void {
-    if ('ready' in m) return;
-    const job = this.running.get(worker);
-    this.running.delete(worker);
-    if (job?.arrays) {
-      if ('error' in m) {
-        job.arrays.forEach((a) => this.pool.release(a));
-        job.reject(new Error(m.error));
-      } else job.resolve(this.keepResult(job.arrays, m.output));
-    }
-    this.dispatch(worker);
-  }
-
   private fail(err: Error): void {
     this.failure ??= err;
-    for (const job of [...this.running.values(), ...this.queue]) job.reject(err);
+    for (const job of [...this.running, ...this.queue]) job.reject(err);
     this.running.clear();
     this.queue.length = 0;
   }
 
   /** Gives `worker` the next queued job with arrays to read into, or marks it idle. */
-  private dispatch(worker: Worker): void {
+  private dispatch(worker: MergeWorker): void {
+    if (worker.failure) return;
     const job = this.queue.shift();
     if (!job) {
       this.idle.push(worker);
@@ -169,10 +149,20 @@ class WorkerCompute extends InlineCompute {
     }
     // arrays are taken only now, so a queued job holds no memory
     const arrays = job.inputs.map(() => this.pool.acquire(job.context.numel));
-    job.arrays = arrays;
-    this.running.set(worker, job);
-    const request: WorkerRequest = { kind: 'merge', id: this.nextId++, method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed };
-    worker.postMessage(request);
+    this.running.add(job);
+    worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed }).then(
+      (output) => {
+        this.running.delete(job);
+        job.resolve(this.keepResult(arrays, output));
+        this.dispatch(worker);
+      },
+      (err: Error) => {
+        this.running.delete(job);
+        arrays.forEach((a) => this.pool.release(a));
+        job.reject(err);
+        this.dispatch(worker);
+      },
+    );
   }
 
   override prepare(contexts: readonly TensorContext[]): void {
@@ -198,12 +188,7 @@ class WorkerCompute extends InlineCompute {
   /** Lets every live worker close its files and end (a job it is on finishes first). */
   override async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(
-      this.workers.map(async (w) => {
-        w.postMessage({ kind: 'close' } satisfies WorkerRequest);
-        await this.exits.get(w);
-      }),
-    );
+    await Promise.all(this.workers.map((w) => w.close()));
   }
 }
 

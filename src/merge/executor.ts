@@ -5,14 +5,12 @@
  * output shards (the sink knows the whole layout up front). Memory stays at a few tensors
  * (bounded by MAX_INFLIGHT_BYTES), whatever the model size.
  *
- * The output folder is written atomically: shards (+ index), config.json from the donor model with
- * the layer count updated, the tokenizer files, and the merge config as mergekit_config.yml.
+ * The output folder is written atomically: shards (+ index), the donor model's side files with its
+ * config.json's layer count updated (io/model-folder.ts), and the merge config as mergekit_config.yml.
  */
-import { copyFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import { createSafetensorsSink, type SafetensorsSink } from '../io/safetensors.js';
-import type { FloatDType } from '../io/types.js';
+import { writeModelSideFiles } from '../io/model-folder.js';
 import { dtypeByteSize } from '../tensor/dtype.js';
 import { createCompute, type Compute, type MergeInput } from './compute.js';
 import type { MergeConfig } from './config.js';
@@ -23,24 +21,8 @@ import { withInputTracking } from '../io/inputs.js';
 /** mergekit's default output shard size (out_shard_size "5B"). */
 export const DEFAULT_SHARD_BYTES = 5e9;
 
-/** Files copied from the tokenizer's source model when present (what mergekit copies). */
-export const TOKENIZER_FILES = [
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'tokenizer.model',
-  'added_tokens.json',
-  'vocab.json',
-  'merges.txt',
-  'chat_template.jinja',
-  'chat_template.json',
-  'generation_config.json',
-];
-
 /** The merge config, stored with the output under the name the Hub and mergekit use. */
 export const CONFIG_COPY_FILE = 'mergekit_config.yml';
-
-const DTYPE_NAMES: Readonly<Record<FloatDType, string>> = { BF16: 'bfloat16', F16: 'float16', F32: 'float32' };
 
 export interface MergeModelsOptions {
   /** output folder (created atomically) */
@@ -129,8 +111,8 @@ async function streamTensors(plan: MergePlan, models: SourceModel[], sink: Safet
   }
 }
 
-/** The donor's config.json with the output's layer count (and per-layer lists) and dtype. */
-function outputModelConfig(config: MergeConfig, plan: MergePlan, models: SourceModel[]): Record<string, unknown> | undefined {
+/** The donor's config.json with the output's layer count (and per-layer lists). */
+function outputModelConfig(plan: MergePlan, models: SourceModel[]): Record<string, unknown> | undefined {
   const donor = models[plan.donor];
   if (!donor.checkpoint.config) return undefined;
   const out = structuredClone(donor.checkpoint.config);
@@ -149,35 +131,21 @@ function outputModelConfig(config: MergeConfig, plan: MergePlan, models: SourceM
       });
     }
   }
-  const dtype = config.outDtype ?? config.dtype;
-  if (dtype) {
-    if ('dtype' in out) out.dtype = DTYPE_NAMES[dtype];
-    else out.torch_dtype = DTYPE_NAMES[dtype];
-  }
   return out;
 }
 
-/** config.json, tokenizer files and the merge config, into `dir`; returns the names written. */
-async function writeSideFiles(dir: string, config: MergeConfig, plan: MergePlan, models: SourceModel[]): Promise<string[]> {
-  const written: string[] = [];
-  const modelConfig = outputModelConfig(config, plan, models);
-  if (modelConfig) {
-    await writeFile(join(dir, 'config.json'), `${JSON.stringify(modelConfig, null, 2)}\n`);
-    written.push('config.json');
-  }
-  // tokenizer_source: base and the default both take the donor's (base_model, else the first model)
-  const tokenizerDir = models[plan.donor].checkpoint.dir;
-  for (const name of TOKENIZER_FILES) {
-    try {
-      await copyFile(join(tokenizerDir, name), join(dir, name));
-      written.push(name);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
-  }
-  await writeFile(join(dir, CONFIG_COPY_FILE), config.text);
-  written.push(CONFIG_COPY_FILE);
-  return written;
+/**
+ * The donor's side files (io/model-folder.ts: tokenizer_source base and the default both take the
+ * donor's, i.e. base_model's, else the first model's), its config.json rewritten, and the merge
+ * config, into `dir`; returns the names written.
+ */
+function writeSideFiles(dir: string, config: MergeConfig, plan: MergePlan, models: SourceModel[]): Promise<string[]> {
+  return writeModelSideFiles(dir, {
+    source: models[plan.donor].path,
+    config: outputModelConfig(plan, models),
+    dtype: config.outDtype ?? config.dtype,
+    own: { [CONFIG_COPY_FILE]: config.text },
+  });
 }
 
 function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: number } {
@@ -204,26 +172,22 @@ async function executeMergeInRun(config: MergeConfig, opts: MergeModelsOptions):
     const { models } = opened;
     const plan = planMerge(config, opened);
     assertNotInput(opts.out, models.map((m) => m.path));
-    const outDir = await atomicOutputDir(opts.out, { overwrite: opts.overwrite });
-    try {
-      const sink = await createSafetensorsSink(outDir.tmpPath, {
+    const openSink = (tmpPath: string) =>
+      createSafetensorsSink(tmpPath, {
         maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
         plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
       });
+    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
       const compute = createCompute(plan.method, seed, { worker: opts.worker });
       compute.prepare(plan.tensors.map((t) => t.context));
       try {
         await streamTensors(plan, models, sink, compute, opts.onProgress);
         await sink.finish();
-      } catch (err) {
-        await sink.abort();
-        throw err;
       } finally {
         await compute.close();
       }
       const shards = sink.writtenFiles();
-      const side = await writeSideFiles(outDir.tmpPath, config, plan, models);
-      await outDir.commit();
+      const side = await writeSideFiles(tmpPath, config, plan, models);
       return {
         out: opts.out,
         method: plan.method.name,
@@ -238,10 +202,7 @@ async function executeMergeInRun(config: MergeConfig, opts: MergeModelsOptions):
         seconds: (performance.now() - started) / 1000,
         notes: plan.notes,
       };
-    } catch (err) {
-      await outDir.abort();
-      throw err;
-    }
+    });
   } finally {
     await opened.close();
   }

@@ -6,13 +6,14 @@ import { executeMerge, type MergeModelsOptions, type MergeModelsReport } from '.
 import { withInputTracking } from '../io/inputs.js';
 
 export { parseMergeConfig, readMergeConfig, validateMergeConfig, type MergeConfig, type ModelRef, type SliceSpec, type SourceSpec } from './config.js';
-export { executeMerge, DEFAULT_SHARD_BYTES, TOKENIZER_FILES, CONFIG_COPY_FILE, type MergeModelsOptions, type MergeModelsReport } from './executor.js';
+export { executeMerge, DEFAULT_SHARD_BYTES, CONFIG_COPY_FILE, type MergeModelsOptions, type MergeModelsReport } from './executor.js';
 export { MERGE_METHODS, METHOD_NAMES, describeMethods, type MergeMethodDef, type MethodName, type ParamDef, type TensorContext } from './methods.js';
 export { evaluateSetting, resolveParameter, type ParameterSetting, type ConditionalParameter, type Scalar } from './params.js';
 export { maskRng } from './mask-rng.js';
 export { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 export { slerpInto, slerpCoefficients, SLERP_DOT_THRESHOLD } from './slerp.js';
-export { sparsifyMagnitude, sparsifyRandom, selectTopK, applyTopK, kthLargestMagnitude, type TopK } from './sparsify.js';
+export { sparsifyMagnitude, sparsifyRandom, selectTopK, applyTopK, type TopK } from './sparsify.js';
+export { kthLargestMagnitude } from '../tensor/top-k.js';
 
 /**
  * Merges models as `config` describes: a path to a YAML file, or the same data as a plain object

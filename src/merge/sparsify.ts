@@ -21,6 +21,7 @@
  * entries decides.
  */
 import type { Rng } from '../linalg/random.js';
+import { bitsOf, kthLargestMagnitude } from '../tensor/top-k.js';
 
 /** mergekit's tolerance below which a norm is treated as zero and no rescaling happens. */
 const RESCALE_EPS = 1e-7;
@@ -75,30 +76,6 @@ function rescaleToL1(x: Float32Array, before: number): void {
   if (before < RESCALE_EPS || after < RESCALE_EPS) return;
   const scale = before / after;
   for (let i = 0; i < x.length; i++) x[i] *= scale;
-}
-
-function bitsOf(x: Float32Array): Uint32Array {
-  return new Uint32Array(x.buffer, x.byteOffset, x.length);
-}
-
-/**
- * The k-th largest |x| as an f32 bit pattern with the sign cleared, and how many entries lie
- * strictly above it (1 ≤ k ≤ n): a two-pass radix select on the top and bottom 16 bits.
- */
-export function kthLargestMagnitude(bits: Uint32Array, k: number): { threshold: number; above: number } {
-  const high = new Uint32Array(1 << 15);
-  for (let i = 0; i < bits.length; i++) high[(bits[i] & 0x7fffffff) >>> 16]++;
-  let above = 0;
-  let h = high.length - 1;
-  for (; h > 0 && above + high[h] < k; h--) above += high[h];
-  const low = new Uint32Array(1 << 16);
-  for (let i = 0; i < bits.length; i++) {
-    const a = bits[i] & 0x7fffffff;
-    if (a >>> 16 === h) low[a & 0xffff]++;
-  }
-  let l = low.length - 1;
-  for (; l > 0 && above + low[l] < k; l--) above += low[l];
-  return { threshold: (h << 16) | l, above };
 }
 
 /** A bracket [lo, hi] of magnitude bits that holds the k-th largest |x − base| with near certainty, or undefined when sampling does not pay. */

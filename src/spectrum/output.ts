@@ -4,7 +4,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertNotInput, atomicOutputDir } from '../io/atomic.js';
+import { assertNotInput, withAtomicOutput } from '../io/atomic.js';
 import { spectrumCharts } from '../report/charts.js';
 import { encodePng } from '../report/png.js';
 import { rasterize } from '../report/raster.js';
@@ -38,8 +38,7 @@ async function writeSpectrumOutputsInRun(result: SpectrumResult, out: string, op
   assertNotInput(out, inputsOf(result));
   const charts = spectrumCharts(result);
   const png = opts.png ?? true;
-  const dir = await atomicOutputDir(out, { overwrite: opts.overwrite });
-  try {
+  return withAtomicOutput(out, { overwrite: opts.overwrite }, async (tmpPath) => {
     const files: Array<[string, string | Uint8Array]> = [
       [SPECTRUM_JSON, JSON.stringify(result, null, 1) + '\n'],
       [REPORT_HTML, renderReportHtml(result, charts, png)],
@@ -48,12 +47,8 @@ async function writeSpectrumOutputsInRun(result: SpectrumResult, out: string, op
       files.push([join(CHARTS_DIR, `${c.id}.svg`), svgFile(c.scene)]);
       if (png) files.push([join(CHARTS_DIR, `${c.id}.png`), encodePng(rasterize(c.scene))]);
     }
-    await mkdir(join(dir.tmpPath, CHARTS_DIR));
-    for (const [name, data] of files) await writeFile(join(dir.tmpPath, name), data);
-    await dir.commit();
+    await mkdir(join(tmpPath, CHARTS_DIR));
+    for (const [name, data] of files) await writeFile(join(tmpPath, name), data);
     return files.map(([name]) => name);
-  } catch (err) {
-    await dir.abort();
-    throw err;
-  }
+  });
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertNotInput, atomicOutputDir, atomicWriteFile, withAtomicSink } from '../../src/io/atomic.js';
+import { assertNotInput, atomicOutputDir, atomicWriteFile, withAtomicOutput, withAtomicSink } from '../../src/io/atomic.js';
 
 let root: string;
 before(async () => {
@@ -88,6 +88,35 @@ describe('atomicOutputDir', () => {
     await d.abort();
     assert.deepEqual(await readdir(parent), []);
     await assert.rejects(d.commit(), /already aborted/);
+  });
+});
+
+describe('withAtomicOutput (the one way commands write an output folder)', () => {
+  it('commits what write put in the temporary folder and returns its result', async () => {
+    const parent = await fresh('output-ok');
+    const out = join(parent, 'out');
+    const result = await withAtomicOutput(out, {}, async (tmpPath) => {
+      await writeFile(join(tmpPath, 'report.json'), '{}');
+      assert.deepEqual(await readdir(parent), [tmpPath.split('/').pop()], 'nothing under the final name before it returns');
+      return 'done';
+    });
+    assert.equal(result, 'done');
+    assert.deepEqual(await readdir(parent), ['out']);
+    assert.equal(await readFile(join(out, 'report.json'), 'utf8'), '{}');
+  });
+
+  it('leaves nothing behind when write fails, and keeps an old output it was to replace', async () => {
+    const parent = await fresh('output-fail');
+    const out = join(parent, 'out');
+    await mkdir(out);
+    await writeFile(join(out, 'old'), 'old');
+    const failing = withAtomicOutput(out, { overwrite: true }, async (tmpPath) => {
+      await writeFile(join(tmpPath, 'half'), 'h');
+      throw new Error('tensor "x" failed');
+    });
+    await assert.rejects(failing, /tensor "x" failed/);
+    assert.deepEqual(await readdir(parent), ['out']);
+    assert.deepEqual(await readdir(out), ['old']);
   });
 });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createRng, deterministicLog, xoshiro128StarStar } from '../../src/linalg/random.js';
+import { createRng, deterministicLog, fnv1a32, xoshiro128StarStar } from '../../src/linalg/random.js';
 
 /** splitmix32 as documented in random.ts, redone with BigInt arithmetic mod 2^32. */
 function splitmix32Reference(start: bigint, count: number): number[] {
@@ -153,5 +153,13 @@ describe('random', () => {
     assert.throws(() => createRng(1.5), /seed must be an integer/);
     assert.throws(() => createRng(Number.NaN), /seed must be an integer/);
     assert.throws(() => xoshiro128StarStar([0, 0, 0, 0]), /not all zero/);
+  });
+});
+
+describe('fnv1a32 (the one name hash: extract seeds, DARE streams, PEFT masks)', () => {
+  it('matches the published FNV-1a 32-bit test vectors', () => {
+    assert.equal(fnv1a32(''), 0x811c9dc5);
+    assert.equal(fnv1a32('a'), 0xe40c292c);
+    assert.equal(fnv1a32('foobar'), 0xbf9cf968);
   });
 });

@@ -3,7 +3,7 @@
  * independently (plain loops, sort-based top-k), entry by entry.
  */
 import assert from 'node:assert/strict';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { maskRng, mergeModels } from '../../src/merge/index.js';
@@ -234,6 +234,18 @@ describe('output dtype, config and tokenizer', () => {
     assert.equal(JSON.parse(await readFile(join(out, 'tokenizer.json'), 'utf8')).marker, 'from-a');
     assert.equal(JSON.parse(await readFile(join(out, 'generation_config.json'), 'utf8')).marker, 'from-a');
     assert.match(await readFile(join(out, 'mergekit_config.yml'), 'utf8'), /merge_method: linear/);
+  });
+
+  it("carries the donor's other side files (model code, LICENSE) and sets every dtype key of its config, as apply does", async () => {
+    await writeTinyModel(join(dir, 'coded'), { seed: 4, config: { dtype: 'float32', torch_dtype: 'float32', auto_map: { AutoModel: 'modeling_x.X' } } });
+    await writeFile(join(dir, 'coded', 'modeling_x.py'), 'class X: pass\n');
+    await writeFile(join(dir, 'coded', 'LICENSE'), 'terms\n');
+    const { out } = await merge({ merge_method: 'linear', dtype: 'float16', models: [{ model: './coded', parameters: { weight: 1 } }] });
+    assert.equal(await readFile(join(out, 'modeling_x.py'), 'utf8'), 'class X: pass\n');
+    assert.equal(await readFile(join(out, 'LICENSE'), 'utf8'), 'terms\n');
+    const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
+    assert.equal(config.dtype, 'float16');
+    assert.equal(config.torch_dtype, 'float16');
   });
 
   it('keeps each tensor in its input dtype when no dtype is given', async () => {

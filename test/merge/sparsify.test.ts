@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createRng } from '../../src/linalg/random.js';
-import { applyTopK, kthLargestMagnitude, selectTopK, sparsifyMagnitude, sparsifyRandom } from '../../src/merge/sparsify.js';
+import { applyTopK, selectTopK, sparsifyMagnitude, sparsifyRandom } from '../../src/merge/sparsify.js';
 
 function gaussian(n: number, seed: number): Float32Array {
   const x = new Float32Array(n);
@@ -16,20 +16,6 @@ function topKBySort(x: Float32Array, k: number): Float32Array {
   for (const i of order.slice(0, k)) out[i] = x[i];
   return out;
 }
-
-describe('kthLargestMagnitude', () => {
-  it('finds the k-th largest |x| and the count above it, as a sort does', () => {
-    const x = gaussian(5000, 1);
-    const sorted = Array.from(x, Math.abs).sort((a, b) => b - a);
-    const bits = new Uint32Array(x.buffer);
-    for (const k of [1, 2, 17, 2500, 4999, 5000]) {
-      const { threshold, above } = kthLargestMagnitude(bits, k);
-      const value = new Float32Array(new Uint32Array([threshold]).buffer)[0];
-      assert.equal(value, sorted[k - 1], `k = ${k}`);
-      assert.equal(above, sorted.filter((v) => v > value).length, `k = ${k}`);
-    }
-  });
-});
 
 describe('sparsifyMagnitude (TIES trim)', () => {
   it('keeps exactly the ⌊density·n⌋ largest entries', () => {
