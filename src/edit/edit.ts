@@ -42,7 +42,12 @@ import { editExpertStack, editExpertSvds, restoreExpertConfig, type WrittenUpdat
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, type ModuleSelector } from './selectors.js';
 import { naturalCompare } from '../lora/module-names.js';
-import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, withoutWeightSuffix, type ExpertDeltaTensor } from '../spectrum/spectrum.js';
+import { assertFiniteSpectrum } from '../linalg/finite-spectrum.js';
+import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
+import { expertDelta, planDeltaTensors, type ExpertDeltaTensor } from '../delta/pair-plan.js';
+import { changedTensors, streamDifferences, type ChangedTensor } from '../delta/pair-stream.js';
+import { withoutWeightSuffix } from '../delta/targets.js';
+import type { Matrix } from '../tensor/matrix.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export {
@@ -79,6 +84,8 @@ export interface EditSummary {
   skipped: Array<{ name: string; reason: string }>;
   /** model pairs: modules (expert stacks: their parameter) identical in A and B, not written, as extract skips them */
   identical: string[];
+  /** model pairs: tensors that are no LoRA target (norms, MoE routers, …) and differ, as extract reports them; not written */
+  nonTargetDiffering: ChangedTensor[];
 }
 
 interface EditOptionsBase {
@@ -187,9 +194,10 @@ function summarize(
   fullTensors: number,
   skipped: EditSummary['skipped'] = [],
   identical: string[] = [],
+  nonTargetDiffering: ChangedTensor[] = [],
 ): EditSummary {
   const edited = modules.filter((m) => m.edited).length;
-  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped, identical };
+  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped, identical, nonTargetDiffering };
 }
 
 /** What selection and the --perturb order go by: a plain module's path, or an expert stack's parameter. */
@@ -332,6 +340,17 @@ async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions
 }
 
 /**
+ * The rank-`opts.rank` randomized SVD of one Δ of a model pair, refused when it comes out
+ * non-finite. `name` is the tensor's (an expert's: `<parameter>[e]`): errors name it, and it is
+ * what a per-tensor seed derived from the name (as extract seeds) would be made from.
+ */
+async function decomposeDelta(backend: LinalgBackend, name: string, delta: Matrix, opts: EditDeltaOptions, seed: number): Promise<Svd> {
+  const svd = await randomizedSvd(backend, delta, { rank: opts.rank, seed });
+  assertFiniteSpectrum(svd.S, `${opts.modelB}: tensor "${name}"`);
+  return svd;
+}
+
+/**
  * One 3-D expert tensor of a model pair as a PEFT expert stack: every expert's ΔW_e is extracted
  * at `rank` (randomized SVD), edited when the stack is selected, and stacked under the stack's
  * wrapper path, as an adapter's stack is (editExpertSvds).
@@ -352,7 +371,8 @@ async function writePairExpertStack(
   const noise: Array<Float64Array | undefined> = [];
   for (let e = 0; e < stack.stored[0]; e++) {
     noise.push(drawNoise(rng, count));
-    experts.push({ name: `${stack.parameter}[${e}]`, svd: await randomizedSvd(backend, expertDelta(delta, stack, e), { rank: opts.rank, seed: (opts.seed ?? 0) + e }) });
+    const name = `${stack.parameter}[${e}]`;
+    experts.push({ name, svd: await decomposeDelta(backend, name, expertDelta(delta, stack, e), opts, (opts.seed ?? 0) + e) });
   }
   const r = editExpertSvds(experts, edited ? opts.edit : {}, alpha, false, noise);
   await sink.addModule({ name: wrapper, kind: 'linear', A: r.A, B: r.B, alpha });
@@ -443,8 +463,7 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
           const [rows, cols] = b.info(item.name).shape;
           const count = componentCount(opts.rank, rows, cols);
           const noise = drawNoise(rng, count);
-          const svd = await randomizedSvd(backend, { rows, cols, data: delta }, { rank: opts.rank, seed: opts.seed ?? 0 });
-          assertFiniteSpectrum(svd.S, `${opts.modelB}: tensor "${item.name}"`);
+          const svd = await decomposeDelta(backend, item.name, { rows, cols, data: delta }, opts, opts.seed ?? 0);
           const path = withoutWeightSuffix(item.name);
           const edited = isSelected(select, path);
           const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);
@@ -462,7 +481,10 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
         if (!reports.length) {
           throw new Error(`${opts.modelA} and ${opts.modelB} are identical in all ${identical.length} tensor(s) compared: there is no update to edit; nothing written`);
         }
-        return summarize(opts.out, format, dtype, reports, 0, plan.skipped, identical);
+        const changed = await changedTensors(a, b, plan.compared);
+        const changedNames = new Set(changed.map((t) => t.name));
+        const skipped = plan.skipped.filter((t) => !changedNames.has(t.name));
+        return summarize(opts.out, format, dtype, reports, 0, skipped, identical, changed);
       };
       return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, write, finalize);
     } finally {

@@ -17,7 +17,7 @@ import type { LinalgBackend } from '../linalg/backend.js';
 import { incrementalSvd, randomizedSvd } from '../linalg/rsvd.js';
 import type { Svd } from '../linalg/svd-small.js';
 import { transpose, type Matrix } from '../tensor/matrix.js';
-import { exactRelError } from './delta.js';
+import { exactRelError } from '../delta/delta.js';
 import { chooseAdaptiveRank, residualFraction, type RankPolicy } from './rank-policy.js';
 
 /** fixed rank */

@@ -1,5 +1,5 @@
 /**
- * The extraction reader thread: reads and decodes tensor pairs and forms Δ while the main thread
+ * The model-pair reader thread: reads and decodes tensor pairs and forms Δ while the main thread
  * runs the GEMMs of the previous pair. Arrays travel by transfer (no copies) and come back with
  * `recycle` messages, so a few buffers serve the whole model.
  */
@@ -17,7 +17,7 @@ export type PairWorkerRequest =
 export type PairWorkerReply = ReadyMessage | { id: number; pair: LoadedPair } | { id: number; error: string };
 
 const port = parentPort;
-if (!port) throw new Error('src/extract/pair-worker.ts runs as a worker thread only');
+if (!port) throw new Error('src/delta/pair-worker.ts runs as a worker thread only');
 const pool = new BufferPool();
 const reader = new PairReader(pool);
 port.on('message', (m: PairWorkerRequest) => {
