@@ -29,6 +29,12 @@ export interface ChangedTensor {
   relChange: number | null;
 }
 
+/**
+ * Below this many bytes to read, pairs are read on this thread: starting the reader thread (a few
+ * tenths of a second of CPU when run from source) costs more than overlapping such reads saves.
+ */
+const THREAD_MIN_BYTES = 64 << 20;
+
 function differenceOf(pair: LoadedPair, name: string): { delta: Float32Array; stats: DeltaStats } {
   if (!pair.delta || !pair.stats) throw new Error(`internal error: tensor "${name}" was read without model A's; please report it`);
   return { delta: pair.delta, stats: pair.stats };
@@ -45,8 +51,8 @@ function blockEnergies(delta: Float32Array, stats: DeltaStats, count: number): n
 }
 
 /**
- * Reads every item's pair on the reader thread, up to `depth` items ahead of the compute, and
- * yields Δ = W_B − W_A with the energies of its `blocks(item)` blocks.
+ * Reads every item's pair on the reader thread (inline for a small pair), up to `depth` items
+ * ahead of the compute, and yields Δ = W_B − W_A with the energies of its `blocks(item)` blocks.
  */
 export async function* streamDifferences<T extends { name: string }>(
   a: Checkpoint,
@@ -55,7 +61,8 @@ export async function* streamDifferences<T extends { name: string }>(
   blocks: (item: T) => number,
   depth: number,
 ): AsyncGenerator<PairDifference<T>> {
-  const loader = await startPairLoader().open(a, b);
+  const bytes = items.reduce((n, x) => n + a.info(x.name).bytes + b.info(x.name).bytes, 0);
+  const loader = await startPairLoader({ worker: bytes >= THREAD_MIN_BYTES }).open(a, b);
   try {
     for await (const { item, value, index } of prefetch(items, (x) => loader.load({ name: x.name }), depth)) {
       const { delta, stats } = differenceOf(value, item.name);
