@@ -35,7 +35,7 @@ import { orthonormalizeOnBackend } from '../src/linalg/qr.js';
 import { createRng } from '../src/linalg/random.js';
 import { randomizedSvd } from '../src/linalg/rsvd.js';
 import { decompose } from '../src/lowrank/decompose.js';
-import { arraysOf, PairReader } from '../src/extract/load-pair.js';
+import { arraysOf, PairReader } from '../src/delta/load-pair.js';
 import { BufferPool } from '../src/pipeline/buffer-pool.js';
 import { plainRead, safetensorsFiles } from './plain-read.js';
 import type { Matrix } from '../src/tensor/matrix.js';

@@ -64,6 +64,8 @@ function summaryLines(s: EditSummary): string[] {
   const lines = [`${s.out} (${s.format}, ${s.dtype}): ${s.edited} module(s) edited, ${s.copied} unchanged${s.fullTensors ? `, ${s.fullTensors} full tensor(s) copied` : ''}`, '', table(rows)];
   if (edited.length > TABLE_ROWS) lines.push(`… ${edited.length - TABLE_ROWS} more (--json lists all)`);
   if (s.identical.length) lines.push(`${s.identical.length} module(s) identical in A and B: skipped, nothing written`);
+  const d = s.nonTargetDiffering;
+  if (d.length) lines.push(`${d.length} tensor(s) outside the LoRA targets differ, not written (as extract): ${d[0].name}${d.length > 1 ? ' … (--json lists all)' : ''}`);
   if (s.skipped.length) lines.push(`${s.skipped.length} tensor(s) skipped: ${s.skipped[0].name} (${s.skipped[0].reason})${s.skipped.length > 1 ? ' … (--json lists all)' : ''}`);
   return lines;
 }

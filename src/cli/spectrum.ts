@@ -129,6 +129,7 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
           })),
           skipped: result.skipped,
           changed1d: result.changed1d,
+          nonTargetDiffering: result.nonTargetDiffering ?? [],
         };
         process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
         return;
@@ -139,6 +140,8 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
         table(summaryRows(result)),
         ...changedVectorLines(result),
       ];
+      const others = result.nonTargetDiffering ?? [];
+      if (others.length) lines.push('', `${others.length} tensor(s) outside the LoRA targets differ (no spectrum, as extract makes no LoRA of them): ${others[0].name}${others.length > 1 ? ', …; see spectrum.json "nonTargetDiffering"' : ''}`);
       if (result.skipped.length) lines.push('', `${result.skipped.length} tensor(s) skipped; see spectrum.json "skipped"`);
       process.stdout.write(lines.join('\n') + '\n');
     });

@@ -18,7 +18,8 @@ import type { LowRank } from '../lowrank/low-rank.js';
 import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { editComponents, editedScaling, factorsForComponents, type SigmaEdit } from './sigma-edit.js';
-import { assertFiniteSpectrum, scaledLeftFactor } from '../spectrum/spectrum.js';
+import { assertFiniteSpectrum } from '../linalg/finite-spectrum.js';
+import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
 import { readOwnJsonFile } from '../io/json-file.js';
 
 /** What one written update contributes to adapter_config.json. */

@@ -44,7 +44,11 @@ import { editExpertStack, editExpertSvds, restoreExpertConfig, type WrittenUpdat
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, type ModuleSelector } from './selectors.js';
 import { naturalCompare } from '../lora/module-names.js';
-import { assertFiniteSpectrum, expertDelta, planDeltaTensors, scaledLeftFactor, streamDifferences, withoutWeightSuffix, type ExpertDeltaTensor } from '../spectrum/spectrum.js';
+import { assertFiniteSpectrum } from '../linalg/finite-spectrum.js';
+import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
+import { expertDelta, planDeltaTensors, type ExpertDeltaTensor } from '../delta/pair-plan.js';
+import { changedTensors, streamDifferences, type ChangedTensor } from '../delta/pair-stream.js';
+import { withoutWeightSuffix } from '../delta/targets.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 
 export {
@@ -81,6 +85,8 @@ export interface EditSummary {
   skipped: Array<{ name: string; reason: string }>;
   /** model pairs: modules (expert stacks: their parameter) identical in A and B, not written, as extract skips them */
   identical: string[];
+  /** model pairs: tensors that are no LoRA target (norms, MoE routers, …) and differ, as extract reports them; not written */
+  nonTargetDiffering: ChangedTensor[];
 }
 
 interface EditOptionsBase {
@@ -191,9 +197,10 @@ function summarize(
   fullTensors: number,
   skipped: EditSummary['skipped'] = [],
   identical: string[] = [],
+  nonTargetDiffering: ChangedTensor[] = [],
 ): EditSummary {
   const edited = modules.filter((m) => m.edited).length;
-  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped, identical };
+  return { out, format, dtype, modules, edited, copied: modules.length - edited, fullTensors, skipped, identical, nonTargetDiffering };
 }
 
 /** What selection and the --perturb order go by: a plain module's path, or an expert stack's parameter. */
@@ -466,7 +473,10 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
         if (!reports.length) {
           throw new Error(`${opts.modelA} and ${opts.modelB} are identical in all ${identical.length} tensor(s) compared: there is no update to edit; nothing written`);
         }
-        return summarize(opts.out, format, dtype, reports, 0, plan.skipped, identical);
+        const changed = await changedTensors(a, b, plan.compared);
+        const changedNames = new Set(changed.map((t) => t.name));
+        const skipped = plan.skipped.filter((t) => !changedNames.has(t.name));
+        return summarize(opts.out, format, dtype, reports, 0, skipped, identical, changed);
       };
       return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, write, finalize);
     } finally {

@@ -15,9 +15,9 @@ import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora
 import { isFloatDType } from '../tensor/dtype.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { handleJob, type JobOutcome } from './handlers.js';
-import { startPairLoader, type PairLoader } from './pair-loader.js';
+import { startPairLoader, type PairLoader } from '../delta/pair-loader.js';
 import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
-import { planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
+import { pairReadOf, planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
 import { tensorSeed } from '../lowrank/decompose.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
@@ -210,7 +210,7 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
   let readWaitSeconds = 0;
   let waitFrom = performance.now();
 
-  for await (const { item: job, value: pair, index } of prefetch(plan.jobs, (job) => loader.load(job), PREFETCH_DEPTH)) {
+  for await (const { item: job, value: pair, index } of prefetch(plan.jobs, (job) => loader.load(pairReadOf(job)), PREFETCH_DEPTH)) {
     const t0 = performance.now();
     readWaitSeconds += (t0 - waitFrom) / 1000;
     const type = moduleType(job);

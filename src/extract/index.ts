@@ -6,4 +6,4 @@ export type { RankPolicy } from '../lowrank/rank-policy.js';
 export { DEFAULT_RANK, DEFAULT_MAX_RANK, describePolicy } from '../lowrank/rank-policy.js';
 export type { EmbeddingsMode } from './plan.js';
 export { EMBEDDINGS_MODES } from './plan.js';
-export { DEFAULT_TARGET_MODULES } from './targets.js';
+export { DEFAULT_TARGET_MODULES } from '../delta/targets.js';

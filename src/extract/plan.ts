@@ -12,7 +12,8 @@ import { expertLayout, expertWeightShape } from '../arch/experts.js';
 import { modelConfig } from '../arch/config.js';
 import { peftWrapperPaths } from './moe.js';
 import { checkFixedRankFits, type RankPolicy } from '../lowrank/rank-policy.js';
-import { classifyTensor, isEmbeddingLike, type TargetSelection } from './targets.js';
+import { classifyTensor, isEmbeddingLike, type TargetSelection } from '../delta/targets.js';
+import type { PairRead } from '../delta/pair-loader.js';
 
 export type EmbeddingsMode = 'skip' | 'lora' | 'full';
 export const EMBEDDINGS_MODES: readonly EmbeddingsMode[] = ['skip', 'lora', 'full'];
@@ -239,6 +240,12 @@ export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions):
     warnings.push(`${count} tensor(s) are ${da} in model A but ${db} in model B; both are read as f32, so the difference includes the rounding of the lower precision`);
   }
   return { jobs, tied, vocabA, vocabB, skipped3d, notes, warnings };
+}
+
+/** What the pair reader reads for a job: Δ (and B where B is saved whole), or B alone without A. */
+export function pairReadOf(job: Job): PairRead {
+  const plan = job.plan;
+  return { name: job.name, onlyB: !job.a, keepB: plan.action === 'full' || (plan.action === 'compare' && plan.save) };
 }
 
 function checkRank(policy: RankPolicy, name: string, rows: number, cols: number, shape: readonly number[]): void {

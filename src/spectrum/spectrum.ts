@@ -6,15 +6,12 @@
 import type { LinalgBackend } from '../linalg/backend.js';
 import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
-import { openCheckpoint, pairTensors } from '../io/checkpoint.js';
-import type { TensorInfo, TensorSource } from '../io/types.js';
-import { expertLayout, expertWeightShape } from '../arch/experts.js';
-import { classifyTensor } from '../extract/targets.js';
-import type { ExpertLayout } from '../lora/expert-stack.js';
-import { isFloatDType } from '../tensor/dtype.js';
+import { assertFiniteSpectrum } from '../linalg/finite-spectrum.js';
+import { openCheckpoint } from '../io/checkpoint.js';
+import { expertDelta, planDeltaTensors, type ExpertDeltaTensor } from '../delta/pair-plan.js';
+import { changedTensors, streamDifferences, type ChangedTensor } from '../delta/pair-stream.js';
 import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModuleInfo } from '../lora/adapter.js';
-import { prefetch } from '../pipeline/prefetch.js';
-import { assertNoOverflow } from '../tensor/finite.js';
+import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { layerIndexOf, moduleTypeOf, naturalCompare } from '../lora/module-names.js';
 
@@ -61,15 +58,10 @@ export interface SpectrumResult {
   /** tensors the filter picked but that have no spectrum here, with why */
   skipped: Array<{ name: string; reason: string }>;
   /** checkpoint deltas: 1-D tensors (norms, biases) that differ; they have no spectrum, but a change worth seeing */
-  changed1d: ChangedVector[];
+  changed1d: ChangedTensor[];
+  /** checkpoint deltas: matrices that are no LoRA target (MoE routers, …) and differ, as extract reports them */
+  nonTargetDiffering?: ChangedTensor[];
   notes: string[];
-}
-
-export interface ChangedVector {
-  name: string;
-  shape: number[];
-  /** ‖b − a‖ / ‖a‖; null when a is all zeros */
-  relChange: number | null;
 }
 
 export interface SpectrumProgress {
@@ -128,20 +120,6 @@ export function summarizeSpectrum(allSigma: ArrayLike<number>, totalEnergy: numb
 function checkTop(top: number): number {
   if (!Number.isInteger(top) || top < 1) throw new Error(`spectrum: top must be an integer ≥ 1, got ${top}`);
   return top;
-}
-
-/** Refuses singular values that are NaN/∞ (from NaN or overflowed factors) before they reach a report or an adapter. */
-export function assertFiniteSpectrum(sigma: ArrayLike<number>, where: string): void {
-  for (let i = 0; i < sigma.length; i++) {
-    if (!Number.isFinite(sigma[i])) throw new Error(`${where}: the update has NaN or infinite values (corrupt or overflowed factors); exclude this module`);
-  }
-}
-
-/** scaling·B (with an EDoRA latent folded in: scaling·B·R), the left factor of Δ = B'·A. */
-export async function scaledLeftFactor(backend: LinalgBackend, m: LoraModule, scaling: number): Promise<Matrix> {
-  const left = m.latent ? await backend.gemm(m.B, m.latent) : { ...m.B, data: Float32Array.from(m.B.data) };
-  for (let i = 0; i < left.data.length; i++) left.data[i] *= scaling;
-  return left;
 }
 
 /** One update of an adapter: a plain module, or expert `expert` of an expert stack (named `<parameter>[e]`). */
@@ -207,170 +185,6 @@ export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts:
   }
 }
 
-/** The 2-D tensors `spectrum` and `edit` look at in a checkpoint by default: the linear weights of decoder layers (3-D expert tensors: isExpertStack). */
-export function isDecoderLinearWeight(name: string): boolean {
-  return layerIndexOf(name) !== null && name.endsWith('.weight');
-}
-
-/** A view of `src` listing only the tensors `keep` accepts (nothing is read). */
-export function filterSource(src: TensorSource, keep: (t: TensorInfo) => boolean): TensorSource {
-  const listed = src.list().filter(keep);
-  const names = new Set(listed.map((t) => t.name));
-  return {
-    path: src.path,
-    list: () => listed,
-    has: (name) => names.has(name),
-    info: (name) => src.info(name),
-    read: (name) => src.read(name),
-    close: () => src.close(),
-  };
-}
-
-export interface DeltaPlan {
-  /** 2-D tensors present in both checkpoints with the same shape, in natural name order */
-  pairs: Array<{ name: string; shape: [number, number] }>;
-  /** 3-D MoE expert tensors present in both with the same shape, with the experts the filter picked, in natural name order */
-  experts: ExpertDeltaTensor[];
-  /** 1-D float tensors present in both with the same shape (also in `skipped`: no spectrum, no LoRA) */
-  vectors: string[];
-  skipped: Array<{ name: string; reason: string }>;
-}
-
-/** A 3-D expert tensor ([experts, out, in] or [experts, in, out]) of a model pair, decomposed expert by expert. */
-export interface ExpertDeltaTensor {
-  name: string;
-  /** the tensor name without `.weight`: expert e is reported as `<parameter>[e]` */
-  parameter: string;
-  /** [experts, ·, ·] as stored */
-  stored: [number, number, number];
-  layout: ExpertLayout;
-  /** [out, in] of one expert's ΔW_e */
-  shape: [number, number];
-  /** the experts the filter picked, ascending */
-  experts: number[];
-}
-
-/** A weight tensor's module path: its name without `.weight`. */
-export function withoutWeightSuffix(name: string): string {
-  return name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
-}
-
-/** `<tensor without .weight>[e]` for each expert of a 3-D tensor: the names --include and the report use. */
-function expertEntryNames(t: TensorInfo): string[] {
-  return Array.from({ length: t.shape[0] }, (_, e) => `${withoutWeightSuffix(t.name)}[${e}]`);
-}
-
-/** A 3-D tensor under an `experts` module of a decoder layer, as extract recognises them (mlp.experts.gate_up_proj). */
-function isExpertStack(t: TensorInfo): boolean {
-  return t.shape.length === 3 && classifyTensor(t.name, t.shape).kind === 'experts';
-}
-
-/**
- * Which tensors of a model pair to decompose: the filter (default: decoder-layer weights and MoE
- * expert tensors), then 2-D pairs and 3-D expert tensors. `include` is tested against a 2-D
- * tensor's name and against each expert's name, `<parameter>[e]`; `config` (config.json) tells
- * the expert layout.
- */
-export function planDeltaTensors(a: TensorSource, b: TensorSource, include?: RegExp, config?: Record<string, unknown>): DeltaPlan {
-  const wanted = (t: TensorInfo) => {
-    if (!include) return isDecoderLinearWeight(t.name) || isExpertStack(t);
-    return isExpertStack(t) ? expertEntryNames(t).some((n) => include.test(n)) : include.test(t.name);
-  };
-  const { pairs, onlyInA, onlyInB } = pairTensors(filterSource(a, wanted), filterSource(b, wanted));
-  const skipped = [
-    ...onlyInA.map((name) => ({ name, reason: `only in ${a.path}` })),
-    ...onlyInB.map((name) => ({ name, reason: `only in ${b.path}` })),
-  ];
-  const kept: DeltaPlan['pairs'] = [];
-  const experts: ExpertDeltaTensor[] = [];
-  const vectors: string[] = [];
-  for (const p of pairs) {
-    if (p.a.shape.length === 1 && isFloatDType(p.a.dtype) && isFloatDType(p.b.dtype)) vectors.push(p.name);
-    if (p.a.shape.length === 2) kept.push({ name: p.name, shape: [p.a.shape[0], p.a.shape[1]] });
-    else if (isExpertStack(p.a)) {
-      // quantized expert blocks/scales (gpt-oss MXFP4) have the same names pattern but are no weights we can subtract
-      const nonFloat = [p.a.dtype, p.b.dtype].find((d) => !isFloatDType(d));
-      if (nonFloat) {
-        skipped.push({ name: p.name, reason: `${nonFloat}, not a float weight (dequantize the checkpoints first)` });
-        continue;
-      }
-      const [count, d1, d2] = p.a.shape;
-      const param = p.name.slice(p.name.lastIndexOf('.') + 1);
-      const layout = expertLayout(config, param, p.a.shape);
-      const picked = expertEntryNames(p.a).flatMap((n, e) => (!include || include.test(n) ? [e] : []));
-      experts.push({ name: p.name, parameter: withoutWeightSuffix(p.name), stored: [count, d1, d2], layout, shape: expertWeightShape(layout, p.a.shape), experts: picked });
-    } else skipped.push({ name: p.name, reason: `${p.a.shape.length}-D, not a linear weight or an MoE expert tensor` });
-  }
-  kept.sort((x, y) => naturalCompare(x.name, y.name));
-  experts.sort((x, y) => naturalCompare(x.name, y.name));
-  vectors.sort(naturalCompare);
-  return { pairs: kept, experts, vectors, skipped };
-}
-
-/**
- * Reads W_A and W_B of every item, one item ahead of the compute, and yields Δ = W_B − W_A with
- * ‖Δ‖²_F of each of its `blocks(item)` equal consecutive blocks (one per expert of a 3-D tensor)
- * summed in f64 from the exact differences.
- */
-export async function* streamDifferences<T extends { name: string }>(
-  a: TensorSource,
-  b: TensorSource,
-  items: readonly T[],
-  blocks: (item: T) => number,
-  depth: number,
-): AsyncGenerator<{ item: T; delta: Float32Array; energies: number[]; index: number }> {
-  const load = async (item: T) => ({ wa: await a.read(item.name), wb: await b.read(item.name) });
-  for await (const { item, value, index } of prefetch(items, load, depth)) {
-    const { wa, wb } = value;
-    const count = blocks(item);
-    const size = wb.length / count;
-    const energies: number[] = [];
-    for (let k = 0; k < count; k++) {
-      let total = 0;
-      for (let i = k * size; i < (k + 1) * size; i++) {
-        const d = wb[i] - wa[i];
-        total += d * d;
-        wb[i] = d; // reuse W_B's buffer for Δ: one less tensor-sized allocation per pair
-      }
-      // the reads refused NaN and ±Inf, so total (exact f64 differences) is finite even where
-      // storing a difference as f32 overflowed: that is looked for here
-      assertNoOverflow(wb, total, `${b.path}: tensor "${item.name}"`, k * size, (k + 1) * size);
-      energies.push(total);
-    }
-    yield { item, delta: wb, energies, index };
-  }
-}
-
-/** Expert e's ΔW_e (out × in) from the stored Δ of a 3-D tensor: a copy of slice e, transposed for the in-out layout. */
-export function expertDelta(delta: Float32Array, t: ExpertDeltaTensor, e: number): Matrix {
-  const [, d1, d2] = t.stored;
-  const slice = delta.subarray(e * d1 * d2, (e + 1) * d1 * d2);
-  if (t.layout === 'out-in') return { rows: d1, cols: d2, data: slice.slice() };
-  // stored [in, out]: element (i, o) goes to row o, column i
-  const data = new Float32Array(d1 * d2);
-  for (let i = 0; i < d1; i++) for (let o = 0; o < d2; o++) data[o * d1 + i] = slice[i * d2 + o];
-  return { rows: d2, cols: d1, data };
-}
-
-/**
- * The 1-D tensors of a pair that differ, with ‖b − a‖ / ‖a‖ (f64 sums); they are small (a norm
- * or bias is one row), so they are read after the matrices without prefetching.
- */
-async function changedVectors(a: TensorSource, b: TensorSource, names: readonly string[]): Promise<ChangedVector[]> {
-  const changed: ChangedVector[] = [];
-  for (const name of names) {
-    const [wa, wb] = [await a.read(name), await b.read(name)];
-    let diffSq = 0;
-    let baseSq = 0;
-    for (let i = 0; i < wa.length; i++) {
-      diffSq += (wb[i] - wa[i]) ** 2;
-      baseSq += wa[i] ** 2;
-    }
-    if (diffSq > 0) changed.push({ name, shape: a.info(name).shape, relChange: baseSq > 0 ? Math.sqrt(diffSq / baseSq) : null });
-  }
-  return changed;
-}
-
 /**
  * Top-k singular values of Δ = W_B − W_A for the linear weights of two checkpoints, streamed pair
  * by pair. A 3-D MoE expert tensor gives one entry per expert, `<tensor without .weight>[e]`, of
@@ -421,8 +235,8 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
         for (const e of stack.experts) await addEntry(`${stack.parameter}[${e}]`, expertDelta(delta, stack, e), energies[e]);
       }
       tensors.sort((x, y) => naturalCompare(x.name, y.name));
-      const changed1d = await changedVectors(a, b, plan.vectors);
-      const changedNames = new Set(changed1d.map((v) => v.name));
+      const changed = await changedTensors(a, b, plan.compared);
+      const changedNames = new Set(changed.map((v) => v.name));
       const skipped = plan.skipped.filter((t) => !changedNames.has(t.name));
       const notes = ['Singular values come from a randomized SVD (top-k, slightly low when the spectrum decays slowly); energy fractions divide by the exact ‖Δ‖²_F.'];
       if (plan.experts.length) {
@@ -435,7 +249,8 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
         thresholds: ENERGY_THRESHOLDS,
         tensors,
         skipped,
-        changed1d,
+        changed1d: changed.filter((t) => t.shape.length === 1),
+        nonTargetDiffering: changed.filter((t) => t.shape.length !== 1),
         notes,
       };
     } finally {

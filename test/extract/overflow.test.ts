@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
 import { TINY_LLAMA, llamaBase, llamaConfig, writePair, type Tensors } from '../helpers/extract.js';
 import { makeTempDir } from '../helpers/synthetic.js';
-import { subtractInPlace } from '../../src/extract/delta.js';
+import { subtractInPlace } from '../../src/delta/delta.js';
 import { extractLora } from '../../src/extract/index.js';
 import { getBackend } from '../../src/linalg/index.js';
 import { deltaSpectrum } from '../../src/spectrum/spectrum.js';

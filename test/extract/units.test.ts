@@ -1,11 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { classifyTensor } from '../../src/extract/targets.js';
+import { classifyTensor } from '../../src/delta/targets.js';
 import { checkFixedRankFits, chooseAdaptiveRank, residualFraction } from '../../src/lowrank/rank-policy.js';
 import { expertLayout } from '../../src/arch/experts.js';
 import { peftWrapperPaths } from '../../src/extract/moe.js';
 import { splitExpertFactors, stackExpertFactors } from '../../src/lora/expert-stack.js';
-import { subtractInPlace } from '../../src/extract/delta.js';
+import { subtractInPlace } from '../../src/delta/delta.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { product } from '../helpers/extract.js';
 import { decompose } from '../../src/lowrank/decompose.js';

@@ -1,6 +1,7 @@
 /**
- * Reading one planned tensor pair and forming Δ = B − A from it: the part of extraction that is
- * pure I/O and decoding. It runs on a worker thread (see pair-loader.ts) so that it overlaps the
+ * Reading one tensor pair and forming Δ = B − A from it: the pure I/O and decoding every pair
+ * command shares, and its finite-value guard (NaN/±Inf in either input, a difference that
+ * overflows f32) — the one check pairs get. It runs on a worker thread (see pair-loader.ts) so that it overlaps the
  * GEMMs of the previous pair, or inline where no worker can start; same code, same result.
  */
 import { RawTensorReader, where } from '../io/raw-read.js';

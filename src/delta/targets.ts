@@ -1,6 +1,7 @@
 /**
- * Which tensors of a checkpoint pair become LoRA modules, and as what. Everything else is only
- * compared, so that differences outside the adapter (norms, biases) can be reported.
+ * Which tensors of a checkpoint pair become LoRA modules, and as what: the one classifier extract,
+ * spectrum and edit share. Everything else is only compared, so that differences outside the
+ * adapter (norms, biases, MoE routers) can be reported.
  *
  * Module names follow the PEFT convention: the tensor name without `.weight`, and `target_modules`
  * entries match a module's last path component (`q_proj` matches every layer's q_proj).
@@ -63,7 +64,8 @@ export interface TargetSelection {
   exclude?: RegExp;
 }
 
-function stripWeight(name: string): string {
+/** A weight tensor's module path: its name without `.weight`. */
+export function withoutWeightSuffix(name: string): string {
   return name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
 }
 
@@ -78,13 +80,13 @@ export function isEmbeddingLike(name: string, shape: readonly number[]): boolean
 
 /** The role of one tensor, from its name and shape alone. */
 export function classifyTensor(name: string, shape: readonly number[], sel: TargetSelection = {}): TensorRole {
-  if (shape.length === 2 && EMBEDDING.test(name)) return { kind: 'embedding', module: stripWeight(name) };
-  if (shape.length === 2 && LM_HEAD.test(name)) return { kind: 'lm-head', module: stripWeight(name) };
+  if (shape.length === 2 && EMBEDDING.test(name)) return { kind: 'embedding', module: withoutWeightSuffix(name) };
+  if (shape.length === 2 && LM_HEAD.test(name)) return { kind: 'lm-head', module: withoutWeightSuffix(name) };
   if (sel.include && !sel.include.test(name)) return { kind: 'other' };
   if (sel.exclude?.test(name)) return { kind: 'other' };
   const inLayer = DECODER_LAYER.test(name);
   if (shape.length === 2 && name.endsWith('.weight')) {
-    const module = stripWeight(name);
+    const module = withoutWeightSuffix(name);
     const suffix = lastComponent(module);
     const wanted = sel.targetModules ? sel.targetModules.includes(suffix) : inLayer && DEFAULT_TARGET_MODULES.includes(suffix);
     return wanted ? { kind: 'linear', module } : { kind: 'other' };

@@ -1,7 +1,7 @@
 /**
- * Where extraction's tensor pairs are read: on a worker thread when one starts, so that reading,
- * decoding and forming Δ overlap the GEMMs (onnxruntime's run() keeps the main thread busy while
- * it computes), else inline on the main thread.
+ * Where the tensor pairs of two checkpoints are read (extract, spectrum, edit): on a worker thread
+ * when one starts, so that reading, decoding and forming Δ overlap the GEMMs (onnxruntime's run()
+ * keeps the main thread busy while it computes), else inline on the main thread.
  */
 import type { Worker } from 'node:worker_threads';
 import type { Checkpoint } from '../io/checkpoint.js';
@@ -10,22 +10,25 @@ import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
 import { arraysOf, PairReader, type LoadedPair, type PairRequest } from './load-pair.js';
 import type { PairRecycle } from './pair-worker.js';
-import type { Job } from './plan.js';
+
+/** One tensor of the pair, by its name (the same in both checkpoints). */
+export interface PairRead {
+  name: string;
+  /** only B's tensor is needed (default false): no Δ, B is returned, checked finite */
+  onlyB?: boolean;
+  /** B is needed afterwards as well as Δ (default false) */
+  keepB?: boolean;
+}
 
 export interface PairLoader {
-  load(job: Job): Promise<LoadedPair>;
+  load(read: PairRead): Promise<LoadedPair>;
   /** Hands a pair's arrays back for reuse; the caller must not touch them afterwards. */
   release(pair: LoadedPair): void;
   close(): Promise<void>;
 }
 
-function requestFor(job: Job, a: Checkpoint, b: Checkpoint): PairRequest {
-  const plan = job.plan;
-  return {
-    a: job.a ? a.locate(job.a.name) : undefined,
-    b: b.locate(job.b.name),
-    keepB: plan.action === 'full' || (plan.action === 'compare' && plan.save),
-  };
+function requestFor(read: PairRead, a: Checkpoint, b: Checkpoint): PairRequest {
+  return { a: read.onlyB ? undefined : a.locate(read.name), b: b.locate(read.name), keepB: read.keepB === true };
 }
 
 class InlineLoader implements PairLoader {
@@ -36,8 +39,8 @@ class InlineLoader implements PairLoader {
     private readonly b: Checkpoint,
   ) {}
 
-  async load(job: Job): Promise<LoadedPair> {
-    return this.reader.load(requestFor(job, this.a, this.b));
+  async load(read: PairRead): Promise<LoadedPair> {
+    return this.reader.load(requestFor(read, this.a, this.b));
   }
 
   release(pair: LoadedPair): void {
@@ -57,11 +60,11 @@ class WorkerLoader implements PairLoader {
     private readonly a: Checkpoint,
     private readonly b: Checkpoint,
   ) {
-    this.client = new WorkerClient(worker, 'the extraction reader thread');
+    this.client = new WorkerClient(worker, 'the model-pair reader thread');
   }
 
-  load(job: Job): Promise<LoadedPair> {
-    return this.client.request(requestFor(job, this.a, this.b));
+  load(read: PairRead): Promise<LoadedPair> {
+    return this.client.request(requestFor(read, this.a, this.b));
   }
 
   release(pair: LoadedPair): void {

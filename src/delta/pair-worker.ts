@@ -1,5 +1,5 @@
 /**
- * The extraction reader thread: reads and decodes tensor pairs and forms Δ while the main thread
+ * The model-pair reader thread: reads and decodes tensor pairs and forms Δ while the main thread
  * runs the GEMMs of the previous pair. Arrays travel by transfer (no copies) and come back as
  * recycle notices, so a few buffers serve the whole model.
  */

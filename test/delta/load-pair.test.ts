@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PairReader } from '../../src/extract/load-pair.js';
-import { startPairLoader } from '../../src/extract/pair-loader.js';
+import { PairReader } from '../../src/delta/load-pair.js';
+import { startPairLoader } from '../../src/delta/pair-loader.js';
 import { openCheckpoint, type Checkpoint } from '../../src/io/checkpoint.js';
 import { BufferPool } from '../../src/pipeline/buffer-pool.js';
 import { roundTo } from '../../src/tensor/dtype.js';
@@ -54,12 +54,8 @@ describe('PairReader', () => {
   });
 
   it('the reader thread and the inline loader hand out the same pairs, and errors cross the thread with their names', async () => {
-    const job = (name: string, action: 'lora' | 'full') => ({
-      name,
-      a: a.info(name),
-      b: b.info(name),
-      plan: action === 'lora' ? { action, module: name, kind: 'linear' as const } : { action, module: name },
-    });
+    // 'full' keeps B beside Δ, as extract asks for --embeddings full
+    const job = (name: string, action: 'lora' | 'full') => ({ name, keepB: action === 'full' });
     const threaded = await startPairLoader().open(a, b);
     const inline = await startPairLoader({ worker: false }).open(a, b);
     try {
