@@ -3,7 +3,6 @@
  * goes through here, so a truncated or hand-broken file is reported with its path — JSON.parse
  * alone says only "Unexpected end of JSON input".
  */
-import { readFile } from 'node:fs/promises';
 import { readInputText } from './inputs.js';
 import { withPath } from './os-error.js';
 
@@ -32,17 +31,6 @@ export async function readJsonFile(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readInputText(path);
-  } catch (err) {
-    throw withPath(err, path);
-  }
-  return parseJsonText(path, text);
-}
-
-/** readJsonFile for a file this run wrote itself (inside its temporary output): not an input. */
-export async function readOwnJsonFile(path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
   } catch (err) {
     throw withPath(err, path);
   }

@@ -14,11 +14,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLora } from '../../src/extract/index.js';
 import { editAdapter, editDelta } from '../../src/edit/edit.js';
 import { getBackend } from '../../src/linalg/index.js';
+import { createAdapterSink } from '../../src/lora/sink.js';
 import { createRng } from '../../src/linalg/random.js';
 import { openSafetensors, writeSafetensorsFile } from '../../src/io/safetensors.js';
 import type { LinalgBackend } from '../../src/linalg/backend.js';
@@ -177,6 +178,34 @@ describe('expert stacks: the files extract and edit write stay as before', () =>
     const out = join(root, 'edit-hand');
     await editAdapter(backend, { adapter, out, edit: { zero: [0] }, select: { layers: new Set([1]) } });
     assertSame(await written(out), EDIT_HAND.config, EDIT_HAND.header, EDIT_HAND.sha256);
+  });
+});
+
+describe('the adapter writer takes expert stacks itself', () => {
+  const GU = L(0, 'mlp.experts.gate_up_proj');
+  const DN = L(0, 'mlp.experts.down_proj');
+  const factors = (rows: number, cols: number) => ({ rows, cols, data: new Float32Array(rows * cols).fill(0.5) });
+
+  it('saves a stack where PEFT nests it (declared siblings count), and lists the siblings', async () => {
+    const dir = join(root, 'writer');
+    const sink = await createAdapterSink(dir, { format: 'peft', experts: { parameters: [DN, GU], source: 'planned', ggufRefusal: 'unused' } });
+    assert.equal(await sink.addExpertStack({ parameter: GU, count: E, A: factors(2 * E, H), B: factors(2 * I, 2 * E), alpha: 2 }), L(0, 'mlp.experts.base_layer'));
+    await assert.rejects(sink.addExpertStack({ parameter: L(1, 'mlp.experts.down_proj'), count: E, A: factors(E, I), B: factors(H, E), alpha: 1 }), /internal error.*was not declared/);
+    await sink.finish();
+    const config = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
+    assert.deepEqual([config.target_parameters, config.target_modules, config.r, config.lora_alpha], [[DN, GU], [], 2 * E, 2]);
+  });
+
+  it('a GGUF output (gguf or both) is refused with the command’s sentence before anything is written', async () => {
+    for (const format of ['gguf', 'both'] as const) {
+      const dir = join(root, `refused-${format}`);
+      await mkdir(dir);
+      await assert.rejects(
+        createAdapterSink(dir, { format, baseConfig: { model_type: 'qwen3_moe' }, experts: { parameters: [GU], source: 'planned', ggufRefusal: 'stacks cannot go to GGUF' } }),
+        { message: 'stacks cannot go to GGUF' },
+      );
+      assert.deepEqual(await readdir(dir), []);
+    }
   });
 });
 
