@@ -3,14 +3,9 @@
  * (E, out, in), used with F.linear (transformers' default), or (E, in, out), used as x @ W by
  * the families whose expert modules set is_transposed (see families.ts).
  */
-import type { ExpertLayout } from '../lora/expert-stack.js';
+import { isDownProjection, type ExpertLayout } from '../lora/expert-stack.js';
 import { modelConfig, type RawConfig } from './config.js';
 import { familyExpertLayout } from './index.js';
-
-/** Whether an expert parameter is the down projection (writes the hidden state). */
-export function isDownProjection(param: string): boolean {
-  return param.startsWith('down') || param === 'w2';
-}
 
 /**
  * How a 3-D expert tensor is laid out. The family decides; when config.json gives the hidden

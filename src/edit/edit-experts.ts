@@ -12,25 +12,13 @@
 import type { LinalgBackend } from '../linalg/backend.js';
 import { productSvd } from '../linalg/product-svd.js';
 import type { Svd } from '../linalg/svd-small.js';
-import { atomicWriteFile } from '../io/atomic.js';
-import { moduleSuffix, patternKey, type LoraExpertsModule, type PeftConfig } from '../lora/adapter.js';
+import type { LoraExpertsModule } from '../lora/adapter.js';
 import type { LowRank } from '../lowrank/low-rank.js';
 import { stackExpertFactors } from '../lora/expert-stack.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { editComponents, editedScaling, factorsForComponents, type SigmaEdit } from './sigma-edit.js';
 import { assertFiniteSpectrum } from '../linalg/finite-spectrum.js';
 import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
-import { readOwnJsonFile } from '../io/json-file.js';
-
-/** What one written update contributes to adapter_config.json. */
-export interface WrittenUpdate {
-  /** a plain module's path, or an expert stack's parameter path (what PEFT matches patterns against) */
-  path: string;
-  expertStack: boolean;
-  /** rank (per expert for a stack) */
-  rank: number;
-  alpha: number;
-}
 
 export interface EditedExpertStack {
   /** PEFT's stacked factors: (r'·E) × in and out × (r'·E) */
@@ -82,40 +70,4 @@ export function editExpertSvds(
   const factors: LowRank[] = edited.map((x) => factorsForComponents(x.svd, x.sigmaAfter, x.kept, scaling));
   const { A, B } = stackExpertFactors(factors, rank);
   return { A, B, rank, experts: edited.map((x) => ({ name: x.name, sigmaBefore: x.svd.S, sigmaAfter: x.sigmaAfter })) };
-}
-
-/**
- * The PEFT writer sees a stack as a plain module of rank r'·E under its wrapper path; this rewrites
- * the adapter_config.json it wrote into one PEFT loads with ParamWrapper: r / lora_alpha become the
- * most common pair over all updates (ties: the first in `written`), every update that differs
- * gets rank_pattern / alpha_pattern entries keyed by its path (a stack's parameter path, as PEFT
- * matches them), and target_modules lists the plain modules only. target_parameters is the
- * input's, carried through untouched: the keys are the input's too, so PEFT nests the wrappers
- * exactly as before.
- */
-export async function restoreExpertConfig(configPath: string, written: readonly WrittenUpdate[]): Promise<void> {
-  const config = (await readOwnJsonFile(configPath)) as PeftConfig;
-  const counts = new Map<string, { rank: number; alpha: number; n: number }>();
-  for (const { rank, alpha } of written) {
-    const entry = counts.get(`${rank}/${alpha}`) ?? { rank, alpha, n: 0 };
-    entry.n++;
-    counts.set(`${rank}/${alpha}`, entry);
-  }
-  let common = { rank: config.r, alpha: config.lora_alpha, n: 0 };
-  for (const entry of counts.values()) if (entry.n > common.n) common = entry;
-  const rankPattern: Record<string, number> = {};
-  const alphaPattern: Record<string, number> = {};
-  for (const u of written) {
-    if (u.rank !== common.rank) rankPattern[patternKey(u.path)] = u.rank;
-    if (u.alpha !== common.alpha) alphaPattern[patternKey(u.path)] = u.alpha;
-  }
-  const restored: PeftConfig = {
-    ...config,
-    r: common.rank,
-    lora_alpha: common.alpha,
-    target_modules: [...new Set(written.filter((u) => !u.expertStack).map((u) => moduleSuffix(u.path)))].sort(),
-    rank_pattern: rankPattern,
-    alpha_pattern: alphaPattern,
-  };
-  await atomicWriteFile(configPath, JSON.stringify(restored, null, 2) + '\n');
 }

@@ -37,10 +37,9 @@ import { openSafetensors } from '../io/safetensors.js';
 import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { isFloatDType } from '../tensor/dtype.js';
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
-import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
-import { parentPath, peftWrapperPaths, rewriteConfigForExperts, type ExpertParameterEntry } from '../extract/moe.js';
-import { editExpertStack, editExpertSvds, restoreExpertConfig, type WrittenUpdate } from './edit-experts.js';
+import { ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { createAdapterSink, type AdapterFormat, type AdapterSink, type AdapterSinkOptions } from '../lora/sink.js';
+import { editExpertStack, editExpertSvds } from './edit-experts.js';
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
 import { isSelected, type ModuleSelector } from './selectors.js';
 import { naturalCompare } from '../lora/module-names.js';
@@ -168,23 +167,18 @@ async function dominantDType(weightsPath: string): Promise<FloatDType> {
   }
 }
 
-/**
- * Writes into a temporary sibling of `out` and moves it into place only when everything succeeded.
- * `finalize` runs on the temporary folder after the sink has finished.
- */
+/** Writes into a temporary sibling of `out` and moves it into place only when everything succeeded. */
 async function withAdapterOutput<T>(
   out: string,
   inputs: string[],
   overwrite: boolean,
   makeSink: (dir: string) => Promise<AdapterSink>,
   body: (sink: AdapterSink) => Promise<T>,
-  finalize?: (dir: string) => Promise<void>,
 ): Promise<T> {
   assertNotInput(out, inputs);
-  return withAtomicSink(out, { overwrite }, makeSink, async (sink, tmpPath) => {
+  return withAtomicSink(out, { overwrite }, makeSink, async (sink) => {
     const result = await body(sink);
-      await sink.finish();
-    await finalize?.(tmpPath);
+    await sink.finish();
     return result;
   });
 }
@@ -223,42 +217,36 @@ interface AdapterEditContext {
 }
 
 /** One plain module, edited or copied. */
-async function writeModule(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<{ report: ModuleEditReport; written: WrittenUpdate }> {
+async function writeModule(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<ModuleEditReport> {
   const noise = drawNoise(ctx.rng, componentsOf(info));
   const m = await ctx.adapter.load(info.name);
   if (!selected) {
     await ctx.sink.addModule(m);
-    return {
-      report: { name: info.name, edited: false, rankBefore: info.rank, rankAfter: info.rank },
-      written: { path: info.name, expertStack: false, rank: info.rank, alpha: info.alpha },
-    };
+    return { name: info.name, edited: false, rankBefore: info.rank, rankAfter: info.rank };
   }
   const svd = await productSvd(ctx.backend, await scaledLeftFactor(ctx.backend, m, info.scaling), m.A);
   assertFiniteSpectrum(svd.S, `${ctx.adapter.dir}: module "${info.name}"`);
   const r = refactorEdited(svd, ctx.edit, info.alpha, ctx.useRslora, noise);
   await ctx.sink.addModule({ name: m.name, kind: m.kind, A: r.A, B: r.B, alpha: info.alpha });
-  return {
-    report: { name: info.name, edited: true, rankBefore: info.rank, rankAfter: r.rank, sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) },
-    written: { path: info.name, expertStack: false, rank: r.rank, alpha: info.alpha },
-  };
+  return { name: info.name, edited: true, rankBefore: info.rank, rankAfter: r.rank, sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) };
 }
 
 /**
- * One expert stack, edited expert by expert or copied, written under its own key; reported as one
- * row per expert (`<parameter>[e]`, ranks per expert).
+ * One expert stack, edited expert by expert or copied, written under its own key (the writer nests
+ * it by the input's target_parameters, as the input was); reported as one row per expert
+ * (`<parameter>[e]`, ranks per expert).
  */
-async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<{ reports: ModuleEditReport[]; written: WrittenUpdate }> {
+async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<ModuleEditReport[]> {
   const { parameter, count, rank } = info.experts!;
   const noise = Array.from({ length: count }, () => drawNoise(ctx.rng, componentsOf(info)));
   if (!selected) {
     const stack = await ctx.adapter.loadExpertStack(info.name);
-    await ctx.sink.addModule({ name: info.name, kind: 'linear', A: stack.A, B: stack.B, alpha: info.alpha });
-    const reports = Array.from({ length: count }, (_, e) => ({ name: `${parameter}[${e}]`, edited: false, rankBefore: rank, rankAfter: rank }));
-    return { reports, written: { path: parameter, expertStack: true, rank, alpha: info.alpha } };
+    await ctx.sink.addExpertStack({ parameter, count, A: stack.A, B: stack.B, alpha: info.alpha });
+    return Array.from({ length: count }, (_, e) => ({ name: `${parameter}[${e}]`, edited: false, rankBefore: rank, rankAfter: rank }));
   }
   const r = await editExpertStack(ctx.backend, await ctx.adapter.loadExperts(info.name), ctx.edit, ctx.useRslora, noise, ctx.adapter.dir);
-  await ctx.sink.addModule({ name: info.name, kind: 'linear', A: r.A, B: r.B, alpha: info.alpha });
-  const reports = r.experts.map((x) => ({
+  await ctx.sink.addExpertStack({ parameter, count, A: r.A, B: r.B, alpha: info.alpha });
+  return r.experts.map((x) => ({
     name: x.name,
     edited: true,
     rankBefore: rank,
@@ -266,7 +254,6 @@ async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, s
     sigmaBefore: Array.from(x.sigmaBefore),
     sigmaAfter: Array.from(x.sigmaAfter),
   }));
-  return { reports, written: { path: parameter, expertStack: true, rank: r.rank, alpha: info.alpha } };
 }
 
 /**
@@ -293,12 +280,6 @@ async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions
       );
     }
     const stack = infos.find((m) => m.experts);
-    if (stack && format !== 'peft') {
-      throw new Error(
-        `${opts.adapter}: module "${stack.name}" holds the MoE expert stack "${stack.experts!.parameter}" (PEFT target_parameters), which cannot be written ` +
-          'to a GGUF LoRA yet: pass --format peft',
-      );
-    }
     checkIndices(opts.edit, selected.map(componentsOf), opts.adapter);
     const dtype = opts.dtype ?? (await dominantDType(join(opts.adapter, ADAPTER_WEIGHTS_FILE)));
     const rng = opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined;
@@ -313,30 +294,27 @@ async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions
         useRslora,
         useDora: hasDora,
         extraConfig: adapter.config,
+        experts: stack && {
+          parameters: adapter.config.target_parameters ?? [],
+          source: 'carried',
+          ggufRefusal:
+            `${opts.adapter}: module "${stack.name}" holds the MoE expert stack "${stack.experts!.parameter}" (PEFT target_parameters), which cannot be written ` +
+            'to a GGUF LoRA yet: pass --format peft',
+        },
       });
-    const written: WrittenUpdate[] = [];
-    // the PEFT writer listed each stack as a plain module of rank r'·E; give its config back the target_parameters form
-    const finalize = stack ? (dir: string) => restoreExpertConfig(join(dir, ADAPTER_CONFIG_FILE), written) : undefined;
     const write = async (sink: AdapterSink) => {
       const ctx: AdapterEditContext = { backend, adapter, edit: opts.edit, useRslora, rng, sink };
       const reports: ModuleEditReport[] = [];
       for (const [index, info] of infos.entries()) {
         const picked = isSelected(select, editKey(info));
-        if (info.experts) {
-          const done = await writeExpertStack(ctx, info, picked);
-          reports.push(...done.reports);
-          written.push(done.written);
-        } else {
-          const done = await writeModule(ctx, info, picked);
-          reports.push(done.report);
-          written.push(done.written);
-        }
+        if (info.experts) reports.push(...(await writeExpertStack(ctx, info, picked)));
+        else reports.push(await writeModule(ctx, info, picked));
         opts.onModule?.({ index, total: infos.length, name: editKey(info) });
       }
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       return summarize(opts.out, format, dtype, reports, adapter.fullTensors.length);
     };
-    return await withAdapterOutput(opts.out, [opts.adapter], opts.overwrite ?? false, makeSink, write, finalize);
+    return await withAdapterOutput(opts.out, [opts.adapter], opts.overwrite ?? false, makeSink, write);
   } finally {
     await adapter.close();
   }
@@ -344,19 +322,18 @@ async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions
 
 /**
  * One 3-D expert tensor of a model pair as a PEFT expert stack: every expert's ΔW_e is extracted
- * at `rank` (randomized SVD), edited when the stack is selected, and stacked under the stack's
- * wrapper path, as an adapter's stack is (editExpertSvds).
+ * at `rank` (randomized SVD), edited when the stack is selected, and stacked as an adapter's stack
+ * is (editExpertSvds).
  */
 async function writePairExpertStack(
   backend: LinalgBackend,
   sink: AdapterSink,
   stack: ExpertDeltaTensor,
   delta: Float32Array,
-  wrapper: string,
   opts: EditDeltaOptions,
   rng: Rng | undefined,
   edited: boolean,
-): Promise<{ reports: ModuleEditReport[]; entry: ExpertParameterEntry }> {
+): Promise<ModuleEditReport[]> {
   const count = componentCount(opts.rank, stack.shape[0], stack.shape[1]);
   const alpha = opts.rank;
   const experts: Array<{ name: string; svd: Svd }> = [];
@@ -366,15 +343,14 @@ async function writePairExpertStack(
     experts.push({ name: `${stack.parameter}[${e}]`, svd: await deltaSvd(backend, expertDelta(delta, stack, e), opts, stack.name, stack.stored, e) });
   }
   const r = editExpertSvds(experts, edited ? opts.edit : {}, alpha, false, noise);
-  await sink.addModule({ name: wrapper, kind: 'linear', A: r.A, B: r.B, alpha });
-  const reports = r.experts.map((x) => ({
+  await sink.addExpertStack({ parameter: stack.parameter, count: stack.stored[0], A: r.A, B: r.B, alpha });
+  return r.experts.map((x) => ({
     name: x.name,
     edited,
     rankBefore: count,
     rankAfter: r.rank,
     ...(edited ? { sigmaBefore: Array.from(x.sigmaBefore), sigmaAfter: Array.from(x.sigmaAfter) } : {}),
   }));
-  return { reports, entry: { parameter: stack.parameter, wrapper, rank: r.rank, alpha } };
 }
 
 /**
@@ -400,12 +376,6 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
       if (plan.pairs.length === 0 && plan.experts.length === 0) {
         throw new Error(`${opts.modelA} and ${opts.modelB}: no 2-D tensors or MoE expert tensors in both checkpoints match the filter; pass --include REGEX to choose tensors`);
       }
-      if (plan.experts.length && format !== 'peft') {
-        throw new Error(
-          `${opts.modelB}: "${plan.experts[0].name}" is a 3-D MoE expert tensor, which edit writes as a PEFT expert stack (target_parameters) and cannot write ` +
-            'to a GGUF LoRA yet: pass --format peft, or --include a filter that leaves the expert tensors out',
-        );
-      }
       // one stream over both kinds in name order, as spectrum reads them; it is also the --perturb order
       type Job = { name: string; stack?: ExpertDeltaTensor };
       const jobs: Job[] = [...plan.pairs.map((p) => ({ name: p.name })), ...plan.experts.map((t) => ({ name: t.name, stack: t }))].sort((x, y) =>
@@ -420,14 +390,16 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
       const dtype = opts.dtype ?? (isFloatDType(firstDType) ? firstDType : 'F32');
       const rng = opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined;
       const alpha = opts.rank;
-      const wrappers = peftWrapperPaths(plan.experts.map((t) => ({ module: parentPath(t.parameter), param: t.parameter.slice(t.parameter.lastIndexOf('.') + 1) })));
-      const entries: ExpertParameterEntry[] = [];
-      const linear: string[] = [];
-      const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: baseModelNameOrPath(a), baseConfig: opts.baseConfig ?? a.config });
-      // the PEFT writer lists each stack as a plain module of rank r'·E; give the config the target_parameters form
-      const finalize = plan.experts.length
-        ? (dir: string) => rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear, plan.experts.map((t) => t.parameter))
+      const experts: AdapterSinkOptions['experts'] = plan.experts.length
+        ? {
+            parameters: plan.experts.map((t) => t.parameter),
+            source: 'planned',
+            ggufRefusal:
+              `${opts.modelB}: "${plan.experts[0].name}" is a 3-D MoE expert tensor, which edit writes as a PEFT expert stack (target_parameters) and cannot write ` +
+              'to a GGUF LoRA yet: pass --format peft, or --include a filter that leaves the expert tensors out',
+          }
         : undefined;
+      const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: baseModelNameOrPath(a), baseConfig: opts.baseConfig ?? a.config, experts });
       const write = async (sink: AdapterSink) => {
         const reports: ModuleEditReport[] = [];
         const identical: string[] = [];
@@ -445,9 +417,7 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
             continue;
           }
           if (stack) {
-            const done = await writePairExpertStack(backend, sink, stack, delta, wrappers.get(stack.parameter)!, opts, rng, isSelected(select, stack.parameter));
-            reports.push(...done.reports);
-            entries.push(done.entry);
+            reports.push(...(await writePairExpertStack(backend, sink, stack, delta, opts, rng, isSelected(select, stack.parameter))));
             opts.onModule?.({ index, total: jobs.length, name: stack.parameter });
             continue;
           }
@@ -460,7 +430,6 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
           const edited = isSelected(select, path);
           const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);
           await sink.addModule({ name: path, kind: 'linear', A: r.A, B: r.B, alpha });
-          linear.push(path);
           reports.push({
             name: path,
             edited,
@@ -478,7 +447,7 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
         const skipped = plan.skipped.filter((t) => !changedNames.has(t.name));
         return summarize(opts.out, format, dtype, reports, 0, skipped, identical, changed);
       };
-      return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, write, finalize);
+      return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, write);
     } finally {
       await b.close();
     }

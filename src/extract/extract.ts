@@ -10,14 +10,12 @@ import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
-import { ADAPTER_CONFIG_FILE } from '../lora/adapter.js';
-import { createAdapterSink, type AdapterFormat, type AdapterSink } from '../lora/sink.js';
+import { createAdapterSink, type AdapterFormat, type AdapterSink, type AdapterSinkOptions } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { handleJob, type JobOutcome } from './handlers.js';
 import { startPairLoader, type PairLoader } from '../delta/pair-loader.js';
-import { rewriteConfigForExperts, type ExpertParameterEntry } from './moe.js';
-import { pairReadOf, planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
+import { listSome, pairReadOf, planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
 import { tensorSeed } from '../lowrank/decompose.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
@@ -130,6 +128,7 @@ async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
         baseConfig: a.config,
         // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
         extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
+        experts: plannedExperts(plan),
       });
     return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
       const loader = await loading.open(a, b);
@@ -137,11 +136,10 @@ async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
       try {
         report = await runPlan({ opts, plan, loader, backend, sink, dtype, seed, policy, format, embeddings, started });
       } finally {
-      await loader.close();
-    }
+        await loader.close();
+      }
       if (!report.tensors.length) throw new Error(nothingToExtract(report));
       await sink.finish();
-      await finishPeftConfig(tmpPath, report, format, plan);
       report.totals.seconds = (performance.now() - started) / 1000;
       await atomicWriteFile(join(tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
       return report;
@@ -166,14 +164,12 @@ function nothingToExtract(r: ExtractReport): string {
   return `no target tensor differs between ${what} (${compared}); only ${d.length} tensor(s) outside the LoRA differ (${d[0].name}${d.length > 1 ? ', …' : ''}): ${how}`;
 }
 
-/** Expert stacks were written as plain modules; their config entries become target_parameters. */
-async function finishPeftConfig(dir: string, report: ExtractReport, format: AdapterFormat, plan: ExtractionPlan): Promise<void> {
-  const experts = report.tensors.filter((t) => t.kind === 'experts');
-  if (!experts.length || format === 'gguf') return;
-  const entries: ExpertParameterEntry[] = experts.map((t) => ({ parameter: t.experts!.parameter, wrapper: t.module, rank: t.rank, alpha: t.alpha }));
-  const linear = report.tensors.filter((t) => t.kind !== 'experts').map((t) => t.module);
-  const planned = plan.jobs.flatMap((j) => (j.plan.action === 'experts' ? [`${j.plan.module}.${j.plan.param}`] : []));
-  await rewriteConfigForExperts(join(dir, ADAPTER_CONFIG_FILE), entries, linear, planned);
+/** The 3-D expert tensors planned, which the adapter writer nests before knowing which change. */
+function plannedExperts(plan: ExtractionPlan): AdapterSinkOptions['experts'] {
+  const parameters = plan.jobs.flatMap((j) => (j.plan.action === 'experts' ? [`${j.plan.module}.${j.plan.param}`] : []));
+  if (!parameters.length) return undefined;
+  const ggufRefusal = `3-D expert tensors (${listSome(parameters)}) cannot be written to a GGUF LoRA yet: pass --format peft, or --skip-3d to leave them out`;
+  return { parameters, source: 'planned', ggufRefusal };
 }
 
 /**

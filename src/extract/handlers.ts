@@ -120,7 +120,7 @@ async function handleLora(ctx: HandlerContext, input: JobInput, module: string, 
 async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobOutcome> {
   const { job } = input;
   if (job.plan.action !== 'experts') throw new Error(`internal error: ${job.name} was planned as an expert stack but is not one; please report it`);
-  const { wrapper, layout, module, param } = job.plan;
+  const { layout, module, param } = job.plan;
   const [count, d1, d2] = job.b.shape;
   const { delta, stats } = deltaOf(input);
   if (stats.identical) return { identical: true, params: 0 };
@@ -156,7 +156,7 @@ async function handleExperts(ctx: HandlerContext, input: JobInput): Promise<JobO
     residual += err * err * norms[e];
   }
   const stacked = stackExpertFactors(factors, rank);
-  await ctx.sink.addModule({ name: wrapper, kind: 'linear', A: stacked.A, B: stacked.B, alpha });
+  const wrapper = await ctx.sink.addExpertStack({ parameter: `${module}.${param}`, count, A: stacked.A, B: stacked.B, alpha });
   const relError = Math.sqrt(residual / stats.frobSq);
   return {
     params: factorParams(stacked),

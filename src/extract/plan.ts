@@ -10,7 +10,6 @@ import { isFloatDType } from '../tensor/dtype.js';
 import type { ExpertLayout } from '../lora/expert-stack.js';
 import { expertLayout, expertWeightShape } from '../arch/experts.js';
 import { modelConfig } from '../arch/config.js';
-import { peftWrapperPaths } from './moe.js';
 import { checkFixedRankFits, type RankPolicy } from '../lowrank/rank-policy.js';
 import { classifyTensor, isEmbeddingLike, type TargetSelection } from '../delta/targets.js';
 import type { PairRead } from '../delta/pair-loader.js';
@@ -22,7 +21,7 @@ export type JobAction =
   /** a 2-D LoRA (linear, or PEFT's embedding LoRA for input embeddings) */
   | { action: 'lora'; module: string; kind: 'linear' | 'embedding' }
   /** one LoRA per expert slice of a 3-D tensor, saved PEFT's target_parameters way */
-  | { action: 'experts'; module: string; param: string; wrapper: string; layout: ExpertLayout }
+  | { action: 'experts'; module: string; param: string; layout: ExpertLayout }
   /** --embeddings full: B's tensor saved whole (modules_to_save) when it differs */
   | { action: 'full'; module: string }
   /** not a target: compared, reported when it differs, saved whole when `save` */
@@ -62,7 +61,7 @@ const QUANTIZED_DTYPE = /^(F8_|I8$|U8$|I4$|U4$)/;
 const HEAD = /(?:^|\.)(?:lm_head|embed_out)\.weight$/;
 const MAX_LISTED = 5;
 
-function listSome(names: readonly string[]): string {
+export function listSome(names: readonly string[]): string {
   const shown = names.slice(0, MAX_LISTED).map((n) => `"${n}"`).join(', ');
   return names.length > MAX_LISTED ? `${shown} and ${names.length - MAX_LISTED} more` : shown;
 }
@@ -173,7 +172,6 @@ export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions):
   const dtypePairs = new Map<string, number>();
   const jobs: Job[] = [];
   const skipped3d: string[] = [];
-  const experts: Array<{ module: string; param: string }> = [];
   const targetModules = new Set<string>();
   for (const ta of a.list()) {
     if (ignored.has(ta.name) || unreadable.has(ta.name)) continue;
@@ -207,15 +205,12 @@ export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions):
       const layout = expertLayout(a.config, role.param, ta.shape);
       const [out, inF] = expertWeightShape(layout, ta.shape);
       checkRank(opts.policy, ta.name, out, inF, ta.shape);
-      experts.push({ module: role.module, param: role.param });
-      jobs.push(job({ action: 'experts', module: role.module, param: role.param, wrapper: '', layout }));
+      jobs.push(job({ action: 'experts', module: role.module, param: role.param, layout }));
     } else {
       jobs.push(job({ action: 'compare', save: opts.saveModules }));
     }
   }
 
-  const wrappers = peftWrapperPaths(experts);
-  for (const j of jobs) if (j.plan.action === 'experts') j.plan.wrapper = wrappers.get(j.name)!;
   // A target module's bias cannot be a separate modules_to_save entry: PEFT would wrap the
   // module twice. (PEFT's lora_bias would be the place; it is not written yet.)
   for (const j of jobs) {
@@ -224,11 +219,6 @@ export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions):
     }
   }
 
-  if (experts.length && opts.format !== 'peft') {
-    throw new Error(
-      `3-D expert tensors (${listSome(experts.map((e) => `${e.module}.${e.param}`))}) cannot be written to a GGUF LoRA yet: pass --format peft, or --skip-3d to leave them out`,
-    );
-  }
   if (!jobs.some((j) => j.plan.action !== 'compare')) {
     throw new Error(
       `no tensor of ${a.path} is an extraction target (targets: ${opts.selection.targetModules?.join(', ') ?? 'the linear weights of the decoder layers'}` +

@@ -3,9 +3,7 @@
  * goes through here, so a truncated or hand-broken file is reported with its path — JSON.parse
  * alone says only "Unexpected end of JSON input".
  */
-import { readFile } from 'node:fs/promises';
 import { readInputText } from './inputs.js';
-import { withPath } from './os-error.js';
 
 /** Thrown when a file is readable but is not JSON; `path` names the file. */
 export class JsonFileError extends Error {
@@ -30,17 +28,6 @@ export function parseJsonText(path: string, text: string): unknown {
  */
 export async function readJsonFile(path: string): Promise<unknown> {
   return parseJsonText(path, await readInputText(path));
-}
-
-/** readJsonFile for a file this run wrote itself (inside its temporary output): not an input. */
-export async function readOwnJsonFile(path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw withPath(err, path);
-  }
-  return parseJsonText(path, text);
 }
 
 /** readJsonFile, or undefined when there is no such file (or a path component is not a folder). */

@@ -17,7 +17,7 @@ import type { FloatDType, TensorInfo } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { openSafetensors, createSafetensorsSink, type SafetensorsFile, type SafetensorsSink } from '../io/safetensors.js';
 import { atomicWriteFile } from '../io/atomic.js';
-import { splitExpertFactors, type ExpertLayout } from './expert-stack.js';
+import { BASE_LAYER, declarationOrder, isDownProjection, parametersTargetedOn, splitExpertFactors, wrapperPath, type ExpertLayout } from './expert-stack.js';
 import { readJsonFile } from '../io/json-file.js';
 import { noteInput } from '../io/inputs.js';
 
@@ -370,16 +370,14 @@ function groupAdapterKeys(file: SafetensorsFile): { keys: Map<string, ModuleKeys
 // Expert stacks: LoRA on parameters (target_parameters, PEFT lora.ParamWrapper)
 //
 // PEFT wraps the module holding each targeted parameter in a ParamWrapper; several targeted
-// parameters of one module nest, the first the module declares innermost, so the factors of the
-// k-th-from-last are saved under `<module>` + k × `.base_layer`. For a 3-D parameter with E experts
+// parameters of one module nest (expert-stack.ts: the first-declared one innermost, under
+// `<module>.base_layer`, for two). For a 3-D parameter with E experts
 // and rank r, lora_A is (r·E) × in and lora_B out × (r·E), and expert e's ΔW (out × in) is
 // scaling · Σ_j B[:, j·E + e] · A[e·r + j, :] (A read as [E, r, in], B as [out, r, E]); in and out
 // are the expert's real input and output whichever way the base tensor stores it (PEFT ≥ 0.19.1;
 // 0.17–0.18 assumed (E, in, out) for every 3-D parameter). rank_pattern / alpha_pattern are matched
 // against the parameter's path, and the scale is alpha / r (or alpha / √r), r per expert.
 // ---------------------------------------------------------------------------------------------
-
-const BASE_LAYER = '.base_layer';
 
 function targetParameters(configPath: string, config: PeftConfig): string[] {
   const t = config.target_parameters;
@@ -396,37 +394,20 @@ function matchesTargetModules(targets: PeftConfig['target_modules'], module: str
   return (targets ?? []).some((t) => module === t || module.endsWith(`.${t}`));
 }
 
-/** Names of the parameters of `module` that target_parameters selects (PEFT: `<module>.<param>` equals or ends with an entry). */
-function parametersTargetedOn(module: string, targets: readonly string[]): string[] {
-  const params: string[] = [];
-  for (const t of targets) {
-    const param = t.slice(t.lastIndexOf('.') + 1);
-    const key = `${module}.${param}`;
-    if ((key === t || key.endsWith(`.${t}`)) && !params.includes(param)) params.push(param);
-  }
-  return params;
-}
-
-function isDownProjection(param: string): boolean {
-  return param.startsWith('down') || param === 'w2';
-}
-
 /**
- * The targeted parameters of one module, innermost wrapper first. PEFT nests them in the order the
- * model declares them, which the adapter does not record; transformers' expert modules declare
- * the gate/up projection before the down projection, and that is the one order assumed here.
+ * The targeted parameters of one module, innermost wrapper first (declarationOrder), refused where
+ * that order is not known: loraforge knows it for one gate/up and one down projection only.
  */
 function nestingOrder(path: string, module: string, params: string[]): string[] {
   if (params.length === 1) return params;
   const down = params.filter(isDownProjection);
-  const other = params.filter((p) => !isDownProjection(p));
-  if (down.length > 1 || other.length > 1) {
+  if (down.length > 1 || params.length - down.length > 1) {
     throw new Error(
       `${path}: target_parameters selects ${params.join(', ')} of module "${module}"; PEFT nests their LoRA wrappers in the order the model ` +
         'declares those parameters, which the adapter does not record (loraforge knows it only for one gate/up and one down projection)',
     );
   }
-  return [...other, ...down];
+  return declarationOrder(params);
 }
 
 /**
@@ -607,6 +588,40 @@ export interface PeftWriterOptions {
   useRslora?: boolean;
   /** Extra fields for adapter_config.json (they never override the ones loraforge computes). */
   extraConfig?: Record<string, unknown>;
+  /** The parameters that may get expert stacks; without them addExpertStack refuses. */
+  experts?: ExpertTargets;
+}
+
+/**
+ * The parameters a run may write expert stacks for, known before the first one: they decide where
+ * each stack is saved (the nesting, expert-stack.ts), before it is known which of them will change.
+ */
+export interface ExpertTargets {
+  /** target_parameters entries as PEFT matches them: parameter paths, or suffixes of paths */
+  parameters: readonly string[];
+  /**
+   * 'planned' (extract, edit of a model pair): `parameters` are the full paths of the expert tensors
+   * planned. target_parameters lists those of modules that got a stack, sorted: a module's unchanged
+   * parameters stay listed, because its stacks were nested counting them (PEFT wraps them too, with
+   * zero factors: a missing-keys warning, no effect); a module with no stack is left out.
+   * 'carried' (edit of an adapter): `parameters` are the input adapter's target_parameters, and the
+   * config keeps them as they were (from extraConfig), so PEFT nests the wrappers as before.
+   */
+  source: 'planned' | 'carried';
+}
+
+/** An expert stack to write: a targeted parameter's LoRA in PEFT's stacked layout (stackExpertFactors). */
+export interface ExpertStackUpdate {
+  /** the base tensor's name, e.g. `model.layers.0.mlp.experts.gate_up_proj` */
+  parameter: string;
+  /** experts E */
+  count: number;
+  /** (r·E) × in */
+  A: Matrix;
+  /** out × (r·E) */
+  B: Matrix;
+  /** PEFT's alpha for the parameter: every expert's scale is alpha / r */
+  alpha: number;
 }
 
 /** The rank_pattern / alpha_pattern key for a module: its path without a leading `model.`, which every PEFT version matches. */
@@ -619,13 +634,26 @@ export function moduleSuffix(modulePath: string): string {
   return modulePath.slice(modulePath.lastIndexOf('.') + 1);
 }
 
+/** One written update, keyed by the module path its factors are saved under. */
+interface WrittenUpdate {
+  /** stored rank (r·E for a stack) */
+  rank: number;
+  alpha: number;
+  kind: LoraKind;
+  /** set for an expert stack: its parameter and PEFT's r (per expert) */
+  stack?: { parameter: string; rank: number };
+}
+
 /**
- * Streams modules into `<dir>/adapter_model.safetensors` and writes `adapter_config.json` on finish.
- * The config's r / lora_alpha are the most common pair; every module that differs gets explicit
- * rank_pattern and alpha_pattern entries, so PEFT computes the right scale for each.
+ * Streams modules and expert stacks into `<dir>/adapter_model.safetensors` and writes
+ * `adapter_config.json` on finish. The config's r / lora_alpha are the most common pair; every
+ * update that differs gets explicit rank_pattern and alpha_pattern entries (keyed by a plain
+ * module's path, or by a stack's parameter path, which is what PEFT matches), so PEFT computes the
+ * right scale for each. target_modules lists the plain modules, target_parameters the stacks'
+ * parameters (ExpertTargets).
  */
 export class PeftAdapterWriter {
-  private readonly ranks = new Map<string, { rank: number; alpha: number; kind: LoraKind }>();
+  private readonly updates = new Map<string, WrittenUpdate>();
   private readonly saved: string[] = [];
 
   private constructor(
@@ -641,7 +669,7 @@ export class PeftAdapterWriter {
   }
 
   async addModule(m: LoraModule): Promise<void> {
-    if (this.ranks.has(m.name)) throw new Error(`adapter writer: module "${m.name}" added twice`);
+    this.checkNew(m.name);
     const r = m.A.rows;
     if (m.B.cols !== r) throw new Error(`adapter writer: module "${m.name}" has A ${m.A.rows}×${m.A.cols} and B ${m.B.rows}×${m.B.cols}`);
     const key = PEFT_PREFIX + m.name;
@@ -650,14 +678,31 @@ export class PeftAdapterWriter {
       await this.sink.add(`${key}.lora_embedding_A`, [r, m.B.rows], transpose(m.B).data, dtype);
       await this.sink.add(`${key}.lora_embedding_B`, [m.A.cols, r], transpose(m.A).data, dtype);
     } else {
-      await this.sink.add(`${key}.lora_A.weight`, [r, m.A.cols], m.A.data, dtype);
-      await this.sink.add(`${key}.lora_B.weight`, [m.B.rows, r], m.B.data, dtype);
+      await this.addFactors(m.name, m.A, m.B);
     }
     // magnitude and latent stay f32: they are tiny and DoRA's normalisation is sensitive to them
     if (m.magnitude) await this.sink.add(`${key}.lora_magnitude_vector`, [m.magnitude.length], m.magnitude, 'F32');
     // the key EDoRA's reference code renames back to `.default_lora_latent_mapping.weight` on load
     if (m.latent) await this.sink.add(`${key}_lora_latent_mapping.weight`, [r, r], m.latent.data, 'F32');
-    this.ranks.set(m.name, { rank: r, alpha: m.alpha, kind: m.kind });
+    this.updates.set(m.name, { rank: r, alpha: m.alpha, kind: m.kind });
+  }
+
+  /** An expert stack, saved under the module path PEFT nests it at; returns that path. */
+  async addExpertStack(s: ExpertStackUpdate): Promise<string> {
+    const targets = this.opts.experts;
+    const module = s.parameter.slice(0, s.parameter.lastIndexOf('.'));
+    const param = s.parameter.slice(module.length + 1);
+    const params = targets ? parametersTargetedOn(module, targets.parameters) : [];
+    if (!params.includes(param)) throw new Error(`internal error: adapter writer: expert stack "${s.parameter}" was not declared in its experts option; please report it`);
+    const rank = s.A.rows / s.count;
+    if (!Number.isInteger(rank) || s.B.cols !== s.A.rows) {
+      throw new Error(`adapter writer: expert stack "${s.parameter}" has A ${s.A.rows}×${s.A.cols} and B ${s.B.rows}×${s.B.cols}, not r rows per expert for ${s.count} experts`);
+    }
+    const key = wrapperPath(module, params, param);
+    this.checkNew(key);
+    await this.addFactors(key, s.A, s.B);
+    this.updates.set(key, { rank: s.A.rows, alpha: s.alpha, kind: 'linear', stack: { parameter: s.parameter, rank } });
+    return key;
   }
 
   /** A whole tensor saved with the adapter (PEFT modules_to_save), e.g. `lm_head.weight`. */
@@ -667,7 +712,7 @@ export class PeftAdapterWriter {
   }
 
   get moduleCount(): number {
-    return this.ranks.size;
+    return this.updates.size;
   }
 
   async finish(): Promise<void> {
@@ -679,10 +724,35 @@ export class PeftAdapterWriter {
     return this.sink.abort();
   }
 
+  private checkNew(key: string): void {
+    if (this.updates.has(key)) throw new Error(`adapter writer: module "${key}" added twice`);
+  }
+
+  private async addFactors(name: string, A: Matrix, B: Matrix): Promise<void> {
+    const key = PEFT_PREFIX + name;
+    await this.sink.add(`${key}.lora_A.weight`, [A.rows, A.cols], A.data, this.opts.dtype);
+    await this.sink.add(`${key}.lora_B.weight`, [B.rows, B.cols], B.data, this.opts.dtype);
+  }
+
+  /**
+   * Two details differ by ExpertTargets.source, kept so that every adapter comes out byte for byte
+   * as before (PEFT reads both forms alike: each update's rank and alpha are the same either way).
+   * 'planned': the common pair counts a stack at its stored width r·E, and the stacks' pattern
+   * entries follow the plain modules'; 'carried': a stack counts at its r per expert, and the
+   * entries are in the order written.
+   */
   private buildConfig(): PeftConfig {
+    const planned = this.opts.experts?.source === 'planned';
+    const updates = [...this.updates].map(([name, u]) => ({
+      path: u.stack?.parameter ?? name,
+      rank: u.stack?.rank ?? u.rank,
+      alpha: u.alpha,
+      counted: u.stack && !planned ? u.stack.rank : u.rank,
+      stack: u.stack !== undefined,
+    }));
     const counts = new Map<string, number>();
-    for (const { rank, alpha } of this.ranks.values()) {
-      const k = `${rank}/${alpha}`;
+    for (const { counted, alpha } of updates) {
+      const k = `${counted}/${alpha}`;
       counts.set(k, (counts.get(k) ?? 0) + 1);
     }
     // ties go to the pair seen first, so the config does not depend on Map internals
@@ -690,14 +760,16 @@ export class PeftAdapterWriter {
     let best = 0;
     for (const [k, n] of counts) if (n > best) [common, best] = [k, n];
     const [r, alpha] = common.split('/').map(Number);
+    const ordered = planned ? [...updates.filter((u) => !u.stack), ...updates.filter((u) => u.stack)] : updates;
     const rankPattern: Record<string, number> = {};
     const alphaPattern: Record<string, number> = {};
-    for (const [name, m] of this.ranks) {
-      if (m.rank !== r) rankPattern[patternKey(name)] = m.rank;
-      if (m.alpha !== alpha) alphaPattern[patternKey(name)] = m.alpha;
+    for (const u of ordered) {
+      if (u.rank !== r) rankPattern[patternKey(u.path)] = u.rank;
+      if (u.alpha !== alpha) alphaPattern[patternKey(u.path)] = u.alpha;
     }
-    const targets = [...new Set([...this.ranks.keys()].map(moduleSuffix))].sort();
+    const targets = [...new Set(updates.filter((u) => !u.stack).map((u) => moduleSuffix(u.path)))].sort();
     const saved = [...new Set(this.saved.map(moduleSuffix))].sort();
+    const targetParameters = planned ? this.plannedTargetParameters() : undefined;
     return {
       ...this.opts.extraConfig,
       peft_type: 'LORA',
@@ -715,6 +787,16 @@ export class PeftAdapterWriter {
       use_dora: this.opts.useDora ?? false,
       modules_to_save: saved.length ? saved : null,
       inference_mode: true,
+      ...(targetParameters ? { target_parameters: targetParameters } : {}),
     };
+  }
+
+  /** 'planned' target_parameters: the declared parameters of the modules that got a stack (none written: no list). */
+  private plannedTargetParameters(): string[] | undefined {
+    const modules = new Set<string>();
+    for (const u of this.updates.values()) if (u.stack) modules.add(u.stack.parameter.slice(0, u.stack.parameter.lastIndexOf('.')));
+    if (!modules.size) return undefined;
+    const listed = this.opts.experts!.parameters.filter((p) => modules.has(p.slice(0, p.lastIndexOf('.'))));
+    return [...new Set(listed)].sort();
   }
 }

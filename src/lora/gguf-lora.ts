@@ -23,7 +23,7 @@ import { createGgufSink, kvF32, kvString, type GgufSink } from '../io/gguf.js';
 import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 import { loraScaling, type LoraModule } from './adapter.js';
 import { ggufArchFromConfig, hfModuleToGguf, permuteQkRows, qkPermuteHeadCount, type GgufArch } from './gguf-names.js';
-import type { AdapterSink } from './sink.js';
+import type { ModuleSink } from './sink.js';
 
 export interface GgufLoraWriterOptions {
   /** The base model's config.json: architecture, head counts, tie_word_embeddings. */
@@ -141,7 +141,7 @@ export function ggufLoraTensors(
   };
 }
 
-class GgufLoraWriter implements AdapterSink {
+class GgufLoraWriter implements ModuleSink {
   private modules = 0;
 
   constructor(
@@ -182,7 +182,7 @@ class GgufLoraWriter implements AdapterSink {
  * `finish()`). Each module's scaling is baked into lora_b and `adapter.lora.alpha` is 0, so the
  * adapter applies exactly ΔW = scaling·B·A per module at llama.cpp scale 1.
  */
-export async function createGgufLoraWriter(path: string, opts: GgufLoraWriterOptions): Promise<AdapterSink> {
+export async function createGgufLoraWriter(path: string, opts: GgufLoraWriterOptions): Promise<ModuleSink> {
   const arch = ggufArchFromConfig(opts.config);
   const sink = await createGgufSink(path, {
     dtype: opts.dtype ?? 'F32',

@@ -3,8 +3,7 @@ import assert from 'node:assert/strict';
 import { classifyTensor } from '../../src/delta/targets.js';
 import { checkFixedRankFits, chooseAdaptiveRank, residualFraction } from '../../src/lowrank/rank-policy.js';
 import { expertLayout } from '../../src/arch/experts.js';
-import { peftWrapperPaths } from '../../src/extract/moe.js';
-import { splitExpertFactors, stackExpertFactors } from '../../src/lora/expert-stack.js';
+import { splitExpertFactors, stackExpertFactors, wrapperPath } from '../../src/lora/expert-stack.js';
 import { subtractInPlace } from '../../src/delta/delta.js';
 import { matrix } from '../../src/tensor/matrix.js';
 import { product } from '../helpers/extract.js';
@@ -104,12 +103,8 @@ describe('MoE helpers', () => {
   });
 
   it('wrapper paths nest like PEFT: parameters declared first get one base_layer per later one', () => {
-    const paths = peftWrapperPaths([
-      { module: 'm.experts', param: 'down_proj' },
-      { module: 'm.experts', param: 'gate_proj' },
-      { module: 'm.experts', param: 'up_proj' },
-      { module: 'n.experts', param: 'down_proj' },
-    ]);
+    const targeted = { 'm.experts': ['down_proj', 'gate_proj', 'up_proj'], 'n.experts': ['down_proj'] };
+    const paths = Object.entries(targeted).flatMap(([module, params]) => params.map((p) => [`${module}.${p}`, wrapperPath(module, params, p)]));
     assert.deepEqual(Object.fromEntries(paths), {
       'm.experts.gate_proj': 'm.experts.base_layer.base_layer',
       'm.experts.up_proj': 'm.experts.base_layer',
