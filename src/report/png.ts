@@ -37,7 +37,7 @@ function chunk(type: string, body: Uint8Array): Buffer {
 
 export function encodePng(img: Raster): Buffer {
   const { width, height, data } = img;
-  if (data.length !== width * height * 3) throw new Error(`spectrum/png.ts: ${width}×${height} RGB needs ${width * height * 3} bytes, got ${data.length}`);
+  if (data.length !== width * height * 3) throw new Error(`report/png.ts: ${width}×${height} RGB needs ${width * height * 3} bytes, got ${data.length}`);
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);

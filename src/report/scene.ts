@@ -68,7 +68,7 @@ export const CATEGORICAL = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f
 
 export function parseHex(color: string): [number, number, number] {
   const m = /^#([0-9a-f]{6})$/i.exec(color);
-  if (!m) throw new Error(`spectrum/scene.ts: colour "${color}" must be #rrggbb`);
+  if (!m) throw new Error(`report/scene.ts: colour "${color}" must be #rrggbb`);
   const n = parseInt(m[1], 16);
   return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
 }
