@@ -131,7 +131,7 @@ Examples:
 
       const backend = await getBackend({ threads });
       const progress = lazyProgress('edit', opts.quiet === true);
-      const common = { out: opts.out, edit, select, seed, format, dtype, baseConfig, overwrite: opts.force === true, onModule: progress.tick };
+      const common = { out: opts.out, edit, select, seed, format, dtype, baseConfig, overwrite: opts.force === true, onProgress: progress.tick };
       let summary: EditSummary;
       try {
         summary =

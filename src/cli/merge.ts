@@ -93,7 +93,7 @@ Examples:
         maxShardBytes,
         seed,
         overwrite: flags.force ?? false,
-        onProgress: (_done, total, name) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });

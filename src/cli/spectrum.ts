@@ -107,8 +107,8 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
       try {
         result =
           'adapter' in source
-            ? await adapterSpectrum(backend, source.adapter, { top, include, onTensor: progress.tick })
-            : await deltaSpectrum(backend, source.modelA, source.modelB, { top, include, seed, onTensor: progress.tick });
+            ? await adapterSpectrum(backend, source.adapter, { top, include, onProgress: progress.tick })
+            : await deltaSpectrum(backend, source.modelA, source.modelB, { top, include, seed, onProgress: progress.tick });
       } finally {
         progress.done();
       }

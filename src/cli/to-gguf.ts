@@ -99,7 +99,7 @@ Examples:
         dtype,
         vocabFrom: flags.vocabFrom,
         name: flags.name,
-        onTensor: (name, _index, total) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       const seconds = (Date.now() - started) / 1000;
       if (flags.json) {

@@ -33,6 +33,7 @@ import { asOutIn, resolveModuleTarget } from '../lora/module-target.js';
 import { checkAdapterVariant } from '../lora/variant.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
+import type { OnProgress } from '../progress.js';
 
 /** A fixed rank, or the smallest rank that keeps `energy` of ‖D‖²_F (at most maxRank). */
 export type RankPolicy = { rank: number } | { energy: number; maxRank?: number };
@@ -60,7 +61,8 @@ export interface ConvertOptions {
   seed?: number;
   overwrite?: boolean;
   backend?: LinalgBackend;
-  onModule?: (name: string, index: number, total: number) => void;
+  /** called after each module */
+  onProgress?: OnProgress;
 }
 
 export interface ConvertedModule {
@@ -243,7 +245,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
             modules.push({ ...row, action: 'converted', rank, relError, ...(note ? { note } : {}) });
           }
         }
-        opts.onModule?.(name, index, names.length);
+        opts.onProgress?.({ index, total: names.length, name });
       }
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       await sink.finish();

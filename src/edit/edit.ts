@@ -55,6 +55,7 @@ export {
   type SigmaEdit,
 } from './sigma-edit.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 export interface ModuleEditReport {
   name: string;
@@ -94,7 +95,7 @@ interface EditOptionsBase {
   baseConfig?: Record<string, unknown>;
   /** replace a non-empty `out` */
   overwrite?: boolean;
-  onModule?: (p: { index: number; total: number; name: string }) => void;
+  onProgress?: OnProgress;
 }
 
 export interface EditAdapterOptions extends EditOptionsBase {
@@ -320,7 +321,7 @@ async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions
           reports.push(done.report);
           written.push(done.written);
         }
-        opts.onModule?.({ index, total: infos.length, name: editKey(info) });
+        opts.onProgress?.({ index, total: infos.length, name: editKey(info) });
       }
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       return summarize(opts.out, format, dtype, reports, adapter.fullTensors.length);
@@ -430,14 +431,14 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
             for (let e = 0; e < blocks(item); e++) drawNoise(rng, componentCount(opts.rank, rows, cols));
             const path = stack ? stack.parameter : withoutWeightSuffix(item.name);
             identical.push(path);
-            opts.onModule?.({ index, total: jobs.length, name: path });
+            opts.onProgress?.({ index, total: jobs.length, name: path });
             continue;
           }
           if (stack) {
             const done = await writePairExpertStack(backend, sink, stack, delta, wrappers.get(stack.parameter)!, opts, rng, isSelected(select, stack.parameter));
             reports.push(...done.reports);
             entries.push(done.entry);
-            opts.onModule?.({ index, total: jobs.length, name: stack.parameter });
+            opts.onProgress?.({ index, total: jobs.length, name: stack.parameter });
             continue;
           }
           const [rows, cols] = b.info(item.name).shape;
@@ -457,7 +458,7 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
             rankAfter: r.rank,
             ...(edited ? { sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) } : {}),
           });
-          opts.onModule?.({ index, total: jobs.length, name: path });
+          opts.onProgress?.({ index, total: jobs.length, name: path });
         }
         if (!reports.length) {
           throw new Error(`${opts.modelA} and ${opts.modelB} are identical in all ${identical.length} tensor(s) compared: there is no update to edit; nothing written`);

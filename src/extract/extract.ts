@@ -22,13 +22,7 @@ import { checkPolicy, DEFAULT_RANK, type RankPolicy } from './rank-policy.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
-
-export interface ExtractProgress {
-  done: number;
-  total: number;
-  /** the tensor just finished */
-  name: string;
-}
+import type { OnProgress } from '../progress.js';
 
 export interface ExtractOptions {
   /** the model the adapter applies to (folder, or a .safetensors file) */
@@ -67,7 +61,8 @@ export interface ExtractOptions {
   overwrite?: boolean;
   /** a GEMM backend to use instead of getBackend({ threads }) */
   backend?: LinalgBackend;
-  onProgress?: (p: ExtractProgress) => void;
+  /** called after each tensor */
+  onProgress?: OnProgress;
 }
 
 /** FNV-1a of a string: a per-tensor seed that does not depend on which other tensors are extracted. */
@@ -247,7 +242,7 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
     if (outcome.extracted) tensors.push({ ...outcome.extracted, seconds });
     if (outcome.identical) skippedIdentical.push(job.name);
     if (outcome.differing) differing.push(outcome.differing);
-    opts.onProgress?.({ done: index + 1, total: plan.jobs.length, name: job.name });
+    opts.onProgress?.({ index, total: plan.jobs.length, name: job.name });
     waitFrom = performance.now();
   }
 

@@ -19,6 +19,7 @@ import type { MergeConfig } from './config.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 import { openModels, type SourceModel } from './sources.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 /** mergekit's default output shard size (out_shard_size "5B"). */
 export const DEFAULT_SHARD_BYTES = 5e9;
@@ -55,7 +56,8 @@ export interface MergeModelsOptions {
   cwd?: string;
   /** merge large tensors in worker threads, overlapping reading and writing; default true when there is a second core */
   worker?: boolean;
-  onProgress?: (done: number, total: number, tensor: string) => void;
+  /** called after each output tensor is written */
+  onProgress?: OnProgress;
 }
 
 export interface MergeModelsReport {
@@ -120,7 +122,7 @@ async function streamTensors(plan: MergePlan, models: SourceModel[], sink: Safet
       writing = sink.add(item.name, item.shape, out, item.dtype);
       writing.catch(() => {}); // surfaced when awaited
       written = out;
-      onProgress?.(done + 1, plan.tensors.length, item.name);
+      onProgress?.({ index: done, total: plan.tensors.length, name: item.name });
     }
     await writing;
   } finally {

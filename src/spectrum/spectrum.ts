@@ -17,6 +17,7 @@ import { prefetch } from '../pipeline/prefetch.js';
 import { assertNoOverflow } from '../tensor/finite.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { layerIndexOf, moduleTypeOf, naturalCompare } from '../lora/module-names.js';
+import type { OnProgress } from '../progress.js';
 
 /** Energy fractions at which the effective rank is reported. */
 export const ENERGY_THRESHOLDS = [0.9, 0.95, 0.99] as const;
@@ -72,19 +73,13 @@ export interface ChangedVector {
   relChange: number | null;
 }
 
-export interface SpectrumProgress {
-  index: number;
-  total: number;
-  name: string;
-}
-
 interface CommonOptions {
   /** singular values kept per tensor (default 64) */
   top?: number;
   /** only tensors/modules whose name matches */
   include?: RegExp;
   /** called after each tensor */
-  onTensor?: (p: SpectrumProgress) => void;
+  onProgress?: OnProgress;
 }
 
 export interface AdapterSpectrumOptions extends CommonOptions {}
@@ -199,7 +194,7 @@ export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts:
         rank: info.experts?.rank ?? info.rank,
         ...summarizeSpectrum(svd.S, total, top),
       });
-      opts.onTensor?.({ index, total: entries.length, name });
+      opts.onProgress?.({ index, total: entries.length, name });
     }
     return { source: { kind: 'adapter', adapter: dir }, top, method: 'exact-from-factors', thresholds: ENERGY_THRESHOLDS, tensors, skipped: [], changed1d: [], notes };
   } finally {
@@ -408,7 +403,7 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
           rank: null,
           ...summarizeSpectrum(svd.S, totalEnergy, top),
         });
-        opts.onTensor?.({ index: tensors.length - 1, total: entryCount, name });
+        opts.onProgress?.({ index: tensors.length - 1, total: entryCount, name });
       };
       const blocks = (job: Job) => job.stack?.stored[0] ?? 1;
       for await (const { item, delta, energies } of streamDifferences(a, b, jobs, blocks, opts.prefetchDepth ?? 1)) {

@@ -18,6 +18,7 @@ import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors, textHparams } fro
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 export interface ToGgufOptions {
   /** Storage dtype of 2-D weights; 1-D tensors and norms are always F32. Default F16 (the converter's default). */
@@ -27,7 +28,8 @@ export interface ToGgufOptions {
   /** general.name; default the model folder's name (as the converter does). */
   name?: string;
   /** Called after each tensor is written (progress). */
-  onTensor?: (ggufName: string, index: number, total: number) => void;
+  /** called after each tensor is written, with its GGUF name */
+  onProgress?: OnProgress;
 }
 
 export interface ToGgufResult {
@@ -128,7 +130,7 @@ async function convertToGgufInRun(modelPath: string, outPath: string, opts: ToGg
     try {
       for await (const { item, value, index } of prefetch(planned, (t) => t.load(), 1)) {
         await sink.add(item.plan.name, item.plan.shape, value);
-        opts.onTensor?.(item.plan.name, index, planned.length);
+        opts.onProgress?.({ index, total: planned.length, name: item.plan.name });
       }
       await sink.finish();
     } catch (err) {
