@@ -136,8 +136,8 @@ Examples:
       try {
         summary =
           'adapter' in source
-            ? await editAdapter(backend, { ...common, adapter: source.adapter })
-            : await editDelta(backend, { ...common, modelA: source.modelA, modelB: source.modelB, rank, include });
+            ? await editAdapter({ ...common, backend, adapter: source.adapter })
+            : await editDelta({ ...common, backend, modelA: source.modelA, modelB: source.modelB, rank, include });
       } finally {
         progress.done();
       }

@@ -88,7 +88,8 @@ Examples:
       const models = referencedModels(config).map((ref) => resolve(ref.name));
       await checkOutFlag(out, models, flags.force === true);
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
-      const report = await executeMerge(config, {
+      const report = await executeMerge({
+        config,
         out,
         maxShardBytes,
         seed,

@@ -95,7 +95,9 @@ Examples:
       }
       const progress = lazyProgress('to-gguf', Boolean(flags.quiet || flags.json));
       const started = Date.now();
-      const result = await convertToGguf(model, out, {
+      const result = await convertToGguf({
+        model,
+        out,
         dtype,
         vocabFrom: flags.vocabFrom,
         name: flags.name,

@@ -26,6 +26,7 @@
  */
 import { join } from 'node:path';
 import type { LinalgBackend } from '../linalg/backend.js';
+import { getBackend } from '../linalg/index.js';
 import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import type { Svd } from '../linalg/svd-small.js';
@@ -83,6 +84,8 @@ export interface EditSummary {
 }
 
 interface EditOptionsBase {
+  /** a GEMM backend to use instead of getBackend() */
+  backend?: LinalgBackend;
   out: string;
   edit: SigmaEdit;
   select?: ModuleSelector;
@@ -264,8 +267,8 @@ async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, s
  * unselected modules and modules_to_save tensors are copied unchanged. MoE expert stacks
  * (target_parameters) are selected by their parameter's path and edited expert by expert.
  */
-export function editAdapter(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
-  return withInputTracking(() => editAdapterInRun(backend, opts));
+export function editAdapter(params: EditAdapterOptions): Promise<EditSummary> {
+  return withInputTracking(async () => editAdapterInRun(params.backend ?? (await getBackend()), params));
 }
 
 async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
@@ -374,8 +377,8 @@ async function writePairExpertStack(
  * stack (target_parameters, as extract writes it), extracted whole when --include picks any of
  * its experts, selected by its parameter's path and edited expert by expert.
  */
-export function editDelta(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
-  return withInputTracking(() => editDeltaInRun(backend, opts));
+export function editDelta(params: EditDeltaOptions): Promise<EditSummary> {
+  return withInputTracking(async () => editDeltaInRun(params.backend ?? (await getBackend()), params));
 }
 
 async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {

@@ -43,7 +43,8 @@ export const CONFIG_COPY_FILE = 'mergekit_config.yml';
 
 const DTYPE_NAMES: Readonly<Record<FloatDType, string>> = { BF16: 'bfloat16', F16: 'float16', F32: 'float32' };
 
-export interface MergeModelsOptions {
+/** What a merge run takes besides its config (mergeModels and executeMerge share it). */
+export interface MergeRunOptions {
   /** output folder (created atomically) */
   out: string;
   /** largest shard, in bytes; default 5 GB */
@@ -58,6 +59,11 @@ export interface MergeModelsOptions {
   worker?: boolean;
   /** called after each output tensor is written */
   onProgress?: OnProgress;
+}
+
+/** executeMerge's params: a config already read and validated (merge/config.ts). */
+export interface ExecuteMergeOptions extends MergeRunOptions {
+  config: MergeConfig;
 }
 
 export interface MergeModelsReport {
@@ -92,7 +98,7 @@ const MAX_INFLIGHT_BYTES = 2 ** 31;
  * within MAX_INFLIGHT_BYTES, and written in order as they finish, so the main thread encodes
  * tensor i while workers read and merge i+1, i+2.
  */
-async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, compute: Compute, onProgress?: MergeModelsOptions['onProgress']): Promise<void> {
+async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, compute: Compute, onProgress?: MergeRunOptions['onProgress']): Promise<void> {
   const { pool } = compute;
   const cost = (t: PlannedTensor) => t.context.numel * 4 * t.inputs.length;
   const readAndMerge = (t: PlannedTensor) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: models[inp.model].checkpoint, tensor: inp.tensor })));
@@ -193,11 +199,12 @@ function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: 
 }
 
 /** Opens the models, plans, streams every tensor into `opts.out` and commits it. */
-export function executeMerge(config: MergeConfig, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsReport> {
+  const { config, ...opts } = params;
   return withInputTracking(() => executeMergeInRun(config, opts));
 }
 
-async function executeMergeInRun(config: MergeConfig, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+async function executeMergeInRun(config: MergeConfig, opts: MergeRunOptions): Promise<MergeModelsReport> {
   const started = performance.now();
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed)) throw new Error(`merge: the seed must be an integer, got ${seed}`);

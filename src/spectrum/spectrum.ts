@@ -4,6 +4,7 @@
  * energy each rank captures and the effective ranks at 90/95/99% energy.
  */
 import type { LinalgBackend } from '../linalg/backend.js';
+import { getBackend } from '../linalg/index.js';
 import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import { openCheckpoint, pairTensors } from '../io/checkpoint.js';
@@ -74,6 +75,8 @@ export interface ChangedVector {
 }
 
 interface CommonOptions {
+  /** a GEMM backend to use instead of getBackend() */
+  backend?: LinalgBackend;
   /** singular values kept per tensor (default 64) */
   top?: number;
   /** only tensors/modules whose name matches */
@@ -82,9 +85,15 @@ interface CommonOptions {
   onProgress?: OnProgress;
 }
 
-export interface AdapterSpectrumOptions extends CommonOptions {}
+export interface AdapterSpectrumOptions extends CommonOptions {
+  /** the PEFT adapter folder */
+  adapter: string;
+}
 
 export interface DeltaSpectrumOptions extends CommonOptions {
+  /** the two checkpoints; Δ = W_B − W_A */
+  modelA: string;
+  modelB: string;
   /** seed of the randomized SVD (default 0) */
   seed?: number;
   /** randomized SVD oversampling (default 8) and power iterations (default 2) */
@@ -157,7 +166,9 @@ function adapterEntries(modules: readonly LoraModuleInfo[]): AdapterEntry[] {
  * Exact singular values of every module ΔW = scaling·B·A of a PEFT adapter folder. An expert
  * stack (target_parameters) gives one entry per expert, `<parameter>[e]`, of its ΔW_e.
  */
-export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts: AdapterSpectrumOptions = {}): Promise<SpectrumResult> {
+export async function adapterSpectrum(opts: AdapterSpectrumOptions): Promise<SpectrumResult> {
+  const dir = opts.adapter;
+  const backend = opts.backend ?? (await getBackend());
   const top = checkTop(opts.top ?? DEFAULT_TOP);
   const adapter = await openPeftAdapter(dir);
   try {
@@ -371,7 +382,9 @@ async function changedVectors(a: TensorSource, b: TensorSource, names: readonly 
  * by pair. A 3-D MoE expert tensor gives one entry per expert, `<tensor without .weight>[e]`, of
  * its ΔW_e (out × in).
  */
-export async function deltaSpectrum(backend: LinalgBackend, modelA: string, modelB: string, opts: DeltaSpectrumOptions = {}): Promise<SpectrumResult> {
+export async function deltaSpectrum(opts: DeltaSpectrumOptions): Promise<SpectrumResult> {
+  const { modelA, modelB } = opts;
+  const backend = opts.backend ?? (await getBackend());
   const top = checkTop(opts.top ?? DEFAULT_TOP);
   const a = await openCheckpoint(modelA);
   try {
