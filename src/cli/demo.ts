@@ -42,7 +42,7 @@ function withinNoise(m: DemoModule): boolean {
   return m.errors.every((e, i) => e <= m.noise[i]);
 }
 
-export function formatDemo(r: DemoResult): string {
+function formatDemo(r: DemoResult): string {
   const s = DEMO_SHAPE;
   const rep = r.report;
   const lines = [
