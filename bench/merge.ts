@@ -138,10 +138,7 @@ async function byteBaseline(dir: string, out: string): Promise<void> {
 }
 
 async function tiesMerge(dir: string, out: string): Promise<void> {
-  await mergeModels(
-    { merge_method: 'ties', base_model: join(dir, 'base'), models: [{ model: join(dir, 'tuned'), parameters: { weight: 1, density: 0.5 } }], dtype: 'bfloat16' },
-    { out },
-  );
+  await mergeModels({ config: { merge_method: 'ties', base_model: join(dir, 'base'), models: [{ model: join(dir, 'tuned'), parameters: { weight: 1, density: 0.5 } }], dtype: 'bfloat16' }, out });
 }
 
 /** Child mode: run one measurement and print {seconds, maxRssBytes}. */

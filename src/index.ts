@@ -24,12 +24,32 @@ export {
 } from './lora/adapter.js';
 export { stackExpertFactors, splitExpertFactors, type ExpertLayout } from './lora/expert-stack.js';
 export { createAdapterSink, type AdapterFormat } from './lora/sink.js';
-export { inspectPath, type InspectResult } from './inspect/inspect.js';
+
+// One entry point per command, each taking one params object (an optional `backend` among them,
+// default getBackend()) and reporting progress as ProgressEvent through `onProgress`.
+// test/index.test.ts checks that every CLI command has its entry point here.
 export { extractLora, type ExtractOptions, type ExtractReport } from './extract/index.js';
-export { mergeAdapters, type MergeAdaptersOptions, type MergeReport } from './merge-adapters/index.js';
-export { mergeModels, type MergeModelsOptions, type MergeModelsReport } from './merge/index.js';
-export { applyAdapters } from './apply/apply.js';
-export { convertAdapter } from './convert/convert.js';
-export { edoraInit } from './edora-init/edora-init.js';
-export { adapterSpectrum, deltaSpectrum } from './spectrum/spectrum.js';
-export { convertToGguf } from './to-gguf/to-gguf.js';
+export { mergeAdapters, type MergeAdaptersOptions, type MergeReport, type MergeReport as MergeAdaptersReport } from './merge-adapters/index.js';
+export { mergeModels, executeMerge, type MergeModelsOptions, type ExecuteMergeOptions, type MergeModelsReport, type MergeConfig } from './merge/index.js';
+export {
+  adapterSpectrum,
+  deltaSpectrum,
+  type AdapterSpectrumOptions,
+  type DeltaSpectrumOptions,
+  type SpectrumResult,
+  type TensorSpectrum,
+} from './spectrum/spectrum.js';
+export { writeSpectrumOutputs, type SpectrumOutputOptions } from './spectrum/output.js';
+export { editAdapter, editDelta, type EditAdapterOptions, type EditDeltaOptions, type EditSummary, type SigmaEdit } from './edit/edit.js';
+export type { ModuleSelector } from './edit/selectors.js';
+export { applyAdapters, type ApplyOptions, type ApplyReport } from './apply/apply.js';
+export { convertAdapter, type ConvertOptions, type ConvertReport } from './convert/convert.js';
+export { edoraInit, type EdoraInitOptions, type EdoraInitReport } from './edora-init/edora-init.js';
+export { convertToGguf, type ToGgufOptions, type ToGgufResult } from './to-gguf/to-gguf.js';
+export { inspectPath, type InspectOptions, type InspectResult } from './inspect/inspect.js';
+export { runDemo, type DemoOptions, type DemoResult } from './demo/demo.js';
+
+// What every entry point shares: its progress event and the errors it raises on purpose.
+export type { ProgressEvent, OnProgress } from './progress.js';
+export { UsageError, InputError, type InputLocation } from './errors.js';
+export { OutputIsInputError } from './io/atomic.js';

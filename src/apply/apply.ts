@@ -27,6 +27,7 @@ import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStor
 import { checkAdapterVariant, type AdapterVariant } from '../lora/variant.js';
 import { writeModelSideFiles } from '../io/model-folder.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 export interface ApplyOptions {
   /** model folder or .safetensors file */
@@ -43,7 +44,7 @@ export interface ApplyOptions {
   overwrite?: boolean;
   backend?: LinalgBackend;
   /** called after each output tensor is written */
-  onTensor?: (name: string, index: number, total: number) => void;
+  onProgress?: OnProgress;
 }
 
 export interface AppliedUpdate {
@@ -218,7 +219,7 @@ async function applyAdaptersInRun(opts: ApplyOptions): Promise<ApplyReport> {
           updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: op.method, rank: op.info.rank, weight, ...(note ? { note } : {}) });
         }
         await sink.add(t.name, t.shape, current, t.dtype);
-        opts.onTensor?.(t.name, index, plan.tensors.length);
+        opts.onProgress?.({ index, total: plan.tensors.length, name: t.name });
       }
       await sink.finish();
       const copied = await writeModelSideFiles(tmpPath, { source: opts.base, dtype: opts.dtype });

@@ -84,7 +84,7 @@ Examples:
         maxShardBytes,
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
-        onTensor: (name, _index, total) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });

@@ -123,7 +123,7 @@ Examples:
         seed: parseIntFlag('--seed', flags.seed, 0),
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
-        onModule: (name, _index, total) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DEMO_ENERGY, DEMO_SHAPE, runDemo, type DemoModule, type DemoResult } from '../demo/demo.js';
 import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { createProgress, type Progress } from './progress.js';
+import { lazyProgress } from './progress.js';
 import { helpStyle } from './options.js';
 import { checkOutFlag } from './output.js';
 
@@ -42,7 +42,7 @@ function withinNoise(m: DemoModule): boolean {
   return m.errors.every((e, i) => e <= m.noise[i]);
 }
 
-export function formatDemo(r: DemoResult): string {
+function formatDemo(r: DemoResult): string {
   const s = DEMO_SHAPE;
   const rep = r.report;
   const lines = [
@@ -115,7 +115,7 @@ Examples:
       const seed = parseIntFlag('--seed', flags.seed, 0);
       // an existing --out is a usage error (exit 2), refused before the models are built
       if (flags.out !== undefined) await checkOutFlag(flags.out, [], flags.force === true);
-      let bar: Progress | undefined;
+      const bar = lazyProgress('extract', flags.quiet === true || flags.json === true);
       let result: DemoResult;
       try {
         result = await runDemo({
@@ -123,13 +123,10 @@ Examples:
           keep: flags.keep,
           overwrite: flags.force,
           seed,
-          onProgress: (p) => {
-            bar ??= createProgress('extract', p.total, { quiet: flags.quiet === true || flags.json === true });
-            bar.tick(p.name);
-          },
+          onProgress: bar.tick,
         });
       } finally {
-        bar?.done();
+        bar.done();
       }
       process.stdout.write((flags.json ? JSON.stringify(result, null, 2) : formatDemo(result)) + '\n');
       if (!result.recovered) process.exitCode = 1;

@@ -133,13 +133,13 @@ Examples:
 
       const backend = await getBackend({ threads });
       const progress = lazyProgress('edit', opts.quiet === true);
-      const common = { out: opts.out, edit, select, seed, format, dtype, baseConfig, overwrite: opts.force === true, onModule: progress.tick };
+      const common = { out: opts.out, edit, select, seed, format, dtype, baseConfig, overwrite: opts.force === true, onProgress: progress.tick };
       let summary: EditSummary;
       try {
         summary =
           'adapter' in source
-            ? await editAdapter(backend, { ...common, adapter: source.adapter })
-            : await editDelta(backend, { ...common, modelA: source.modelA, modelB: source.modelB, rank, include });
+            ? await editAdapter({ ...common, backend, adapter: source.adapter })
+            : await editDelta({ ...common, backend, modelA: source.modelA, modelB: source.modelB, rank, include });
       } finally {
         progress.done();
       }

@@ -95,7 +95,7 @@ Examples:
         dtype: flags.dtype,
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
-        onModule: (name, _index, total) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });

@@ -1,12 +1,11 @@
-/** Exit codes scripts can rely on. */
-export const EXIT_OK = 0;
-/** The work failed: bad input file, numeric problem, I/O error. */
+import { UsageError } from '../errors.js';
+
+export { UsageError };
+
+/** Exit codes scripts can rely on (0: success). The work failed: bad input file, numeric problem, I/O error. */
 export const EXIT_FAILURE = 1;
 /** The command line itself was wrong: unknown flag, bad value, missing argument. */
 export const EXIT_USAGE = 2;
-
-/** A mistake in the command line; reported without a stack trace and exits with EXIT_USAGE. */
-export class UsageError extends Error {}
 
 /**
  * A flag's value as an integer ≥ min, or a UsageError naming the flag. An optional flag left out

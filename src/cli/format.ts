@@ -24,7 +24,7 @@ export function formatPercent(x: number): string {
 }
 
 /** Up to this many tensors get a row each in a summary; beyond it they are grouped by module type. */
-export const MAX_TENSOR_ROWS = 40;
+const MAX_TENSOR_ROWS = 40;
 
 export interface TensorTableSpec<T> {
   /** the module type a tensor belongs to (q_proj, …): the groups of a large model */

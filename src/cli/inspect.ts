@@ -19,7 +19,7 @@ Examples:
     )
     .action(async (path: string, opts: { json?: boolean; limit: string }) => {
       const limitFlag = parseIntFlag('--limit', opts.limit, 0);
-      const r = await inspectPath(path);
+      const r = await inspectPath({ path });
       if (opts.json) {
         process.stdout.write(JSON.stringify(r, null, 2) + '\n');
         return;

@@ -4,7 +4,6 @@
  */
 import { Command, CommanderError } from 'commander';
 import { EXIT_FAILURE, EXIT_USAGE, UsageError } from './errors.js';
-import { OutputIsInputError } from '../io/atomic.js';
 import { withInputTracking } from '../io/inputs.js';
 import { registerApply } from './apply.js';
 import { registerConvert } from './convert.js';
@@ -64,10 +63,12 @@ try {
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
-  } else if (err instanceof UsageError || err instanceof OutputIsInputError) {
+  } else if (err instanceof UsageError) {
+    // the library's usage errors, an output that is an input (OutputIsInputError) among them
     process.stderr.write(`loraforge: ${err.message}\n`);
     process.exitCode = EXIT_USAGE;
   } else {
+    // InputError (a bad input file) and every other failure
     process.stderr.write(`loraforge: ${describeOsError(err, { out: outFlag }) ?? (err as Error).message}\n`);
     if (process.env.LORAFORGE_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = EXIT_FAILURE;

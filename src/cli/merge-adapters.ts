@@ -152,7 +152,7 @@ Examples:
         dtype: flags.dtype ?? 'F32',
         baseConfig,
         overwrite: flags.force ?? false,
-        onProgress: (_done, total, name) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });

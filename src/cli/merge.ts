@@ -88,12 +88,13 @@ Examples:
       const models = referencedModels(config).map((ref) => resolve(ref.name));
       await checkOutFlag(out, models, flags.force === true);
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
-      const report = await executeMerge(config, {
+      const report = await executeMerge({
+        config,
         out,
         maxShardBytes,
         seed,
         overwrite: flags.force ?? false,
-        onProgress: (_done, total, name) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       printReport(report, flags.json, summaryLines);
     });

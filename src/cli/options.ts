@@ -106,7 +106,7 @@ export function addOutputFlags(command: Command, opts: { threads: boolean; json:
  * One style for every option line of --help: "(required)" on mandatory flags, choices and defaults as
  * "(choices: a, b; default: x)", unquoted, and no default shown for a repeatable flag's empty list.
  */
-export function optionHelp(option: Option): string {
+function optionHelp(option: Option): string {
   const extra: string[] = [];
   if (option.mandatory) extra.push('required');
   if (option.argChoices) extra.push(`choices: ${option.argChoices.join(', ')}`);

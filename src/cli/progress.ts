@@ -2,6 +2,8 @@
  * A progress bar on stderr. Silent when stderr is not a terminal (logs, CI, pipes) or with --quiet,
  * so scripted runs only ever see the final summary.
  */
+import type { OnProgress } from '../progress.js';
+
 export interface Progress {
   tick(label?: string): void;
   done(): void;
@@ -61,8 +63,11 @@ export function createProgress(title: string, total: number, opts: { quiet?: boo
   };
 }
 
-/** A bar created on the first tick, when the total is known; done() clears it (safe to call when nothing ticked). */
-export function lazyProgress(title: string, quiet: boolean, stream?: ProgressStream): { tick: (p: { name: string; total: number }) => void; done: () => void } {
+/**
+ * A bar created on the first tick, when the total is known; done() clears it (safe to call when
+ * nothing ticked). `tick` is any library entry point's `onProgress`.
+ */
+export function lazyProgress(title: string, quiet: boolean, stream?: ProgressStream): { tick: OnProgress; done: () => void } {
   let bar: Progress | undefined;
   return {
     tick(p) {

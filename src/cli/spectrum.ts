@@ -107,13 +107,13 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
       try {
         result =
           'adapter' in source
-            ? await adapterSpectrum(backend, source.adapter, { top, include, onTensor: progress.tick })
-            : await deltaSpectrum(backend, source.modelA, source.modelB, { top, include, seed, onTensor: progress.tick });
+            ? await adapterSpectrum({ backend, adapter: source.adapter, top, include, onProgress: progress.tick })
+            : await deltaSpectrum({ backend, modelA: source.modelA, modelB: source.modelB, top, include, seed, onProgress: progress.tick });
       } finally {
         progress.done();
       }
       if (result.tensors.length === 0) throw new Error(`${inputs.join(', ')}: no tensor matched${include ? ` --include ${include.source}` : ''}; nothing to report`);
-      const files = await writeSpectrumOutputs(result, opts.out, { overwrite: opts.force === true, png: opts.png });
+      const files = await writeSpectrumOutputs({ result, out: opts.out, overwrite: opts.force === true, png: opts.png });
 
       if (opts.json) {
         const summary = {

@@ -95,11 +95,13 @@ Examples:
       }
       const progress = lazyProgress('to-gguf', Boolean(flags.quiet || flags.json));
       const started = Date.now();
-      const result = await convertToGguf(model, out, {
+      const result = await convertToGguf({
+        model,
+        out,
         dtype,
         vocabFrom: flags.vocabFrom,
         name: flags.name,
-        onTensor: (name, _index, total) => progress.tick({ name, total }),
+        onProgress: progress.tick,
       }).finally(progress.done);
       const seconds = (Date.now() - started) / 1000;
       if (flags.json) {

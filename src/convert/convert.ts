@@ -32,6 +32,7 @@ import { asOutIn, resolveModuleTarget } from '../lora/module-target.js';
 import { checkAdapterVariant } from '../lora/variant.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
+import type { OnProgress } from '../progress.js';
 
 export const DEFAULT_ENERGY = 0.99;
 /**
@@ -56,7 +57,8 @@ export interface ConvertOptions {
   seed?: number;
   overwrite?: boolean;
   backend?: LinalgBackend;
-  onModule?: (name: string, index: number, total: number) => void;
+  /** called after each module */
+  onProgress?: OnProgress;
 }
 
 export interface ConvertedModule {
@@ -185,7 +187,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
             modules.push({ ...row, action: 'converted', rank: dec.rank, relError, ...note });
           }
         }
-        opts.onModule?.(name, index, names.length);
+        opts.onProgress?.({ index, total: names.length, name });
       }
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       await sink.finish();

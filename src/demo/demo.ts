@@ -18,11 +18,12 @@ import { openPeftAdapter } from '../lora/adapter.js';
 import { product as lowRankProduct } from '../lowrank/low-rank.js';
 import { createRng, type Rng } from '../linalg/random.js';
 import { roundTo } from '../tensor/dtype.js';
-import { extractLora, type ExtractProgress } from '../extract/extract.js';
+import { extractLora } from '../extract/extract.js';
 import type { ExtractReport } from '../extract/report.js';
 import { withInputTracking } from '../io/inputs.js';
 import { newTemporaryFolder, releaseTemporary, trackTemporary } from '../io/temporaries.js';
 import { writeDemoTokenizer } from './demo-tokenizer.js';
+import type { OnProgress } from '../progress.js';
 
 export const DEMO_SHAPE = { layers: 4, hidden: 256, intermediate: 688, heads: 8, kvHeads: 4, vocab: 1000 } as const;
 /** The energy threshold the demo extracts with: high enough to need every planted direction. */
@@ -53,7 +54,8 @@ export interface DemoOptions {
    */
   keep?: boolean;
   seed?: number;
-  onProgress?: (p: ExtractProgress) => void;
+  /** called after each tensor the extraction finishes */
+  onProgress?: OnProgress;
 }
 
 export interface DemoModule {

@@ -26,6 +26,7 @@
  */
 import { join } from 'node:path';
 import type { LinalgBackend } from '../linalg/backend.js';
+import { getBackend } from '../linalg/index.js';
 import { productSvd } from '../linalg/product-svd.js';
 import { decompose, tensorSeed } from '../lowrank/decompose.js';
 import type { RankPolicy } from '../lowrank/rank-policy.js';
@@ -60,6 +61,7 @@ export {
   type SigmaEdit,
 } from './sigma-edit.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 export interface ModuleEditReport {
   name: string;
@@ -89,6 +91,8 @@ export interface EditSummary {
 }
 
 interface EditOptionsBase {
+  /** a GEMM backend to use instead of getBackend() */
+  backend?: LinalgBackend;
   out: string;
   edit: SigmaEdit;
   select?: ModuleSelector;
@@ -101,7 +105,7 @@ interface EditOptionsBase {
   baseConfig?: Record<string, unknown>;
   /** replace a non-empty `out` */
   overwrite?: boolean;
-  onModule?: (p: { index: number; total: number; name: string }) => void;
+  onProgress?: OnProgress;
 }
 
 export interface EditAdapterOptions extends EditOptionsBase {
@@ -261,8 +265,8 @@ async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, s
  * unselected modules and modules_to_save tensors are copied unchanged. MoE expert stacks
  * (target_parameters) are selected by their parameter's path and edited expert by expert.
  */
-export function editAdapter(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
-  return withInputTracking(() => editAdapterInRun(backend, opts));
+export function editAdapter(params: EditAdapterOptions): Promise<EditSummary> {
+  return withInputTracking(async () => editAdapterInRun(params.backend ?? (await getBackend()), params));
 }
 
 async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
@@ -309,7 +313,7 @@ async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions
         const picked = isSelected(select, editKey(info));
         if (info.experts) reports.push(...(await writeExpertStack(ctx, info, picked)));
         else reports.push(await writeModule(ctx, info, picked));
-        opts.onModule?.({ index, total: infos.length, name: editKey(info) });
+        opts.onProgress?.({ index, total: infos.length, name: editKey(info) });
       }
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       return summarize(opts.out, format, dtype, reports, adapter.fullTensors.length);
@@ -360,8 +364,8 @@ async function writePairExpertStack(
  * stack (target_parameters, as extract writes it), extracted whole when --include picks any of
  * its experts, selected by its parameter's path and edited expert by expert.
  */
-export function editDelta(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
-  return withInputTracking(() => editDeltaInRun(backend, opts));
+export function editDelta(params: EditDeltaOptions): Promise<EditSummary> {
+  return withInputTracking(async () => editDeltaInRun(params.backend ?? (await getBackend()), params));
 }
 
 async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
@@ -413,12 +417,12 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
             for (let e = 0; e < blocks(item); e++) drawNoise(rng, componentCount(opts.rank, rows, cols));
             const path = stack ? stack.parameter : withoutWeightSuffix(item.name);
             identical.push(path);
-            opts.onModule?.({ index, total: jobs.length, name: path });
+            opts.onProgress?.({ index, total: jobs.length, name: path });
             continue;
           }
           if (stack) {
             reports.push(...(await writePairExpertStack(backend, sink, stack, delta, opts, rng, isSelected(select, stack.parameter))));
-            opts.onModule?.({ index, total: jobs.length, name: stack.parameter });
+            opts.onProgress?.({ index, total: jobs.length, name: stack.parameter });
             continue;
           }
           const [rows, cols] = b.info(item.name).shape;
@@ -437,7 +441,7 @@ async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): P
             rankAfter: r.rank,
             ...(edited ? { sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) } : {}),
           });
-          opts.onModule?.({ index, total: jobs.length, name: path });
+          opts.onProgress?.({ index, total: jobs.length, name: path });
         }
         if (!reports.length) {
           throw new Error(`${opts.modelA} and ${opts.modelB} are identical in all ${identical.length} tensor(s) compared: there is no update to edit; nothing written`);

@@ -28,6 +28,7 @@ import { weightNorms } from '../lora/weight-update.js';
 import { edoraReconstrConfig, RECONSTR_CONFIG_FILE } from '../lora/variant.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
+import type { OnProgress } from '../progress.js';
 
 export const DEFAULT_EDORA_SIGMA = 1e-5;
 export const DEFAULT_EDORA_POWER_ITERS = 4;
@@ -50,7 +51,8 @@ export interface EdoraInitOptions {
   dtype?: FloatDType;
   overwrite?: boolean;
   backend?: LinalgBackend;
-  onModule?: (name: string, index: number, total: number) => void;
+  /** called after each module */
+  onProgress?: OnProgress;
 }
 
 export interface EdoraInitModule {
@@ -141,7 +143,7 @@ async function edoraInitInRun(opts: EdoraInitOptions): Promise<EdoraInitReport> 
         for (let j = 0; j < r; j++) kept += svd.S[j] ** 2;
         await sink.addModule({ name: item.name, kind: 'linear', A, B, alpha, magnitude, latent });
         modules.push({ name: item.name, tensor: item.tensor, shape: item.shape, energy: total > 0 ? kept / total : 0 });
-        opts.onModule?.(item.name, index, selected.length);
+        opts.onProgress?.({ index, total: selected.length, name: item.name });
       }
       await sink.finish();
       await atomicWriteFile(join(tmpPath, RECONSTR_CONFIG_FILE), `${JSON.stringify(edoraReconstrConfig(r, powerIters, seed), null, 2)}\n`);

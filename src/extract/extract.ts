@@ -21,13 +21,7 @@ import { tensorSeed } from '../lowrank/decompose.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
 import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
-
-export interface ExtractProgress {
-  done: number;
-  total: number;
-  /** the tensor just finished */
-  name: string;
-}
+import type { OnProgress } from '../progress.js';
 
 export interface ExtractOptions {
   /** the model the adapter applies to (folder, or a .safetensors file) */
@@ -66,7 +60,8 @@ export interface ExtractOptions {
   overwrite?: boolean;
   /** a GEMM backend to use instead of getBackend({ threads }) */
   backend?: LinalgBackend;
-  onProgress?: (p: ExtractProgress) => void;
+  /** called after each tensor */
+  onProgress?: OnProgress;
 }
 
 /** The adapter dtype when none is asked for: that of model B's first target tensor. */
@@ -228,7 +223,7 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
     if (outcome.extracted) tensors.push({ ...outcome.extracted, seconds });
     if (outcome.identical) skippedIdentical.push(job.name);
     if (outcome.differing) differing.push(outcome.differing);
-    opts.onProgress?.({ done: index + 1, total: plan.jobs.length, name: job.name });
+    opts.onProgress?.({ index, total: plan.jobs.length, name: job.name });
     waitFrom = performance.now();
   }
 

@@ -50,7 +50,14 @@ export interface InspectExperts {
 /** GGUF arrays such as a 150k-token vocabulary are summarised, not printed. */
 const MAX_ARRAY_SHOWN = 16;
 
-export async function inspectPath(path: string): Promise<InspectResult> {
+export interface InspectOptions {
+  /** a model folder or file, a PEFT adapter folder, or a GGUF file */
+  path: string;
+}
+
+/** What is at `params.path`: its kind, tensors, metadata and (adapters) modules. */
+export async function inspectPath(params: InspectOptions): Promise<InspectResult> {
+  const { path } = params;
   // an OS error (missing, dangling link, loop) is explained by the CLI with this path
   const s = await stat(path).catch((err: unknown) => {
     throw withPath(err, path);
@@ -58,7 +65,7 @@ export async function inspectPath(path: string): Promise<InspectResult> {
   if (s.isDirectory()) {
     if (await pathExists(join(path, ADAPTER_CONFIG_FILE), 'input')) return inspectAdapter(path);
     const gguf = await loneGguf(path);
-    if (gguf) return inspectPath(gguf);
+    if (gguf) return inspectPath({ path: gguf });
     const ckpt = await openCheckpoint(path);
     try {
       return summarise(path, 'checkpoint', ckpt.list(), {}, ckpt.config);

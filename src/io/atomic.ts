@@ -9,6 +9,7 @@ import { lstat, mkdir, open, readdir, rename, rm, rmdir, unlink } from 'node:fs/
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { inputsSoFar } from './inputs.js';
 import { newTemporary, releaseTemporary, REPLACED_TAG, sweepStaleTemporaries } from './temporaries.js';
+import { UsageError } from '../errors.js';
 
 export interface AtomicDir {
   /** Write everything here; it becomes `finalDir` on commit(). */
@@ -181,7 +182,7 @@ function isSameOrInside(inner: string, outer: string): boolean {
 }
 
 /** An output that is, lies inside or contains an input: a mistake in the command, never attempted. */
-export class OutputIsInputError extends Error {}
+export class OutputIsInputError extends UsageError {}
 
 /**
  * Never overwrite an input: throws when `outPath` is one of `inputs`, lies inside one, or contains

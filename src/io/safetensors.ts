@@ -290,7 +290,7 @@ export class SafetensorsFile implements TensorSource {
     const start = this.dataStart + e.begin;
     if (dtype === 'F32') {
       await readFully(fh, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), start, what);
-      if (this.checkFinite) assertFinite(out, what);
+      if (this.checkFinite) assertFinite(out, what, { file: this.path, tensor: e.name });
       return out;
     }
     // Double-buffered: the next chunk is read from disk while this one is decoded.
@@ -308,7 +308,7 @@ export class SafetensorsFile implements TensorSource {
       decodeIntoF32(chunk, dtype, out.subarray(from, to));
       // checked while the chunk is still in cache
       const bad = this.checkFinite ? firstNonFinite(out, from, to) : -1;
-      if (bad >= 0) throw nonFiniteError(what, bad, out[bad]);
+      if (bad >= 0) throw nonFiniteError(what, bad, out[bad], { file: this.path, tensor: e.name });
     }
     return out;
   }

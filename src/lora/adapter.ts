@@ -20,6 +20,7 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { BASE_LAYER, declarationOrder, isDownProjection, parametersTargetedOn, splitExpertFactors, wrapperPath, type ExpertLayout } from './expert-stack.js';
 import { readJsonFile } from '../io/json-file.js';
 import { noteInput } from '../io/inputs.js';
+import { InputError } from '../errors.js';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -61,10 +62,6 @@ export interface PeftConfig {
   [key: string]: unknown;
 }
 
-export function loraRank(m: LoraModule): number {
-  return m.A.rows;
-}
-
 /** PEFT's scaling: alpha / r, or alpha / √r with rsLoRA. */
 export function loraScaling(alpha: number, rank: number, useRslora = false): number {
   if (rank === 0) return 0;
@@ -93,14 +90,15 @@ function patternEntry(patterns: Record<string, number> | undefined, modulePath: 
  * "r"): PEFT builds the layer from the config and fails to load such weights (size mismatch),
  * while computing with them would scale by alpha / (the wrong r).
  */
-function checkConfiguredRank(where: string, config: PeftConfig, patternPath: string, stored: number, what: string): void {
+function checkConfiguredRank(where: string, config: PeftConfig, patternPath: string, stored: number, what: string, file: string): void {
   const entry = patternEntry(config.rank_pattern, patternPath);
   const r = entry ? entry[1] : config.r;
   if (stored === r) return;
   const source = entry ? `rank_pattern entry "${entry[0]}": ${r}` : `"r": ${r}`;
-  throw new Error(
+  throw new InputError(
     `${where}: ${ADAPTER_CONFIG_FILE} gives it ${source}, but ${what} (rank ${stored}); PEFT refuses to load such an adapter: ` +
       'the config does not belong to these weights; restore the adapter_config.json saved with them',
+    { file },
   );
 }
 
@@ -485,41 +483,42 @@ function checkDoraModules(dir: string, modules: readonly LoraModuleInfo[]): void
 
 function describeModule(path: string, config: PeftConfig, name: string, k: ModuleKeys, parameter: string | undefined): LoraModuleInfo {
   const where = `${path}: module "${name}"`;
+  const at = { file: path };
   let kind: LoraKind;
   let rank: number;
   let inFeatures: number;
   let outFeatures: number;
   if (k.A || k.B) {
-    if (!k.A || !k.B) throw new Error(`${where} has lora_${k.A ? 'A' : 'B'} but no lora_${k.A ? 'B' : 'A'}: the adapter is incomplete`);
-    if (k.A.shape.length !== 2 || k.B.shape.length !== 2) throw new Error(`${where}: lora_A and lora_B must be 2-D`);
+    if (!k.A || !k.B) throw new InputError(`${where} has lora_${k.A ? 'A' : 'B'} but no lora_${k.A ? 'B' : 'A'}: the adapter is incomplete`, at);
+    if (k.A.shape.length !== 2 || k.B.shape.length !== 2) throw new InputError(`${where}: lora_A and lora_B must be 2-D`, at);
     kind = 'linear';
     [rank, inFeatures] = k.A.shape;
     outFeatures = k.B.shape[0];
     if (k.B.shape[1] !== rank) {
-      throw new Error(`${where}: lora_A is ${k.A.shape.join('×')} but lora_B is ${k.B.shape.join('×')}; their ranks differ`);
+      throw new InputError(`${where}: lora_A is ${k.A.shape.join('×')} but lora_B is ${k.B.shape.join('×')}; their ranks differ`, at);
     }
   } else if (k.eA || k.eB) {
-    if (!k.eA || !k.eB) throw new Error(`${where} has only one of lora_embedding_A / lora_embedding_B`);
+    if (!k.eA || !k.eB) throw new InputError(`${where} has only one of lora_embedding_A / lora_embedding_B`, at);
     kind = 'embedding';
     // stored: A is r × vocab, B is hidden × r; the base weight is vocab × hidden
     rank = k.eA.shape[0];
     outFeatures = k.eA.shape[1];
     inFeatures = k.eB.shape[0];
-    if (k.eB.shape[1] !== rank) throw new Error(`${where}: lora_embedding_A and lora_embedding_B ranks differ`);
+    if (k.eB.shape[1] !== rank) throw new InputError(`${where}: lora_embedding_A and lora_embedding_B ranks differ`, at);
   } else {
-    throw new Error(`${where} has a magnitude or latent tensor but no LoRA factors`);
+    throw new InputError(`${where} has a magnitude or latent tensor but no LoRA factors`, at);
   }
   const magnitudeLength = kind === 'embedding' ? inFeatures : outFeatures;
   if (k.magnitude && k.magnitude.shape.reduce((a, b) => a * b, 1) !== magnitudeLength) {
     const per = kind === 'embedding' ? 'one per embedding dimension' : 'one per output row';
-    throw new Error(`${where}: lora_magnitude_vector has ${k.magnitude.shape.join('×')} entries, expected ${magnitudeLength} (${per})`);
+    throw new InputError(`${where}: lora_magnitude_vector has ${k.magnitude.shape.join('×')} entries, expected ${magnitudeLength} (${per})`, at);
   }
   if (k.latent && (k.latent.shape[0] !== rank || k.latent.shape[1] !== rank)) {
-    throw new Error(`${where}: lora_latent_mapping is ${k.latent.shape.join('×')}, expected ${rank}×${rank} (the rank of lora_A/lora_B)`);
+    throw new InputError(`${where}: lora_latent_mapping is ${k.latent.shape.join('×')}, expected ${rank}×${rank} (the rank of lora_A/lora_B)`, at);
   }
   if (parameter !== undefined) return describeWrapper(where, config, { name, kind, rank, inFeatures, outFeatures }, k, parameter);
   const factor = kind === 'embedding' ? `lora_embedding_A is ${k.eA!.shape.join('×')}` : `lora_A is ${k.A!.shape.join('×')}`;
-  checkConfiguredRank(where, config, name, rank, factor);
+  checkConfiguredRank(where, config, name, rank, factor, path);
   const alpha = lookupPattern(config.alpha_pattern, name) ?? config.lora_alpha;
   return {
     name,

@@ -29,6 +29,7 @@ import {
 import { seededMaskSource } from './prune.js';
 import type { LowRank, MajoritySign, MaskSource, MergeTerm } from './types.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 export const REPORT_FILE = 'report.json';
 const DEFAULT_DENSITY = 0.5;
@@ -54,7 +55,8 @@ export interface MergeAdaptersOptions extends MethodOptions {
   backend?: LinalgBackend;
   /** where DARE masks come from; default: the seeded RNG (`seed`) */
   masks?: MaskSource;
-  onProgress?: (done: number, total: number, module: string) => void;
+  /** called after each module */
+  onProgress?: OnProgress;
 }
 
 export interface ModuleReport {
@@ -293,7 +295,7 @@ async function mergeAdaptersInRun(opts: MergeAdaptersOptions): Promise<MergeRepo
         if (merged.A.rows === 0) row.omitted = 'the merged delta is zero (the adapters cancel here); nothing to write';
         else await sink.addModule(toLoraModule(plan.name, plan.kind, merged));
         modules.push(row);
-        opts.onProgress?.(index + 1, plans.length, plan.name);
+        opts.onProgress?.({ index, total: plans.length, name: plan.name });
       }
       if (modules.every((m) => m.omitted)) {
         throw new Error('the merged adapter is zero in every module (the weighted adapters cancel out); there is nothing to write');

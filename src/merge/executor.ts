@@ -17,6 +17,7 @@ import type { MergeConfig } from './config.js';
 import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 import { openModels, type SourceModel } from './sources.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 /** mergekit's default output shard size (out_shard_size "5B"). */
 export const DEFAULT_SHARD_BYTES = 5e9;
@@ -24,7 +25,8 @@ export const DEFAULT_SHARD_BYTES = 5e9;
 /** The merge config, stored with the output under the name the Hub and mergekit use. */
 export const CONFIG_COPY_FILE = 'mergekit_config.yml';
 
-export interface MergeModelsOptions {
+/** What a merge run takes besides its config (mergeModels and executeMerge share it). */
+export interface MergeRunOptions {
   /** output folder (created atomically) */
   out: string;
   /** largest shard, in bytes; default 5 GB */
@@ -37,7 +39,13 @@ export interface MergeModelsOptions {
   cwd?: string;
   /** merge large tensors in worker threads, overlapping reading and writing; default true when there is a second core */
   worker?: boolean;
-  onProgress?: (done: number, total: number, tensor: string) => void;
+  /** called after each output tensor is written */
+  onProgress?: OnProgress;
+}
+
+/** executeMerge's params: a config already read and validated (merge/config.ts). */
+export interface ExecuteMergeOptions extends MergeRunOptions {
+  config: MergeConfig;
 }
 
 export interface MergeModelsReport {
@@ -72,7 +80,7 @@ const MAX_INFLIGHT_BYTES = 2 ** 31;
  * within MAX_INFLIGHT_BYTES, and written in order as they finish, so the main thread encodes
  * tensor i while workers read and merge i+1, i+2.
  */
-async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, compute: Compute, onProgress?: MergeModelsOptions['onProgress']): Promise<void> {
+async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, compute: Compute, onProgress?: MergeRunOptions['onProgress']): Promise<void> {
   const { pool } = compute;
   const cost = (t: PlannedTensor) => t.context.numel * 4 * t.inputs.length;
   const readAndMerge = (t: PlannedTensor) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: models[inp.model].checkpoint, tensor: inp.tensor })));
@@ -102,7 +110,7 @@ async function streamTensors(plan: MergePlan, models: SourceModel[], sink: Safet
       writing = sink.add(item.name, item.shape, out, item.dtype);
       writing.catch(() => {}); // surfaced when awaited
       written = out;
-      onProgress?.(done + 1, plan.tensors.length, item.name);
+      onProgress?.({ index: done, total: plan.tensors.length, name: item.name });
     }
     await writing;
   } finally {
@@ -159,11 +167,12 @@ function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: 
 }
 
 /** Opens the models, plans, streams every tensor into `opts.out` and commits it. */
-export function executeMerge(config: MergeConfig, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsReport> {
+  const { config, ...opts } = params;
   return withInputTracking(() => executeMergeInRun(config, opts));
 }
 
-async function executeMergeInRun(config: MergeConfig, opts: MergeModelsOptions): Promise<MergeModelsReport> {
+async function executeMergeInRun(config: MergeConfig, opts: MergeRunOptions): Promise<MergeModelsReport> {
   const started = performance.now();
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed)) throw new Error(`merge: the seed must be an integer, got ${seed}`);

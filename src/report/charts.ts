@@ -20,7 +20,7 @@ export interface Chart {
 }
 
 /** Energy share up to which the energy and fall-off charts' x-axes reach (with a margin). */
-export const TRIM_ENERGY = 0.999;
+const TRIM_ENERGY = 0.999;
 
 /** A tensor Δ = 0 (identical in A and B, or an all-zero LoRA update): it has no spectrum to draw. */
 export function isUnchanged(t: TensorSpectrum): boolean {

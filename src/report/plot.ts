@@ -24,7 +24,7 @@ export function niceTicks(lo: number, hi: number, count = 5): { ticks: number[];
   return { ticks, step };
 }
 
-export function formatTick(v: number, step: number): string {
+function formatTick(v: number, step: number): string {
   const decimals = step >= 1 ? 0 : Math.min(6, Math.ceil(-Math.log10(step) - 1e-9));
   return v.toFixed(decimals);
 }
@@ -180,7 +180,7 @@ export type MarkerShape = 'square' | 'triangle' | 'diamond' | 'cross' | 'plus';
 export const MARKER_SHAPES: readonly MarkerShape[] = ['square', 'triangle', 'diamond', 'cross', 'plus'];
 
 /** A marker as polylines centred on (x, y), r px from the centre: both renderers draw lines. */
-export function markerShapes(shape: MarkerShape, x: number, y: number, color: string, r = 3.5): Shape[] {
+function markerShapes(shape: MarkerShape, x: number, y: number, color: string, r = 3.5): Shape[] {
   const line = (pts: Array<[number, number]>): Shape => ({ kind: 'line', points: pts.map(([dx, dy]) => [x + dx, y + dy] as const), stroke: color, width: 1.5 });
   switch (shape) {
     case 'square':
@@ -218,7 +218,7 @@ export interface LineChartSpec {
 }
 
 /** Powers of ten in [lo, hi], labelled 1, 0.1, 0.01, 1e-3, … */
-export function logTicks(lo: number, hi: number): Array<{ v: number; label: string }> {
+function logTicks(lo: number, hi: number): Array<{ v: number; label: string }> {
   const ticks: Array<{ v: number; label: string }> = [];
   for (let e = Math.ceil(Math.log10(lo) - 1e-9); e <= Math.floor(Math.log10(hi) + 1e-9); e++) {
     ticks.push({ v: 10 ** e, label: e >= 0 ? String(10 ** e) : e >= -2 ? (10 ** e).toFixed(-e) : `1e${e}` });

@@ -4,7 +4,7 @@
  * 5×7 bitmap font scaled by whole pixels.
  */
 import { GLYPH_ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH, glyph } from './font.js';
-import { parseHex, type LineShape, type RectShape, type Scene, type TextShape } from './scene.js';
+import { BACKGROUND, parseHex, type LineShape, type RectShape, type Scene, type TextShape } from './scene.js';
 
 export interface Raster {
   width: number;
@@ -20,7 +20,10 @@ class Canvas implements Raster {
     readonly width: number,
     readonly height: number,
   ) {
-    this.data = new Uint8Array(width * height * 3).fill(255);
+    this.data = new Uint8Array(width * height * 3);
+    // the same background as the SVG copy of the chart
+    const rgb = parseHex(BACKGROUND);
+    for (let o = 0; o < this.data.length; o += 3) this.data.set(rgb, o);
   }
 
   /** Blends `rgb` over pixel (x, y) with weight `alpha` in [0, 1]. */

@@ -64,7 +64,7 @@ export function textWidth(text: string, size: number): number {
 const VIRIDIS = ['#440154', '#472c7a', '#3b518b', '#2c718e', '#21908d', '#27ad81', '#5cc863', '#aadc32', '#fde725'];
 
 /** Tableau 10: distinct colours for up to ten categories (module types). */
-export const CATEGORICAL = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+const CATEGORICAL = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
 export function parseHex(color: string): [number, number, number] {
   const m = /^#([0-9a-f]{6})$/i.exec(color);

@@ -1,5 +1,5 @@
 /** Scene → a standalone SVG document (also inlined as-is into report.html). */
-import type { Scene, Shape } from './scene.js';
+import { BACKGROUND, type Scene, type Shape } from './scene.js';
 
 export function escapeXml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -43,7 +43,7 @@ export function renderSvg(scene: Scene, id?: string): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg"${idAttr} width="${scene.width}" height="${scene.height}" viewBox="0 0 ${scene.width} ${scene.height}" role="img" aria-label="${escapeXml(scene.title)}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">`,
     `<title>${escapeXml(scene.title)}</title>`,
-    `<rect x="0" y="0" width="${scene.width}" height="${scene.height}" fill="#ffffff"/>`,
+    `<rect x="0" y="0" width="${scene.width}" height="${scene.height}" fill="${BACKGROUND}"/>`,
     ...scene.shapes.map(shapeToSvg),
     '</svg>',
   ].join('\n');

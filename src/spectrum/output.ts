@@ -18,6 +18,10 @@ export const REPORT_HTML = 'report.html';
 export const CHARTS_DIR = 'charts';
 
 export interface SpectrumOutputOptions {
+  /** what adapterSpectrum or deltaSpectrum returned */
+  result: SpectrumResult;
+  /** the output folder */
+  out: string;
   /** replace a non-empty output folder */
   overwrite?: boolean;
   /** also write PNG copies of the charts (default true) */
@@ -30,11 +34,12 @@ function inputsOf(result: SpectrumResult): string[] {
 }
 
 /** Writes the outputs to `out` and returns their paths relative to it. */
-export function writeSpectrumOutputs(result: SpectrumResult, out: string, opts: SpectrumOutputOptions = {}): Promise<string[]> {
+export function writeSpectrumOutputs(params: SpectrumOutputOptions): Promise<string[]> {
+  const { result, out, ...opts } = params;
   return withInputTracking(() => writeSpectrumOutputsInRun(result, out, opts));
 }
 
-async function writeSpectrumOutputsInRun(result: SpectrumResult, out: string, opts: SpectrumOutputOptions = {}): Promise<string[]> {
+async function writeSpectrumOutputsInRun(result: SpectrumResult, out: string, opts: Omit<SpectrumOutputOptions, 'result' | 'out'>): Promise<string[]> {
   assertNotInput(out, inputsOf(result));
   const charts = spectrumCharts(result);
   const png = opts.png ?? true;

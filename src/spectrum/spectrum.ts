@@ -4,6 +4,7 @@
  * energy each rank captures and the effective ranks at 90/95/99% energy.
  */
 import type { LinalgBackend } from '../linalg/backend.js';
+import { getBackend } from '../linalg/index.js';
 import { productSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import { assertFiniteSpectrum } from '../linalg/finite-spectrum.js';
@@ -14,6 +15,7 @@ import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModu
 import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { layerIndexOf, moduleTypeOf, naturalCompare } from '../lora/module-names.js';
+import type { OnProgress } from '../progress.js';
 
 /** Energy fractions at which the effective rank is reported. */
 export const ENERGY_THRESHOLDS = [0.9, 0.95, 0.99] as const;
@@ -64,24 +66,26 @@ export interface SpectrumResult {
   notes: string[];
 }
 
-export interface SpectrumProgress {
-  index: number;
-  total: number;
-  name: string;
-}
-
 interface CommonOptions {
+  /** a GEMM backend to use instead of getBackend() */
+  backend?: LinalgBackend;
   /** singular values kept per tensor (default 64) */
   top?: number;
   /** only tensors/modules whose name matches */
   include?: RegExp;
   /** called after each tensor */
-  onTensor?: (p: SpectrumProgress) => void;
+  onProgress?: OnProgress;
 }
 
-export interface AdapterSpectrumOptions extends CommonOptions {}
+export interface AdapterSpectrumOptions extends CommonOptions {
+  /** the PEFT adapter folder */
+  adapter: string;
+}
 
 export interface DeltaSpectrumOptions extends CommonOptions {
+  /** the two checkpoints; Δ = W_B − W_A */
+  modelA: string;
+  modelB: string;
   /** seed of the randomized SVD (default 0) */
   seed?: number;
   /** randomized SVD oversampling (default 8) and power iterations (default 2) */
@@ -140,7 +144,9 @@ function adapterEntries(modules: readonly LoraModuleInfo[]): AdapterEntry[] {
  * Exact singular values of every module ΔW = scaling·B·A of a PEFT adapter folder. An expert
  * stack (target_parameters) gives one entry per expert, `<parameter>[e]`, of its ΔW_e.
  */
-export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts: AdapterSpectrumOptions = {}): Promise<SpectrumResult> {
+export async function adapterSpectrum(opts: AdapterSpectrumOptions): Promise<SpectrumResult> {
+  const dir = opts.adapter;
+  const backend = opts.backend ?? (await getBackend());
   const top = checkTop(opts.top ?? DEFAULT_TOP);
   const adapter = await openPeftAdapter(dir);
   try {
@@ -177,7 +183,7 @@ export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts:
         rank: info.experts?.rank ?? info.rank,
         ...summarizeSpectrum(svd.S, total, top),
       });
-      opts.onTensor?.({ index, total: entries.length, name });
+      opts.onProgress?.({ index, total: entries.length, name });
     }
     return { source: { kind: 'adapter', adapter: dir }, top, method: 'exact-from-factors', thresholds: ENERGY_THRESHOLDS, tensors, skipped: [], changed1d: [], notes };
   } finally {
@@ -190,7 +196,9 @@ export async function adapterSpectrum(backend: LinalgBackend, dir: string, opts:
  * by pair. A 3-D MoE expert tensor gives one entry per expert, `<tensor without .weight>[e]`, of
  * its ΔW_e (out × in).
  */
-export async function deltaSpectrum(backend: LinalgBackend, modelA: string, modelB: string, opts: DeltaSpectrumOptions = {}): Promise<SpectrumResult> {
+export async function deltaSpectrum(opts: DeltaSpectrumOptions): Promise<SpectrumResult> {
+  const { modelA, modelB } = opts;
+  const backend = opts.backend ?? (await getBackend());
   const top = checkTop(opts.top ?? DEFAULT_TOP);
   const a = await openCheckpoint(modelA);
   try {
@@ -222,7 +230,7 @@ export async function deltaSpectrum(backend: LinalgBackend, modelA: string, mode
           rank: null,
           ...summarizeSpectrum(svd.S, totalEnergy, top),
         });
-        opts.onTensor?.({ index: tensors.length - 1, total: entryCount, name });
+        opts.onProgress?.({ index: tensors.length - 1, total: entryCount, name });
       };
       const blocks = (job: Job) => job.stack?.stored[0] ?? 1;
       for await (const { item, delta, energies } of streamDifferences(a, b, jobs, blocks, opts.prefetchDepth ?? 1)) {

@@ -2,6 +2,7 @@
  * Finite-value checks for f32 data. A NaN or ±Inf in a weight spreads through every product it
  * meets, so each reader refuses it where the tensor is read and names the file and tensor.
  */
+import { InputError, type InputLocation } from '../errors.js';
 
 /** The largest finite f32. */
 export const F32_MAX = 3.4028234663852886e38;
@@ -37,15 +38,18 @@ export function firstNonFinite(data: Float32Array, from = 0, to = data.length): 
   return -1;
 }
 
-/** The error every reader raises for a non-finite value: where it is, what it is, what to do. */
-export function nonFiniteError(where: string, index: number, value: number): Error {
-  return new Error(`${where} holds ${value} at element ${index}: the file is corrupt or the training diverged; fix or re-export that tensor`);
+/**
+ * The error every reader raises for a non-finite value: where it is, what it is, what to do.
+ * `at` carries the same file and tensor for callers that handle the error rather than print it.
+ */
+export function nonFiniteError(where: string, index: number, value: number, at: InputLocation = {}): InputError {
+  return new InputError(`${where} holds ${value} at element ${index}: the file is corrupt or the training diverged; fix or re-export that tensor`, at);
 }
 
 /** Throws nonFiniteError on the first NaN or ±Inf in `data`. */
-export function assertFinite(data: Float32Array, where: string): void {
+export function assertFinite(data: Float32Array, where: string, at: InputLocation = {}): void {
   const i = firstNonFinite(data);
-  if (i >= 0) throw nonFiniteError(where, i, data[i]);
+  if (i >= 0) throw nonFiniteError(where, i, data[i], at);
 }
 
 /**

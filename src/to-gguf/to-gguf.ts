@@ -19,16 +19,21 @@ import { textFields } from '../arch/index.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
 import { withInputTracking } from '../io/inputs.js';
+import type { OnProgress } from '../progress.js';
 
 export interface ToGgufOptions {
+  /** the checkpoint: a folder, or a .safetensors file with config.json beside it */
+  model: string;
+  /** the GGUF file to write */
+  out: string;
   /** Storage dtype of 2-D weights; 1-D tensors and norms are always F32. Default F16 (the converter's default). */
   dtype?: FloatDType;
   /** Copy all `tokenizer.*` KVs from this GGUF instead of reading the model folder's tokenizer files. */
   vocabFrom?: string;
   /** general.name; default the model folder's name (as the converter does). */
   name?: string;
-  /** Called after each tensor is written (progress). */
-  onTensor?: (ggufName: string, index: number, total: number) => void;
+  /** called after each tensor is written, with its GGUF name */
+  onProgress?: OnProgress;
 }
 
 export interface ToGgufResult {
@@ -89,14 +94,15 @@ function embeddingRows(planned: PlannedTensor[], where: string): number {
 }
 
 /**
- * Converts the checkpoint at `modelPath` (folder or .safetensors file with config.json beside it)
- * to a GGUF model at `outPath`, atomically (the file appears only when complete).
+ * Converts the checkpoint at `params.model` to a GGUF model at `params.out`, atomically (the file
+ * appears only when complete).
  */
-export function convertToGguf(modelPath: string, outPath: string, opts: ToGgufOptions = {}): Promise<ToGgufResult> {
+export function convertToGguf(params: ToGgufOptions): Promise<ToGgufResult> {
+  const { model: modelPath, out: outPath, ...opts } = params;
   return withInputTracking(() => convertToGgufInRun(modelPath, outPath, opts));
 }
 
-async function convertToGgufInRun(modelPath: string, outPath: string, opts: ToGgufOptions = {}): Promise<ToGgufResult> {
+async function convertToGgufInRun(modelPath: string, outPath: string, opts: Omit<ToGgufOptions, 'model' | 'out'>): Promise<ToGgufResult> {
   const dtype = opts.dtype ?? 'F16';
   const ckpt = await openCheckpoint(modelPath);
   try {
@@ -129,7 +135,7 @@ async function convertToGgufInRun(modelPath: string, outPath: string, opts: ToGg
     try {
       for await (const { item, value, index } of prefetch(planned, (t) => t.load(), 1)) {
         await sink.add(item.plan.name, item.plan.shape, value);
-        opts.onTensor?.(item.plan.name, index, planned.length);
+        opts.onProgress?.({ index, total: planned.length, name: item.plan.name });
       }
       await sink.finish();
     } catch (err) {

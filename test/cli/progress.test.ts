@@ -35,7 +35,7 @@ describe('createProgress', () => {
     const p = lazyProgress('apply', false, stream);
     p.done();
     assert.equal(stream.out.length, 0);
-    p.tick({ name: 'w', total: 1 });
+    p.tick({ index: 0, name: 'w', total: 1 });
     p.done();
     assert.match(stream.out.at(-1)!, /^\r *\r$/);
   });

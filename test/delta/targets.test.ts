@@ -58,14 +58,14 @@ describe('one target classifier', () => {
     assert.deepEqual(extracted.tensors.map((t) => t.name), [Q]);
     assert.deepEqual(extracted.nonTargetDiffering.map((t) => t.name).sort(), NON_TARGETS);
 
-    const edited = await editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit'), edit: { scale: new Map([[0, 2]]) } });
+    const edited = await editDelta({ backend, modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit'), edit: { scale: new Map([[0, 2]]) } });
     assert.deepEqual(edited.modules.map((m) => m.name), ['model.layers.0.self_attn.q_proj'], 'no LoRA for the router, gate or rotary_emb');
     const config = JSON.parse(await readFile(join(root, 'edit', 'adapter_config.json'), 'utf8')) as { target_modules: string[] };
     assert.deepEqual(config.target_modules, ['q_proj']);
     assert.deepEqual(edited.nonTargetDiffering.map((t) => t.name), NON_TARGETS);
     assert.deepEqual(edited.skipped.map((t) => t.name), ['model.layers.0.input_layernorm.weight'], 'the unchanged norm stays among the skipped');
 
-    const spectrum = await deltaSpectrum(backend, pair.a, pair.b, { top: 4 });
+    const spectrum = await deltaSpectrum({ backend, modelA: pair.a, modelB: pair.b, top: 4 });
     assert.deepEqual(spectrum.tensors.map((t) => t.name), [Q], 'no spectrum entry for the non-targets');
     assert.deepEqual(spectrum.nonTargetDiffering?.map((t) => t.name), NON_TARGETS);
     assert.deepEqual(spectrum.changed1d, []);

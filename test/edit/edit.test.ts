@@ -45,9 +45,9 @@ describe('edit', async () => {
     }
   }
 
-  async function run(name: string, edit: SigmaEdit, extra: Partial<Parameters<typeof editAdapter>[1]> = {}) {
+  async function run(name: string, edit: SigmaEdit, extra: Partial<Parameters<typeof editAdapter>[0]> = {}) {
     const out = join(dir, name);
-    const summary = await editAdapter(backend, { adapter: input, out, edit, ...extra });
+    const summary = await editAdapter({ backend, adapter: input, out, edit, ...extra });
     return { out, summary, got: await updates(out) };
   }
 
@@ -141,7 +141,7 @@ describe('edit', async () => {
     const ad = join(dir, 'rs-in');
     await writeAdapter(ad, [p.module], { useRslora: true });
     const out = join(dir, 'rs-out');
-    await editAdapter(backend, { adapter: ad, out, edit: { zero: [0, 4] } });
+    await editAdapter({ backend, adapter: ad, out, edit: { zero: [0, 4] } });
     const g = (await updates(out)).get(p.module.name)!;
     assert.equal(g.rank, 3);
     assert.ok(relMaxDiff(g.update, plantedSum(p, [0, 1, 1, 1, 0])) < TOL);
@@ -149,18 +149,18 @@ describe('edit', async () => {
   });
 
   it('refuses component indices no selected module has, DoRA modules, and an empty selection', async () => {
-    await assert.rejects(editAdapter(backend, { adapter: input, out: join(dir, 'bad1'), edit: { zero: [6] } }), /component index 6 does not exist: the selected modules have at most 6/);
+    await assert.rejects(editAdapter({ backend, adapter: input, out: join(dir, 'bad1'), edit: { zero: [6] } }), /component index 6 does not exist: the selected modules have at most 6/);
     // layers.10 has only 4 components
     await assert.rejects(
-      editAdapter(backend, { adapter: input, out: join(dir, 'bad2'), edit: { scale: new Map([[4, 2]]) }, select: { layers: new Set([10]) } }),
+      editAdapter({ backend, adapter: input, out: join(dir, 'bad2'), edit: { scale: new Map([[4, 2]]) }, select: { layers: new Set([10]) } }),
       /at most 4 components/,
     );
-    await assert.rejects(editAdapter(backend, { adapter: input, out: join(dir, 'bad3'), edit: { zero: [0] }, select: { layers: new Set([99]) } }), /select no module/);
+    await assert.rejects(editAdapter({ backend, adapter: input, out: join(dir, 'bad3'), edit: { zero: [0] }, select: { layers: new Set([99]) } }), /select no module/);
     const dora = plantedLora({ name: 'model.layers.0.self_attn.q_proj', out: 6, in: 6, sigma: [1, 0.5], alpha: 2, seed: 90 });
     dora.module.magnitude = new Float32Array(6).fill(1);
     const doraDir = join(dir, 'dora');
     await writeAdapter(doraDir, [dora.module], { useDora: true });
-    await assert.rejects(editAdapter(backend, { adapter: doraDir, out: join(dir, 'bad4'), edit: { zero: [0] } }), /is DoRA; .*convert the adapter to LoRA first/);
+    await assert.rejects(editAdapter({ backend, adapter: doraDir, out: join(dir, 'bad4'), edit: { zero: [0] } }), /is DoRA; .*convert the adapter to LoRA first/);
   });
 
   it('edits an adapter extracted from a model pair', async () => {
@@ -179,7 +179,7 @@ describe('edit', async () => {
       'model.layers.0.self_attn.v_proj.weight': { shape: [8, 16], data: Float32Array.from(baseV.data, (x, i) => x + plantedV.a.data[i]) },
     });
     const out = join(dir, 'pair-out');
-    const summary = await editDelta(backend, { modelA: a, modelB: b, rank: 4, out, edit: { zero: [0] }, select: { modules: new Set(['q_proj']) } });
+    const summary = await editDelta({ backend, modelA: a, modelB: b, rank: 4, out, edit: { zero: [0] }, select: { modules: new Set(['q_proj']) } });
     assert.deepEqual(summary.modules.map((m) => [m.name, m.edited, m.rankAfter]), [
       ['model.layers.0.self_attn.q_proj', true, 3],
       ['model.layers.0.self_attn.v_proj', false, 4],
@@ -207,7 +207,7 @@ describe('edit', async () => {
       'model.layers.0.self_attn.q_proj.weight': { shape: [24, 16], data: Float32Array.from(baseQ.data, (x, i) => x + planted.a.data[i]) },
     });
     const out = join(dir, 'same-out');
-    const summary = await editDelta(backend, { modelA: a, modelB: b, rank: 4, out, edit: { zero: [0] } });
+    const summary = await editDelta({ backend, modelA: a, modelB: b, rank: 4, out, edit: { zero: [0] } });
     assert.deepEqual(summary.modules.map((m) => [m.name, m.edited]), [['model.layers.0.self_attn.q_proj', true]]);
     assert.deepEqual([summary.edited, summary.copied, summary.identical], [1, 0, ['model.layers.0.self_attn.k_proj']]);
     assert.deepEqual([...(await updates(out)).keys()], ['model.layers.0.self_attn.q_proj']);
@@ -216,7 +216,7 @@ describe('edit', async () => {
     assert.match(cli.stdout, /1 module\(s\) edited, 0 unchanged[\s\S]*1 module\(s\) identical in A and B: skipped, nothing written/);
     // nothing differs at all: refused, nothing written
     const none = join(dir, 'same-none');
-    await assert.rejects(editDelta(backend, { modelA: a, modelB: a, rank: 4, out: none, edit: { zero: [0] } }), /identical in all 2 tensor\(s\) compared: there is no update to edit; nothing written/);
+    await assert.rejects(editDelta({ backend, modelA: a, modelB: a, rank: 4, out: none, edit: { zero: [0] } }), /identical in all 2 tensor\(s\) compared: there is no update to edit; nothing written/);
     await assert.rejects(readFile(join(none, 'adapter_config.json')), /ENOENT/);
   });
 
@@ -226,7 +226,7 @@ describe('edit', async () => {
     await writeAdapter(noFull, plants.map((p) => p.module));
     const out = join(dir, 'gguf');
     const baseConfig = { architectures: ['LlamaForCausalLM'], num_attention_heads: 2, num_key_value_heads: 2, hidden_size: 16 };
-    await editAdapter(backend, { adapter: noFull, out, edit: { zero: [0] }, format: 'both', baseConfig, select: { modules: new Set(['v_proj']) } });
+    await editAdapter({ backend, adapter: noFull, out, edit: { zero: [0] }, format: 'both', baseConfig, select: { modules: new Set(['v_proj']) } });
     const gguf = await openGguf(join(out, 'adapter.gguf'));
     try {
       const shapes = Object.fromEntries(gguf.list().map((t) => [t.name, t.shape]));

@@ -61,8 +61,8 @@ describe('a difference at the f32 limit', () => {
 
   it('spectrum and edit refuse it too (was: σ null, NaN factors)', async () => {
     const backend = await getBackend();
-    await assert.rejects(deltaSpectrum(backend, overflow.a, overflow.b), OVERFLOW);
-    await assert.rejects(editDelta(backend, { modelA: overflow.a, modelB: overflow.b, out: join(root, 'e1'), rank: 2, edit: { zero: [0] } }), OVERFLOW);
+    await assert.rejects(deltaSpectrum({ backend, modelA: overflow.a, modelB: overflow.b }), OVERFLOW);
+    await assert.rejects(editDelta({ backend, modelA: overflow.a, modelB: overflow.b, out: join(root, 'e1'), rank: 2, edit: { zero: [0] } }), OVERFLOW);
   });
 
   it('extract refuses a finite difference that overflows inside the decomposition', async () => {

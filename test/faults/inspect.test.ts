@@ -27,7 +27,7 @@ describe('inspect on broken adapter folders', () => {
     const text = await readFile(path, 'utf8');
     await writeFile(path, text.slice(0, text.length >> 1));
     const expected = /truncated-config\/adapter_config\.json: not valid JSON \(.*\): the file is damaged or cut short/;
-    await assert.rejects(inspectPath(dir), expected);
+    await assert.rejects(inspectPath({ path: dir }), expected);
     await assert.rejects(openPeftAdapter(dir), expected);
   });
 
@@ -42,7 +42,7 @@ describe('inspect on broken adapter folders', () => {
     const dir = await adapterCopy('bin-only');
     await rename(join(dir, 'adapter_model.safetensors'), join(dir, 'adapter_model.bin'));
     const expected = /bin-only: only adapter_model\.bin \(a PyTorch pickle\) .* convert it in Python with: python -c ".*save_file\(torch\.load\('adapter_model\.bin'/;
-    await assert.rejects(inspectPath(dir), expected);
+    await assert.rejects(inspectPath({ path: dir }), expected);
     await assert.rejects(openPeftAdapter(dir), expected);
   });
 
@@ -50,7 +50,7 @@ describe('inspect on broken adapter folders', () => {
     const dir = join(c.root, 'gguf-only');
     await mkdir(dir);
     await copyFile(c.vocab, join(dir, 'adapter.gguf'));
-    const r = await inspectPath(dir);
+    const r = await inspectPath({ path: dir });
     assert.equal(r.kind, 'gguf');
     assert.equal(r.path, join(dir, 'adapter.gguf'));
     assert.equal(r.metadata['general.architecture'], 'llama');

@@ -85,14 +85,14 @@ describe('OS errors from the library (real conditions)', () => {
   });
 
   it('an input that is a symlink loop (ELOOP) or a dangling symlink', async () => {
-    assert.match(await lineFor(inspectPath(c.loop)), /loop1: too many levels of symbolic links .*: fix the link or give the real path$/);
-    assert.match(await lineFor(inspectPath(c.dangling)), /dangling: a symbolic link to .*nowhere, which does not exist: fix the link or give the real path$/);
+    assert.match(await lineFor(inspectPath({ path: c.loop })), /loop1: too many levels of symbolic links .*: fix the link or give the real path$/);
+    assert.match(await lineFor(inspectPath({ path: c.dangling })), /dangling: a symbolic link to .*nowhere, which does not exist: fix the link or give the real path$/);
   });
 
   it('a folder where a file is read (EISDIR) is named', async () => {
     const bad = join(c.root, 'dir-config');
     mkdirSync(join(bad, 'adapter_config.json'), { recursive: true });
-    assert.match(await lineFor(inspectPath(bad)), /dir-config\/adapter_config\.json: is a folder where a file was expected/);
+    assert.match(await lineFor(inspectPath({ path: bad })), /dir-config\/adapter_config\.json: is a folder where a file was expected/);
   });
 
   it('a write the kernel refuses names the target, not the temporary (/sys: EPERM or EACCES even for root)', async () => {
@@ -101,7 +101,7 @@ describe('OS errors from the library (real conditions)', () => {
 
   it('to-gguf creates a missing parent folder like the other commands', async () => {
     const out = join(c.root, 'new', 'sub', 'x.gguf');
-    await convertToGguf(c.model, out, { dtype: 'F32', vocabFrom: c.vocab });
+    await convertToGguf({ model: c.model, out, dtype: 'F32', vocabFrom: c.vocab });
     assert.ok(existsSync(out));
   });
 });

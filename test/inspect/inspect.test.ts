@@ -24,7 +24,7 @@ describe('inspect', async () => {
   );
 
   it('lists a sharded checkpoint with totals', async () => {
-    const r = await inspectPath(model);
+    const r = await inspectPath({ path: model });
     assert.equal(r.kind, 'checkpoint');
     assert.equal(r.tensors.length, 2);
     assert.equal(r.totalParameters, 56);
@@ -43,7 +43,7 @@ describe('inspect', async () => {
     });
     await sink.add('blk.0.attn_q.weight', [3, 5], new Float32Array(15), 'F16');
     await sink.finish();
-    const r = await inspectPath(path);
+    const r = await inspectPath({ path });
     assert.equal(r.kind, 'gguf');
     assert.deepEqual(r.tensors.map((t) => [t.name, t.shape]), [['blk.0.attn_q.weight', [3, 5]]]);
     assert.equal(r.metadata['general.architecture'], 'llama');
@@ -55,7 +55,7 @@ describe('inspect', async () => {
     const w = await PeftAdapterWriter.create(out);
     await w.addModule({ name: 'model.layers.0.self_attn.q_proj', kind: 'linear', A: matrix(2, 4), B: matrix(4, 2), alpha: 4 });
     await w.finish();
-    const r = await inspectPath(out);
+    const r = await inspectPath({ path: out });
     assert.equal(r.kind, 'peft-adapter');
     assert.equal(r.config?.r, 2);
     assert.equal(r.config?.lora_alpha, 4);

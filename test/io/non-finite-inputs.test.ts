@@ -65,13 +65,13 @@ describe('a NaN or ±Inf in a model', () => {
         method === 'slerp'
           ? { merge_method: 'slerp', base_model: './good', models: [{ model: './good' }, { model: './nan' }], parameters: { t: 0.5 } }
           : { merge_method: method, ...(method === 'linear' ? {} : { base_model: './good' }), models };
-      await assert.rejects(mergeModels(config, { out: join(root, `m-${method}`), cwd: root, worker: false }), nanModel);
+      await assert.rejects(mergeModels({ config, out: join(root, `m-${method}`), cwd: root, worker: false }), nanModel);
     });
   }
 
   it('merge passthrough refuses ±Inf in a BF16 model', async () => {
     const config = { merge_method: 'passthrough', slices: [{ sources: [{ model: './inf', layer_range: [0, 3] }] }] };
-    await assert.rejects(mergeModels(config, { out: join(root, 'm-pass'), cwd: root }), /\/inf\/model\.safetensors: tensor "model\.layers\.1\.self_attn\.q_proj\.weight" holds -Infinity at element 6/);
+    await assert.rejects(mergeModels({ config, out: join(root, 'm-pass'), cwd: root }), /\/inf\/model\.safetensors: tensor "model\.layers\.1\.self_attn\.q_proj\.weight" holds -Infinity at element 6/);
   });
 
   it('merge refuses it in the worker threads too', async () => {
@@ -83,7 +83,7 @@ describe('a NaN or ±Inf in a model', () => {
     await writeModelFolder(join(root, 'big-a'), big(2), { config: cfg });
     await writeModelFolder(join(root, 'big-nan'), bad, { config: cfg });
     const config = { merge_method: 'linear', models: [{ model: './big-a', parameters: { weight: 0.5 } }, { model: './big-nan', parameters: { weight: 0.5 } }] };
-    await assert.rejects(mergeModels(config, { out: join(root, 'm-worker'), cwd: root, worker: true }), /big-nan\/model\.safetensors: tensor "model\.layers\.0\.mlp\.up_proj\.weight" holds NaN at element 1000/);
+    await assert.rejects(mergeModels({ config, out: join(root, 'm-worker'), cwd: root, worker: true }), /big-nan\/model\.safetensors: tensor "model\.layers\.0\.mlp\.up_proj\.weight" holds NaN at element 1000/);
   });
 
   it('apply, edora-init and convert --base refuse it', async () => {

@@ -101,7 +101,7 @@ describe('llama.cpp end to end: base GGUF + loraforge GGUF LoRA == fine-tuned GG
     await writeTinyLlama(join(dir, 'base'), base, CONFIG);
     await writeTinyLlama(join(dir, 'finetuned'), finetuned, CONFIG);
 
-    await convertToGguf(join(dir, 'base'), join(dir, 'base.gguf'), { dtype: 'F32', vocabFrom: vocab! });
+    await convertToGguf({ model: join(dir, 'base'), out: join(dir, 'base.gguf'), dtype: 'F32', vocabFrom: vocab! });
     // the fine-tuned model goes through the CLI, as a user would run it
     const cli = await runCli(['to-gguf', '--model', join(dir, 'finetuned'), '--out', join(dir, 'finetuned.gguf'), '--dtype', 'f32', '--vocab-from', vocab!, '--quiet']);
     assert.equal(cli.code, 0, cli.stderr);

@@ -37,7 +37,7 @@ describe('to-gguf output runs in llama.cpp like the HF model (llama)', () => {
     await writeFile(join(folder, 'tokenizer_config.json'), JSON.stringify({ add_bos_token: true, add_eos_token: false, bos_token: '<s>', eos_token: '</s>' }));
 
     const out = join(fixture.dir, 'llama.gguf');
-    const result = await convertToGguf(folder, out, { dtype: 'F32' });
+    const result = await convertToGguf({ model: folder, out, dtype: 'F32' });
     assert.equal(result.tokenizer, join(folder, 'tokenizer.model'));
 
     // The vocabulary we built equals the one llama.cpp ships, array for array.

@@ -64,7 +64,7 @@ describe('to-gguf output runs in llama.cpp like the HF model (qwen2)', () => {
     await writeFile(join(folder, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|endoftext|>', pad_token: '<|endoftext|>', bos_token: null, chat_template: '{{ messages }}' }));
 
     const out = join(fixture.dir, 'qwen2.gguf');
-    await convertToGguf(folder, out, { dtype: 'F16' });
+    await convertToGguf({ model: folder, out, dtype: 'F16' });
     const written = await readVocabGguf(out);
     assert.equal(written.kv.get('tokenizer.ggml.model'), 'gpt2');
     assert.equal(written.kv.get('tokenizer.ggml.pre'), 'qwen2');

@@ -315,7 +315,7 @@ describe('inspect on an adapter with expert stacks', () => {
   it('lists each targeted parameter with its experts, rank per expert and shape; plain adapters get none', async () => {
     const expected = EXPECTED.map((x) => ({ parameter: x.parameter, module: x.name, count: E, rank: x.rank, alpha: x.rank, scaling: 1, outFeatures: x.out, inFeatures: x.in }));
     const byParameter = (a: { parameter: string }, b: { parameter: string }) => a.parameter.localeCompare(b.parameter);
-    const r = await inspectPath(adapters['in-out']);
+    const r = await inspectPath({ path: adapters['in-out'] });
     assert.equal(r.kind, 'peft-adapter');
     assert.deepEqual([...r.experts!].sort(byParameter), expected);
 
@@ -329,6 +329,6 @@ describe('inspect on an adapter with expert stacks', () => {
     const w = await PeftAdapterWriter.create(plain);
     await w.addModule({ name: 'model.layers.0.self_attn.q_proj', kind: 'linear', A: matrix(2, 4), B: matrix(4, 2), alpha: 4 });
     await w.finish();
-    assert.equal((await inspectPath(plain)).experts, undefined);
+    assert.equal((await inspectPath({ path: plain })).experts, undefined);
   });
 });

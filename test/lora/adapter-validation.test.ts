@@ -49,8 +49,8 @@ describe('config r against the tensors', () => {
     const backend = await getBackend();
     await assert.rejects(openPeftAdapter(dir('r-mismatch')), rMismatch);
     await assert.rejects(mergeAdapters({ adapters: [{ path: dir('good'), weight: 1 }, { path: dir('r-mismatch'), weight: 1 }], method: 'linear', out: dir('o1') }), rMismatch);
-    await assert.rejects(adapterSpectrum(backend, dir('r-mismatch')), rMismatch);
-    await assert.rejects(editAdapter(backend, { adapter: dir('r-mismatch'), out: dir('o2'), edit: { zero: [0] } }), rMismatch);
+    await assert.rejects(adapterSpectrum({ backend, adapter: dir('r-mismatch') }), rMismatch);
+    await assert.rejects(editAdapter({ backend, adapter: dir('r-mismatch'), out: dir('o2'), edit: { zero: [0] } }), rMismatch);
     await assert.rejects(convertAdapter({ adapter: dir('r-mismatch'), base, out: dir('o3') }), rMismatch);
     const r = await runCli(['apply', '--base', base, '--adapter', dir('r-mismatch'), '--out', dir('o4')]);
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -96,7 +96,7 @@ describe('use_dora: true without magnitude vectors', () => {
     const missing = /no-mag: adapter_config\.json has use_dora: true but module "model\.layers\.0\.self_attn\.q_proj" has no tensor "base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_magnitude_vector"/;
     const backend = await getBackend();
     await assert.rejects(mergeAdapters({ adapters: [{ path: dir('no-mag'), weight: 1 }], method: 'linear', out: dir('o5') }), missing);
-    await assert.rejects(adapterSpectrum(backend, dir('no-mag')), missing);
-    await assert.rejects(editAdapter(backend, { adapter: dir('no-mag'), out: dir('o6'), edit: { zero: [0] } }), missing);
+    await assert.rejects(adapterSpectrum({ backend, adapter: dir('no-mag') }), missing);
+    await assert.rejects(editAdapter({ backend, adapter: dir('no-mag'), out: dir('o6'), edit: { zero: [0] } }), missing);
   });
 });

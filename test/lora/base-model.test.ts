@@ -37,7 +37,7 @@ describe('base_model_name_or_path: the absolute model folder, however the path w
   it('edit --model-a/--model-b and edora-init', async () => {
     const rel = (p: string) => relative(process.cwd(), p);
     const edited = join(root, 'edited');
-    await editDelta(await getBackend(), { modelA: rel(pair.a), modelB: rel(pair.b), rank: 2, out: edited, edit: { zero: [1] }, include: /q_proj/ });
+    await editDelta({ backend: await getBackend(), modelA: rel(pair.a), modelB: rel(pair.b), rank: 2, out: edited, edit: { zero: [1] }, include: /q_proj/ });
     assert.equal(await baseOf(edited), pair.a);
     const edora = join(root, 'edora');
     await edoraInit({ base: rel(pair.a), rank: 2, targetModules: ['q_proj'], out: edora });

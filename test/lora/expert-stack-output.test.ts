@@ -160,7 +160,7 @@ describe('expert stacks: the files extract and edit write stay as before', () =>
 
   it('edit from a model pair', async () => {
     const out = join(root, 'edit-delta');
-    await editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out, edit: { zero: [1] }, select: { layers: new Set([0]) } });
+    await editDelta({ backend, modelA: pair.a, modelB: pair.b, rank: 2, out, edit: { zero: [1] }, select: { layers: new Set([0]) } });
     // the factors come from edit's randomized SVD, whose settings are not this test's business: header only
     assertSame(await written(out), EDIT_DELTA.config, EDIT_DELTA.header);
   });
@@ -168,7 +168,7 @@ describe('expert stacks: the files extract and edit write stay as before', () =>
   it('edit of an extracted adapter', async () => {
     const out = join(root, 'edit-extracted');
     const adapter = join(root, 'extract-energy');
-    await editAdapter(backend, { adapter, out, edit: { keep: [0] }, select: { layers: new Set([0]) } });
+    await editAdapter({ backend, adapter, out, edit: { keep: [0] }, select: { layers: new Set([0]) } });
     assertSame(await written(out), EDIT_EXTRACTED.config, EDIT_EXTRACTED.header, EDIT_EXTRACTED.sha256);
   });
 
@@ -176,7 +176,7 @@ describe('expert stacks: the files extract and edit write stay as before', () =>
     const adapter = join(root, 'hand');
     await writeHandAdapter(adapter);
     const out = join(root, 'edit-hand');
-    await editAdapter(backend, { adapter, out, edit: { zero: [0] }, select: { layers: new Set([1]) } });
+    await editAdapter({ backend, adapter, out, edit: { zero: [0] }, select: { layers: new Set([1]) } });
     assertSame(await written(out), EDIT_HAND.config, EDIT_HAND.header, EDIT_HAND.sha256);
   });
 });

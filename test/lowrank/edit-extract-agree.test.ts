@@ -119,7 +119,7 @@ describe('edit and extract share one decompose', async () => {
     const out = join(dir, 'too-big');
     // k_proj / v_proj are 24 × 48: rank 30 fits the other tensors but not them
     await assert.rejects(
-      editDelta(backend, { modelA, modelB, rank: 30, out, edit: { scale: new Map([[0, 1]]) } }),
+      editDelta({ backend, modelA, modelB, rank: 30, out, edit: { scale: new Map([[0, 1]]) } }),
       /--rank 30 is more than tensor "model\.layers\.0\.self_attn\.k_proj\.weight" \(shape \[24, 48\]\) can hold: at most 24\. Lower --rank, or leave the tensor out with --include/,
     );
     await assert.rejects(access(out), /ENOENT/);

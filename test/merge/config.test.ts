@@ -132,11 +132,11 @@ describe('model references', () => {
     try {
       const out = join(dir, 'out');
       await assert.rejects(
-        mergeModels({ merge_method: 'linear', models: [{ model: 'meta-llama/Llama-3.2-1B', parameters: { weight: 1 } }] }, { out, cwd: dir }),
+        mergeModels({ config: { merge_method: 'linear', models: [{ model: 'meta-llama/Llama-3.2-1B', parameters: { weight: 1 } }] }, out, cwd: dir }),
         /"meta-llama\/Llama-3\.2-1B" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder/,
       );
-      await assert.rejects(mergeModels({ merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, { out, cwd: dir }), /model\+LoRA syntax/);
-      await assert.rejects(mergeModels({ merge_method: 'linear', models: [{ model: './nope', parameters: { weight: 1 } }] }, { out, cwd: dir }), /model folder "\.\/nope" does not exist/);
+      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, out, cwd: dir }), /model\+LoRA syntax/);
+      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './nope', parameters: { weight: 1 } }] }, out, cwd: dir }), /model folder "\.\/nope" does not exist/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

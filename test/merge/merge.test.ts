@@ -45,48 +45,48 @@ const ties = (...models: string[]) => ({
 
 describe('models that do not fit together', () => {
   it('names the tensor and both shapes when sizes differ', async () => {
-    await assert.rejects(mergeModels(ties('./a', './wide'), { out: out(), cwd: dir }), /tensor "model\.embed_tokens\.weight" has shape \[12, 8\] in .*\/a but \[12, 16\] in .*\/wide: the models are not the same architecture and size/);
+    await assert.rejects(mergeModels({ config: ties('./a', './wide'), out: out(), cwd: dir }), /tensor "model\.embed_tokens\.weight" has shape \[12, 8\] in .*\/a but \[12, 16\] in .*\/wide: the models are not the same architecture and size/);
   });
 
   it('refuses different architectures from config.json', async () => {
-    await assert.rejects(mergeModels(ties('./a', './mistral'), { out: out(), cwd: dir }), /models have different architectures: .*base is LlamaForCausalLM but .*mistral is MistralForCausalLM/);
+    await assert.rejects(mergeModels({ config: ties('./a', './mistral'), out: out(), cwd: dir }), /models have different architectures: .*base is LlamaForCausalLM but .*mistral is MistralForCausalLM/);
   });
 
   it('names missing tensors', async () => {
-    await assert.rejects(mergeModels(ties('./a', './headless'), { out: out(), cwd: dir }), /headless: missing tensor "lm_head\.weight" \(needed for output tensor "lm_head\.weight"\)/);
+    await assert.rejects(mergeModels({ config: ties('./a', './headless'), out: out(), cwd: dir }), /headless: missing tensor "lm_head\.weight" \(needed for output tensor "lm_head\.weight"\)/);
   });
 
   it('refuses different layer counts in a models: merge', async () => {
-    await assert.rejects(mergeModels(ties('./a', './deep'), { out: out(), cwd: dir }), /different numbers of layers \(\.\/a: 3, \.\/deep: 4\); use slices/);
+    await assert.rejects(mergeModels({ config: ties('./a', './deep'), out: out(), cwd: dir }), /different numbers of layers \(\.\/a: 3, \.\/deep: 4\); use slices/);
   });
 
   it('reports a missing required parameter with the model it is missing for', async () => {
     await assert.rejects(
-      mergeModels({ merge_method: 'ties', base_model: './base', models: [{ model: './a' }] }, { out: out(), cwd: dir }),
+      mergeModels({ config: { merge_method: 'ties', base_model: './base', models: [{ model: './a' }] }, out: out(), cwd: dir }),
       /models\[0\]: ties needs the parameter "weight" for model "\.\/a" \(tensor "model\.embed_tokens\.weight"\)/,
     );
-    await assert.rejects(mergeModels({ merge_method: 'slerp', base_model: './base', models: [{ model: './a' }] }, { out: out(), cwd: dir }), /slerp needs the parameter "t"/);
+    await assert.rejects(mergeModels({ config: { merge_method: 'slerp', base_model: './base', models: [{ model: './a' }] }, out: out(), cwd: dir }), /slerp needs the parameter "t"/);
   });
 
   it('refuses TIES densities that keep nothing, and normalize over zero weights', async () => {
     await assert.rejects(
-      mergeModels({ merge_method: 'ties', base_model: './base', models: [{ model: './a', parameters: { weight: 1, density: 0.1 } }] }, { out: out(), cwd: dir }),
+      mergeModels({ config: { merge_method: 'ties', base_model: './base', models: [{ model: './a', parameters: { weight: 1, density: 0.1 } }] }, out: out(), cwd: dir }),
       /density 0\.1 of "\.\/a" keeps none of the 8 entries of tensor "model\.layers\.0\.input_layernorm\.weight"/,
     );
     await assert.rejects(
-      mergeModels({ merge_method: 'linear', models: [{ model: './a', parameters: { weight: 1 } }, { model: './base', parameters: { weight: -1 } }] }, { out: out(), cwd: dir }),
+      mergeModels({ config: { merge_method: 'linear', models: [{ model: './a', parameters: { weight: 1 } }, { model: './base', parameters: { weight: -1 } }] }, out: out(), cwd: dir }),
       /weights of tensor ".*" sum to 0, so normalize would divide by 0/,
     );
   });
 
   it('checks base_model and input counts per method', async () => {
-    await assert.rejects(mergeModels({ merge_method: 'ties', models: [{ model: './a', parameters: { weight: 1 } }] }, { out: out(), cwd: dir }), /ties needs base_model/);
+    await assert.rejects(mergeModels({ config: { merge_method: 'ties', models: [{ model: './a', parameters: { weight: 1 } }] }, out: out(), cwd: dir }), /ties needs base_model/);
     await assert.rejects(
-      mergeModels({ merge_method: 'linear', base_model: './base', models: [{ model: './a', parameters: { weight: 1 } }] }, { out: out(), cwd: dir }),
+      mergeModels({ config: { merge_method: 'linear', base_model: './base', models: [{ model: './a', parameters: { weight: 1 } }] }, out: out(), cwd: dir }),
       /linear merges the listed models only, and base_model "\.\/base" is not among them/,
     );
     await assert.rejects(
-      mergeModels({ merge_method: 'slerp', base_model: './base', parameters: { t: 0.5 }, models: [{ model: './a' }, { model: './extra' }] }, { out: out(), cwd: dir }),
+      mergeModels({ config: { merge_method: 'slerp', base_model: './base', parameters: { t: 0.5 }, models: [{ model: './a' }, { model: './extra' }] }, out: out(), cwd: dir }),
       /slerp merges exactly 2 models, one of them base_model, but 3 are given/,
     );
   });
@@ -109,8 +109,8 @@ describe('worker threads', () => {
         ],
       };
       const [inWorker, inline] = [out(), out()];
-      await mergeModels(config, { out: inWorker, cwd: dir, seed: 3 });
-      await mergeModels(config, { out: inline, cwd: dir, seed: 3, worker: false });
+      await mergeModels({ config, out: inWorker, cwd: dir, seed: 3 });
+      await mergeModels({ config, out: inline, cwd: dir, seed: 3, worker: false });
       assert.deepEqual(await readFile(join(inWorker, 'model.safetensors')), await readFile(join(inline, 'model.safetensors')), method);
     }
   });
@@ -142,8 +142,8 @@ describe('worker threads', () => {
         ],
       };
       const [inWorker, inline] = [out(), out()];
-      await mergeModels(config, { out: inWorker, cwd: dir, seed: 5 });
-      await mergeModels(config, { out: inline, cwd: dir, seed: 5, worker: false });
+      await mergeModels({ config, out: inWorker, cwd: dir, seed: 5 });
+      await mergeModels({ config, out: inline, cwd: dir, seed: 5, worker: false });
       const [w, i] = [await readModel(inWorker), await readModel(inline)];
       assert.deepEqual(Object.keys(w), Object.keys(i), method);
       for (const name of Object.keys(i)) {
@@ -177,7 +177,7 @@ describe('worker threads', () => {
         cut ??= truncate(file, big.offset + 1000);
       };
       await assert.rejects(
-        mergeModels(config, { out: out(), cwd: dir, worker, onProgress }),
+        mergeModels({ config, out: out(), cwd: dir, worker, onProgress }),
         (err: Error) => {
           assert.match(err.message, /: tensor "model\.layers\.2\.mlp\.big\.weight": the file ended \d+ bytes early \(truncated, or changed while reading\)/);
           assert.ok(err.message.startsWith(`${file}: `), err.message);
@@ -195,8 +195,8 @@ describe('output', () => {
     const one = out();
     const many = out();
     const config = ties('./a', './extra');
-    await mergeModels(config, { out: one, cwd: dir });
-    const report = await mergeModels(config, { out: many, cwd: dir, maxShardBytes: 1500 });
+    await mergeModels({ config, out: one, cwd: dir });
+    const report = await mergeModels({ config, out: many, cwd: dir, maxShardBytes: 1500 });
     assert.ok(report.shards > 1, `${report.shards} shards`);
     const files = await readdir(many);
     assert.ok(files.includes('model.safetensors.index.json'));
@@ -209,29 +209,29 @@ describe('output', () => {
   it('is deterministic for a seed and changes with it (DARE)', async () => {
     const config = { merge_method: 'dare_ties', base_model: './base', models: [{ model: './a', parameters: { weight: 1, density: 0.5 } }] };
     const [x, y, z] = [out(), out(), out()];
-    await mergeModels(config, { out: x, cwd: dir, seed: 7 });
-    await mergeModels(config, { out: y, cwd: dir, seed: 7 });
-    await mergeModels(config, { out: z, cwd: dir, seed: 8 });
+    await mergeModels({ config, out: x, cwd: dir, seed: 7 });
+    await mergeModels({ config, out: y, cwd: dir, seed: 7 });
+    await mergeModels({ config, out: z, cwd: dir, seed: 8 });
     const bytes = (d: string) => readFile(join(d, 'model.safetensors'));
     assert.deepEqual(await bytes(x), await bytes(y));
     assert.notDeepEqual(await bytes(x), await bytes(z));
   });
 
   it('notes input tensors outside the layers that the output leaves out', async () => {
-    const report = await mergeModels(ties('./a', './extra'), { out: out(), cwd: dir });
+    const report = await mergeModels({ config: ties('./a', './extra'), out: out(), cwd: dir });
     assert.equal(report.notes.length, 1);
     assert.match(report.notes[0], /^\.\/extra: 1 tensor\(s\) outside the layers are not in the output \(model\.rotary_emb\.inv_freq\)$/);
     assert.equal(report.tensors, 3 * 9 + 3);
   });
 
   it('never writes into an input, refuses a non-empty output unless overwrite, and leaves nothing on failure', async () => {
-    await assert.rejects(mergeModels(ties('./a'), { out: join(dir, 'a', 'merged'), cwd: dir }), /inside the input/);
+    await assert.rejects(mergeModels({ config: ties('./a'), out: join(dir, 'a', 'merged'), cwd: dir }), /inside the input/);
     const target = out();
-    await mergeModels(ties('./a'), { out: target, cwd: dir });
-    await assert.rejects(mergeModels(ties('./a'), { out: target, cwd: dir }), /already exists and is not empty/);
-    await mergeModels(ties('./a'), { out: target, cwd: dir, overwrite: true });
+    await mergeModels({ config: ties('./a'), out: target, cwd: dir });
+    await assert.rejects(mergeModels({ config: ties('./a'), out: target, cwd: dir }), /already exists and is not empty/);
+    await mergeModels({ config: ties('./a'), out: target, cwd: dir, overwrite: true });
     const failed = out();
-    await assert.rejects(mergeModels(ties('./a', './wide'), { out: failed, cwd: dir }));
+    await assert.rejects(mergeModels({ config: ties('./a', './wide'), out: failed, cwd: dir }));
     await assert.rejects(stat(failed), { code: 'ENOENT' });
     assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('.')), [], 'no temporary folders left behind');
   });

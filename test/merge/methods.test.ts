@@ -30,7 +30,7 @@ after(async () => {
 
 async function merge(config: Record<string, unknown>, seed?: number): Promise<{ out: string; tensors: Awaited<ReturnType<typeof readModel>> }> {
   const out = join(dir, `out-${outCount++}`);
-  await mergeModels(config, { out, cwd: dir, seed });
+  await mergeModels({ config, out, cwd: dir, seed });
   return { out, tensors: await readModel(out) };
 }
 

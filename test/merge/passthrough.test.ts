@@ -49,7 +49,7 @@ slices:
 describe('passthrough', () => {
   it('stacks slices with renumbered layers, byte-identical to the sources', async () => {
     const out = join(dir, 'stacked');
-    const report = await executeMerge(parseMergeConfig(STACK, 'stack.yaml'), { out, cwd: dir });
+    const report = await executeMerge({ config: parseMergeConfig(STACK, 'stack.yaml'), out, cwd: dir });
     assert.equal(report.layers, 6);
     const got = await rawTensors(join(out, 'model.safetensors'));
     const fromA = await rawTensors(join(dir, 'a', 'model.safetensors'));
@@ -79,7 +79,7 @@ describe('passthrough', () => {
     const special = Float32Array.from([0, -0, 2 ** -24, -(2 ** -24), 3 * 2 ** -20, 65504, -65504, 1 / 3, -1e-3]);
     await writeModelFolder(join(dir, 'f16'), { 'model.layers.0.mlp.w': { shape: [9], data: special }, 'model.norm.weight': { shape: [9], data: special } }, { dtype: 'F16' });
     const out = join(dir, 'f16-out');
-    await mergeModels({ merge_method: 'passthrough', slices: [{ sources: [{ model: './f16', layer_range: [0, 1] }] }, { sources: [{ model: './f16', layer_range: [0, 1] }] }] }, { out, cwd: dir });
+    await mergeModels({ config: { merge_method: 'passthrough', slices: [{ sources: [{ model: './f16', layer_range: [0, 1] }] }, { sources: [{ model: './f16', layer_range: [0, 1] }] }] }, out, cwd: dir });
     const src = await rawTensors(join(dir, 'f16', 'model.safetensors'));
     const got = await rawTensors(join(out, 'model.safetensors'));
     assert.deepEqual(got.get('model.layers.0.mlp.w')!.bytes, src.get('model.layers.0.mlp.w')!.bytes);
@@ -89,7 +89,7 @@ describe('passthrough', () => {
 
   it('multiplies by a per-model scale', async () => {
     const out = join(dir, 'scaled');
-    await mergeModels({ merge_method: 'passthrough', slices: [{ sources: [{ model: './b', layer_range: [2, 4], parameters: { scale: 2 } }] }] }, { out, cwd: dir });
+    await mergeModels({ config: { merge_method: 'passthrough', slices: [{ sources: [{ model: './b', layer_range: [2, 4], parameters: { scale: 2 } }] }] }, out, cwd: dir });
     const got = await readModel(out);
     assert.deepEqual(got['model.layers.1.mlp.up_proj.weight'].data, b['model.layers.3.mlp.up_proj.weight'].data.map((v) => 2 * v));
     assert.deepEqual(got['model.norm.weight'].data, b['model.norm.weight'].data.map((v) => 2 * v));
@@ -98,9 +98,9 @@ describe('passthrough', () => {
 
   it('refuses out-of-bounds layer ranges and slices with several sources', async () => {
     const oob = parseMergeConfig('merge_method: passthrough\nslices:\n  - sources:\n      - model: ./a\n        layer_range: [2, 5]\n', 'oob.yaml');
-    await assert.rejects(executeMerge(oob, { out: join(dir, 'x'), cwd: dir }), /^Error: oob\.yaml:4:9: slices\[0\]\.sources\[0\]: layer_range \[2, 5\] is out of bounds: \.\/a has 4 layers/);
+    await assert.rejects(executeMerge({ config: oob, out: join(dir, 'x'), cwd: dir }), /^Error: oob\.yaml:4:9: slices\[0\]\.sources\[0\]: layer_range \[2, 5\] is out of bounds: \.\/a has 4 layers/);
     await assert.rejects(
-      mergeModels({ merge_method: 'passthrough', slices: [{ sources: [{ model: './a', layer_range: [0, 2] }, { model: './b', layer_range: [0, 2] }] }] }, { out: join(dir, 'x'), cwd: dir }),
+      mergeModels({ config: { merge_method: 'passthrough', slices: [{ sources: [{ model: './a', layer_range: [0, 2] }, { model: './b', layer_range: [0, 2] }] }] }, out: join(dir, 'x'), cwd: dir }),
       /passthrough copies one model per slice .* but 2 are given \(\.\/a, \.\/b\)/,
     );
   });

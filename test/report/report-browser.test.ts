@@ -108,7 +108,7 @@ describe('report.html in headless Chromium', async () => {
     }
   }
   await writeAdapter(adapterDir, modules);
-  const result = await adapterSpectrum(await getBackend(), adapterDir, { top: RANK });
+  const result = await adapterSpectrum({ backend: await getBackend(), adapter: adapterDir, top: RANK });
   // a model pair's changed and unchanged 1-D tensors, as the pair result lists them (relChange: ‖ΔW‖/‖W_A‖)
   result.changed1d.push({ name: 'model.layers.0.input_layernorm.weight', shape: [64], relChange: 0.0123 });
   result.skipped.push(
@@ -116,7 +116,7 @@ describe('report.html in headless Chromium', async () => {
     { name: 'model.norm.weight', reason: 'only in B' },
   );
   const out = join(dir, 'spectrum');
-  await writeSpectrumOutputs(result, out);
+  await writeSpectrumOutputs({ result, out });
 
   it('writes the JSON, the report, and SVG + PNG files of every chart', async () => {
     const charts = (await readdir(join(out, 'charts'))).sort();

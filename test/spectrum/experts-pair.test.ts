@@ -42,7 +42,7 @@ describe('spectrum of a model pair with 3-D expert tensors', () => {
     it(`${layout}: one entry per expert, <tensor>[e], with the planted σ, exact ‖Δ_e‖² and effective ranks`, async () => {
       const backend = await getBackend({ prefer: 'ref' });
       const pair = pairs[layout]!;
-      const result = await deltaSpectrum(backend, pair.a, pair.b);
+      const result = await deltaSpectrum({ backend, modelA: pair.a, modelB: pair.b });
       assert.deepEqual(names(result), [...experts(DOWN, ALL), ...experts(GATE_UP, ALL), Q], 'natural order, experts in index order');
       assert.deepEqual(result.skipped, []);
       assert.ok(result.notes.some((n) => /expert/.test(n)));
@@ -84,12 +84,12 @@ describe('spectrum of a model pair with 3-D expert tensors', () => {
   it('--include is tested against expert names; --layers/--modules select experts by their tensor', async () => {
     const backend = await getBackend({ prefer: 'ref' });
     const pair = pairs['in-out']!;
-    const one = await deltaSpectrum(backend, pair.a, pair.b, { include: /gate_up_proj\[2\]/ });
+    const one = await deltaSpectrum({ backend, modelA: pair.a, modelB: pair.b, include: /gate_up_proj\[2\]/ });
     assert.deepEqual(names(one), [`${GATE_UP}[2]`]);
     assert.ok(Math.abs(one.tensors[0].sigma[2] - 0.2) < REL_TOL * 0.3);
-    const some = await deltaSpectrum(backend, pair.a, pair.b, { include: /experts\.(down_proj\[[01]\]|gate_up_proj\[3\])/ });
+    const some = await deltaSpectrum({ backend, modelA: pair.a, modelB: pair.b, include: /experts\.(down_proj\[[01]\]|gate_up_proj\[3\])/ });
     assert.deepEqual(names(some), [...experts(DOWN, [0, 1]), `${GATE_UP}[3]`]);
-    const all = await deltaSpectrum(backend, pair.a, pair.b, { include: /mlp\.experts\.gate_up_proj/, top: 4 });
+    const all = await deltaSpectrum({ backend, modelA: pair.a, modelB: pair.b, include: /mlp\.experts\.gate_up_proj/, top: 4 });
     assert.deepEqual(names(all), experts(GATE_UP, ALL));
     // --top 4: the randomized SVD keeps the planted components (rank ≤ 4) and energies still divide by the exact total
     all.tensors.forEach((t, e) => {
@@ -97,9 +97,9 @@ describe('spectrum of a model pair with 3-D expert tensors', () => {
       assert.ok(Math.abs(t.energy[e] - 1) < REL_TOL, `${t.name} energy at its rank`);
     });
     // the bare tensor name is not an entry name (as for adapters): nothing matches
-    await assert.rejects(deltaSpectrum(backend, pair.a, pair.b, { include: /gate_up_proj$/ }), /no 2-D tensors or MoE expert tensors .* match --include gate_up_proj\$/);
+    await assert.rejects(deltaSpectrum({ backend, modelA: pair.a, modelB: pair.b, include: /gate_up_proj$/ }), /no 2-D tensors or MoE expert tensors .* match --include gate_up_proj\$/);
 
-    const full = await deltaSpectrum(backend, pair.a, pair.b);
+    const full = await deltaSpectrum({ backend, modelA: pair.a, modelB: pair.b });
     const picked = (sel: Parameters<typeof isSelected>[0]) => names(full).filter((n) => isSelected(sel, n));
     assert.deepEqual(picked({ modules: new Set(['gate_up_proj']) }), experts(GATE_UP, ALL));
     assert.deepEqual(picked({ layers: new Set([0]), modules: new Set(['down_proj', 'q_proj']) }), [...experts(DOWN, ALL), Q]);
@@ -128,7 +128,7 @@ describe('edit of a model pair with 3-D expert tensors', () => {
       const backend = await getBackend({ prefer: 'ref' });
       const pair = pairs[layout]!;
       const out = join(root, `edit-pair-${layout}`);
-      const summary: EditSummary = await editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 4, out, edit: { zero: [0] }, select: { modules: new Set(['gate_up_proj']) } });
+      const summary: EditSummary = await editDelta({ backend, modelA: pair.a, modelB: pair.b, rank: 4, out, edit: { zero: [0] }, select: { modules: new Set(['gate_up_proj']) } });
       assert.deepEqual(summary.skipped, []);
       assert.deepEqual(
         summary.modules.map((m) => [m.name, m.edited]),
@@ -165,7 +165,7 @@ describe('edit of a model pair with 3-D expert tensors', () => {
         await adapter.close();
       }
       // the written experts' spectra: the planted σ without σ₀
-      const spec = await adapterSpectrum(backend, out);
+      const spec = await adapterSpectrum({ backend, adapter: out });
       for (let e = 0; e < E; e++) {
         const t = spec.tensors.find((x) => x.name === `${GATE_UP}[${e}]`)!;
         const want = GATE_UP_SIGMA.slice(1, e + 1);
@@ -177,13 +177,13 @@ describe('edit of a model pair with 3-D expert tensors', () => {
   it('--include picking one expert extracts its whole tensor; GGUF output is refused with the way out', async () => {
     const backend = await getBackend({ prefer: 'ref' });
     const pair = pairs['out-in']!;
-    const summary = await editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit-one-expert'), edit: { scale: new Map([[0, 2]]) }, include: /gate_up_proj\[1\]/ });
+    const summary = await editDelta({ backend, modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit-one-expert'), edit: { scale: new Map([[0, 2]]) }, include: /gate_up_proj\[1\]/ });
     assert.deepEqual(
       summary.modules.map((m) => m.name),
       experts(GATE_UP, ALL),
     );
     await assert.rejects(
-      editDelta(backend, { modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit-gguf'), edit: { zero: [0] }, format: 'gguf' }),
+      editDelta({ backend, modelA: pair.a, modelB: pair.b, rank: 2, out: join(root, 'edit-gguf'), edit: { zero: [0] }, format: 'gguf' }),
       /3-D MoE expert tensor, which edit writes as a PEFT expert stack \(target_parameters\) and cannot write to a GGUF LoRA yet: pass --format peft/,
     );
   });

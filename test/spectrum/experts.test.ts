@@ -98,7 +98,7 @@ describe('spectrum of an adapter with expert stacks', () => {
   for (const layout of ['out-in', 'in-out'] as const) {
     it(`${layout}: one entry per expert, <parameter>[e], with the planted singular values, beside plain modules`, async () => {
       const backend = await getBackend({ prefer: 'ref' });
-      const result = await adapterSpectrum(backend, adapters[layout]);
+      const result = await adapterSpectrum({ backend, adapter: adapters[layout] });
       const byName = new Map(result.tensors.map((t) => [t.name, t]));
       const names = [...Array(E).keys()].map((e) => `${DOWN}[${e}]`).concat([...Array(E).keys()].map((e) => `${GATE_UP}[${e}]`), [Q_MODULE]);
       assert.deepEqual(result.tensors.map((t) => t.name), names, 'natural name order, experts in index order');
@@ -130,9 +130,9 @@ describe('spectrum of an adapter with expert stacks', () => {
 
   it('--include matches expert names; --layers/--modules select experts by their parameter', async () => {
     const backend = await getBackend({ prefer: 'ref' });
-    const one = await adapterSpectrum(backend, adapters['out-in'], { include: /gate_up_proj\[2\]/ });
+    const one = await adapterSpectrum({ backend, adapter: adapters['out-in'], include: /gate_up_proj\[2\]/ });
     assert.deepEqual(one.tensors.map((t: TensorSpectrum) => t.name), [`${GATE_UP}[2]`]);
-    const all = await adapterSpectrum(backend, adapters['out-in'], { include: /mlp\.experts\.gate_up_proj/ });
+    const all = await adapterSpectrum({ backend, adapter: adapters['out-in'], include: /mlp\.experts\.gate_up_proj/ });
     assert.equal(all.tensors.length, E);
 
     assert.equal(moduleTypeOf(`${GATE_UP}[12]`), 'gate_up_proj');
@@ -145,10 +145,10 @@ describe('spectrum of an adapter with expert stacks', () => {
 describe('edit of an adapter with expert stacks', () => {
   const input = () => adapters['out-in'];
 
-  async function run(name: string, edit: SigmaEdit, extra: Partial<Parameters<typeof editAdapter>[1]> = {}): Promise<{ out: string; summary: EditSummary }> {
+  async function run(name: string, edit: SigmaEdit, extra: Partial<Parameters<typeof editAdapter>[0]> = {}): Promise<{ out: string; summary: EditSummary }> {
     const backend = await getBackend({ prefer: 'ref' });
     const out = join(root, 'edits', name);
-    return { out, summary: await editAdapter(backend, { adapter: input(), out, edit, ...extra }) };
+    return { out, summary: await editAdapter({ backend, adapter: input(), out, edit, ...extra }) };
   }
 
   it('--zero 0 --modules gate_up_proj removes exactly σ₀·u₀·v₀ᵀ from every expert, keeps PEFT’s layout and copies the rest', async () => {
@@ -233,7 +233,7 @@ describe('edit of an adapter with expert stacks', () => {
     expected.set(Q_MODULE, draws(2));
     assert.deepEqual(summary.modules.map((m) => m.name), [...expected.keys()]);
 
-    const result = await adapterSpectrum(await getBackend({ prefer: 'ref' }), out);
+    const result = await adapterSpectrum({ backend: await getBackend({ prefer: 'ref' }), adapter: out });
     for (const m of summary.modules) {
       const noise = expected.get(m.name)!;
       m.sigmaAfter!.forEach((s, i) => assert.ok(Math.abs(s - m.sigmaBefore![i] * (1 + eps * noise[i])) < 1e-12, `${m.name} σ'${i}`));
@@ -250,7 +250,7 @@ describe('edit of an adapter with expert stacks', () => {
     await writeFile(join(rslora, 'adapter_config.json'), JSON.stringify({ ...(await readConfig(input())), use_rslora: true }));
     const backend = await getBackend({ prefer: 'ref' });
     const out = join(root, 'edits', 'rslora');
-    await editAdapter(backend, { adapter: rslora, out, edit: { zero: [3] }, select: { modules: new Set(['gate_up_proj']) } });
+    await editAdapter({ backend, adapter: rslora, out, edit: { zero: [3] }, select: { modules: new Set(['gate_up_proj']) } });
     const gateUp = await expertDeltas(out, GATE_UP);
     assert.deepEqual([gateUp.info.experts!.rank, gateUp.info.scaling], [3, 4 / Math.sqrt(3)]);
     // the input's scale alpha/√4 = 2 doubles every planted ΔW_e; expert 3 loses its 4th component

@@ -40,7 +40,7 @@ describe('spectrum', async () => {
     ];
     const ad = join(dir, 'planted');
     await writeAdapter(ad, plants.map((p) => p.module));
-    const res = await adapterSpectrum(backend, ad, { top: 4 });
+    const res = await adapterSpectrum({ backend, adapter: ad, top: 4 });
     assert.equal(res.method, 'exact-from-factors');
     // natural order: layers.2 before layers.10
     assert.deepEqual(res.tensors.map((t) => t.name), ['model.layers.2.mlp.down_proj', 'model.layers.2.self_attn.q_proj', 'model.layers.10.self_attn.q_proj']);
@@ -63,12 +63,12 @@ describe('spectrum', async () => {
     const rs = plantedLora({ name: 'model.layers.0.self_attn.v_proj', out: 12, in: 10, sigma: [3, 1, 0.5, 0.25], alpha: 8, seed: 40, useRslora: true });
     const adRs = join(dir, 'rslora');
     await writeAdapter(adRs, [rs.module], { useRslora: true });
-    assertClose((await adapterSpectrum(backend, adRs)).tensors[0].sigma, rs.sigma, 2e-6, 'rslora sigma');
+    assertClose((await adapterSpectrum({ backend, adapter: adRs })).tensors[0].sigma, rs.sigma, 2e-6, 'rslora sigma');
 
     const ed = plantedLora({ name: 'model.layers.0.self_attn.v_proj', out: 12, in: 10, sigma: [5, 2, 1], alpha: 3, seed: 50, latent: true });
     const adEd = join(dir, 'edora');
     await writeAdapter(adEd, [ed.module]);
-    const res = await adapterSpectrum(backend, adEd);
+    const res = await adapterSpectrum({ backend, adapter: adEd });
     assertClose(res.tensors[0].sigma, ed.sigma, 2e-6, 'edora sigma');
     assert.ok(res.notes.some((n) => n.includes('EDoRA')));
   });
@@ -78,7 +78,7 @@ describe('spectrum', async () => {
     const b = plantedLora({ name: 'model.layers.0.mlp.up_proj', out: 8, in: 8, sigma: [1, 0.5], alpha: 2, seed: 70 });
     const ad = join(dir, 'include');
     await writeAdapter(ad, [a.module, b.module]);
-    const res = await adapterSpectrum(backend, ad, { include: /self_attn/ });
+    const res = await adapterSpectrum({ backend, adapter: ad, include: /self_attn/ });
     assert.deepEqual(res.tensors.map((t) => t.name), [a.module.name]);
   });
 
@@ -113,7 +113,7 @@ describe('spectrum', async () => {
       'model.layers.0.post_attention_layernorm.weight': { shape: [hidden], data: tunedNorm },
       'model.layers.0.extra.weight': { shape: [4, 4], data: new Float32Array(16) },
     });
-    const res = await deltaSpectrum(backend, a, b, { top: 8, seed: 1 });
+    const res = await deltaSpectrum({ backend, modelA: a, modelB: b, top: 8, seed: 1 });
     assert.equal(res.method, 'randomized-svd');
     assert.deepEqual(res.tensors.map((t) => t.name), ['model.layers.0.mlp.up_proj.weight', 'model.layers.0.self_attn.q_proj.weight']);
     assert.deepEqual(
@@ -151,7 +151,7 @@ describe('spectrum', async () => {
     assert.ok(up.energy[7] < 0.5, 'noise is spread over all 40 directions: 8 hold well under half');
     assert.equal(up.effectiveRank.p90, null, 'beyond the 8 computed components');
 
-    const withEmbed = await deltaSpectrum(backend, a, b, { top: 3, include: /embed_tokens/ });
+    const withEmbed = await deltaSpectrum({ backend, modelA: a, modelB: b, top: 3, include: /embed_tokens/ });
     assert.deepEqual(withEmbed.tensors.map((t) => t.name), ['model.embed_tokens.weight']);
     // Δ = all-ones 10×40: one singular value √400 = 20
     assertClose(withEmbed.tensors[0].sigma, [20, 0, 0], 1e-5, 'embed delta');
@@ -172,10 +172,10 @@ describe('spectrum', async () => {
     bad.module.A.data[3] = Number.NaN;
     const ad = join(dir, 'nan');
     await writeAdapter(ad, [bad.module]);
-    await assert.rejects(adapterSpectrum(backend, ad), /nan\/adapter_model\.safetensors: tensor "base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight" holds NaN at element 3/);
+    await assert.rejects(adapterSpectrum({ backend, adapter: ad }), /nan\/adapter_model\.safetensors: tensor "base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight" holds NaN at element 3/);
   });
 
   it('refuses --top 0', async () => {
-    await assert.rejects(adapterSpectrum(backend, dir, { top: 0 }), /top must be an integer ≥ 1/);
+    await assert.rejects(adapterSpectrum({ backend, adapter: dir, top: 0 }), /top must be an integer ≥ 1/);
   });
 });

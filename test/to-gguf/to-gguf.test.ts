@@ -220,7 +220,7 @@ describe('convertToGguf', () => {
 
   it('names, permutes, types and copies every tensor like convert_hf_to_gguf.py (sharded input, f16)', async () => {
     const out = join(dir, 'f16.gguf');
-    const result = await convertToGguf(model, out, { dtype: 'F16', vocabFrom: vocab });
+    const result = await convertToGguf({ model, out, dtype: 'F16', vocabFrom: vocab });
     assert.deepEqual(result, { path: out, arch: 'llama', dtype: 'F16', tensors: 14, vocabSize: VOCAB, tokenizer: vocab });
     const file = await openGguf(out);
     try {
@@ -252,20 +252,20 @@ describe('convertToGguf', () => {
   it('refuses a vocabulary of the wrong size, unknown tensors and configs it cannot convert', async () => {
     const small = join(dir, 'small-vocab.gguf');
     await writeVocabGguf(small, TOKENS.slice(0, 40));
-    await assert.rejects(convertToGguf(model, join(dir, 'x.gguf'), { vocabFrom: small }), /40 tokens but .* has 48 embedding rows/);
-    await assert.rejects(convertToGguf(model, join(dir, 'x.gguf'), { vocabFrom: model + '/config.json' }), /not a GGUF file/);
+    await assert.rejects(convertToGguf({ model, out: join(dir, 'x.gguf'), vocabFrom: small }), /40 tokens but .* has 48 embedding rows/);
+    await assert.rejects(convertToGguf({ model, out: join(dir, 'x.gguf'), vocabFrom: model + '/config.json' }), /not a GGUF file/);
 
     const odd = join(dir, 'odd');
     await writeModelFolder(odd, { ...TENSORS, 'model.layers.0.mlp.extra.weight': random([2, 2], 1) }, { config: CONFIG });
-    await assert.rejects(convertToGguf(odd, join(dir, 'x.gguf'), { vocabFrom: vocab }), /"model\.layers\.0\.mlp\.extra\.weight" has no llama\.cpp name/);
+    await assert.rejects(convertToGguf({ model: odd, out: join(dir, 'x.gguf'), vocabFrom: vocab }), /"model\.layers\.0\.mlp\.extra\.weight" has no llama\.cpp name/);
 
     const gemma = join(dir, 'gemma');
     await writeModelFolder(gemma, TENSORS, { config: { ...CONFIG, architectures: ['Gemma2ForCausalLM'] } });
-    await assert.rejects(convertToGguf(gemma, join(dir, 'x.gguf'), { vocabFrom: vocab }), /to-gguf converts llama, qwen2, qwen3 models/);
+    await assert.rejects(convertToGguf({ model: gemma, out: join(dir, 'x.gguf'), vocabFrom: vocab }), /to-gguf converts llama, qwen2, qwen3 models/);
 
     const noTokenizer = join(dir, 'no-tokenizer');
     await writeModelFolder(noTokenizer, TENSORS, { config: CONFIG });
-    await assert.rejects(convertToGguf(noTokenizer, join(dir, 'x.gguf')), /no tokenizer\.model or tokenizer\.json; pass --vocab-from/);
+    await assert.rejects(convertToGguf({ model: noTokenizer, out: join(dir, 'x.gguf') }), /no tokenizer\.model or tokenizer\.json; pass --vocab-from/);
   });
 
   it('refuses a config.json that disagrees with the weights, naming it and the mismatch (nothing written)', async () => {
@@ -280,7 +280,7 @@ describe('convertToGguf', () => {
       const folder = join(dir, `cfg-${name}`);
       await writeModelFolder(folder, TENSORS, { config: { ...CONFIG, ...change } });
       const out = join(dir, `cfg-${name}.gguf`);
-      await assert.rejects(convertToGguf(folder, out, { vocabFrom: vocab }), message, name);
+      await assert.rejects(convertToGguf({ model: folder, out, vocabFrom: vocab }), message, name);
       await assert.rejects(readFile(out), /ENOENT/);
     }
   });
@@ -291,7 +291,7 @@ describe('convertToGguf', () => {
     const data = TENSORS[name]!.data.slice();
     data[2] = NaN;
     await writeModelFolder(folder, { ...TENSORS, [name]: { shape: TENSORS[name]!.shape, data } }, { config: CONFIG });
-    await assert.rejects(convertToGguf(folder, join(dir, 'nan.gguf'), { vocabFrom: vocab }), new RegExp(`nan/model\\.safetensors: tensor "${name.replace(/\./g, '\\.')}" holds NaN at element 2`));
+    await assert.rejects(convertToGguf({ model: folder, out: join(dir, 'nan.gguf'), vocabFrom: vocab }), new RegExp(`nan/model\\.safetensors: tensor "${name.replace(/\./g, '\\.')}" holds NaN at element 2`));
   });
 
   it('CLI: --json summary, refuses an existing --out without --force, rejects a bad --dtype', async () => {
