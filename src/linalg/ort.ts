@@ -67,27 +67,38 @@ function intAttribute(name: string, value: number): number[] {
   return [...stringField(1, name), ...intField(3, value), ...intField(20, ATTRIBUTE_INT)];
 }
 
+/** The variant a node computes: bit 1 transposes A, bit 0 transposes B (0 = A·B … 3 = Aᵀ·Bᵀ). */
+const VARIANTS = [0, 1, 2, 3] as const;
+
 /**
- * A model computing C = op(A)·op(B): one `MatMul` node when nothing is transposed, else one
- * `Gemm` node with transA/transB (alpha = 1, no C input).
+ * One node computing C<v> = op(A<v>)·op(B<v>): a `MatMul` when nothing is transposed, else a
+ * `Gemm` with transA/transB (alpha = 1, no C input).
  */
-export function buildGemmModel(transA: boolean, transB: boolean): Uint8Array {
-  const io = [...stringField(1, 'A'), ...stringField(1, 'B'), ...stringField(2, 'C'), ...stringField(3, 'gemm')];
-  const node =
-    transA || transB
-      ? [
-          ...io,
-          ...stringField(4, 'Gemm'),
-          ...bytesField(5, intAttribute('transA', transA ? 1 : 0)),
-          ...bytesField(5, intAttribute('transB', transB ? 1 : 0)),
-        ]
-      : [...io, ...stringField(4, 'MatMul')];
+function gemmNode(v: number): number[] {
+  const transA = (v & 2) !== 0;
+  const transB = (v & 1) !== 0;
+  const io = [...stringField(1, `A${v}`), ...stringField(1, `B${v}`), ...stringField(2, `C${v}`), ...stringField(3, `gemm${v}`)];
+  if (!transA && !transB) return [...io, ...stringField(4, 'MatMul')];
+  return [...io, ...stringField(4, 'Gemm'), ...bytesField(5, intAttribute('transA', transA ? 1 : 0)), ...bytesField(5, intAttribute('transB', transB ? 1 : 0))];
+}
+
+/**
+ * The one model every product runs through: four independent nodes, one per transpose variant,
+ * with inputs A<v>, B<v> and output C<v>. A product feeds its variant's inputs and 1×1 zeros to
+ * the other three (a few nanoseconds of work).
+ *
+ * One model, so one session and one intra-op thread pool. onnxruntime-node 1.17 cannot turn off
+ * its workers' spinning (the `extra` session config it ignores), and with a session per variant
+ * the idle pool of one variant spins through the next variant's product on the other pool: the
+ * rank-16 randomized SVD of an 8192×2048 Δ took 100–123 ms that way, 54–66 ms with one session
+ * (onnxruntime-node 1.30, where spinning is off, 48–78 ms).
+ */
+export function buildGemmModel(): Uint8Array {
   const graph = [
-    ...bytesField(1, node),
+    ...VARIANTS.flatMap((v) => bytesField(1, gemmNode(v))),
     ...stringField(2, 'loraforge_gemm'),
-    ...bytesField(11, matrixValueInfo('A', ['a0', 'a1'])),
-    ...bytesField(11, matrixValueInfo('B', ['b0', 'b1'])),
-    ...bytesField(12, matrixValueInfo('C', ['m', 'n'])),
+    ...VARIANTS.flatMap((v) => [...bytesField(11, matrixValueInfo(`A${v}`, [`a${v}r`, `a${v}c`])), ...bytesField(11, matrixValueInfo(`B${v}`, [`b${v}r`, `b${v}c`]))]),
+    ...VARIANTS.flatMap((v) => bytesField(12, matrixValueInfo(`C${v}`, [`m${v}`, `n${v}`]))),
   ];
   const model = [
     ...intField(1, ONNX_IR_VERSION),
@@ -117,22 +128,13 @@ export async function createOrtBackend(opts: OrtBackendOptions = {}): Promise<Li
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3, // errors only: ORT warns about things that do not concern a one-node graph
     // Idle ORT workers otherwise spin after every call, stealing a core from the JS thread that
-    // decodes the next tensor: measured 4-layer extract 7.9–9.9 s with spinning, 4.9–5.3 s without.
+    // decodes the next tensor: measured 4-layer extract 7.9–9.9 s with spinning, 4.9–5.3 s without
+    // (on 1.30). The pinned 1.17 ignores this setting; see buildGemmModel for what that costs.
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
-  // Sessions are made on first use of a variant: most callers need one or two of the four.
-  const sessions = new Map<number, Promise<ort.InferenceSession>>();
-  const sessionFor = (transA: boolean, transB: boolean): Promise<ort.InferenceSession> => {
-    const key = (transA ? 2 : 0) | (transB ? 1 : 0);
-    let s = sessions.get(key);
-    if (!s) {
-      s = ort.InferenceSession.create(buildGemmModel(transA, transB), sessionOptions);
-      sessions.set(key, s);
-    }
-    return s;
-  };
-  // Fail now, not on the first product, if the native binding cannot load.
-  await sessionFor(false, false);
+  // Created now: a native binding that cannot load fails here, not on the first product.
+  const session = await ort.InferenceSession.create(buildGemmModel(), sessionOptions);
+  const idle = new ort.Tensor('float32', new Float32Array(1), [1, 1]);
 
   return {
     name: `ort(${threads} thread${threads === 1 ? '' : 's'})`,
@@ -143,13 +145,14 @@ export async function createOrtBackend(opts: OrtBackendOptions = {}): Promise<Li
       const { m, n, k } = checkGemmShapes(a, b, transA, transB);
       // ORT rejects some empty inputs; an empty product is all zeros without any work.
       if (m === 0 || n === 0 || k === 0) return { rows: m, cols: n, data: new Float32Array(m * n) };
-      const session = await sessionFor(transA, transB);
-      const feeds = {
-        A: new ort.Tensor('float32', a.data, [a.rows, a.cols]),
-        B: new ort.Tensor('float32', b.data, [b.rows, b.cols]),
-      };
-      const out = await session.run(feeds);
-      const c = out.C;
+      const v = (transA ? 2 : 0) | (transB ? 1 : 0);
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const u of VARIANTS) {
+        feeds[`A${u}`] = u === v ? new ort.Tensor('float32', a.data, [a.rows, a.cols]) : idle;
+        feeds[`B${u}`] = u === v ? new ort.Tensor('float32', b.data, [b.rows, b.cols]) : idle;
+      }
+      // every output is fetched: onnxruntime-node 1.17 returns the wrong output for a fetch list
+      const c = (await session.run(feeds))[`C${v}`];
       const data = c.data as Float32Array;
       if (data.length !== m * n) {
         throw new Error(`linalg/ort.ts: onnxruntime returned ${c.dims.join('×')} for a ${m}×${n} product`);
@@ -158,9 +161,7 @@ export async function createOrtBackend(opts: OrtBackendOptions = {}): Promise<Li
     },
 
     async dispose(): Promise<void> {
-      const all = [...sessions.values()];
-      sessions.clear();
-      for (const s of all) await (await s).release();
+      await session.release();
     },
   };
 }

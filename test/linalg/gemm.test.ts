@@ -118,12 +118,26 @@ describe('GEMM backends', async () => {
     }
   });
 
-  it('builds a small, well-formed ONNX model per variant', () => {
-    const plain = buildGemmModel(false, false);
-    const gemm = buildGemmModel(true, false);
-    assert.ok(plain.length < 200 && gemm.length < 200, `${plain.length}, ${gemm.length} bytes`);
-    assert.ok(Buffer.from(plain).includes('MatMul'));
-    assert.ok(Buffer.from(gemm).includes('Gemm') && Buffer.from(gemm).includes('transA'));
+  it('builds one small, well-formed ONNX model holding all four variants', () => {
+    const model = Buffer.from(buildGemmModel());
+    assert.ok(model.length < 800, `${model.length} bytes`);
+    assert.ok(model.includes('MatMul') && model.includes('Gemm') && model.includes('transA') && model.includes('transB'));
+    for (const v of [0, 1, 2, 3]) assert.ok(model.includes(`C${v}`), `output C${v}`);
+  });
+
+  it('gives every variant in turn through the one session (outputs never mixed up)', async () => {
+    const cases = [
+      [false, false, gaussianMatrix(5, 3, 11), gaussianMatrix(3, 4, 12)],
+      [false, true, gaussianMatrix(5, 3, 13), gaussianMatrix(4, 3, 14)],
+      [true, false, gaussianMatrix(3, 5, 15), gaussianMatrix(3, 4, 16)],
+      [true, true, gaussianMatrix(3, 5, 17), gaussianMatrix(4, 3, 18)],
+    ] as const;
+    for (const [transA, transB, x, y] of [...cases, ...cases.slice().reverse()]) {
+      const got = await ort.gemm(x, y, { transA, transB });
+      const want = await ref.gemm(x, y, { transA, transB });
+      assert.deepEqual([got.rows, got.cols], [want.rows, want.cols]);
+      for (let i = 0; i < want.data.length; i++) assert.ok(Math.abs(got.data[i] - want.data[i]) < 1e-5);
+    }
   });
 });
 
