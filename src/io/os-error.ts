@@ -1,17 +1,12 @@
 /**
  * Operating-system errors (ENOENT, EACCES, ENOSPC, …) as one line a user can act on: the path they
  * gave (never our hidden temporaries), what happened and what to do. Node's own message names the
- * syscall and, for writes, the temporary beside the target (see atomic.ts siblingTempPath), which
- * means nothing to the person who typed --out.
+ * syscall and, for writes, the temporary beside the target (see temporaries.ts), which means
+ * nothing to the person who typed --out.
  */
 import { lstatSync, readlinkSync } from 'node:fs';
 import { dirname, join, parse } from 'node:path';
-
-/**
- * Our temporaries are named `.<name>.<tag>-<pid>-<hex>` beside their target (atomic.ts, gguf.ts):
- * any path component of that shape stands for `<name>`.
- */
-const TEMP_NAME = /^\.(.+)\.[a-z]+-\d+-[0-9a-f]+$/;
+import { targetNameOf } from './temporaries.js';
 
 /**
  * The path the user knows for `path`: the first component that is one of our temporaries becomes
@@ -22,8 +17,8 @@ export function userPath(path: string): string {
   const { root } = parse(path);
   const parts = path.slice(root.length).split(/[\\/]/);
   for (let i = 0; i < parts.length; i++) {
-    const m = TEMP_NAME.exec(parts[i]!);
-    if (m) return join(root, ...parts.slice(0, i), m[1]!);
+    const target = targetNameOf(parts[i]!);
+    if (target !== undefined) return join(root, ...parts.slice(0, i), target);
   }
   return path;
 }

@@ -113,6 +113,14 @@ function installHandlers(): void {
 
 const TEMP_SUFFIX = /^(.+)-(\d+)-([0-9a-f]{8,12})$/;
 
+/** `.<target>.<tag>-<pid>-<hex>`, with the tags this code base uses (tmp, old, data, part-N[.data]). */
+const TEMPORARY_NAME = /^\.(.+)\.(?:tmp|old|data|part-\d+(?:\.data)?)-\d+-[0-9a-f]+$/;
+
+/** For a file or folder name of our temporaries' shape, the name of the target it stands for. */
+export function targetNameOf(name: string): string | undefined {
+  return TEMPORARY_NAME.exec(name)?.[1];
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
