@@ -14,19 +14,17 @@
 import { resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
-import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType, TensorInfo } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { openPeftAdapter, type ExpertLayout, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
-import { prefetch } from '../pipeline/prefetch.js';
+import { runCommand } from '../pipeline/run.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from '../lora/weight-update.js';
 import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from '../lora/module-target.js';
 import { checkAdapterVariant, type AdapterVariant } from '../lora/variant.js';
 import { writeModelSideFiles } from '../io/model-folder.js';
-import { withInputTracking } from '../io/inputs.js';
 import type { OnProgress } from '../progress.js';
 
 export interface ApplyOptions {
@@ -103,7 +101,8 @@ function outputDtype(base: Checkpoint, t: TensorInfo, requested: FloatDType | un
 }
 
 interface Plan {
-  tensors: OutputTensor[];
+  /** the output tensors, in the order written */
+  items: OutputTensor[];
   ops: Map<string, Op[]>;
 }
 
@@ -150,79 +149,80 @@ function planApply(base: Checkpoint, adapters: PeftAdapter[], methods: Array<Map
       tensors.push(out);
     }
   });
-  return { tensors, ops };
-}
-
-async function closeAll(items: Array<{ close(): Promise<void> } | undefined>): Promise<void> {
-  await Promise.all(items.map((x) => x?.close().catch(() => undefined)));
+  return { items: tensors, ops };
 }
 
 /** Merges the adapters into the base and writes a full model folder. */
-export function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
-  return withInputTracking(() => applyAdaptersInRun(opts));
-}
-
-async function applyAdaptersInRun(opts: ApplyOptions): Promise<ApplyReport> {
+export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
   const started = Date.now();
   if (opts.adapters.length === 0) throw new Error('apply: give at least one adapter');
   for (const a of opts.adapters) {
     if (a.weight !== undefined && !Number.isFinite(a.weight)) throw new Error(`apply: adapter ${a.dir} has weight ${a.weight}; use a finite number`);
   }
-  assertNotInput(opts.out, [opts.base, ...opts.adapters.map((a) => a.dir)]);
-  const backend = opts.backend ?? (await getBackend());
+  const weights = opts.adapters.map((a) => a.weight ?? 1);
 
-  const base = await openCheckpoint(opts.base);
-  const adapters: PeftAdapter[] = [];
-  try {
-    for (const a of opts.adapters) adapters.push(await openPeftAdapter(a.dir));
-    const variants: AdapterVariant[] = [];
-    for (const adapter of adapters) variants.push(await checkAdapterVariant(adapter));
-    const plan = planApply(base, adapters, variants.map((v) => v.methods), opts.dtype);
-    const weights = opts.adapters.map((a) => a.weight ?? 1);
-    const notes = variants.flatMap((v) => v.notes);
-
-    const openSink = (tmpPath: string) =>
-      createSafetensorsSink(tmpPath, {
-        baseName: 'model',
-        maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
-        plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
-      });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
+  return runCommand({
+    inputs: [opts.base, ...opts.adapters.map((a) => a.dir)],
+    open: async (keep) => {
+      const backend = opts.backend ?? (await getBackend());
+      const base = keep(await openCheckpoint(opts.base));
+      const adapters: PeftAdapter[] = [];
+      for (const a of opts.adapters) adapters.push(keep(await openPeftAdapter(a.dir)));
+      const variants: AdapterVariant[] = [];
+      for (const adapter of adapters) variants.push(await checkAdapterVariant(adapter));
+      return { backend, base, adapters, variants };
+    },
+    plan: ({ base, adapters, variants }) => planApply(base, adapters, variants.map((v) => v.methods), opts.dtype),
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (tmpPath, { plan }) =>
+        createSafetensorsSink(tmpPath, {
+          baseName: 'model',
+          maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
+          plan: plan.items.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
+        }),
+    },
+    load: (t, { res }) => ('base' in t.from ? res.base.read(t.name) : res.adapters[t.from.adapter].readFull(t.name)),
+    each: async (t, data, { res, plan, sink }) => {
+      const { backend, adapters } = res;
       const updates: AppliedUpdate[] = [];
-      const load = (t: OutputTensor) => ('base' in t.from ? base.read(t.name) : adapters[t.from.adapter].readFull(t.name));
-      for await (const { item: t, value: data, index } of prefetch(plan.tensors, load)) {
-        let current = data;
-        for (const op of plan.ops.get(t.name) ?? []) {
-          const adapter = adapters[op.adapter];
-          const weight = weights[op.adapter];
-          if (op.type === 'full') {
-            const saved = await adapter.readFull(op.name);
-            for (let i = 0; i < current.length; i++) current[i] += weight * (saved[i] - current[i]);
-            updates.push({ tensor: t.name, adapter: adapter.dir, source: op.name, method: 'full', weight });
-            continue;
-          }
-          if (op.type === 'experts') {
-            // in place, one expert at a time: no second copy of a tensor that can be gigabytes
-            const mod = await adapter.loadExperts(op.info.name);
-            for (const { W, lora } of expertSlices(current, mod, op.layout)) {
-              await applyUpdateInPlace(backend, W, await weightUpdate(backend, lora, mod.scaling, weight));
-            }
-            const { count, rank } = op.info.experts!;
-            updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: 'lora', rank, weight, experts: { count, layout: op.layout } });
-            continue;
-          }
-          const mod = await adapter.load(op.info.name);
-          const W = asOutIn(current, t.shape, op.transposed);
-          await applyUpdateInPlace(backend, W, await weightUpdate(backend, mod, op.info.scaling, weight));
-          current = toStored(W, op.transposed);
-          const note = op.tied ? `lm_head is tied to ${t.name}: the merge changes both` : undefined;
-          updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: op.method, rank: op.info.rank, weight, ...(note ? { note } : {}) });
+      let current = data;
+      for (const op of plan.ops.get(t.name) ?? []) {
+        const adapter = adapters[op.adapter];
+        const weight = weights[op.adapter];
+        if (op.type === 'full') {
+          const saved = await adapter.readFull(op.name);
+          for (let i = 0; i < current.length; i++) current[i] += weight * (saved[i] - current[i]);
+          updates.push({ tensor: t.name, adapter: adapter.dir, source: op.name, method: 'full', weight });
+          continue;
         }
-        await sink.add(t.name, t.shape, current, t.dtype);
-        opts.onProgress?.({ index, total: plan.tensors.length, name: t.name });
+        if (op.type === 'experts') {
+          // in place, one expert at a time: no second copy of a tensor that can be gigabytes
+          const mod = await adapter.loadExperts(op.info.name);
+          for (const { W, lora } of expertSlices(current, mod, op.layout)) {
+            await applyUpdateInPlace(backend, W, await weightUpdate(backend, lora, mod.scaling, weight));
+          }
+          const { count, rank } = op.info.experts!;
+          updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: 'lora', rank, weight, experts: { count, layout: op.layout } });
+          continue;
+        }
+        const mod = await adapter.load(op.info.name);
+        const W = asOutIn(current, t.shape, op.transposed);
+        await applyUpdateInPlace(backend, W, await weightUpdate(backend, mod, op.info.scaling, weight));
+        current = toStored(W, op.transposed);
+        const note = op.tied ? `lm_head is tied to ${t.name}: the merge changes both` : undefined;
+        updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: op.method, rank: op.info.rank, weight, ...(note ? { note } : {}) });
       }
+      await sink.add(t.name, t.shape, current, t.dtype);
+      return updates;
+    },
+    finish: async (rows, { res, plan, sink, tmpPath }) => {
+      const { adapters, variants } = res;
       await sink.finish();
       const copied = await writeModelSideFiles(tmpPath, { source: opts.base, dtype: opts.dtype });
+      const updates = rows.flat();
+      const notes = variants.flatMap((v) => v.notes);
       if (updates.some((u) => u.note)) notes.push(...new Set(updates.filter((u) => u.note).map((u) => u.note!)));
       const changed = new Set(updates.map((u) => u.tensor));
       return {
@@ -236,17 +236,15 @@ async function applyAdaptersInRun(opts: ApplyOptions): Promise<ApplyReport> {
           fullTensors: a.fullTensors.length,
           ...(variants[i].reconstrConfig ? { reconstrConfig: variants[i].reconstrConfig } : {}),
         })),
-        tensors: plan.tensors.length,
+        tensors: plan.items.length,
         changedTensors: changed.size,
-        addedTensors: plan.tensors.filter((t) => !('base' in t.from)).map((t) => t.name),
+        addedTensors: plan.items.filter((t) => !('base' in t.from)).map((t) => t.name),
         updates,
         files: [...sink.writtenFiles(), ...copied],
         notes,
         seconds: (Date.now() - started) / 1000,
       };
-    });
-  } finally {
-    await closeAll([base, ...adapters]);
-  }
+    },
+    onProgress: opts.onProgress,
+  });
 }
-

@@ -15,7 +15,6 @@
  */
 import { resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
-import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
@@ -25,12 +24,11 @@ import { decompose, tensorSeed, truncate } from '../lowrank/decompose.js';
 import { checkPolicy, describePolicy, type RankPolicy } from '../lowrank/rank-policy.js';
 import { exactRelError } from '../lowrank/residual.js';
 import { createAdapterSink, type AdapterFormat } from '../lora/sink.js';
-import { prefetch } from '../pipeline/prefetch.js';
+import { runCommand } from '../pipeline/run.js';
 import { sumSquares, type Matrix } from '../tensor/matrix.js';
 import { updateDifference, weightUpdate, type AdapterMethod } from '../lora/weight-update.js';
 import { asOutIn, resolveModuleTarget } from '../lora/module-target.js';
 import { checkAdapterVariant } from '../lora/variant.js';
-import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import type { OnProgress } from '../progress.js';
 
@@ -102,93 +100,90 @@ interface Loaded {
 }
 
 /** Converts a DoRA/EDoRA adapter to plain LoRA (PEFT and/or GGUF), reporting each module's error. */
-export function convertAdapter(opts: ConvertOptions): Promise<ConvertReport> {
-  return withInputTracking(() => convertAdapterInRun(opts));
-}
-
-async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport> {
+export async function convertAdapter(opts: ConvertOptions): Promise<ConvertReport> {
   const started = Date.now();
   if ((opts.to ?? 'lora') !== 'lora') throw new Error(`convert: --to ${opts.to} is not supported; loraforge converts to plain LoRA (--to lora)`);
   if (opts.policy) checkPolicy(opts.policy);
   const format = opts.format ?? 'peft';
   const seed = opts.seed ?? 0;
-  assertNotInput(opts.out, [opts.adapter, ...(opts.base ? [opts.base] : [])]);
-  const backend = opts.backend ?? (await getBackend());
+  const decomposePolicy: RankPolicy = opts.policy ?? { mode: 'energy', energy: DEFAULT_ENERGY };
 
-  const adapter: PeftAdapter = await openPeftAdapter(opts.adapter);
-  let base: Checkpoint | undefined;
-  try {
-    const variant = await checkAdapterVariant(adapter);
-    const stack = adapter.modules.find((m) => m.experts);
-    if (stack) {
-      throw new Error(
-        `convert: ${adapter.dir} holds an MoE expert stack ("${stack.experts!.parameter}", PEFT target_parameters); convert rewrites ` +
-          'DoRA/EDoRA adapters as plain LoRA and does not write expert stacks: leave them plain LoRA, or merge the adapter into the base with `loraforge apply`',
-      );
-    }
-    const needsBase = [...variant.methods.values()].some((m) => m === 'dora' || m === 'edora');
-    if (opts.base) base = await openCheckpoint(opts.base);
-    else if (needsBase) throw new Error(`convert: ${adapter.dir} is a DoRA/EDoRA adapter; pass --base: W' − W depends on the base weights`);
-    const targets = new Map(
-      adapter.modules.filter((m) => variant.methods.get(m.name) === 'dora' || variant.methods.get(m.name) === 'edora').map((m) => [m.name, resolveModuleTarget(base!, adapter, m)]),
-    );
-    const decomposePolicy: RankPolicy = opts.policy ?? { mode: 'energy', energy: DEFAULT_ENERGY };
-
-    const openSink = (tmpPath: string) =>
-      createAdapterSink(tmpPath, {
-        format,
-        dtype: opts.dtype,
-        baseModel: adapter.config.base_model_name_or_path ?? (base ? baseModelNameOrPath(base) : undefined),
-        baseConfig: base?.config,
-        useRslora: false,
-        useDora: false,
-      });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink) => {
-      const modules: ConvertedModule[] = [];
-      const load = async (name: string): Promise<Loaded> => {
-        const mod = await adapter.load(name);
-        const target = targets.get(name);
-        if (!target) return { mod };
-        const data = await base!.read(target.tensor);
-        return { mod, W: asOutIn(data, base!.info(target.tensor).shape, target.transposed) };
-      };
-      const names = adapter.modules.map((m) => m.name);
-      for await (const { item: name, value, index } of prefetch(names, load)) {
-        const info = adapter.module(name);
-        const method = variant.methods.get(name)!;
-        const row = { name, kind: info.kind, method, sourceRank: info.rank };
-        const u = await weightUpdate(backend, value.mod, info.scaling);
-        const what = `${opts.adapter}: module ${name}`;
-        if (!value.W) {
-          if (!opts.policy) {
-            // the scaling is already in u.B: alpha = r makes PEFT's scale 1
-            await sink.addModule({ name, kind: info.kind, A: u.A, B: u.B, alpha: info.rank });
-            modules.push({ ...row, action: 'copied', rank: info.rank, relError: 0 });
-          } else {
-            // exact, from the factors; the source rank bounds the SVD already: no default cap needed here
-            const svd = await svdOf(backend, u);
-            const { rank, relError } = truncate(svd, opts.policy);
-            const f = fromSvd(svd, rank, { what });
-            await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: rank });
-            modules.push({ ...row, action: 'refactored', rank, relError });
-          }
-        } else {
-          const D = await updateDifference(backend, value.W, u);
-          const frobSq = sumSquares(D.data);
-          if (frobSq === 0) {
-            modules.push({ ...row, action: 'dropped', rank: 0, relError: 0, note: 'the module leaves its weight unchanged' });
-          } else {
-            const policy = modulePolicy(decomposePolicy, info.rank);
-            const dec = await decompose(backend, D, frobSq, policy, tensorSeed(seed, name), { name, waysOut: WAYS_OUT });
-            const f = fromSvd(dec.svd, dec.rank, { what });
-            const relError = await exactRelError(backend, D, f.B, f.A, 1, frobSq);
-            await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: dec.rank });
-            const note = dec.targetMet ? {} : { note: `${describePolicy(policy)} not reached within rank ${dec.rank}` };
-            modules.push({ ...row, action: 'converted', rank: dec.rank, relError, ...note });
-          }
-        }
-        opts.onProgress?.({ index, total: names.length, name });
+  return runCommand({
+    inputs: [opts.adapter, ...(opts.base ? [opts.base] : [])],
+    open: async (keep) => {
+      const backend = opts.backend ?? (await getBackend());
+      const adapter: PeftAdapter = keep(await openPeftAdapter(opts.adapter));
+      const variant = await checkAdapterVariant(adapter);
+      const stack = adapter.modules.find((m) => m.experts);
+      if (stack) {
+        throw new Error(
+          `convert: ${adapter.dir} holds an MoE expert stack ("${stack.experts!.parameter}", PEFT target_parameters); convert rewrites ` +
+            'DoRA/EDoRA adapters as plain LoRA and does not write expert stacks: leave them plain LoRA, or merge the adapter into the base with `loraforge apply`',
+        );
       }
+      const needsBase = [...variant.methods.values()].some((m) => m === 'dora' || m === 'edora');
+      let base: Checkpoint | undefined;
+      if (opts.base) base = keep(await openCheckpoint(opts.base));
+      else if (needsBase) throw new Error(`convert: ${adapter.dir} is a DoRA/EDoRA adapter; pass --base: W' − W depends on the base weights`);
+      return { backend, adapter, variant, base };
+    },
+    plan: ({ adapter, variant, base }) => ({
+      items: adapter.modules,
+      targets: new Map(
+        adapter.modules.filter((m) => variant.methods.get(m.name) === 'dora' || variant.methods.get(m.name) === 'edora').map((m) => [m.name, resolveModuleTarget(base!, adapter, m)]),
+      ),
+    }),
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (tmpPath, { res: { adapter, base } }) =>
+        createAdapterSink(tmpPath, {
+          format,
+          dtype: opts.dtype,
+          baseModel: adapter.config.base_model_name_or_path ?? (base ? baseModelNameOrPath(base) : undefined),
+          baseConfig: base?.config,
+          useRslora: false,
+          useDora: false,
+        }),
+    },
+    load: async (info, { res: { adapter, base }, plan }): Promise<Loaded> => {
+      const mod = await adapter.load(info.name);
+      const target = plan.targets.get(info.name);
+      if (!target) return { mod };
+      const data = await base!.read(target.tensor);
+      return { mod, W: asOutIn(data, base!.info(target.tensor).shape, target.transposed) };
+    },
+    each: async (info, value, { res: { backend, variant }, sink }): Promise<ConvertedModule> => {
+      const name = info.name;
+      const method = variant.methods.get(name)!;
+      const row = { name, kind: info.kind, method, sourceRank: info.rank };
+      const u = await weightUpdate(backend, value.mod, info.scaling);
+      const what = `${opts.adapter}: module ${name}`;
+      if (!value.W) {
+        if (!opts.policy) {
+          // the scaling is already in u.B: alpha = r makes PEFT's scale 1
+          await sink.addModule({ name, kind: info.kind, A: u.A, B: u.B, alpha: info.rank });
+          return { ...row, action: 'copied', rank: info.rank, relError: 0 };
+        }
+        // exact, from the factors; the source rank bounds the SVD already: no default cap needed here
+        const svd = await svdOf(backend, u);
+        const { rank, relError } = truncate(svd, opts.policy);
+        const f = fromSvd(svd, rank, { what });
+        await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: rank });
+        return { ...row, action: 'refactored', rank, relError };
+      }
+      const D = await updateDifference(backend, value.W, u);
+      const frobSq = sumSquares(D.data);
+      if (frobSq === 0) return { ...row, action: 'dropped', rank: 0, relError: 0, note: 'the module leaves its weight unchanged' };
+      const policy = modulePolicy(decomposePolicy, info.rank);
+      const dec = await decompose(backend, D, frobSq, policy, tensorSeed(seed, name), { name, waysOut: WAYS_OUT });
+      const f = fromSvd(dec.svd, dec.rank, { what });
+      const relError = await exactRelError(backend, D, f.B, f.A, 1, frobSq);
+      await sink.addModule({ name, kind: info.kind, A: f.A, B: f.B, alpha: dec.rank });
+      const note = dec.targetMet ? {} : { note: `${describePolicy(policy)} not reached within rank ${dec.rank}` };
+      return { ...row, action: 'converted', rank: dec.rank, relError, ...note };
+    },
+    finish: async (modules, { res: { adapter, variant }, plan, sink }) => {
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
       await sink.finish();
       const notes = [...variant.notes];
@@ -198,7 +193,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
         out: resolve(opts.out),
         ...(opts.base ? { base: resolve(opts.base) } : {}),
         variant: variant.summary,
-        policy: opts.policy ?? (targets.size > 0 ? decomposePolicy : 'copy'),
+        policy: opts.policy ?? (plan.targets.size > 0 ? decomposePolicy : 'copy'),
         format,
         modules,
         fullTensors: adapter.fullTensors.map((t) => t.name),
@@ -206,9 +201,7 @@ async function convertAdapterInRun(opts: ConvertOptions): Promise<ConvertReport>
         notes,
         seconds: (Date.now() - started) / 1000,
       };
-    });
-  } finally {
-    await adapter.close();
-    await base?.close();
-  }
+    },
+    onProgress: opts.onProgress,
+  });
 }

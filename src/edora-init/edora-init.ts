@@ -14,19 +14,18 @@
  * - reconstr_config.json records the SVD settings (the reference writes it beside the adapter).
  */
 import { join, resolve } from 'node:path';
-import { openCheckpoint } from '../io/checkpoint.js';
-import { assertNotInput, atomicWriteFile, withAtomicSink } from '../io/atomic.js';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { atomicWriteFile } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { createRng } from '../linalg/random.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
 import { createAdapterSink } from '../lora/sink.js';
-import { prefetch } from '../pipeline/prefetch.js';
+import { runCommand } from '../pipeline/run.js';
 import { matrix } from '../tensor/matrix.js';
 import { weightNorms } from '../lora/weight-update.js';
 import { edoraReconstrConfig, RECONSTR_CONFIG_FILE } from '../lora/variant.js';
-import { withInputTracking } from '../io/inputs.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import type { OnProgress } from '../progress.js';
 
@@ -84,72 +83,79 @@ function matchesTarget(module: string, target: string): boolean {
 /** Embedding layers are nn.Embedding, which EDoRA's reference initialiser refuses. */
 const EMBEDDING_NAME = /(^|\.)[^.]*(embed|wte|wpe)[^.]*$/;
 
-export function edoraInit(opts: EdoraInitOptions): Promise<EdoraInitReport> {
-  return withInputTracking(() => edoraInitInRun(opts));
+interface Selected {
+  name: string;
+  tensor: string;
+  shape: [number, number];
 }
 
-async function edoraInitInRun(opts: EdoraInitOptions): Promise<EdoraInitReport> {
+/** The targeted linear layers, each checked to be one EDoRA can start from at this rank. */
+function selectModules(base: Checkpoint, targets: string[], rank: number): Selected[] {
+  const selected: Selected[] = [];
+  const used = new Set<string>();
+  for (const t of base.list()) {
+    if (!t.name.endsWith('.weight')) continue;
+    const name = t.name.slice(0, -'.weight'.length);
+    const target = targets.find((x) => matchesTarget(name, x));
+    if (!target) continue;
+    used.add(target);
+    if (t.shape.length !== 2) throw new Error(`edora-init: target "${target}" matches "${t.name}" of shape [${t.shape.join(', ')}] in ${base.path}; EDoRA adapts linear layers (2-D weights) only`);
+    if (EMBEDDING_NAME.test(name)) throw new Error(`edora-init: target "${target}" matches the embedding "${name}"; EDoRA's reference code initialises nn.Linear layers only`);
+    const [out, inF] = t.shape;
+    if (rank > Math.min(out, inF)) throw new Error(`edora-init: rank ${rank} exceeds the smaller side of "${t.name}" [${out}, ${inF}]`);
+    selected.push({ name, tensor: t.name, shape: [out, inF] });
+  }
+  const unused = targets.filter((t) => !used.has(t));
+  if (unused.length > 0) throw new Error(`edora-init: target module(s) ${unused.join(', ')} not found in ${base.path}; check the names (e.g. q_proj, v_proj, gate_proj)`);
+  return selected;
+}
+
+export async function edoraInit(opts: EdoraInitOptions): Promise<EdoraInitReport> {
   const started = Date.now();
   const seed = opts.seed ?? 0;
   const sigma = opts.sigma ?? DEFAULT_EDORA_SIGMA;
   const powerIters = opts.powerIters ?? DEFAULT_EDORA_POWER_ITERS;
   const alpha = opts.alpha ?? opts.rank;
-  if (!Number.isInteger(opts.rank) || opts.rank < 1) throw new Error(`edora-init: rank must be an integer ≥ 1, got ${opts.rank}`);
+  const r = opts.rank;
+  if (!Number.isInteger(r) || r < 1) throw new Error(`edora-init: rank must be an integer ≥ 1, got ${r}`);
   if (!(sigma >= 0) || !Number.isFinite(alpha)) throw new Error(`edora-init: sigma must be ≥ 0 and alpha finite (got ${sigma}, ${alpha})`);
   const targets = opts.targetModules.map((t) => t.trim()).filter((t) => t !== '');
   if (targets.length === 0) throw new Error('edora-init: give at least one target module (e.g. q_proj,v_proj)');
-  assertNotInput(opts.out, [opts.base]);
-  const backend = opts.backend ?? (await getBackend());
 
-  const base = await openCheckpoint(opts.base);
-  try {
-    const selected: Array<{ name: string; tensor: string; shape: [number, number] }> = [];
-    const used = new Set<string>();
-    for (const t of base.list()) {
-      if (!t.name.endsWith('.weight')) continue;
-      const name = t.name.slice(0, -'.weight'.length);
-      const target = targets.find((x) => matchesTarget(name, x));
-      if (!target) continue;
-      used.add(target);
-      if (t.shape.length !== 2) throw new Error(`edora-init: target "${target}" matches "${t.name}" of shape [${t.shape.join(', ')}] in ${base.path}; EDoRA adapts linear layers (2-D weights) only`);
-      if (EMBEDDING_NAME.test(name)) throw new Error(`edora-init: target "${target}" matches the embedding "${name}"; EDoRA's reference code initialises nn.Linear layers only`);
-      const [out, inF] = t.shape;
-      if (opts.rank > Math.min(out, inF)) throw new Error(`edora-init: rank ${opts.rank} exceeds the smaller side of "${t.name}" [${out}, ${inF}]`);
-      selected.push({ name, tensor: t.name, shape: [out, inF] });
-    }
-    const unused = targets.filter((t) => !used.has(t));
-    if (unused.length > 0) throw new Error(`edora-init: target module(s) ${unused.join(', ')} not found in ${base.path}; check the names (e.g. q_proj, v_proj, gate_proj)`);
-
-    const openSink = (tmpPath: string) => createAdapterSink(tmpPath, { format: 'peft', dtype: opts.dtype, baseModel: baseModelNameOrPath(base), useDora: true });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
-      const rng = createRng(seed);
-      const modules: EdoraInitModule[] = [];
-      const r = opts.rank;
-      for await (const { item, value, index } of prefetch(selected, (s) => base.read(s.tensor))) {
-        const [out, inF] = item.shape;
-        const W = matrix(out, inF, value);
-        const svd = await randomizedSvd(backend, W, { rank: r, seed, powerIters });
-        const B = matrix(out, r);
-        for (let i = 0; i < out; i++) for (let j = 0; j < r; j++) B.data[i * r + j] = svd.U.data[i * svd.U.cols + j];
-        const A = matrix(r, inF);
-        for (let j = 0; j < r; j++) for (let c = 0; c < inF; c++) A.data[j * inF + c] = svd.S[j] * svd.V.data[c * svd.V.cols + j];
-        const latent = matrix(r, r);
-        rng.fillNormal(latent.data);
-        for (let i = 0; i < latent.data.length; i++) latent.data[i] *= sigma;
-        const magnitude = Float32Array.from(weightNorms(W, 'rows'));
-        let total = 0;
-        for (const m of magnitude) total += m * m;
-        let kept = 0;
-        for (let j = 0; j < r; j++) kept += svd.S[j] ** 2;
-        await sink.addModule({ name: item.name, kind: 'linear', A, B, alpha, magnitude, latent });
-        modules.push({ name: item.name, tensor: item.tensor, shape: item.shape, energy: total > 0 ? kept / total : 0 });
-        opts.onProgress?.({ index, total: selected.length, name: item.name });
-      }
+  return runCommand({
+    inputs: [opts.base],
+    open: async (keep) => ({ backend: opts.backend ?? (await getBackend()), base: keep(await openCheckpoint(opts.base)) }),
+    plan: ({ base }) => ({ items: selectModules(base, targets, r), rng: createRng(seed) }),
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (tmpPath, { res }) => createAdapterSink(tmpPath, { format: 'peft', dtype: opts.dtype, baseModel: baseModelNameOrPath(res.base), useDora: true }),
+    },
+    load: (item, { res }) => res.base.read(item.tensor),
+    each: async (item, value, { res, plan, sink }): Promise<EdoraInitModule> => {
+      const [out, inF] = item.shape;
+      const W = matrix(out, inF, value);
+      const svd = await randomizedSvd(res.backend, W, { rank: r, seed, powerIters });
+      const B = matrix(out, r);
+      for (let i = 0; i < out; i++) for (let j = 0; j < r; j++) B.data[i * r + j] = svd.U.data[i * svd.U.cols + j];
+      const A = matrix(r, inF);
+      for (let j = 0; j < r; j++) for (let c = 0; c < inF; c++) A.data[j * inF + c] = svd.S[j] * svd.V.data[c * svd.V.cols + j];
+      const latent = matrix(r, r);
+      plan.rng.fillNormal(latent.data);
+      for (let i = 0; i < latent.data.length; i++) latent.data[i] *= sigma;
+      const magnitude = Float32Array.from(weightNorms(W, 'rows'));
+      let total = 0;
+      for (const m of magnitude) total += m * m;
+      let kept = 0;
+      for (let j = 0; j < r; j++) kept += svd.S[j] ** 2;
+      await sink.addModule({ name: item.name, kind: 'linear', A, B, alpha, magnitude, latent });
+      return { name: item.name, tensor: item.tensor, shape: item.shape, energy: total > 0 ? kept / total : 0 };
+    },
+    finish: async (modules, { sink, tmpPath }) => {
       await sink.finish();
       await atomicWriteFile(join(tmpPath, RECONSTR_CONFIG_FILE), `${JSON.stringify(edoraReconstrConfig(r, powerIters, seed), null, 2)}\n`);
       return { base: resolve(opts.base), out: resolve(opts.out), rank: r, alpha, sigma, seed, powerIters, modules, seconds: (Date.now() - started) / 1000 };
-    });
-  } finally {
-    await base.close();
-  }
+    },
+    onProgress: opts.onProgress,
+  });
 }

@@ -7,12 +7,11 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FloatDType } from '../io/types.js';
-import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
 import { openPeftAdapter, type LoraKind, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
 import { createAdapterSink, type AdapterFormat } from '../lora/sink.js';
-import { prefetch } from '../pipeline/prefetch.js';
+import { runCommand } from '../pipeline/run.js';
 import { transpose } from '../tensor/matrix.js';
 import { compareToWeightedSum } from './exact.js';
 import { unequalRanksProblem } from './combine-factors.js';
@@ -28,7 +27,6 @@ import {
 } from './methods.js';
 import { seededMaskSource } from './prune.js';
 import type { LowRank, MajoritySign, MaskSource, MergeTerm } from './types.js';
-import { withInputTracking } from '../io/inputs.js';
 import type { OnProgress } from '../progress.js';
 
 export const REPORT_FILE = 'report.json';
@@ -221,82 +219,85 @@ function lowerRankNote(asked: number | undefined, modules: readonly ModuleReport
 }
 
 /** Merges PEFT LoRA adapters into one new adapter; see docs/usage/merge-adapters.md. */
-export function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
-  return withInputTracking(() => mergeAdaptersInRun(opts));
-}
-
-async function mergeAdaptersInRun(opts: MergeAdaptersOptions): Promise<MergeReport> {
+export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
   const started = performance.now();
   validate(opts);
-  assertNotInput(opts.out, opts.adapters.map((a) => a.path));
   const exact = opts.exact ?? false;
   const format = opts.format ?? 'peft';
-  const backend = opts.backend ?? (await getBackend());
+  // PEFT: with one adapter every combination type becomes linear
+  const resolvedName: MethodName = opts.adapters.length === 1 ? 'linear' : opts.method;
+  const method = MERGE_METHODS[resolvedName];
+  const uses = (p: MethodParam) => acceptedParams(method, exact).includes(p);
+  const density = opts.density ?? DEFAULT_DENSITY;
+  const seed = opts.seed ?? DEFAULT_SEED;
+  const masks = opts.masks ?? seededMaskSource(seed, density);
 
-  const adapters: PeftAdapter[] = [];
-  try {
-    for (const a of opts.adapters) adapters.push(await openPeftAdapter(a.path));
-    const plans = planModules(adapters);
-    if (plans.length === 0) throw new Error('the adapters have no LoRA modules to merge');
-    const fullTensors = planFullTensors(adapters);
-    // PEFT: with one adapter every combination type becomes linear
-    const resolvedName: MethodName = opts.adapters.length === 1 ? 'linear' : opts.method;
-    const method = MERGE_METHODS[resolvedName];
-    const maxInputRank = Math.max(...plans.flatMap((p) => p.sources.map((s) => s.info.rank)));
-    const rank = opts.svdRank ?? defaultSvdRank(method, exact, maxInputRank);
-    const uses = (p: MethodParam) => acceptedParams(method, exact).includes(p);
-    const density = opts.density ?? DEFAULT_DENSITY;
-    const seed = opts.seed ?? DEFAULT_SEED;
-    const masks = opts.masks ?? seededMaskSource(seed, density);
-    if (method.family === 'factors' && !exact) {
-      for (const p of plans) {
-        const sources = p.sources.map((s) => ({ label: opts.adapters[s.adapter].path, rank: s.info.rank }));
-        const problem = unequalRanksProblem(p.name, resolvedName, sources);
-        if (problem) throw new Error(problem);
+  return runCommand({
+    inputs: opts.adapters.map((a) => a.path),
+    open: async (keep) => {
+      const backend = opts.backend ?? (await getBackend());
+      const adapters: PeftAdapter[] = [];
+      for (const a of opts.adapters) adapters.push(keep(await openPeftAdapter(a.path)));
+      return { backend, adapters };
+    },
+    plan: ({ adapters }) => {
+      const plans = planModules(adapters);
+      if (plans.length === 0) throw new Error('the adapters have no LoRA modules to merge');
+      const fullTensors = planFullTensors(adapters);
+      const maxInputRank = Math.max(...plans.flatMap((p) => p.sources.map((s) => s.info.rank)));
+      const rank = opts.svdRank ?? defaultSvdRank(method, exact, maxInputRank);
+      if (method.family === 'factors' && !exact) {
+        for (const p of plans) {
+          const sources = p.sources.map((s) => ({ label: opts.adapters[s.adapter].path, rank: s.info.rank }));
+          const problem = unequalRanksProblem(p.name, resolvedName, sources);
+          if (problem) throw new Error(problem);
+        }
       }
-    }
-
-    const openSink = (tmpPath: string) =>
-      createAdapterSink(tmpPath, {
-        format,
-        dtype: opts.dtype,
-        baseModel: (adapters[0].config.base_model_name_or_path as string | null | undefined) ?? undefined,
-        baseConfig: opts.baseConfig,
-        useRslora: false, // r = alpha gives scaling 1 only without rsLoRA (PEFT keeps rsLoRA here: its quirk 8)
+      return { items: plans, fullTensors, rank };
+    },
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (tmpPath, { res: { adapters } }) =>
+        createAdapterSink(tmpPath, {
+          format,
+          dtype: opts.dtype,
+          baseModel: (adapters[0].config.base_model_name_or_path as string | null | undefined) ?? undefined,
+          baseConfig: opts.baseConfig,
+          useRslora: false, // r = alpha gives scaling 1 only without rsLoRA (PEFT keeps rsLoRA here: its quirk 8)
+        }),
+    },
+    load: (p, { res: { backend, adapters } }) =>
+      Promise.all(p.sources.map((s) => loadTerm(backend, adapters[s.adapter], s.adapter, s.info, opts.adapters[s.adapter].weight))),
+    each: async (plan, terms, { res: { backend }, plan: { rank }, sink }) => {
+      const merged = await mergeModule(method, {
+        backend,
+        module: plan.name,
+        terms,
+        density,
+        majoritySign: opts.majoritySign ?? DEFAULT_MAJORITY_SIGN,
+        rank,
+        svdClamp: opts.svdClamp,
+        exact,
+        masks,
       });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
-      const modules: ModuleReport[] = [];
-      const load = (p: ModulePlan) =>
-        Promise.all(p.sources.map((s) => loadTerm(backend, adapters[s.adapter], s.adapter, s.info, opts.adapters[s.adapter].weight)));
-      for await (const { item: plan, value: terms, index } of prefetch(plans, load)) {
-        const merged = await mergeModule(method, {
-          backend,
-          module: plan.name,
-          terms,
-          density,
-          majoritySign: opts.majoritySign ?? DEFAULT_MAJORITY_SIGN,
-          rank,
-          svdClamp: opts.svdClamp,
-          exact,
-          masks,
-        });
-        const cmp = await compareToWeightedSum(backend, merged, terms);
-        const inputRanks = opts.adapters.map((_, i) => plan.sources.find((s) => s.adapter === i)?.info.rank ?? null);
-        const row: ModuleReport = {
-          name: plan.name,
-          kind: plan.kind,
-          method: resolvedName,
-          inputRanks,
-          outputRank: merged.A.rows,
-          relError: cmp.relError,
-          exactNorm: cmp.exactNorm,
-        };
-        if (merged.clampHi !== undefined) row.clampHi = merged.clampHi;
-        if (merged.A.rows === 0) row.omitted = 'the merged delta is zero (the adapters cancel here); nothing to write';
-        else await sink.addModule(toLoraModule(plan.name, plan.kind, merged));
-        modules.push(row);
-        opts.onProgress?.({ index, total: plans.length, name: plan.name });
-      }
+      const cmp = await compareToWeightedSum(backend, merged, terms);
+      const inputRanks = opts.adapters.map((_, i) => plan.sources.find((s) => s.adapter === i)?.info.rank ?? null);
+      const row: ModuleReport = {
+        name: plan.name,
+        kind: plan.kind,
+        method: resolvedName,
+        inputRanks,
+        outputRank: merged.A.rows,
+        relError: cmp.relError,
+        exactNorm: cmp.exactNorm,
+      };
+      if (merged.clampHi !== undefined) row.clampHi = merged.clampHi;
+      if (merged.A.rows === 0) row.omitted = 'the merged delta is zero (the adapters cancel here); nothing to write';
+      else await sink.addModule(toLoraModule(plan.name, plan.kind, merged));
+      return row;
+    },
+    finish: async (modules, { res: { adapters }, plan: { fullTensors, rank }, sink, tmpPath }) => {
       if (modules.every((m) => m.omitted)) {
         throw new Error('the merged adapter is zero in every module (the weighted adapters cancel out); there is nothing to write');
       }
@@ -330,8 +331,7 @@ async function mergeAdaptersInRun(opts: MergeAdaptersOptions): Promise<MergeRepo
       report.seconds = (performance.now() - started) / 1000;
       await writeFile(join(tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
       return report;
-    });
-  } finally {
-    for (const a of adapters) await a.close();
-  }
+    },
+    onProgress: opts.onProgress,
+  });
 }
