@@ -13,7 +13,7 @@
  */
 import { open, lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { allFinite, firstNonFiniteError } from '../tensor/finite.js';
+import { assertFinite, firstNonFiniteError } from '../tensor/finite.js';
 import { decodeIntoF32, dtypeByteSize, encodeFromF32, encodeIntoBytes, isFloatDType } from '../tensor/dtype.js';
 import { atomicWriteFile } from './atomic.js';
 import { newTemporary, releaseTemporary } from './temporaries.js';
@@ -290,7 +290,7 @@ export class SafetensorsFile implements TensorSource {
     const start = this.dataStart + e.begin;
     if (dtype === 'F32') {
       await readFully(fh, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), start, what);
-      if (this.checkFinite && !allFinite(out)) throw firstNonFiniteError(out, what, { file: this.path, tensor: e.name });
+      if (this.checkFinite) assertFinite(out, what, { file: this.path, tensor: e.name });
       return out;
     }
     // Double-buffered: the next chunk is read from disk while this one is decoded.
