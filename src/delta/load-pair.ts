@@ -7,7 +7,6 @@
 import { RawTensorReader, where } from '../io/raw-read.js';
 import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
-import { assertFinite } from '../tensor/finite.js';
 import { subtractInPlace, type DeltaStats } from './delta.js';
 
 export interface PairRequest {
@@ -43,19 +42,12 @@ export class PairReader {
   load(req: PairRequest): LoadedPair {
     const fast = req.a && !req.keepB ? this.deltaBf16(req.a, req.b) : undefined;
     if (fast) return fast;
-    const b = this.readF32(req.b);
-    if (!req.a) {
-      try {
-        assertFinite(b, where(req.b));
-      } catch (err) {
-        this.pool.release(b);
-        throw err;
-      }
-      return { b };
-    }
+    // without A, nothing else looks at B's values: the read refuses NaN and ±Inf itself
+    const b = this.readF32(req.b, !req.a);
+    if (!req.a) return { b };
     let delta: Float32Array | undefined;
     try {
-      delta = this.readF32(req.a);
+      delta = this.readF32(req.a, false);
       const stats = subtractInPlace(delta, b, { a: where(req.a), b: where(req.b) });
       if (req.keepB) return { delta, stats, b };
       this.pool.release(b);
@@ -90,10 +82,10 @@ export class PairReader {
     return undefined;
   }
 
-  private readF32(loc: TensorLocation): Float32Array {
+  private readF32(loc: TensorLocation, finite: boolean): Float32Array {
     const out = this.pool.acquire(elements(loc));
     try {
-      return this.reader.readF32(loc, out);
+      return finite ? this.reader.readFiniteF32(loc, out) : this.reader.readF32(loc, out);
     } catch (err) {
       this.pool.release(out);
       throw err;

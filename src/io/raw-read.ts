@@ -6,6 +6,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { bf16Kernels, type Bf16Kernels } from '../tensor/bf16-simd.js';
 import { decodeIntoF32, dtypeByteSize, isFloatDType } from '../tensor/dtype.js';
+import { allFinite, firstNonFiniteError } from '../tensor/finite.js';
 import { SUPPORTED_HINT } from './safetensors.js';
 import type { TensorLocation } from './types.js';
 
@@ -43,28 +44,43 @@ export class RawTensorReader {
     return into;
   }
 
-  /** The tensor decoded to f32 into `out` (exactly its element count). */
+  /** The tensor decoded to f32 into `out` (exactly its element count); NaN and ±Inf pass through. */
   readF32(loc: TensorLocation, out: Float32Array): Float32Array {
+    this.decode(loc, out);
+    return out;
+  }
+
+  /**
+   * Like readF32, refusing NaN and ±Inf with an error naming the file, tensor and element. The
+   * decoders test the stored bits as they go, so the check costs no second pass (F32 aside).
+   */
+  readFiniteF32(loc: TensorLocation, out: Float32Array): Float32Array {
+    if (!this.decode(loc, out)) throw firstNonFiniteError(out, where(loc), { file: loc.path, tensor: loc.name });
+    return out;
+  }
+
+  /** Decodes into `out`; returns whether every value is finite. */
+  private decode(loc: TensorLocation, out: Float32Array): boolean {
     if (!isFloatDType(loc.dtype)) throw new Error(`${where(loc)} has dtype ${loc.dtype}; ${SUPPORTED_HINT}`);
     const n = loc.bytes / dtypeByteSize(loc.dtype)!;
     if (out.length !== n) throw new Error(`${where(loc)}: needs an array of ${n} elements, got ${out.length}`);
     if (loc.dtype === 'F32') {
       this.readBytes(loc, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
-      return out;
+      return allFinite(out);
     }
     const k = loc.dtype === 'BF16' ? this.kernels : undefined;
     if (k) {
+      let finite = true;
       for (let i = 0; i < n; i += k.chunk) {
         const count = Math.min(k.chunk, n - i);
         this.readBytes(loc, k.bytesA.subarray(0, 2 * count), 2 * i);
-        k.decode(count);
+        finite = k.decode(count) && finite;
         out.set(k.floats.subarray(0, count), i);
       }
-      return out;
+      return finite;
     }
     if (this.scratch.byteLength < loc.bytes) this.scratch = new Uint8Array(loc.bytes);
-    decodeIntoF32(this.readBytes(loc, this.scratch.subarray(0, loc.bytes)), loc.dtype, out);
-    return out;
+    return decodeIntoF32(this.readBytes(loc, this.scratch.subarray(0, loc.bytes)), loc.dtype, out);
   }
 
   /** Δ = B − A of two BF16 tensors into `out`, with its norms, through the SIMD kernels (undefined without them). */

@@ -13,7 +13,7 @@
  */
 import { open, lstat, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertFinite, firstNonFinite, nonFiniteError } from '../tensor/finite.js';
+import { assertFinite, firstNonFiniteError } from '../tensor/finite.js';
 import { decodeIntoF32, dtypeByteSize, encodeFromF32, encodeIntoBytes, isFloatDType } from '../tensor/dtype.js';
 import { atomicWriteFile } from './atomic.js';
 import { newTemporary, releaseTemporary } from './temporaries.js';
@@ -305,10 +305,9 @@ export class SafetensorsFile implements TensorSource {
       pending = next < e.bytes ? readFully(fh, chunkAt(k ^ 1, next), start + next, what) : undefined;
       const from = off / 2;
       const to = (off + chunk.byteLength) / 2;
-      decodeIntoF32(chunk, dtype, out.subarray(from, to));
-      // checked while the chunk is still in cache
-      const bad = this.checkFinite ? firstNonFinite(out, from, to) : -1;
-      if (bad >= 0) throw nonFiniteError(what, bad, out[bad], { file: this.path, tensor: e.name });
+      // the decoder checks the stored bits as it goes
+      const finite = decodeIntoF32(chunk, dtype, out.subarray(from, to));
+      if (this.checkFinite && !finite) throw firstNonFiniteError(out, what, { file: this.path, tensor: e.name }, from, to);
     }
     return out;
   }

@@ -3,8 +3,7 @@
  * SIMD kernels) into SharedArrayBuffers lent by the main thread, and merges them there, so the
  * main thread only encodes and writes results while workers read and merge their neighbours.
  */
-import { RawTensorReader, where } from '../io/raw-read.js';
-import { assertFinite } from '../tensor/finite.js';
+import { RawTensorReader } from '../io/raw-read.js';
 import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { serveRequests } from '../pipeline/worker-rpc.js';
@@ -28,7 +27,7 @@ const pool = new BufferPool();
 const reader = new RawTensorReader();
 serveRequests<MergeRequest, MergeReply>({
   request(m) {
-    m.inputs.forEach((loc, i) => assertFinite(reader.readF32(loc, m.arrays[i]), where(loc)));
+    m.inputs.forEach((loc, i) => reader.readFiniteF32(loc, m.arrays[i]));
     return runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool);
   },
   close: () => reader.close(),

@@ -10,13 +10,15 @@ import { BF16_KERNELS_WASM } from './wasm/bf16-kernels.js';
 const CHUNK = 1 << 16;
 /** The kernels handle whole groups of eight; the rest of a chunk is done here. */
 const GROUP = 8;
+/** A bf16 whose exponent bits are all set is NaN or ±Inf. */
+const BF16_EXPONENT = 0x7f80;
 
 interface KernelExports {
   memory: WebAssembly.Memory;
   deltaSq: WebAssembly.Global;
   baseSq: WebAssembly.Global;
   reset(): void;
-  decodeBf16(input: number, output: number, n: number): void;
+  decodeBf16(input: number, output: number, n: number): number;
   deltaBf16(a: number, b: number, output: number, n: number): void;
   encodeBf16(input: number, output: number, n: number): void;
 }
@@ -29,8 +31,8 @@ export interface Bf16Kernels {
   readonly bytesB: Uint8Array;
   /** f32 values (chunk elements) */
   readonly floats: Float32Array;
-  /** floats[i] = f32(bytesA[i]) for i < n */
-  decode(n: number): void;
+  /** floats[i] = f32(bytesA[i]) for i < n; returns whether all n values are finite (checked in the same pass) */
+  decode(n: number): boolean;
   /** floats[i] = f32(bytesB[i]) − f32(bytesA[i]) for i < n; adds to the sums */
   delta(n: number): void;
   /** bytesA[i] = bf16(floats[i]) for i < n, rounded to nearest even */
@@ -103,8 +105,12 @@ function instantiate(): Bf16Kernels | undefined {
     floats,
     decode(n) {
       const whole = check(n);
-      ex.decodeBf16(aAt, outAt, whole);
-      for (let i = whole; i < n; i++) bits[i] = widen(bytesA, i);
+      let finite = ex.decodeBf16(aAt, outAt, whole) === 1;
+      for (let i = whole; i < n; i++) {
+        bits[i] = widen(bytesA, i);
+        finite &&= (halvesA[i] & BF16_EXPONENT) !== BF16_EXPONENT;
+      }
+      return finite;
     },
     encode(n) {
       const whole = check(n);

@@ -1,4 +1,4 @@
-;; SIMD kernels for the hot loops V8 cannot vectorise: widening bf16 to f32 (a 16-bit shift),
+;; SIMD kernels for the hot loops V8 cannot vectorise: widening bf16 to f32 (a 16-bit shift) with its finite check,
 ;; forming Δ = B − A with its squared norms, and rounding f32 to bf16. Built into bf16-kernels.ts by scripts/build-wasm.mjs.
 ;;
 ;; The module owns a fixed 2 MiB memory (never grown, so JS views of it stay valid); callers copy
@@ -14,19 +14,26 @@
     (global.set $deltaSq (f64.const 0))
     (global.set $baseSq (f64.const 0)))
 
-  ;; out[i] = f32(bf16 in[i]) for i < n
-  (func (export "decodeBf16") (param $in i32) (param $out i32) (param $n i32)
-    (local $end i32) (local $v v128)
+  ;; out[i] = f32(bf16 in[i]) for i < n; returns 1 when every value is finite, else 0. A bf16 is
+  ;; NaN or ±Inf iff its exponent bits (0x7f80) are all set, and only then does adding 0x0080 to
+  ;; them carry into bit 15: OR-ing those sums costs three integer ops per eight elements, where a
+  ;; second pass over the f32 output would cost as much as the decoding.
+  (func (export "decodeBf16") (param $in i32) (param $out i32) (param $n i32) (result i32)
+    (local $end i32) (local $v v128) (local $acc v128)
     (local.set $end (i32.add (local.get $in) (i32.shl (local.get $n) (i32.const 1))))
+    (local.set $acc (v128.const i32x4 0 0 0 0))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $in) (local.get $end)))
         (local.set $v (v128.load (local.get $in)))
+        (local.set $acc (v128.or (local.get $acc)
+          (i16x8.add (v128.and (local.get $v) (i16x8.splat (i32.const 0x7f80))) (i16x8.splat (i32.const 0x0080)))))
         (v128.store (local.get $out) (i32x4.shl (i32x4.extend_low_i16x8_u (local.get $v)) (i32.const 16)))
         (v128.store offset=16 (local.get $out) (i32x4.shl (i32x4.extend_high_i16x8_u (local.get $v)) (i32.const 16)))
         (local.set $in (i32.add (local.get $in) (i32.const 16)))
         (local.set $out (i32.add (local.get $out) (i32.const 32)))
-        (br $next))))
+        (br $next)))
+    (i32.eqz (i16x8.bitmask (local.get $acc))))
 
   ;; out[i] = f32(bf16 b[i]) − f32(bf16 a[i]) for i < n; adds the squares to deltaSq and baseSq.
   ;; Squares are summed in f32 over one group of eight, then in f64: relative error ~1e-7.
