@@ -8,6 +8,7 @@ import { realpathSync } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { inputsSoFar } from './inputs.js';
+import { withPath } from './os-error.js';
 import { newTemporary, releaseTemporary, REPLACED_TAG, sweepStaleTemporaries } from './temporaries.js';
 import { UsageError } from '../errors.js';
 
@@ -112,7 +113,8 @@ export async function withAtomicOutput<T>(finalDir: string, opts: { overwrite?: 
     return result;
   } catch (err) {
     await dir.abort();
-    throw err;
+    // A failed write on an open file (a full disk) carries no path: it was this output's.
+    throw withPath(err, finalDir);
   }
 }
 

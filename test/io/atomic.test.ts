@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertNotInput, atomicOutputDir, atomicWriteFile, withAtomicOutput, withAtomicSink } from '../../src/io/atomic.js';
+import { describeOsError } from '../../src/io/os-error.js';
 
 let root: string;
 before(async () => {
@@ -117,6 +118,21 @@ describe('withAtomicOutput (the one way commands write an output folder)', () =>
     await assert.rejects(failing, /tensor "x" failed/);
     assert.deepEqual(await readdir(parent), ['out']);
     assert.deepEqual(await readdir(out), ['old']);
+  });
+
+  it('a write error with no path of its own (a full disk) is given the output, so the user hears where', async () => {
+    const parent = await fresh('output-enospc');
+    const out = join(parent, 'out');
+    const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+    const failing = withAtomicOutput(out, {}, async () => {
+      throw full;
+    });
+    await assert.rejects(failing, (err: NodeJS.ErrnoException) => {
+      assert.equal(err.path, out);
+      assert.equal(describeOsError(err), `${out}: no space left on the device while writing: free some space or choose a path on another disk`);
+      return true;
+    });
+    assert.deepEqual(await readdir(parent), []);
   });
 });
 
