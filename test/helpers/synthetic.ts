@@ -2,15 +2,33 @@
  * Tiny synthetic Hugging Face model folders for tests: safetensors written by our own sink plus a
  * config.json. Callers choose the tensors (and their seeded values); this only lays out the files.
  */
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { createSafetensorsSink } from '../../src/io/safetensors.js';
 import type { FloatDType } from '../../src/io/types.js';
 
 /** A fresh directory under the OS temp dir; the caller removes it (fs.rm recursive). */
 export function makeTempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
+}
+
+/**
+ * One temporary root for a test file, made before its tests and removed after them; the function
+ * returned makes a new named folder in it.
+ */
+export function tempFolders(prefix: string): (name: string) => Promise<string> {
+  let root: string;
+  before(async () => {
+    root = await makeTempDir(prefix);
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+  return async (name) => {
+    const dir = join(root, name);
+    await mkdir(dir);
+    return dir;
+  };
 }
 
 export interface ModelFolderOptions {

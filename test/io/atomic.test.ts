@@ -1,24 +1,12 @@
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { tempFolders } from '../helpers/synthetic.js';
 import { assertNotInput, atomicOutputDir, atomicWriteFile, withAtomicOutput, withAtomicSink } from '../../src/io/atomic.js';
 import { describeOsError } from '../../src/io/os-error.js';
 
-let root: string;
-before(async () => {
-  root = await mkdtemp(join(tmpdir(), 'loraforge-atomic-'));
-});
-after(async () => {
-  await rm(root, { recursive: true, force: true });
-});
-
-async function fresh(name: string): Promise<string> {
-  const dir = join(root, name);
-  await mkdir(dir);
-  return dir;
-}
+const fresh = tempFolders('loraforge-atomic-');
 
 describe('atomicOutputDir', () => {
   it('writes in a hidden sibling and moves it into place on commit', async () => {
@@ -205,7 +193,7 @@ describe('atomicWriteFile', () => {
     assert.deepEqual(await readdir(parent), ['config.json']);
   });
   it('fails cleanly when the folder does not exist', async () => {
-    await assert.rejects(atomicWriteFile(join(root, 'nope', 'f'), 'x'), /ENOENT/);
+    await assert.rejects(atomicWriteFile(join(await fresh('missing'), 'nope', 'f'), 'x'), /ENOENT/);
   });
 });
 

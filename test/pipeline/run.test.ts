@@ -1,26 +1,14 @@
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { tempFolders } from '../helpers/synthetic.js';
 import { OutputIsInputError } from '../../src/io/atomic.js';
 import { noteInput } from '../../src/io/inputs.js';
 import { runCommand, type Keep } from '../../src/pipeline/run.js';
 import type { ProgressEvent } from '../../src/progress.js';
 
-let root: string;
-before(async () => {
-  root = await mkdtemp(join(tmpdir(), 'loraforge-run-'));
-});
-after(async () => {
-  await rm(root, { recursive: true, force: true });
-});
-
-async function fresh(name: string): Promise<string> {
-  const dir = join(root, name);
-  await mkdir(dir);
-  return dir;
-}
+const fresh = tempFolders('loraforge-run-');
 
 /** A sink writing one line per item into out.txt; `finished`/`aborted` record what happened to it. */
 async function lineSink(tmpPath: string) {
@@ -101,7 +89,7 @@ async function inputWith(name: string, items: string): Promise<string> {
 describe('runCommand', () => {
   it('runs open, plan, sink, each item in order with progress, finish; commits the output and closes the inputs', async () => {
     const input = await inputWith('ok-in', 'a,bb,ccc');
-    const out = join(root, 'ok-out');
+    const out = join(await fresh('ok'), 'out');
     const log: string[] = [];
     const events: ProgressEvent[] = [];
     const toy = toyCommand({ input, out }, log, events);
