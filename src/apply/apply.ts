@@ -14,18 +14,17 @@
 import { resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
-import type { FloatDType, TensorInfo } from '../io/types.js';
+import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
-import { openPeftAdapter, type ExpertLayout, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
+import { AdaptedModel, type AdaptedTensor, type AppliedUpdate } from '../lora/adapted-model.js';
 import { runCommand } from '../pipeline/run.js';
 import { isFloatDType } from '../tensor/dtype.js';
-import { applyUpdateInPlace, weightUpdate, type AdapterMethod } from '../lora/weight-update.js';
-import { asOutIn, expertSlices, resolveExpertTarget, resolveModuleTarget, toStored } from '../lora/module-target.js';
-import { checkAdapterVariant, type AdapterVariant } from '../lora/variant.js';
 import { writeModelSideFiles } from '../io/model-folder.js';
 import type { OnProgress } from '../progress.js';
+
+export type { AppliedUpdate } from '../lora/adapted-model.js';
 
 export interface ApplyOptions {
   /** model folder or .safetensors file */
@@ -43,21 +42,6 @@ export interface ApplyOptions {
   backend?: LinalgBackend;
   /** called after each output tensor is written */
   onProgress?: OnProgress;
-}
-
-export interface AppliedUpdate {
-  /** base tensor changed */
-  tensor: string;
-  adapter: string;
-  /** adapter module (LoRA modules; for an expert stack, the PEFT wrapper path) or saved tensor name (modules_to_save) */
-  source: string;
-  method: AdapterMethod | 'full';
-  /** the module's rank; for an expert stack, each expert's */
-  rank?: number;
-  /** an expert stack (target_parameters): how many experts, and how the base tensor stores them */
-  experts?: { count: number; layout: ExpertLayout };
-  weight: number;
-  note?: string;
 }
 
 export interface ApplyReport {
@@ -79,100 +63,33 @@ export interface ApplyReport {
 
 const DEFAULT_SHARD_BYTES = 5_000_000_000;
 
-type Op =
-  | { type: 'module'; adapter: number; info: LoraModuleInfo; method: AdapterMethod; transposed: boolean; tied: boolean }
-  | { type: 'experts'; adapter: number; info: LoraModuleInfo; layout: ExpertLayout }
-  | { type: 'full'; adapter: number; name: string };
-
-interface OutputTensor {
-  name: string;
-  shape: number[];
-  dtype: FloatDType;
-  /** where the starting value comes from: the base, or the first adapter that brings a new tensor */
-  from: { base: true } | { adapter: number };
+interface OutputTensor extends AdaptedTensor {
+  /** the dtype written */
+  out: FloatDType;
 }
 
-function outputDtype(base: Checkpoint, t: TensorInfo, requested: FloatDType | undefined): FloatDType {
-  if (requested) return requested;
-  if (!isFloatDType(t.dtype)) {
+function outputTensors(base: Checkpoint, model: AdaptedModel, requested: FloatDType | undefined): OutputTensor[] {
+  return model.tensors.map((t) => {
+    if (requested) return { ...t, out: requested };
+    if (isFloatDType(t.dtype)) return { ...t, out: t.dtype };
+    // a tensor an adapter brings in another dtype is written as f32
+    if (!('base' in t.from)) return { ...t, out: 'F32' };
     throw new Error(`${base.path}: tensor "${t.name}" is ${t.dtype}; apply reads and writes F32/F16/BF16 checkpoints only (dequantize the base first)`);
-  }
-  return t.dtype;
-}
-
-interface Plan {
-  /** the output tensors, in the order written */
-  items: OutputTensor[];
-  ops: Map<string, Op[]>;
-}
-
-function planApply(base: Checkpoint, adapters: PeftAdapter[], methods: Array<Map<string, AdapterMethod>>, dtype: FloatDType | undefined): Plan {
-  const ops = new Map<string, Op[]>();
-  const push = (tensor: string, op: Op) => {
-    const list = ops.get(tensor) ?? [];
-    list.push(op);
-    ops.set(tensor, list);
-  };
-  const tensors: OutputTensor[] = base.list().map((t) => ({ name: t.name, shape: t.shape, dtype: outputDtype(base, t, dtype), from: { base: true } }));
-  const added = new Map<string, OutputTensor>();
-
-  adapters.forEach((adapter, a) => {
-    for (const info of adapter.modules) {
-      if (info.experts) {
-        const target = resolveExpertTarget(base, adapter, info);
-        push(target.tensor, { type: 'experts', adapter: a, info, layout: target.layout });
-        continue;
-      }
-      const target = resolveModuleTarget(base, adapter, info);
-      push(target.tensor, { type: 'module', adapter: a, info, method: methods[a].get(info.name)!, transposed: target.transposed, tied: target.tied });
-    }
-    for (const t of adapter.fullTensors) {
-      if (base.has(t.name)) {
-        const shape = base.info(t.name).shape;
-        if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i])) {
-          throw new Error(
-            `${adapter.dir}: saved tensor "${t.name}" is [${t.shape.join(', ')}] but the base has [${shape.join(', ')}] in ${base.path}: the adapter was made for another base (or a resized vocabulary)`,
-          );
-        }
-        push(t.name, { type: 'full', adapter: a, name: t.name });
-        continue;
-      }
-      const prior = added.get(t.name);
-      if (prior) {
-        if (prior.shape.join() !== t.shape.join()) throw new Error(`${adapter.dir}: saved tensor "${t.name}" is [${t.shape.join(', ')}] but an earlier adapter brought it as [${prior.shape.join(', ')}]`);
-        push(t.name, { type: 'full', adapter: a, name: t.name });
-        continue;
-      }
-      const dt = dtype ?? (isFloatDType(t.dtype) ? t.dtype : 'F32');
-      const out: OutputTensor = { name: t.name, shape: t.shape, dtype: dt, from: { adapter: a } };
-      added.set(t.name, out);
-      tensors.push(out);
-    }
   });
-  return { items: tensors, ops };
 }
 
 /** Merges the adapters into the base and writes a full model folder. */
 export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
   const started = Date.now();
   if (opts.adapters.length === 0) throw new Error('apply: give at least one adapter');
-  for (const a of opts.adapters) {
-    if (a.weight !== undefined && !Number.isFinite(a.weight)) throw new Error(`apply: adapter ${a.dir} has weight ${a.weight}; use a finite number`);
-  }
-  const weights = opts.adapters.map((a) => a.weight ?? 1);
-
   return runCommand({
     inputs: [opts.base, ...opts.adapters.map((a) => a.dir)],
     open: async (keep) => {
       const backend = opts.backend ?? (await getBackend());
       const base = keep(await openCheckpoint(opts.base));
-      const adapters: PeftAdapter[] = [];
-      for (const a of opts.adapters) adapters.push(keep(await openPeftAdapter(a.dir)));
-      const variants: AdapterVariant[] = [];
-      for (const adapter of adapters) variants.push(await checkAdapterVariant(adapter));
-      return { backend, base, adapters, variants };
+      return { base, model: await AdaptedModel.open(base, opts.adapters, backend, keep) };
     },
-    plan: ({ base, adapters, variants }) => planApply(base, adapters, variants.map((v) => v.methods), opts.dtype),
+    plan: ({ base, model }) => ({ items: outputTensors(base, model, opts.dtype) }),
     output: {
       dir: opts.out,
       overwrite: opts.overwrite,
@@ -180,45 +97,17 @@ export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
         createSafetensorsSink(tmpPath, {
           baseName: 'model',
           maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
-          plan: plan.items.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
+          plan: plan.items.map((t) => ({ name: t.name, shape: t.shape, dtype: t.out })),
         }),
     },
-    load: (t, { res }) => ('base' in t.from ? res.base.read(t.name) : res.adapters[t.from.adapter].readFull(t.name)),
-    each: async (t, data, { res, plan, sink }) => {
-      const { backend, adapters } = res;
-      const updates: AppliedUpdate[] = [];
-      let current = data;
-      for (const op of plan.ops.get(t.name) ?? []) {
-        const adapter = adapters[op.adapter];
-        const weight = weights[op.adapter];
-        if (op.type === 'full') {
-          const saved = await adapter.readFull(op.name);
-          for (let i = 0; i < current.length; i++) current[i] += weight * (saved[i] - current[i]);
-          updates.push({ tensor: t.name, adapter: adapter.dir, source: op.name, method: 'full', weight });
-          continue;
-        }
-        if (op.type === 'experts') {
-          // in place, one expert at a time: no second copy of a tensor that can be gigabytes
-          const mod = await adapter.loadExperts(op.info.name);
-          for (const { W, lora } of expertSlices(current, mod, op.layout)) {
-            await applyUpdateInPlace(backend, W, await weightUpdate(backend, lora, mod.scaling, weight));
-          }
-          const { count, rank } = op.info.experts!;
-          updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: 'lora', rank, weight, experts: { count, layout: op.layout } });
-          continue;
-        }
-        const mod = await adapter.load(op.info.name);
-        const W = asOutIn(current, t.shape, op.transposed);
-        await applyUpdateInPlace(backend, W, await weightUpdate(backend, mod, op.info.scaling, weight));
-        current = toStored(W, op.transposed);
-        const note = op.tied ? `lm_head is tied to ${t.name}: the merge changes both` : undefined;
-        updates.push({ tensor: t.name, adapter: adapter.dir, source: op.info.name, method: op.method, rank: op.info.rank, weight, ...(note ? { note } : {}) });
-      }
-      await sink.add(t.name, t.shape, current, t.dtype);
+    load: (t, { res }) => res.model.readStart(t),
+    each: async (t, data, { res, sink }) => {
+      const { data: adapted, updates } = await res.model.adapt(t, data);
+      await sink.add(t.name, t.shape, adapted, t.out);
       return updates;
     },
     finish: async (rows, { res, plan, sink, tmpPath }) => {
-      const { adapters, variants } = res;
+      const { adapters, variants, weights } = res.model;
       await sink.finish();
       const copied = await writeModelSideFiles(tmpPath, { source: opts.base, dtype: opts.dtype });
       const updates = rows.flat();
