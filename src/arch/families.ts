@@ -28,6 +28,29 @@ export interface GgufFacts {
   readonly toGguf: boolean;
 }
 
+/**
+ * How the eval engine runs a family (src/model/): what differs from a plain Llama block beyond
+ * what config.json says. Read from transformers' modeling file of each family.
+ */
+export interface ForwardFacts {
+  /** RMSNorm multiplies by (1 + w), not w (Gemma) */
+  readonly normPlusOne?: boolean;
+  /** embeddings are scaled by √hidden_size (Gemma) */
+  readonly embedScale?: boolean;
+  /** post-attention and pre/post-feed-forward norms around each sublayer (Gemma 2) */
+  readonly sandwich?: boolean;
+  /** attention scores scaled by query_pre_attn_scalar^-½ instead of head_dim^-½ (Gemma 2) */
+  readonly queryScalar?: boolean;
+  /** attention and final logits soft-capped as config.json says (Gemma 2) */
+  readonly softcap?: boolean;
+  /** per-head RMSNorm of q and k before RoPE (Qwen3) */
+  readonly qkNorm?: boolean;
+  /** which layers use config.json's sliding_window when layer_types does not say */
+  readonly sliding: 'all' | 'even' | 'qwen2' | 'none';
+  /** the MoE block: Mixtral's (softmax over the chosen experts) or Qwen3-MoE's (softmax, top-k, optional renormalisation) */
+  readonly moe?: 'mixtral' | 'qwen3_moe';
+}
+
 export interface ArchFamily {
   /** Our name for the family: its main model_type. */
   readonly name: string;
@@ -41,6 +64,8 @@ export interface ArchFamily {
   readonly expertLayout: ExpertLayout;
   /** Absent: llama.cpp names for this family are not known to loraforge. */
   readonly gguf?: GgufFacts;
+  /** Absent: eval and compare do not run this family. */
+  readonly forward?: ForwardFacts;
 }
 
 /** Per-layer modules every GGUF family here shares. */
@@ -71,9 +96,17 @@ const LLAMA_GGUF: GgufFacts = {
 };
 
 export const FAMILIES: readonly ArchFamily[] = [
-  { name: 'llama', modelTypes: ['llama'], architectures: ['LlamaForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF },
-  { name: 'mistral', modelTypes: ['mistral'], architectures: ['MistralForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF },
-  { name: 'mixtral', modelTypes: ['mixtral'], architectures: ['MixtralForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF },
+  { name: 'llama', modelTypes: ['llama'], architectures: ['LlamaForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF, forward: { sliding: 'none' } },
+  { name: 'mistral', modelTypes: ['mistral'], architectures: ['MistralForCausalLM'], tieWordEmbeddings: false, expertLayout: 'out-in', gguf: LLAMA_GGUF, forward: { sliding: 'all' } },
+  {
+    name: 'mixtral',
+    modelTypes: ['mixtral'],
+    architectures: ['MixtralForCausalLM'],
+    tieWordEmbeddings: false,
+    expertLayout: 'out-in',
+    gguf: LLAMA_GGUF,
+    forward: { sliding: 'all', moe: 'mixtral' },
+  },
   {
     name: 'qwen2',
     modelTypes: ['qwen2'],
@@ -87,6 +120,7 @@ export const FAMILIES: readonly ArchFamily[] = [
       llamaConverter: false,
       toGguf: true,
     },
+    forward: { sliding: 'qwen2' },
   },
   {
     name: 'qwen3',
@@ -101,6 +135,7 @@ export const FAMILIES: readonly ArchFamily[] = [
       llamaConverter: false,
       toGguf: true,
     },
+    forward: { sliding: 'qwen2', qkNorm: true },
   },
   /**
    * Gemma2 has sandwich norms: HF `post_attention_layernorm` is ATTN_POST_NORM
@@ -128,6 +163,7 @@ export const FAMILIES: readonly ArchFamily[] = [
       llamaConverter: false,
       toGguf: false,
     },
+    forward: { sliding: 'even', normPlusOne: true, embedScale: true, sandwich: true, queryScalar: true, softcap: true },
   },
   // Expert modules used as x @ W (is_transposed in transformers): stored (E, in, out).
   { name: 'gpt_oss', modelTypes: ['gpt_oss'], architectures: ['GptOssForCausalLM'], tieWordEmbeddings: false, expertLayout: 'in-out' },

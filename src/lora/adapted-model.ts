@@ -49,6 +49,8 @@ export interface AdaptedTensor extends TensorInfo {
 }
 
 export class AdaptedModel {
+  private readonly byName: Map<string, AdaptedTensor>;
+
   private constructor(
     readonly base: Checkpoint,
     readonly adapters: PeftAdapter[],
@@ -59,7 +61,9 @@ export class AdaptedModel {
     readonly tensors: AdaptedTensor[],
     private readonly ops: Map<string, Op[]>,
     private readonly backend: LinalgBackend,
-  ) {}
+  ) {
+    this.byName = new Map(tensors.map((t) => [t.name, t]));
+  }
 
   /**
    * Opens the adapters over an open base; `keep` receives each adapter as soon as it is open, so a
@@ -83,7 +87,12 @@ export class AdaptedModel {
   }
 
   has(name: string): boolean {
-    return this.ops.has(name) || this.base.has(name);
+    return this.byName.has(name);
+  }
+
+  /** The tensor's name, dtype and shape as stored (adapters do not change shapes). */
+  info(name: string): AdaptedTensor | undefined {
+    return this.byName.get(name);
   }
 
   /** Whether any adapter changes `name`. */
@@ -98,7 +107,7 @@ export class AdaptedModel {
 
   /** The tensor as the adapted model has it. */
   async read(name: string): Promise<Float32Array> {
-    const t = this.tensors.find((x) => x.name === name);
+    const t = this.byName.get(name);
     if (!t) throw new Error(`${this.base.path}: no tensor "${name}"`);
     return (await this.adapt(t, await this.readStart(t))).data;
   }

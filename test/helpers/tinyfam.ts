@@ -27,7 +27,12 @@ export interface TinyfamGreedy {
 
 /** The parts of reference.json the tests read (it holds more). */
 export interface TinyfamReference {
-  perplexity: Record<string, { llama: TinyfamStream; qwen: TinyfamStream; models: Record<string, { ppl: number; mean_nll: number }> }>;
+  perplexity: Record<
+    string,
+    { llama: TinyfamStream; qwen: TinyfamStream; models: Record<string, { ppl: number; mean_nll: number; window_mean_nll_first8: number[] }> }
+  >;
+  kl: Record<string, { file: string; windows: number; positions: number; mean: number }>;
+  debug_top5: Record<string, { input_ids: number[]; positions: Array<{ pos: number; top5_ids: number[]; top5_logits: number[] }> }>;
   greedy: { prompts: string[]; new_tokens: number; models: Record<string, TinyfamGreedy[]> };
 }
 

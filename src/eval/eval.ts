@@ -1,0 +1,321 @@
+/**
+ * `eval`: perplexity of a model (plus adapters, applied on the fly) over a text or a prompt list,
+ * and, given a reference model, how far its next-token distributions are from the reference's:
+ * KL both ways, the symmetric sum, top-1 agreement and the perplexity ratio.
+ *
+ * Windows go through the engine in groups: every window of a group passes layer l before layer
+ * l + 1 is read, so a model is read once per group, and a group holds as many windows as the
+ * activation budget allows (`batchTokens`).
+ */
+import { readInputText } from '../io/inputs.js';
+import { getBackend } from '../linalg/index.js';
+import type { LinalgBackend } from '../linalg/backend.js';
+import type { AdapterSpec } from '../lora/adapter-spec.js';
+import { Engine } from '../model/engine.js';
+import { batchSequence, type Batch } from '../model/layer.js';
+import type { Matrix } from '../tensor/matrix.js';
+import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
+import { InputError, UsageError } from '../errors.js';
+import type { OnProgress } from '../progress.js';
+import { argmax, klDivergence, logSumExp } from './score.js';
+import { promptWindow, textStream, windows as cutWindows, type Window } from './windows.js';
+
+export type KlPositions = 'all' | { tail: number };
+
+export interface EvalOptions {
+  /** model folder */
+  model: string;
+  /** applied on the fly, in order, each with its weight */
+  adapters?: AdapterSpec[];
+  /** a text file: perplexity over windows of its token stream */
+  text?: string;
+  /** a file of prompts, one per line, each scored on its own */
+  prompts?: string;
+  /** each line of `text` is a sentence followed by EOS (the tinyfam / sentence-corpus convention) */
+  lines?: boolean;
+  /** window length in tokens (default 512) */
+  ctx?: number;
+  /** tokens between window starts (default ctx: non-overlapping windows) */
+  stride?: number;
+  /** use only the first N tokens of the stream */
+  maxTokens?: number;
+  /** compare next-token distributions with this model (same tokenizer) */
+  reference?: { model: string; adapters?: AdapterSpec[] };
+  /** approximate KL over the reference's K most likely tokens plus the rest as one bucket (default: exact, whole vocabulary) */
+  klTopK?: number;
+  /** positions KL and top-1 agreement are measured on (default all scored positions) */
+  klPositions?: KlPositions;
+  /** hidden-state rows per group of windows (default from the model's width: about 64 MB of activations) */
+  batchTokens?: number;
+  backend?: LinalgBackend;
+  onProgress?: OnProgress;
+}
+
+export interface PerplexityStats {
+  perplexity: number;
+  meanNll: number;
+  scoredPositions: number;
+}
+
+export interface PromptScore extends PerplexityStats {
+  prompt: string;
+  tokens: number;
+}
+
+export interface ReferenceComparison {
+  model: string;
+  adapters: AdapterSpec[];
+  perplexity: number;
+  meanNll: number;
+  /** model ÷ reference */
+  pplRatio: number;
+  kl: {
+    /** mean KL(reference ‖ model), nats */
+    forward: number;
+    /** mean KL(model ‖ reference) */
+    reverse: number;
+    /** forward + reverse (Jeffreys divergence) */
+    symmetric: number;
+    positions: number;
+    topK?: number;
+    on: string;
+  };
+  /** share of measured positions where both models' most likely token is the same */
+  top1Agreement: number;
+}
+
+export interface EvalReport extends PerplexityStats {
+  model: string;
+  adapters: AdapterSpec[];
+  source: { file: string; mode: 'text' | 'lines' | 'prompts' };
+  ctx?: number;
+  stride?: number;
+  streamTokens?: number;
+  windows: number;
+  /** mean NLL in bits ÷ the stream's UTF-8 bytes per token (the stream decoded back to text) */
+  bitsPerByte?: number;
+  prompts?: PromptScore[];
+  reference?: ReferenceComparison;
+  tokenizer: { bosId?: number; eosId: number; eosSource: string };
+  seconds: number;
+}
+
+/** Logit rows computed at once: about 32 MB of f32 whatever the vocabulary. */
+const LOGIT_FLOATS = 8 << 20;
+
+interface WindowScore {
+  nll: number;
+  scored: number;
+  klForward: number;
+  klReverse: number;
+  klPositions: number;
+  agree: number;
+  refNll: number;
+}
+
+export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
+  const started = Date.now();
+  if ((opts.text === undefined) === (opts.prompts === undefined)) throw new UsageError('eval: give either a text file (--text) or a prompt file (--prompts)');
+  const ctx = opts.ctx ?? 512;
+  const stride = opts.stride ?? ctx;
+  if (!Number.isInteger(ctx) || ctx < 2) throw new UsageError(`--ctx must be an integer of at least 2, got ${ctx}`);
+  if (!Number.isInteger(stride) || stride < 1 || stride > ctx) throw new UsageError(`--stride must be an integer between 1 and --ctx (${ctx}), got ${stride}`);
+  const backend = opts.backend ?? (await getBackend());
+  const opened: Array<{ close(): Promise<void> }> = [];
+  const keep = <C extends { close(): Promise<void> }>(r: C): C => {
+    opened.push(r);
+    return r;
+  };
+  try {
+    const engine = await Engine.open(opts.model, opts.adapters ?? [], backend, keep);
+    const tok = await loadTokenizer(opts.model);
+    const ref = opts.reference ? await Engine.open(opts.reference.model, opts.reference.adapters ?? [], backend, keep) : undefined;
+    if (ref && ref.spec.vocab !== engine.spec.vocab) {
+      throw new InputError(`${opts.reference!.model} has a vocabulary of ${ref.spec.vocab} rows and ${opts.model} one of ${engine.spec.vocab}: KL needs two models with the same tokenizer`);
+    }
+    const bos = tok.addBos ? tok.bosId : undefined;
+    const sourceFile = (opts.text ?? opts.prompts)!;
+    const text = await readInputText(sourceFile);
+    let wins: Window[];
+    let promptTexts: string[] | undefined;
+    let streamTokens: number | undefined;
+    let bytesPerToken: number | undefined;
+    if (opts.prompts !== undefined) {
+      promptTexts = text.split('\n').filter((l) => l.trim() !== '');
+      if (promptTexts.length === 0) throw new InputError(`${sourceFile}: no prompts (one per line)`, { file: sourceFile });
+      wins = promptTexts.map((p) => promptWindow(tok.encode(p, { addSpecialTokens: false }), bos));
+    } else {
+      const stream = textStream(tok, text, opts.lines ?? false, opts.maxTokens);
+      streamTokens = stream.length;
+      bytesPerToken = bytesPerTokenOf(tok, stream);
+      if (stream.length < ctx) {
+        throw new InputError(`${sourceFile}: ${stream.length} tokens, fewer than one window of ${ctx}; lower --ctx or give a longer text`, { file: sourceFile });
+      }
+      wins = cutWindows(stream, ctx, stride, bos);
+    }
+    const longest = Math.max(...wins.map((w) => w.input.length));
+    for (const e of [engine, ref]) {
+      const max = e?.spec.maxPositions;
+      if (e && max !== undefined && longest > max) {
+        throw new InputError(`${e.path}: a window of ${longest} positions exceeds the model's max_position_embeddings (${max}); lower --ctx`);
+      }
+    }
+    const scores = await scoreWindows(engine, ref, wins, opts);
+    const sum = (f: (s: WindowScore) => number) => scores.reduce((a, s) => a + f(s), 0);
+    const scored = sum((s) => s.scored);
+    const meanNll = sum((s) => s.nll) / scored;
+    const report: EvalReport = {
+      model: opts.model,
+      adapters: opts.adapters ?? [],
+      source: { file: sourceFile, mode: opts.prompts !== undefined ? 'prompts' : opts.lines ? 'lines' : 'text' },
+      ...(opts.text !== undefined ? { ctx, stride, streamTokens } : {}),
+      windows: wins.length,
+      scoredPositions: scored,
+      perplexity: Math.exp(meanNll),
+      meanNll,
+      ...(bytesPerToken ? { bitsPerByte: (meanNll / Math.LN2) / bytesPerToken } : {}),
+      tokenizer: { bosId: bos, eosId: tok.eosId, eosSource: tok.sources.eosId },
+      seconds: 0,
+    };
+    if (promptTexts) {
+      report.prompts = promptTexts.map((prompt, i) => {
+        const s = scores[i]!;
+        return { prompt, tokens: wins[i]!.input.length, scoredPositions: s.scored, meanNll: s.nll / s.scored, perplexity: Math.exp(s.nll / s.scored) };
+      });
+    }
+    if (ref) {
+      const refMean = sum((s) => s.refNll) / scored;
+      const n = sum((s) => s.klPositions);
+      const forward = sum((s) => s.klForward) / n;
+      const reverse = sum((s) => s.klReverse) / n;
+      report.reference = {
+        model: opts.reference!.model,
+        adapters: opts.reference!.adapters ?? [],
+        perplexity: Math.exp(refMean),
+        meanNll: refMean,
+        pplRatio: Math.exp(meanNll - refMean),
+        kl: { forward, reverse, symmetric: forward + reverse, positions: n, ...(opts.klTopK ? { topK: opts.klTopK } : {}), on: describePositions(opts.klPositions) },
+        top1Agreement: sum((s) => s.agree) / n,
+      };
+    }
+    report.seconds = (Date.now() - started) / 1000;
+    return report;
+  } finally {
+    for (const r of opened.reverse()) await r.close().catch(() => undefined);
+  }
+}
+
+/**
+ * UTF-8 bytes of text per stream token, for bits per byte: the stream decoded back to text (each
+ * EOS separator of lines mode counted as the newline it stands for), so a stream cut at
+ * --max-tokens is measured on the text it covers.
+ */
+function bytesPerTokenOf(tok: Tokenizer, stream: number[]): number {
+  const separators = stream.filter((id) => id === tok.eosId).length;
+  return (Buffer.byteLength(tok.decode(stream, { skipSpecialTokens: true }), 'utf8') + separators) / stream.length;
+}
+
+function describePositions(p: KlPositions | undefined): string {
+  return !p || p === 'all' ? 'all scored positions' : `the last ${p.tail} scored positions of each window`;
+}
+
+/** Groups of consecutive windows whose rows fit the activation budget. */
+function groups(wins: Window[], budgetRows: number): Window[][] {
+  const out: Window[][] = [];
+  let current: Window[] = [];
+  let rows = 0;
+  for (const w of wins) {
+    if (current.length > 0 && rows + w.input.length > budgetRows) {
+      out.push(current);
+      current = [];
+      rows = 0;
+    }
+    current.push(w);
+    rows += w.input.length;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
+/** Final hidden states of every window of a group (one batch through all layers). */
+async function hiddenStates(engine: Engine, group: Window[], onLayer?: (l: number) => void): Promise<Batch> {
+  const ids: number[] = [];
+  const seqs = [];
+  for (const w of group) {
+    seqs.push(batchSequence(engine.spec, ids.length, w.input.length));
+    for (const id of w.input) ids.push(id);
+  }
+  const b: Batch = { x: await engine.embed(ids), rows: ids.length, seqs };
+  await engine.forward(b, onLayer);
+  return b;
+}
+
+/** The final hidden states of the scored positions of one window, gathered into rows. */
+function scoredRows(b: Batch, seqIndex: number, positions: number[], d: number): Float32Array {
+  const s = b.seqs[seqIndex]!;
+  const out = new Float32Array(positions.length * d);
+  positions.forEach((p, i) => out.set(b.x.subarray((s.offset + p) * d, (s.offset + p + 1) * d), i * d));
+  return out;
+}
+
+async function scoreWindows(engine: Engine, ref: Engine | undefined, wins: Window[], opts: EvalOptions): Promise<WindowScore[]> {
+  const d = engine.spec.hidden;
+  const budget = opts.batchTokens ?? Math.max(512, Math.floor((16 << 20) / Math.max(d, ref?.spec.hidden ?? 0)));
+  const plan = groups(wins, budget);
+  const layers = engine.spec.layers + (ref?.spec.layers ?? 0);
+  const total = plan.length * layers;
+  let step = 0;
+  const tick = (name: string) => opts.onProgress?.({ phase: 'layers', index: step++, total, name });
+  const head = await engine.head();
+  const refHead = ref ? await ref.head() : undefined;
+  const out: WindowScore[] = [];
+  for (const group of plan) {
+    const b = await hiddenStates(engine, group, (l) => tick(`model layer ${l}`));
+    const rb = ref ? await hiddenStates(ref, group, (l) => tick(`reference layer ${l}`)) : undefined;
+    for (let w = 0; w < group.length; w++) {
+      out.push(await scoreWindow(engine, head, b, ref, refHead, rb, group[w]!, w, opts));
+    }
+  }
+  return out;
+}
+
+async function scoreWindow(
+  engine: Engine,
+  head: Matrix,
+  b: Batch,
+  ref: Engine | undefined,
+  refHead: Matrix | undefined,
+  rb: Batch | undefined,
+  win: Window,
+  w: number,
+  opts: EvalOptions,
+): Promise<WindowScore> {
+  const positions: number[] = [];
+  win.targets.forEach((t, i) => t >= 0 && positions.push(i));
+  const tail = opts.klPositions && opts.klPositions !== 'all' ? opts.klPositions.tail : Infinity;
+  const klFrom = Math.max(0, positions.length - tail);
+  const vocab = engine.spec.vocab;
+  const chunk = Math.max(1, Math.floor(LOGIT_FLOATS / vocab));
+  const s: WindowScore = { nll: 0, scored: positions.length, klForward: 0, klReverse: 0, klPositions: 0, agree: 0, refNll: 0 };
+  for (let c0 = 0; c0 < positions.length; c0 += chunk) {
+    const part = positions.slice(c0, c0 + chunk);
+    const logits = await engine.logits(head, scoredRows(b, w, part, engine.spec.hidden), part.length);
+    const refLogits = ref ? await ref.logits(refHead!, scoredRows(rb!, w, part, ref.spec.hidden), part.length) : undefined;
+    for (let i = 0; i < part.length; i++) {
+      const row = logits.subarray(i * vocab, (i + 1) * vocab);
+      const target = win.targets[part[i]!]!;
+      const lse = logSumExp(row);
+      s.nll += lse - row[target]!;
+      if (!refLogits) continue;
+      const refRow = refLogits.subarray(i * vocab, (i + 1) * vocab);
+      const refLse = logSumExp(refRow);
+      s.refNll += refLse - refRow[target]!;
+      if (c0 + i < klFrom) continue;
+      s.klForward += klDivergence(refRow, refLse, row, lse, opts.klTopK);
+      s.klReverse += klDivergence(row, lse, refRow, refLse, opts.klTopK);
+      s.klPositions++;
+      if (argmax(row) === argmax(refRow)) s.agree++;
+    }
+  }
+  return s;
+}

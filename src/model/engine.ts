@@ -1,0 +1,159 @@
+/**
+ * The inference engine: a model folder (plus PEFT adapters applied on the fly) run layer by layer.
+ *
+ * `forward` streams: all sequences of a batch go through layer l before layer l + 1 is read, and
+ * a layer's tensors are dropped once it is done, so memory is one layer plus the activations,
+ * whatever the model's depth. `resident()` keeps every tensor read (generation, where the same
+ * weights serve every new token). bf16/f16 weights are widened to f32 one tensor at a time, with
+ * NaN/Inf refused by the reader, naming file and tensor.
+ */
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { modelConfig } from '../arch/index.js';
+import type { LinalgBackend } from '../linalg/backend.js';
+import { AdaptedModel } from '../lora/adapted-model.js';
+import type { AdapterSpec } from '../lora/adapter-spec.js';
+import { InputError } from '../errors.js';
+import { matrix, type Matrix } from '../tensor/matrix.js';
+import { rmsNorm, softcap } from './kernels.js';
+import { layerForward, linear, type Batch, type LayerWeights } from './layer.js';
+import { modelSpec, type ModelSpec } from './spec.js';
+import { join } from 'node:path';
+
+const EMBED = 'model.embed_tokens.weight';
+
+export class Engine {
+  private cache: Map<string, Float32Array> | undefined;
+
+  private constructor(
+    readonly path: string,
+    readonly spec: ModelSpec,
+    readonly model: AdaptedModel,
+    readonly backend: LinalgBackend,
+  ) {}
+
+  /**
+   * Opens a model folder with its adapters; `keep` receives every opened file so the caller's
+   * cleanup closes them, whatever fails later.
+   */
+  static async open(
+    path: string,
+    adapters: readonly AdapterSpec[],
+    backend: LinalgBackend,
+    keep: <C extends { close(): Promise<void> }>(resource: C) => C = (r) => r,
+  ): Promise<Engine> {
+    const base: Checkpoint = keep(await openCheckpoint(path));
+    if (!base.config) throw new InputError(`${path}: no config.json beside the weights; eval needs the model's config.json`, { file: path });
+    const spec = modelSpec(modelConfig(base.config), join(base.dir, 'config.json'));
+    const model = keep(await AdaptedModel.open(base, adapters, backend, keep));
+    const engine = new Engine(path, spec, model, backend);
+    engine.checkShapes();
+    return engine;
+  }
+
+  /** Refuses a config.json that disagrees with the tensors before any work. */
+  private checkShapes(): void {
+    const { spec } = this;
+    const expect = (name: string, shape: number[]) => {
+      const t = this.model.info(name);
+      if (!t) throw new InputError(`${this.model.base.path}: tensor "${name}" is missing; is this a ${spec.family} model?`, { file: this.model.base.path, tensor: name });
+      if (t.shape.join() !== shape.join()) {
+        throw new InputError(
+          `${this.model.base.path}: tensor "${name}" is [${t.shape.join(', ')}] but config.json implies [${shape.join(', ')}]: the config does not belong to these weights`,
+          { file: this.model.base.path, tensor: name },
+        );
+      }
+    };
+    expect(EMBED, [spec.vocab, spec.hidden]);
+    if (!spec.tied) expect('lm_head.weight', [spec.vocab, spec.hidden]);
+    for (let l = 0; l < spec.layers; l++) {
+      const p = `model.layers.${l}.self_attn.`;
+      expect(`${p}q_proj.weight`, [spec.heads * spec.headDim, spec.hidden]);
+      expect(`${p}k_proj.weight`, [spec.kvHeads * spec.headDim, spec.hidden]);
+      expect(`${p}o_proj.weight`, [spec.hidden, spec.heads * spec.headDim]);
+    }
+  }
+
+  /** Keeps every tensor read from now on in memory (generation). */
+  resident(): void {
+    this.cache ??= new Map();
+  }
+
+  private async read(name: string): Promise<Float32Array> {
+    const hit = this.cache?.get(name);
+    if (hit) return hit;
+    if (!this.model.has(name)) throw new InputError(`${this.model.base.path}: tensor "${name}" is missing`, { file: this.model.base.path, tensor: name });
+    const data = await this.model.read(name);
+    this.cache?.set(name, data);
+    return data;
+  }
+
+  private async readMatrix(name: string): Promise<Matrix> {
+    const shape = this.model.info(name)!.shape;
+    return matrix(shape[0]!, shape.length === 1 ? 1 : shape.slice(1).reduce((a, b) => a * b, 1), await this.read(name));
+  }
+
+  /** Layer l's tensors, each read on first use and dropped with the returned object (unless resident). */
+  layer(l: number): LayerWeights {
+    const prefix = `model.layers.${l}.`;
+    const memo = new Map<string, Promise<Float32Array>>();
+    const get = (suffix: string) => {
+      let p = memo.get(suffix);
+      if (!p) memo.set(suffix, (p = this.read(prefix + suffix)));
+      return p;
+    };
+    return {
+      has: (suffix) => this.model.has(prefix + suffix),
+      vector: get,
+      matrix: async (suffix) => {
+        const shape = this.model.info(prefix + suffix)?.shape;
+        const data = await get(suffix);
+        return matrix(shape![0]!, data.length / shape![0]!, data);
+      },
+    };
+  }
+
+  /** Hidden states (rows × hidden) of the token ids, scaled as the family scales embeddings. */
+  async embed(ids: ArrayLike<number>): Promise<Float32Array> {
+    const { hidden: d, vocab } = this.spec;
+    const table = await this.read(EMBED);
+    const x = new Float32Array(ids.length * d);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!(id >= 0 && id < vocab)) throw new InputError(`token id ${id} is outside the vocabulary of ${this.path} (${vocab} rows)`);
+      x.set(table.subarray(id * d, (id + 1) * d), i * d);
+    }
+    if (this.spec.facts.embedScale) {
+      const s = Math.fround(Math.sqrt(d));
+      for (let i = 0; i < x.length; i++) x[i]! *= s;
+    }
+    return x;
+  }
+
+  /** Runs every layer on the batch in place, then the final norm. */
+  async forward(b: Batch, onLayer?: (l: number) => void): Promise<void> {
+    for (let l = 0; l < this.spec.layers; l++) {
+      await layerForward(this.backend, this.spec, l, this.layer(l), b);
+      onLayer?.(l);
+    }
+    const { hidden: d, eps } = this.spec;
+    rmsNorm(b.x, b.rows, d, await this.read('model.norm.weight'), eps, this.spec.facts.normPlusOne ?? false, b.x);
+  }
+
+  /** The output projection (vocab × hidden): lm_head, or the embeddings when tied. */
+  head(): Promise<Matrix> {
+    return this.readMatrix(this.spec.tied || !this.model.has('lm_head.weight') ? EMBED : 'lm_head.weight');
+  }
+
+  /** Logits (rows × vocab) of final hidden states, soft-capped where the family does. */
+  async logits(head: Matrix, h: Float32Array, rows: number): Promise<Float32Array> {
+    const out = await linear(this.backend, h, rows, head);
+    if (this.spec.finalSoftcap) softcap(out, this.spec.finalSoftcap);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    this.cache?.clear();
+    await this.model.close();
+    await this.model.base.close();
+  }
+}
