@@ -43,6 +43,8 @@ export { writeSpectrumOutputs, type SpectrumOutputOptions } from './spectrum/out
 export { editAdapter, editDelta, type EditAdapterOptions, type EditDeltaOptions, type EditSummary, type SigmaEdit } from './edit/edit.js';
 export type { ModuleSelector } from './edit/selectors.js';
 export { applyAdapters, type ApplyOptions, type ApplyReport } from './apply/apply.js';
+export { evaluate, type EvalOptions, type EvalReport, type KlPositions, type PromptScore, type ReferenceComparison } from './eval/eval.js';
+export { loadTokenizer, type Tokenizer } from './tokenizer/tokenizer.js';
 export { convertAdapter, type ConvertOptions, type ConvertReport } from './convert/convert.js';
 export { edoraInit, type EdoraInitOptions, type EdoraInitReport } from './edora-init/edora-init.js';
 export { convertToGguf, type ToGgufOptions, type ToGgufResult } from './to-gguf/to-gguf.js';

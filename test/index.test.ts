@@ -17,6 +17,7 @@ const ENTRY_POINTS: Record<string, string[]> = {
   'edora-init': ['edoraInit'],
   'to-gguf': ['convertToGguf'],
   inspect: ['inspectPath'],
+  eval: ['evaluate'],
 };
 
 /**

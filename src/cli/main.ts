@@ -15,6 +15,7 @@ import { registerMergeAdapters } from './merge-adapters.js';
 import { registerMerge } from './merge.js';
 import { registerToGguf } from './to-gguf.js';
 import { registerExtract } from './extract.js';
+import { registerEval } from './eval.js';
 import { describeOsError } from '../io/os-error.js';
 import { registerDemo } from './demo.js';
 
@@ -53,6 +54,7 @@ registerSpectrum(program);
 registerEdit(program);
 registerApply(program);
 registerConvert(program);
+registerEval(program);
 registerEdoraInit(program);
 registerToGguf(program);
 registerInspect(program);
