@@ -180,7 +180,7 @@ async function withAdapterOutput<T>(
   body: (sink: AdapterSink) => Promise<T>,
 ): Promise<T> {
   assertNotInput(out, inputs);
-  return withAtomicSink(out, { overwrite }, makeSink, async (sink) => {
+  return withAtomicSink({ dir: out, overwrite }, makeSink, async (sink) => {
     const result = await body(sink);
     await sink.finish();
     return result;

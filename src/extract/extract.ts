@@ -125,7 +125,7 @@ async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
         extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
         experts: plannedExperts(plan),
       });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
+    return await withAtomicSink({ dir: opts.out, overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
       const loader = await loading.open(a, b);
       let report: ExtractReport;
       try {
@@ -201,7 +201,7 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
   let readWaitSeconds = 0;
   let waitFrom = performance.now();
 
-  for await (const { item: job, value: pair, index } of prefetch(plan.jobs, (job) => loader.load(pairReadOf(job)), PREFETCH_DEPTH)) {
+  for await (const { item: job, value: pair, index } of prefetch(plan.jobs, (job) => loader.load(pairReadOf(job)), { depth: PREFETCH_DEPTH })) {
     const t0 = performance.now();
     readWaitSeconds += (t0 - waitFrom) / 1000;
     const type = moduleType(job);

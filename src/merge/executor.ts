@@ -186,7 +186,7 @@ async function executeMergeInRun(config: MergeConfig, opts: MergeRunOptions): Pr
         maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
         plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
       });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
+    return await withAtomicSink({ dir: opts.out, overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
       const compute = createCompute(plan.method, seed, { worker: opts.worker });
       compute.prepare(plan.tensors.map((t) => t.context));
       try {
