@@ -5,6 +5,12 @@
  * refusing an output that overlaps one, closing every input whatever happens, writing the output
  * under a temporary name that becomes the destination only on success, reading the next item
  * while the current one is worked on, and reporting progress.
+ *
+ * On it: apply, convert, edit (both flows), edora-init, extract, merge, merge-adapters, to-gguf.
+ * Not on it, and why (one line per command):
+ * - spectrum: adapterSpectrum/deltaSpectrum compute a result and write nothing; writeSpectrumOutputs writes it afterwards from that result, with no inputs to open and no items (withAtomicOutput).
+ * - demo: it has no inputs; it generates its model pair into two sinks at once and then calls extractLora, which is on the spine.
+ * - inspect: it writes no output.
  */
 import { assertNotInput, withAtomicSink, type AtomicTarget } from '../io/atomic.js';
 import { withInputTracking } from '../io/inputs.js';
