@@ -302,7 +302,7 @@ export function editAdapter(opts: EditAdapterOptions): Promise<EditSummary> {
           extraConfig: adapter.config,
           experts: stack && {
             parameters: adapter.config.target_parameters ?? [],
-            source: 'carried',
+            source: 'kept',
             ggufRefusal:
               `${opts.adapter}: module "${stack.name}" holds the MoE expert stack "${stack.experts!.parameter}" (PEFT target_parameters), which cannot be written ` +
               'to a GGUF LoRA yet: pass --format peft',
@@ -387,7 +387,7 @@ function planDeltaEdit(a: Checkpoint, b: Checkpoint, opts: EditDeltaOptions) {
   const experts: AdapterSinkOptions['experts'] = plan.experts.length
     ? {
         parameters: plan.experts.map((t) => t.parameter),
-        source: 'planned',
+        source: 'new',
         ggufRefusal:
           `${opts.modelB}: "${plan.experts[0].name}" is a 3-D MoE expert tensor, which edit writes as a PEFT expert stack (target_parameters) and cannot write ` +
           'to a GGUF LoRA yet: pass --format peft, or --include a filter that leaves the expert tensors out',

@@ -184,7 +184,7 @@ function plannedExperts(plan: ExtractionPlan): AdapterSinkOptions['experts'] {
   const parameters = plan.jobs.flatMap((j) => (j.plan.action === 'experts' ? [`${j.plan.module}.${j.plan.param}`] : []));
   if (!parameters.length) return undefined;
   const ggufRefusal = `3-D expert tensors (${listSome(parameters)}) cannot be written to a GGUF LoRA yet: pass --format peft, or --skip-3d to leave them out`;
-  return { parameters, source: 'planned', ggufRefusal };
+  return { parameters, source: 'new', ggufRefusal };
 }
 
 /**
