@@ -111,7 +111,7 @@ async function ioBaseline(dir: string, out: string, simd: boolean): Promise<void
   };
   let writing: Promise<void> = Promise.resolve();
   let written: Float32Array[] = [];
-  for await (const { item, value } of prefetch(tensors, load, 1)) {
+  for await (const { item, value } of prefetch(tensors, load)) {
     await writing;
     written.forEach(give);
     writing = sink.add(item.name, item.shape, value[0]);

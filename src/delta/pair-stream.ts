@@ -64,7 +64,7 @@ export async function* streamDifferences<T extends { name: string }>(
   const bytes = items.reduce((n, x) => n + a.info(x.name).bytes + b.info(x.name).bytes, 0);
   const loader = await startPairLoader({ worker: bytes >= THREAD_MIN_BYTES }).open(a, b);
   try {
-    for await (const { item, value, index } of prefetch(items, (x) => loader.load({ name: x.name }), depth)) {
+    for await (const { item, value, index } of prefetch(items, (x) => loader.load({ name: x.name }), { depth })) {
       const { delta, stats } = differenceOf(value, item.name);
       yield { item, delta, stats, energies: blockEnergies(delta, stats, blocks(item)), index };
       loader.release(value);

@@ -33,12 +33,11 @@ import type { RankPolicy } from '../lowrank/rank-policy.js';
 import { sumSquares, type Matrix } from '../tensor/matrix.js';
 import type { Svd } from '../linalg/svd-small.js';
 import { createRng, type Rng } from '../linalg/random.js';
-import { openCheckpoint } from '../io/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { openSafetensors } from '../io/safetensors.js';
-import { assertNotInput, withAtomicSink } from '../io/atomic.js';
 import type { FloatDType } from '../io/types.js';
 import { isFloatDType } from '../tensor/dtype.js';
-import { ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { ADAPTER_WEIGHTS_FILE, openPeftAdapter, type LoraExpertsModule, type LoraExpertStack, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
 import { createAdapterSink, type AdapterFormat, type AdapterSink, type AdapterSinkOptions } from '../lora/sink.js';
 import { editExpertStack, editExpertSvds } from './edit-experts.js';
 import { isEmptyEdit, largestIndex, refactorEdited, type SigmaEdit } from './sigma-edit.js';
@@ -50,6 +49,7 @@ import { expertDelta, planDeltaTensors, type ExpertDeltaTensor } from '../delta/
 import { changedTensors, streamDifferences, type ChangedTensor } from '../delta/pair-stream.js';
 import { withoutWeightSuffix } from '../delta/targets.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
+import { runCommand } from '../pipeline/run.js';
 
 export {
   applySigmaEdit,
@@ -60,7 +60,6 @@ export {
   type Refactored,
   type SigmaEdit,
 } from './sigma-edit.js';
-import { withInputTracking } from '../io/inputs.js';
 import type { OnProgress } from '../progress.js';
 
 export interface ModuleEditReport {
@@ -171,22 +170,6 @@ async function dominantDType(weightsPath: string): Promise<FloatDType> {
   }
 }
 
-/** Writes into a temporary sibling of `out` and moves it into place only when everything succeeded. */
-async function withAdapterOutput<T>(
-  out: string,
-  inputs: string[],
-  overwrite: boolean,
-  makeSink: (dir: string) => Promise<AdapterSink>,
-  body: (sink: AdapterSink) => Promise<T>,
-): Promise<T> {
-  assertNotInput(out, inputs);
-  return withAtomicSink(out, { overwrite }, makeSink, async (sink) => {
-    const result = await body(sink);
-    await sink.finish();
-    return result;
-  });
-}
-
 function summarize(
   out: string,
   format: AdapterFormat,
@@ -220,10 +203,25 @@ interface AdapterEditContext {
   sink: AdapterSink;
 }
 
+/** One module of the input adapter, in the order it is written (and draws its --perturb noise). */
+interface AdapterItem {
+  /** editKey: progress names it */
+  name: string;
+  info: LoraModuleInfo;
+  selected: boolean;
+}
+
+/** What writing one module reads: its factors; a stack's as stored, or per expert when it is edited. */
+type ModuleInput = { module: LoraModule } | { stack: LoraExpertStack } | { experts: LoraExpertsModule };
+
+function readModuleInput(adapter: PeftAdapter, { info, selected }: AdapterItem): Promise<ModuleInput> {
+  if (!info.experts) return adapter.load(info.name).then((module) => ({ module }));
+  return selected ? adapter.loadExperts(info.name).then((experts) => ({ experts })) : adapter.loadExpertStack(info.name).then((stack) => ({ stack }));
+}
+
 /** One plain module, edited or copied. */
-async function writeModule(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<ModuleEditReport> {
+async function writeModule(ctx: AdapterEditContext, { info, selected }: AdapterItem, m: LoraModule): Promise<ModuleEditReport> {
   const noise = drawNoise(ctx.rng, componentsOf(info));
-  const m = await ctx.adapter.load(info.name);
   if (!selected) {
     await ctx.sink.addModule(m);
     return { name: info.name, edited: false, rankBefore: info.rank, rankAfter: info.rank };
@@ -236,19 +234,18 @@ async function writeModule(ctx: AdapterEditContext, info: LoraModuleInfo, select
 }
 
 /**
- * One expert stack, edited expert by expert or copied, written under its own key (the writer nests
- * it by the input's target_parameters, as the input was); reported as one row per expert
- * (`<parameter>[e]`, ranks per expert).
+ * One expert stack, edited expert by expert (`experts`) or copied (`stack`), written under its own
+ * key (the writer nests it by the input's target_parameters, as the input was); reported as one
+ * row per expert (`<parameter>[e]`, ranks per expert).
  */
-async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, selected: boolean): Promise<ModuleEditReport[]> {
+async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, input: { stack: LoraExpertStack } | { experts: LoraExpertsModule }): Promise<ModuleEditReport[]> {
   const { parameter, count, rank } = info.experts!;
   const noise = Array.from({ length: count }, () => drawNoise(ctx.rng, componentsOf(info)));
-  if (!selected) {
-    const stack = await ctx.adapter.loadExpertStack(info.name);
-    await ctx.sink.addExpertStack({ parameter, count, A: stack.A, B: stack.B, alpha: info.alpha });
+  if ('stack' in input) {
+    await ctx.sink.addExpertStack({ parameter, count, A: input.stack.A, B: input.stack.B, alpha: info.alpha });
     return Array.from({ length: count }, (_, e) => ({ name: `${parameter}[${e}]`, edited: false, rankBefore: rank, rankAfter: rank }));
   }
-  const r = await editExpertStack(ctx.backend, await ctx.adapter.loadExperts(info.name), ctx.edit, ctx.useRslora, noise, ctx.adapter.dir);
+  const r = await editExpertStack(ctx.backend, input.experts, ctx.edit, ctx.useRslora, noise, ctx.adapter.dir);
   await ctx.sink.addExpertStack({ parameter, count, A: r.A, B: r.B, alpha: info.alpha });
   return r.experts.map((x) => ({
     name: x.name,
@@ -260,68 +257,70 @@ async function writeExpertStack(ctx: AdapterEditContext, info: LoraModuleInfo, s
   }));
 }
 
+/** The modules in editKey order, checked: no DoRA/EDoRA among the selected, indices that exist. */
+async function planAdapterEdit(adapter: PeftAdapter, opts: EditAdapterOptions) {
+  const select = opts.select ?? {};
+  const infos: LoraModuleInfo[] = [...adapter.modules].sort((a, b) => naturalCompare(editKey(a), editKey(b)));
+  const items: AdapterItem[] = infos.map((info) => ({ name: editKey(info), info, selected: isSelected(select, editKey(info)) }));
+  const selected = items.filter((m) => m.selected).map((m) => m.info);
+  const special = selected.find((m) => m.hasMagnitude || m.hasLatent);
+  if (special) {
+    throw new Error(
+      `${opts.adapter}: module "${special.name}" is ${special.hasMagnitude ? 'DoRA' : 'EDoRA'}; edit re-factorises plain LoRA updates scaling·B·A only — convert the adapter to LoRA first`,
+    );
+  }
+  checkIndices(opts.edit, selected.map(componentsOf), opts.adapter);
+  const dtype = opts.dtype ?? (await dominantDType(join(opts.adapter, ADAPTER_WEIGHTS_FILE)));
+  return { items, dtype, stack: infos.find((m) => m.experts), rng: opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined };
+}
+
 /**
  * Edits Σ of the selected modules of a PEFT adapter and writes a new adapter to `opts.out`;
  * unselected modules and modules_to_save tensors are copied unchanged. MoE expert stacks
  * (target_parameters) are selected by their parameter's path and edited expert by expert.
  */
-export function editAdapter(params: EditAdapterOptions): Promise<EditSummary> {
-  return withInputTracking(async () => editAdapterInRun(params.backend ?? (await getBackend()), params));
-}
-
-async function editAdapterInRun(backend: LinalgBackend, opts: EditAdapterOptions): Promise<EditSummary> {
-  const select = opts.select ?? {};
+export function editAdapter(opts: EditAdapterOptions): Promise<EditSummary> {
   const format = opts.format ?? 'peft';
-  const adapter = await openPeftAdapter(opts.adapter);
-  try {
-    const useRslora = adapter.config.use_rslora === true;
-    const infos: LoraModuleInfo[] = [...adapter.modules].sort((a, b) => naturalCompare(editKey(a), editKey(b)));
-    const selected = infos.filter((m) => isSelected(select, editKey(m)));
-    const special = selected.find((m) => m.hasMagnitude || m.hasLatent);
-    if (special) {
-      throw new Error(
-        `${opts.adapter}: module "${special.name}" is ${special.hasMagnitude ? 'DoRA' : 'EDoRA'}; edit re-factorises plain LoRA updates scaling·B·A only — convert the adapter to LoRA first`,
-      );
-    }
-    const stack = infos.find((m) => m.experts);
-    checkIndices(opts.edit, selected.map(componentsOf), opts.adapter);
-    const dtype = opts.dtype ?? (await dominantDType(join(opts.adapter, ADAPTER_WEIGHTS_FILE)));
-    const rng = opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined;
-    const hasDora = infos.some((m) => m.hasMagnitude);
-
-    const makeSink = (dir: string) =>
-      createAdapterSink(dir, {
-        format,
-        dtype,
-        baseModel: adapter.config.base_model_name_or_path ?? undefined,
-        baseConfig: opts.baseConfig,
-        useRslora,
-        useDora: hasDora,
-        extraConfig: adapter.config,
-        experts: stack && {
-          parameters: adapter.config.target_parameters ?? [],
-          source: 'carried',
-          ggufRefusal:
-            `${opts.adapter}: module "${stack.name}" holds the MoE expert stack "${stack.experts!.parameter}" (PEFT target_parameters), which cannot be written ` +
-            'to a GGUF LoRA yet: pass --format peft',
-        },
-      });
-    const write = async (sink: AdapterSink) => {
-      const ctx: AdapterEditContext = { backend, adapter, edit: opts.edit, useRslora, rng, sink };
-      const reports: ModuleEditReport[] = [];
-      for (const [index, info] of infos.entries()) {
-        const picked = isSelected(select, editKey(info));
-        if (info.experts) reports.push(...(await writeExpertStack(ctx, info, picked)));
-        else reports.push(await writeModule(ctx, info, picked));
-        opts.onProgress?.({ index, total: infos.length, name: editKey(info) });
-      }
+  return runCommand({
+    inputs: [opts.adapter],
+    open: async (keep) => {
+      const backend = opts.backend ?? (await getBackend());
+      return { backend, adapter: keep(await openPeftAdapter(opts.adapter)) };
+    },
+    plan: ({ adapter }) => planAdapterEdit(adapter, opts),
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (dir, { res: { adapter }, plan: { dtype, stack, items } }) =>
+        createAdapterSink(dir, {
+          format,
+          dtype,
+          baseModel: adapter.config.base_model_name_or_path ?? undefined,
+          baseConfig: opts.baseConfig,
+          useRslora: adapter.config.use_rslora === true,
+          useDora: items.some((m) => m.info.hasMagnitude),
+          extraConfig: adapter.config,
+          experts: stack && {
+            parameters: adapter.config.target_parameters ?? [],
+            source: 'kept',
+            ggufRefusal:
+              `${opts.adapter}: module "${stack.name}" holds the MoE expert stack "${stack.experts!.parameter}" (PEFT target_parameters), which cannot be written ` +
+              'to a GGUF LoRA yet: pass --format peft',
+          },
+        }),
+    },
+    load: (item, { res }) => readModuleInput(res.adapter, item),
+    each: async (item, input, { res: { backend, adapter }, plan: { rng }, sink }) => {
+      const ctx: AdapterEditContext = { backend, adapter, edit: opts.edit, useRslora: adapter.config.use_rslora === true, rng, sink };
+      return 'module' in input ? [await writeModule(ctx, item, input.module)] : writeExpertStack(ctx, item.info, input);
+    },
+    finish: async (rows, { res: { adapter }, plan: { dtype }, sink }) => {
       for (const t of adapter.fullTensors) await sink.addFull(t.name, t.shape, await adapter.readFull(t.name));
-      return summarize(opts.out, format, dtype, reports, adapter.fullTensors.length);
-    };
-    return await withAdapterOutput(opts.out, [opts.adapter], opts.overwrite ?? false, makeSink, write);
-  } finally {
-    await adapter.close();
-  }
+      await sink.finish();
+      return summarize(opts.out, format, dtype, rows.flat(), adapter.fullTensors.length);
+    },
+    onProgress: opts.onProgress,
+  });
 }
 
 /**
@@ -357,6 +356,52 @@ async function writePairExpertStack(
   }));
 }
 
+/** One tensor of the pair (a 3-D expert tensor: the whole stack), under the path it is written and selected by. */
+interface PairItem {
+  /** the module path (a stack: its parameter); progress names it */
+  name: string;
+  /** what the pair stream reads: the tensor */
+  job: { name: string; stack?: ExpertDeltaTensor };
+}
+
+/** What one tensor of the pair gave: its report rows, or, when A and B agree on it, its path. */
+type PairRow = { reports: ModuleEditReport[] } | { identical: string };
+
+/** The tensors in name order (also the --perturb order), checked, with the adapter's dtype and expert stacks. */
+function planDeltaEdit(a: Checkpoint, b: Checkpoint, opts: EditDeltaOptions) {
+  const select = opts.select ?? {};
+  const plan = planDeltaTensors(a, b, opts.include, a.config ?? b.config);
+  if (plan.pairs.length === 0 && plan.experts.length === 0) {
+    throw new Error(`${opts.modelA} and ${opts.modelB}: no 2-D tensors or MoE expert tensors in both checkpoints match the filter; pass --include REGEX to choose tensors`);
+  }
+  // one stream over both kinds in name order, as spectrum reads them; it is also the --perturb order
+  const jobs: PairItem['job'][] = [...plan.pairs.map((p) => ({ name: p.name })), ...plan.experts.map((t) => ({ name: t.name, stack: t }))].sort((x, y) =>
+    naturalCompare(x.name, y.name),
+  );
+  const counts = [
+    ...plan.pairs.filter((p) => isSelected(select, withoutWeightSuffix(p.name))).map((p) => componentCount(opts.rank, p.shape[0], p.shape[1])),
+    ...plan.experts.filter((t) => isSelected(select, t.parameter)).map((t) => componentCount(opts.rank, t.shape[0], t.shape[1])),
+  ];
+  checkIndices(opts.edit, counts, `${opts.modelA} → ${opts.modelB}`);
+  const firstDType = b.info(jobs[0].name).dtype;
+  const experts: AdapterSinkOptions['experts'] = plan.experts.length
+    ? {
+        parameters: plan.experts.map((t) => t.parameter),
+        source: 'new',
+        ggufRefusal:
+          `${opts.modelB}: "${plan.experts[0].name}" is a 3-D MoE expert tensor, which edit writes as a PEFT expert stack (target_parameters) and cannot write ` +
+          'to a GGUF LoRA yet: pass --format peft, or --include a filter that leaves the expert tensors out',
+      }
+    : undefined;
+  return {
+    items: jobs.map((job): PairItem => ({ name: job.stack ? job.stack.parameter : withoutWeightSuffix(job.name), job })),
+    pairs: plan,
+    dtype: opts.dtype ?? (isFloatDType(firstDType) ? firstDType : 'F32'),
+    rng: opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined,
+    experts,
+  };
+}
+
 /**
  * Extracts a rank-`opts.rank` LoRA of Δ = W_B − W_A (randomized SVD, pair by pair), edits Σ of
  * the selected modules and writes the adapter. Modules get alpha = rank, so an unedited module
@@ -364,98 +409,68 @@ async function writePairExpertStack(
  * stack (target_parameters, as extract writes it), extracted whole when --include picks any of
  * its experts, selected by its parameter's path and edited expert by expert.
  */
-export function editDelta(params: EditDeltaOptions): Promise<EditSummary> {
-  return withInputTracking(async () => editDeltaInRun(params.backend ?? (await getBackend()), params));
-}
-
-async function editDeltaInRun(backend: LinalgBackend, opts: EditDeltaOptions): Promise<EditSummary> {
+export function editDelta(opts: EditDeltaOptions): Promise<EditSummary> {
   const select = opts.select ?? {};
   const format = opts.format ?? 'peft';
-  if (!Number.isInteger(opts.rank) || opts.rank < 1) throw new Error(`spectrum/edit.ts: rank must be an integer ≥ 1, got ${opts.rank}`);
-  const a = await openCheckpoint(opts.modelA);
-  try {
-    const b = await openCheckpoint(opts.modelB);
-    try {
-      const plan = planDeltaTensors(a, b, opts.include, a.config ?? b.config);
-      if (plan.pairs.length === 0 && plan.experts.length === 0) {
-        throw new Error(`${opts.modelA} and ${opts.modelB}: no 2-D tensors or MoE expert tensors in both checkpoints match the filter; pass --include REGEX to choose tensors`);
+  if (!Number.isInteger(opts.rank) || opts.rank < 1) return Promise.reject(new Error(`spectrum/edit.ts: rank must be an integer ≥ 1, got ${opts.rank}`));
+  const alpha = opts.rank;
+  const blocks = (job: PairItem['job']) => job.stack?.stored[0] ?? 1;
+  return runCommand({
+    inputs: [opts.modelA, opts.modelB],
+    open: async (keep) => {
+      const backend = opts.backend ?? (await getBackend());
+      const a = keep(await openCheckpoint(opts.modelA));
+      return { backend, a, b: keep(await openCheckpoint(opts.modelB)) };
+    },
+    plan: ({ a, b }) => planDeltaEdit(a, b, opts),
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (dir, { res: { a }, plan: { dtype, experts } }) => createAdapterSink(dir, { format, dtype, baseModel: baseModelNameOrPath(a), baseConfig: opts.baseConfig ?? a.config, experts }),
+    },
+    stream: ({ res: { a, b }, plan }) => streamDifferences(a, b, plan.items.map((i) => i.job), blocks, 1),
+    each: async (item, { delta, energies }, { res: { backend, b }, plan: { rng }, sink }): Promise<PairRow> => {
+      const { stack } = item.job;
+      if (energies.every((e) => e === 0)) {
+        // Δ = 0 would be written as a zero LoRA of full rank; extract skips it, and so does edit.
+        // Its --perturb draws are still taken, so the other modules' noise does not depend on it.
+        const [rows, cols] = stack ? stack.shape : b.info(item.job.name).shape;
+        for (let e = 0; e < blocks(item.job); e++) drawNoise(rng, componentCount(opts.rank, rows, cols));
+        return { identical: item.name };
       }
-      // one stream over both kinds in name order, as spectrum reads them; it is also the --perturb order
-      type Job = { name: string; stack?: ExpertDeltaTensor };
-      const jobs: Job[] = [...plan.pairs.map((p) => ({ name: p.name })), ...plan.experts.map((t) => ({ name: t.name, stack: t }))].sort((x, y) =>
-        naturalCompare(x.name, y.name),
-      );
-      const counts = [
-        ...plan.pairs.filter((p) => isSelected(select, withoutWeightSuffix(p.name))).map((p) => componentCount(opts.rank, p.shape[0], p.shape[1])),
-        ...plan.experts.filter((t) => isSelected(select, t.parameter)).map((t) => componentCount(opts.rank, t.shape[0], t.shape[1])),
-      ];
-      checkIndices(opts.edit, counts, `${opts.modelA} → ${opts.modelB}`);
-      const firstDType = b.info(jobs[0].name).dtype;
-      const dtype = opts.dtype ?? (isFloatDType(firstDType) ? firstDType : 'F32');
-      const rng = opts.edit.perturb ? createRng(opts.seed ?? 0) : undefined;
-      const alpha = opts.rank;
-      const experts: AdapterSinkOptions['experts'] = plan.experts.length
-        ? {
-            parameters: plan.experts.map((t) => t.parameter),
-            source: 'planned',
-            ggufRefusal:
-              `${opts.modelB}: "${plan.experts[0].name}" is a 3-D MoE expert tensor, which edit writes as a PEFT expert stack (target_parameters) and cannot write ` +
-              'to a GGUF LoRA yet: pass --format peft, or --include a filter that leaves the expert tensors out',
-          }
-        : undefined;
-      const makeSink = (dir: string) => createAdapterSink(dir, { format, dtype, baseModel: baseModelNameOrPath(a), baseConfig: opts.baseConfig ?? a.config, experts });
-      const write = async (sink: AdapterSink) => {
-        const reports: ModuleEditReport[] = [];
-        const identical: string[] = [];
-        const blocks = (job: Job) => job.stack?.stored[0] ?? 1;
-        for await (const { item, delta, energies, index } of streamDifferences(a, b, jobs, blocks, 1)) {
-          const stack = item.stack;
-          if (energies.every((e) => e === 0)) {
-            // Δ = 0 would be written as a zero LoRA of full rank; extract skips it, and so does edit.
-            // Its --perturb draws are still taken, so the other modules' noise does not depend on it.
-            const [rows, cols] = stack ? stack.shape : b.info(item.name).shape;
-            for (let e = 0; e < blocks(item); e++) drawNoise(rng, componentCount(opts.rank, rows, cols));
-            const path = stack ? stack.parameter : withoutWeightSuffix(item.name);
-            identical.push(path);
-            opts.onProgress?.({ index, total: jobs.length, name: path });
-            continue;
-          }
-          if (stack) {
-            reports.push(...(await writePairExpertStack(backend, sink, stack, delta, opts, rng, isSelected(select, stack.parameter))));
-            opts.onProgress?.({ index, total: jobs.length, name: stack.parameter });
-            continue;
-          }
-          const [rows, cols] = b.info(item.name).shape;
-          const count = componentCount(opts.rank, rows, cols);
-          const noise = drawNoise(rng, count);
-          const svd = await deltaSvd(backend, { rows, cols, data: delta }, opts, item.name, [rows, cols]);
-          assertFiniteSpectrum(svd.S, `${opts.modelB}: tensor "${item.name}"`);
-          const path = withoutWeightSuffix(item.name);
-          const edited = isSelected(select, path);
-          const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);
-          await sink.addModule({ name: path, kind: 'linear', A: r.A, B: r.B, alpha });
-          reports.push({
-            name: path,
+      if (stack) return { reports: await writePairExpertStack(backend, sink, stack, delta, opts, rng, isSelected(select, stack.parameter)) };
+      const [rows, cols] = b.info(item.job.name).shape;
+      const count = componentCount(opts.rank, rows, cols);
+      const noise = drawNoise(rng, count);
+      const svd = await deltaSvd(backend, { rows, cols, data: delta }, opts, item.job.name, [rows, cols]);
+      assertFiniteSpectrum(svd.S, `${opts.modelB}: tensor "${item.job.name}"`);
+      const edited = isSelected(select, item.name);
+      const r = refactorEdited(svd, edited ? opts.edit : {}, alpha, false, noise);
+      await sink.addModule({ name: item.name, kind: 'linear', A: r.A, B: r.B, alpha });
+      return {
+        reports: [
+          {
+            name: item.name,
             edited,
             rankBefore: count,
             rankAfter: r.rank,
             ...(edited ? { sigmaBefore: Array.from(svd.S), sigmaAfter: Array.from(r.sigmaAfter) } : {}),
-          });
-          opts.onProgress?.({ index, total: jobs.length, name: path });
-        }
-        if (!reports.length) {
-          throw new Error(`${opts.modelA} and ${opts.modelB} are identical in all ${identical.length} tensor(s) compared: there is no update to edit; nothing written`);
-        }
-        const changed = await changedTensors(a, b, plan.compared);
-        const changedNames = new Set(changed.map((t) => t.name));
-        const skipped = plan.skipped.filter((t) => !changedNames.has(t.name));
-        return summarize(opts.out, format, dtype, reports, 0, skipped, identical, changed);
+          },
+        ],
       };
-      return await withAdapterOutput(opts.out, [opts.modelA, opts.modelB], opts.overwrite ?? false, makeSink, write);
-    } finally {
-      await b.close();
-    }
-  } finally {
-    await a.close();
-  }
+    },
+    finish: async (rows, { res: { a, b }, plan: { pairs, dtype }, sink }) => {
+      const reports = rows.flatMap((r) => ('reports' in r ? r.reports : []));
+      const identical = rows.flatMap((r) => ('identical' in r ? [r.identical] : []));
+      if (!reports.length) {
+        throw new Error(`${opts.modelA} and ${opts.modelB} are identical in all ${identical.length} tensor(s) compared: there is no update to edit; nothing written`);
+      }
+      const changed = await changedTensors(a, b, pairs.compared);
+      const changedNames = new Set(changed.map((t) => t.name));
+      const skipped = pairs.skipped.filter((t) => !changedNames.has(t.name));
+      await sink.finish();
+      return summarize(opts.out, format, dtype, reports, 0, skipped, identical, changed);
+    },
+    onProgress: opts.onProgress,
+  });
 }

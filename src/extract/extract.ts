@@ -5,21 +5,21 @@
  * Output goes to a temporary folder that becomes `out` only when everything succeeded.
  */
 import { join } from 'node:path';
-import { assertNotInput, atomicWriteFile, withAtomicSink } from '../io/atomic.js';
-import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { atomicWriteFile } from '../io/atomic.js';
+import { openCheckpoint } from '../io/checkpoint.js';
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
-import { createAdapterSink, type AdapterFormat, type AdapterSink, type AdapterSinkOptions } from '../lora/sink.js';
+import { createAdapterSink, type AdapterFormat, type AdapterSinkOptions } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { handleJob, type JobOutcome } from './handlers.js';
-import { startPairLoader, type PairLoader } from '../delta/pair-loader.js';
+import { startPairLoader } from '../delta/pair-loader.js';
 import { listSome, pairReadOf, planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
 import { tensorSeed } from '../lowrank/decompose.js';
 import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractReport } from './report.js';
-import { withInputTracking } from '../io/inputs.js';
+import { runCommand } from '../pipeline/run.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import type { OnProgress } from '../progress.js';
 
@@ -80,68 +80,88 @@ function moduleType(job: Job): string | undefined {
 }
 
 export function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
-  return withInputTracking(() => extractLoraInRun(opts));
-}
-
-async function extractLoraInRun(opts: ExtractOptions): Promise<ExtractReport> {
   const started = performance.now();
   const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
-  checkPolicy(policy);
-  if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
   const format = opts.format ?? 'peft';
   const embeddings = opts.embeddings ?? 'skip';
   const seed = opts.seed ?? 0;
-  if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
-  assertNotInput(opts.out, [opts.modelA, opts.modelB]);
-
-  const a = await openCheckpoint(opts.modelA);
-  let b: Checkpoint;
   try {
-    b = await openCheckpoint(opts.modelB);
+    checkPolicy(policy);
+    if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
+    if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
   } catch (err) {
-    await a.close();
-    throw err;
+    return Promise.reject(err);
   }
-  // the reader thread starts up while the plan, the GEMM backend and the output are prepared
-  const loading = startPairLoader();
-  try {
-    const plan = planExtraction(a, b, {
-      policy,
-      selection: { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude },
-      embeddings,
-      format,
-      saveModules: opts.saveModules ?? false,
-      skip3d: opts.skip3d ?? false,
-    });
-    const backend = opts.backend ?? (await getBackend({ threads: opts.threads }));
-    const dtype = opts.dtype ?? defaultDtype(plan);
-    const openSink = (tmpPath: string) =>
-      createAdapterSink(tmpPath, {
+  const checkedTypes = new Set<string>();
+  let readWaitSeconds = 0;
+  return runCommand({
+    inputs: [opts.modelA, opts.modelB],
+    open: async (keep) => {
+      const a = keep(await openCheckpoint(opts.modelA));
+      const b = keep(await openCheckpoint(opts.modelB));
+      // the reader thread starts up while the plan, the GEMM backend and the output are prepared
+      const loading = startPairLoader();
+      keep({ close: () => loading.cancel() });
+      return { a, b, loading };
+    },
+    plan: async ({ a, b }) => {
+      const plan = planExtraction(a, b, {
+        policy,
+        selection: { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude },
+        embeddings,
         format,
-        dtype,
-        baseModel: baseModelNameOrPath(a),
-        baseConfig: a.config,
-        // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
-        extraConfig: plan.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
-        experts: plannedExperts(plan),
+        saveModules: opts.saveModules ?? false,
+        skip3d: opts.skip3d ?? false,
       });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
+      const backend = opts.backend ?? (await getBackend({ threads: opts.threads }));
+      return { items: plan.jobs, extraction: plan, backend, dtype: opts.dtype ?? defaultDtype(plan) };
+    },
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (tmpPath, { res: { a }, plan: { extraction, dtype } }) =>
+        createAdapterSink(tmpPath, {
+          format,
+          dtype,
+          baseModel: baseModelNameOrPath(a),
+          baseConfig: a.config,
+          // PEFT (≥ 0.18) then gives the tied LM head the embeddings' adapter too
+          extraConfig: extraction.tied && embeddings !== 'skip' ? { ensure_weight_tying: true } : undefined,
+          experts: plannedExperts(extraction),
+        }),
+    },
+    stream: async function* ({ res: { a, b, loading }, plan }) {
       const loader = await loading.open(a, b);
-      let report: ExtractReport;
       try {
-        report = await runPlan({ opts, plan, loader, backend, sink, dtype, seed, policy, format, embeddings, started });
+        let waitFrom = performance.now();
+        for await (const { value: pair } of prefetch(plan.items, (job) => loader.load(pairReadOf(job)), { depth: PREFETCH_DEPTH })) {
+          readWaitSeconds += (performance.now() - waitFrom) / 1000;
+          yield pair;
+          loader.release(pair);
+          waitFrom = performance.now();
+        }
       } finally {
         await loader.close();
       }
+    },
+    each: async (job, pair, { plan: { backend, dtype }, sink }) => {
+      const t0 = performance.now();
+      const type = moduleType(job);
+      const verify = opts.verify === true || (type !== undefined && !checkedTypes.has(type));
+      if (type !== undefined) checkedTypes.add(type);
+      const outcome = await handleJob({ backend, sink, policy, alpha: opts.alpha, dtype }, { job, pair, seed: tensorSeed(seed, job.name), verify });
+      return { outcome, seconds: (performance.now() - t0) / 1000 };
+    },
+    finish: async (rows, { plan: { extraction, backend, dtype }, sink, tmpPath }) => {
+      const report = extractReport(rows, { opts, plan: extraction, backend, dtype, seed, policy, format, embeddings, started, readWaitSeconds });
       if (!report.tensors.length) throw new Error(nothingToExtract(report));
       await sink.finish();
       report.totals.seconds = (performance.now() - started) / 1000;
       await atomicWriteFile(join(tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
       return report;
-    });
-  } finally {
-    await Promise.all([a.close(), b.close(), loading.cancel()]);
-  }
+    },
+    onProgress: opts.onProgress,
+  });
 }
 
 /**
@@ -164,7 +184,7 @@ function plannedExperts(plan: ExtractionPlan): AdapterSinkOptions['experts'] {
   const parameters = plan.jobs.flatMap((j) => (j.plan.action === 'experts' ? [`${j.plan.module}.${j.plan.param}`] : []));
   if (!parameters.length) return undefined;
   const ggufRefusal = `3-D expert tensors (${listSome(parameters)}) cannot be written to a GGUF LoRA yet: pass --format peft, or --skip-3d to leave them out`;
-  return { parameters, source: 'planned', ggufRefusal };
+  return { parameters, source: 'new', ggufRefusal };
 }
 
 /**
@@ -174,58 +194,37 @@ function plannedExperts(plan: ExtractionPlan): AdapterSinkOptions['experts'] {
  */
 const PREFETCH_DEPTH = 4;
 
-interface RunContext {
+interface ReportContext {
   opts: ExtractOptions;
   plan: ExtractionPlan;
-  loader: PairLoader;
   backend: LinalgBackend;
-  sink: AdapterSink;
   dtype: FloatDType;
   seed: number;
   policy: RankPolicy;
   format: AdapterFormat;
   embeddings: EmbeddingsMode;
   started: number;
+  /** time the loop spent waiting for the reader thread */
+  readWaitSeconds: number;
 }
 
-async function runPlan(ctx: RunContext): Promise<ExtractReport> {
-  const { opts, plan, loader } = ctx;
+/** The report of a run from each tensor's outcome (in plan order) and the time its job took. */
+function extractReport(rows: ReadonlyArray<{ outcome: JobOutcome; seconds: number }>, ctx: ReportContext): ExtractReport {
+  const { opts, plan } = ctx;
   const bytesRead = plan.jobs.reduce((sum, job) => sum + (job.a?.bytes ?? 0) + job.b.bytes, 0);
 
   const tensors: ExtractedTensor[] = [];
   const skippedIdentical: string[] = [];
   const differing: DifferingTensor[] = [];
-  const checkedTypes = new Set<string>();
   let params = 0;
   let computeSeconds = 0;
-  let readWaitSeconds = 0;
-  let waitFrom = performance.now();
-
-  for await (const { item: job, value: pair, index } of prefetch(plan.jobs, (job) => loader.load(pairReadOf(job)), PREFETCH_DEPTH)) {
-    const t0 = performance.now();
-    readWaitSeconds += (t0 - waitFrom) / 1000;
-    const type = moduleType(job);
-    const verify = opts.verify === true || (type !== undefined && !checkedTypes.has(type));
-    if (type !== undefined) checkedTypes.add(type);
-    const outcome: JobOutcome = await handleJob(
-      { backend: ctx.backend, sink: ctx.sink, policy: ctx.policy, alpha: opts.alpha, dtype: ctx.dtype },
-      {
-        job,
-        pair,
-        seed: tensorSeed(ctx.seed, job.name),
-        verify,
-      },
-    );
-    loader.release(pair);
-    const seconds = (performance.now() - t0) / 1000;
+  rows.forEach(({ outcome, seconds }, i) => {
     computeSeconds += seconds;
     params += outcome.params;
     if (outcome.extracted) tensors.push({ ...outcome.extracted, seconds });
-    if (outcome.identical) skippedIdentical.push(job.name);
+    if (outcome.identical) skippedIdentical.push(plan.jobs[i].name);
     if (outcome.differing) differing.push(outcome.differing);
-    opts.onProgress?.({ index, total: plan.jobs.length, name: job.name });
-    waitFrom = performance.now();
-  }
+  });
 
   const warnings = [...plan.warnings];
   const capped = tensors.filter((t) => !t.targetMet);
@@ -252,7 +251,7 @@ async function runPlan(ctx: RunContext): Promise<ExtractReport> {
       params,
       bytesRead,
       seconds: (performance.now() - ctx.started) / 1000,
-      readWaitSeconds,
+      readWaitSeconds: ctx.readWaitSeconds,
       computeSeconds,
       skippedIdentical: skippedIdentical.length,
       nonTargetDiffering: differing.length,

@@ -119,24 +119,36 @@ export async function withAtomicOutput<T>(finalDir: string, opts: { overwrite?: 
 }
 
 /**
- * withAtomicOutput with a sink opened in the temporary folder: `write` adds to it and finishes it;
- * on any failure the sink is aborted (closing its files) before the folder is removed. Aborting a
- * finished sink does nothing, so `write` may go on writing side files after finish().
+ * Where a command's output goes: a folder, written under a temporary name (withAtomicOutput), or
+ * one file whose sink writes a temporary file beside it and renames it into place on finish()
+ * itself (the GGUF writer), so it is opened at the file's own path.
+ */
+export type AtomicTarget = { dir: string; overwrite?: boolean } | { file: string };
+
+/**
+ * withAtomicOutput with a sink: opened in the temporary folder (a file target: at the file's
+ * path), `write` adds to it and finishes it; on any failure the sink is aborted (closing its
+ * files, removing its temporaries) before the folder is removed. Aborting a finished sink does
+ * nothing, so `write` may go on writing side files after finish().
  */
 export function withAtomicSink<S extends { abort(): Promise<void> }, T>(
-  finalDir: string,
-  opts: { overwrite?: boolean },
-  openSink: (tmpPath: string) => Promise<S>,
-  write: (sink: S, tmpPath: string) => Promise<T>,
+  target: AtomicTarget,
+  openSink: (path: string) => Promise<S>,
+  write: (sink: S, path: string) => Promise<T>,
 ): Promise<T> {
-  return withAtomicOutput(finalDir, opts, async (tmpPath) => {
-    const sink = await openSink(tmpPath);
+  const fill = async (path: string) => {
+    const sink = await openSink(path);
     try {
-      return await write(sink, tmpPath);
+      return await write(sink, path);
     } catch (err) {
       await sink.abort();
       throw err;
     }
+  };
+  if ('dir' in target) return withAtomicOutput(target.dir, { overwrite: target.overwrite }, fill);
+  // as withAtomicOutput: a failed write on an open file (a full disk) carries no path: it was this output's
+  return fill(target.file).catch((err: unknown) => {
+    throw withPath(err, target.file);
   });
 }
 

@@ -599,14 +599,17 @@ export interface ExpertTargets {
   /** target_parameters entries as PEFT matches them: parameter paths, or suffixes of paths */
   parameters: readonly string[];
   /**
-   * 'planned' (extract, edit of a model pair): `parameters` are the full paths of the expert tensors
-   * planned. target_parameters lists those of modules that got a stack, sorted: a module's unchanged
-   * parameters stay listed, because its stacks were nested counting them (PEFT wraps them too, with
-   * zero factors: a missing-keys warning, no effect); a module with no stack is left out.
-   * 'carried' (edit of an adapter): `parameters` are the input adapter's target_parameters, and the
-   * config keeps them as they were (from extraConfig), so PEFT nests the wrappers as before.
+   * Two cases, because target_parameters decides where PEFT nests each stack's wrapper:
+   * 'new' (an adapter made here): `parameters` are the full paths of the expert tensors that may
+   * get a stack, and target_parameters is made from them: those of modules that got a stack,
+   * sorted. A module's unchanged parameters stay listed, because its stacks were nested counting
+   * them (PEFT wraps them too, with zero factors: a missing-keys warning, no effect); a module
+   * with no stack is left out.
+   * 'kept' (an adapter rewritten from an input adapter): `parameters` are the input's
+   * target_parameters, and the config keeps them as they were (from extraConfig): the stacks are
+   * saved under the input's nesting, which a different list would move.
    */
-  source: 'planned' | 'carried';
+  source: 'new' | 'kept';
 }
 
 /** An expert stack to write: a targeted parameter's LoRA in PEFT's stacked layout (stackExpertFactors). */
@@ -733,25 +736,17 @@ export class PeftAdapterWriter {
     await this.sink.add(`${key}.lora_B.weight`, [B.rows, B.cols], B.data, this.opts.dtype);
   }
 
-  /**
-   * Two details differ by ExpertTargets.source, kept so that every adapter comes out byte for byte
-   * as before (PEFT reads both forms alike: each update's rank and alpha are the same either way).
-   * 'planned': the common pair counts a stack at its stored width r·E, and the stacks' pattern
-   * entries follow the plain modules'; 'carried': a stack counts at its r per expert, and the
-   * entries are in the order written.
-   */
   private buildConfig(): PeftConfig {
-    const planned = this.opts.experts?.source === 'planned';
+    // PEFT's r for a stack is per expert (scale alpha / r), so that is the rank it counts at
     const updates = [...this.updates].map(([name, u]) => ({
       path: u.stack?.parameter ?? name,
       rank: u.stack?.rank ?? u.rank,
       alpha: u.alpha,
-      counted: u.stack && !planned ? u.stack.rank : u.rank,
       stack: u.stack !== undefined,
     }));
     const counts = new Map<string, number>();
-    for (const { counted, alpha } of updates) {
-      const k = `${counted}/${alpha}`;
+    for (const { rank, alpha } of updates) {
+      const k = `${rank}/${alpha}`;
       counts.set(k, (counts.get(k) ?? 0) + 1);
     }
     // ties go to the pair seen first, so the config does not depend on Map internals
@@ -759,16 +754,15 @@ export class PeftAdapterWriter {
     let best = 0;
     for (const [k, n] of counts) if (n > best) [common, best] = [k, n];
     const [r, alpha] = common.split('/').map(Number);
-    const ordered = planned ? [...updates.filter((u) => !u.stack), ...updates.filter((u) => u.stack)] : updates;
     const rankPattern: Record<string, number> = {};
     const alphaPattern: Record<string, number> = {};
-    for (const u of ordered) {
+    for (const u of updates) {
       if (u.rank !== r) rankPattern[patternKey(u.path)] = u.rank;
       if (u.alpha !== alpha) alphaPattern[patternKey(u.path)] = u.alpha;
     }
     const targets = [...new Set(updates.filter((u) => !u.stack).map((u) => moduleSuffix(u.path)))].sort();
     const saved = [...new Set(this.saved.map(moduleSuffix))].sort();
-    const targetParameters = planned ? this.plannedTargetParameters() : undefined;
+    const targetParameters = this.opts.experts?.source === 'new' ? this.newTargetParameters() : undefined;
     return {
       ...this.opts.extraConfig,
       peft_type: 'LORA',
@@ -790,8 +784,8 @@ export class PeftAdapterWriter {
     };
   }
 
-  /** 'planned' target_parameters: the declared parameters of the modules that got a stack (none written: no list). */
-  private plannedTargetParameters(): string[] | undefined {
+  /** A new adapter's target_parameters: the declared parameters of the modules that got a stack (none written: no list). */
+  private newTargetParameters(): string[] | undefined {
     const modules = new Set<string>();
     for (const u of this.updates.values()) if (u.stack) modules.add(u.stack.parameter.slice(0, u.stack.parameter.lastIndexOf('.')));
     if (!modules.size) return undefined;

@@ -8,15 +8,15 @@
  * The output folder is written atomically: shards (+ index), the donor model's side files with its
  * config.json's layer count updated (io/model-folder.ts), and the merge config as mergekit_config.yml.
  */
-import { assertNotInput, withAtomicSink } from '../io/atomic.js';
-import { createSafetensorsSink, type SafetensorsSink } from '../io/safetensors.js';
+import { assertNotInput } from '../io/atomic.js';
+import { createSafetensorsSink } from '../io/safetensors.js';
 import { writeModelSideFiles } from '../io/model-folder.js';
 import { dtypeByteSize } from '../tensor/dtype.js';
-import { createCompute, type Compute, type MergeInput } from './compute.js';
+import { createCompute, type MergeInput } from './compute.js';
 import type { MergeConfig } from './config.js';
-import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
+import { planMerge, type MergePlan } from './plan.js';
 import { openModels, type SourceModel } from './sources.js';
-import { withInputTracking } from '../io/inputs.js';
+import { runCommand } from '../pipeline/run.js';
 import type { OnProgress } from '../progress.js';
 
 /** mergekit's default output shard size (out_shard_size "5B"). */
@@ -75,50 +75,6 @@ export interface MergeModelsReport {
  */
 const MAX_INFLIGHT_BYTES = 2 ** 31;
 
-/**
- * The pipeline: tensors are read and merged (in workers) up to `compute.concurrency` at a time
- * within MAX_INFLIGHT_BYTES, and written in order as they finish, so the main thread encodes
- * tensor i while workers read and merge i+1, i+2.
- */
-async function streamTensors(plan: MergePlan, models: SourceModel[], sink: SafetensorsSink, compute: Compute, onProgress?: MergeRunOptions['onProgress']): Promise<void> {
-  const { pool } = compute;
-  const cost = (t: PlannedTensor) => t.context.numel * 4 * t.inputs.length;
-  const readAndMerge = (t: PlannedTensor) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: models[inp.model].checkpoint, tensor: inp.tensor })));
-  const inflight: Array<{ item: PlannedTensor; result: Promise<Float32Array> }> = [];
-  let inflightBytes = 0;
-  let next = 0;
-  let writing: Promise<void> = Promise.resolve();
-  let written: Float32Array | undefined;
-  try {
-    for (let done = 0; done < plan.tensors.length; done++) {
-      // one more than the workers can take, queued so that a worker that finishes goes on at once
-      while (next < plan.tensors.length && inflight.length <= compute.concurrency) {
-        const item = plan.tensors[next];
-        // the next tensor is always taken on while one merges; more only within the byte budget
-        if (inflight.length > 1 && inflightBytes + cost(item) > MAX_INFLIGHT_BYTES) break;
-        const result = readAndMerge(item);
-        result.catch(() => {}); // surfaced when awaited below
-        inflight.push({ item, result });
-        inflightBytes += cost(item);
-        next++;
-      }
-      const { item, result } = inflight.shift() as (typeof inflight)[number];
-      const out = await result;
-      inflightBytes -= cost(item);
-      await writing;
-      if (written) pool.release(written);
-      writing = sink.add(item.name, item.shape, out, item.dtype);
-      writing.catch(() => {}); // surfaced when awaited
-      written = out;
-      onProgress?.({ index: done, total: plan.tensors.length, name: item.name });
-    }
-    await writing;
-  } finally {
-    // nothing may still touch the files or the workers when the caller cleans up
-    await Promise.allSettled([writing, ...inflight.map((f) => f.result)]);
-  }
-}
-
 /** The donor's config.json with the output's layer count (and per-layer lists). */
 function outputModelConfig(plan: MergePlan, models: SourceModel[]): Record<string, unknown> | undefined {
   const donor = models[plan.donor];
@@ -166,35 +122,52 @@ function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: 
   return { dtypes, bytes };
 }
 
-/** Opens the models, plans, streams every tensor into `opts.out` and commits it. */
+/**
+ * Opens the models, plans, streams every tensor into `opts.out` and commits it. Tensors are read
+ * and merged (in workers) up to `compute.concurrency` at a time within MAX_INFLIGHT_BYTES, and
+ * written in order as they finish: the main thread encodes and writes tensor i while workers read
+ * and merge i+1, i+2.
+ */
 export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsReport> {
   const { config, ...opts } = params;
-  return withInputTracking(() => executeMergeInRun(config, opts));
-}
-
-async function executeMergeInRun(config: MergeConfig, opts: MergeRunOptions): Promise<MergeModelsReport> {
   const started = performance.now();
   const seed = opts.seed ?? 0;
-  if (!Number.isSafeInteger(seed)) throw new Error(`merge: the seed must be an integer, got ${seed}`);
-  const opened = await openModels(config, opts.cwd ?? process.cwd());
-  try {
-    const { models } = opened;
-    const plan = planMerge(config, opened);
-    assertNotInput(opts.out, models.map((m) => m.path));
-    const openSink = (tmpPath: string) =>
-      createSafetensorsSink(tmpPath, {
-        maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
-        plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
-      });
-    return await withAtomicSink(opts.out, { overwrite: opts.overwrite }, openSink, async (sink, tmpPath) => {
-      const compute = createCompute(plan.method, seed, { worker: opts.worker });
+  if (!Number.isSafeInteger(seed)) return Promise.reject(new Error(`merge: the seed must be an integer, got ${seed}`));
+  // starts nothing until prepare(): the workers then load while the first tensors are read
+  const compute = createCompute(config.method, seed, { worker: opts.worker });
+  return runCommand({
+    // the models are known once the config's paths are resolved: the plan checks the output against them
+    inputs: [],
+    open: async (keep) => {
+      keep(compute);
+      return keep(await openModels(config, opts.cwd ?? process.cwd()));
+    },
+    plan: (opened) => {
+      const plan = planMerge(config, opened);
+      assertNotInput(opts.out, opened.models.map((m) => m.path));
       compute.prepare(plan.tensors.map((t) => t.context));
-      try {
-        await streamTensors(plan, models, sink, compute, opts.onProgress);
-        await sink.finish();
-      } finally {
-        await compute.close();
-      }
+      return { ...plan, items: plan.tensors };
+    },
+    output: {
+      dir: opts.out,
+      overwrite: opts.overwrite,
+      sink: (tmpPath, { plan }) =>
+        createSafetensorsSink(tmpPath, {
+          maxShardBytes: opts.maxShardBytes ?? DEFAULT_SHARD_BYTES,
+          plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
+        }),
+    },
+    load: (t, { res }) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: res.models[inp.model].checkpoint, tensor: inp.tensor }))),
+    // one more than the workers can take, queued so that a worker that finishes goes on at once
+    readAhead: { depth: compute.concurrency, budget: { bytes: MAX_INFLIGHT_BYTES, cost: (t) => t.context.numel * 4 * t.inputs.length } },
+    overlap: true,
+    each: async (t, out, { sink }) => {
+      await sink.add(t.name, t.shape, out, t.dtype);
+      compute.pool.release(out);
+    },
+    finish: async (_rows, { res: opened, plan, sink, tmpPath }) => {
+      const { models } = opened;
+      await sink.finish();
       const shards = sink.writtenFiles();
       const side = await writeSideFiles(tmpPath, config, plan, models);
       return {
@@ -211,8 +184,7 @@ async function executeMergeInRun(config: MergeConfig, opts: MergeRunOptions): Pr
         seconds: (performance.now() - started) / 1000,
         notes: plan.notes,
       };
-    });
-  } finally {
-    await opened.close();
-  }
+    },
+    onProgress: opts.onProgress,
+  });
 }

@@ -12,13 +12,12 @@ import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createGgufSink, kvString, kvU32, type GgufKv, type GgufTensorPlan } from '../io/gguf.js';
 import type { FloatDType } from '../io/types.js';
 import { ggufArchFromConfig, hfToGgufTensorName, permuteQkRows, qkPermuteHeadCount, type GgufArch } from '../lora/gguf-names.js';
-import { prefetch } from '../pipeline/prefetch.js';
+import { runCommand } from '../pipeline/run.js';
 import { checkHparamsAgainstTensors } from './check-hparams.js';
 import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors } from './gguf-hparams.js';
 import { textFields } from '../arch/index.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
-import { withInputTracking } from '../io/inputs.js';
 import type { OnProgress } from '../progress.js';
 
 export interface ToGgufOptions {
@@ -51,6 +50,8 @@ export interface ToGgufResult {
 const SKIPPED_SUFFIXES = ['.attention.masked_bias', '.attention.bias', '.rotary_emb.inv_freq'];
 
 interface PlannedTensor {
+  /** the GGUF name (progress events name it) */
+  name: string;
   hfName: string | undefined;
   plan: GgufTensorPlan;
   /** Produces the tensor's f32 data in GGUF layout. */
@@ -66,7 +67,7 @@ function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, un
   const planned: PlannedTensor[] = [];
   const ropeFactors = llama3RopeFactors(ckpt.path, textFields(config));
   if (ropeFactors) {
-    planned.push({ hfName: undefined, plan: { name: 'rope_freqs.weight', shape: [ropeFactors.length], dtype: 'F32' }, load: async () => ropeFactors });
+    planned.push({ name: 'rope_freqs.weight', hfName: undefined, plan: { name: 'rope_freqs.weight', shape: [ropeFactors.length], dtype: 'F32' }, load: async () => ropeFactors });
   }
   for (const info of ckpt.list()) {
     if (SKIPPED_SUFFIXES.some((s) => info.name.endsWith(s))) continue;
@@ -81,7 +82,7 @@ function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, un
       const data = await ckpt.read(info.name);
       return nHead === undefined ? data : permuteQkRows(data, shape[0]!, shape.length > 1 ? shape[1]! : 1, nHead);
     };
-    planned.push({ hfName: info.name, plan: { name, shape, dtype: storageDtype(name, shape, dtype) }, load });
+    planned.push({ name, hfName: info.name, plan: { name, shape, dtype: storageDtype(name, shape, dtype) }, load });
   }
   return planned;
 }
@@ -98,52 +99,47 @@ function embeddingRows(planned: PlannedTensor[], where: string): number {
  * appears only when complete).
  */
 export function convertToGguf(params: ToGgufOptions): Promise<ToGgufResult> {
-  const { model: modelPath, out: outPath, ...opts } = params;
-  return withInputTracking(() => convertToGgufInRun(modelPath, outPath, opts));
+  const { model: modelPath, out: outPath } = params;
+  const dtype = params.dtype ?? 'F16';
+  return runCommand({
+    inputs: params.vocabFrom === undefined ? [modelPath] : [modelPath, params.vocabFrom],
+    open: async (keep) => ({ ckpt: keep(await openCheckpoint(modelPath)) }),
+    plan: ({ ckpt }) => planConversion(ckpt, dtype, params),
+    output: { file: outPath, sink: (path, { plan }) => createGgufSink(path, { kv: plan.kv, plan: plan.items.map((t) => t.plan) }) },
+    load: (t) => t.load(),
+    each: (t, data, { sink }) => sink.add(t.plan.name, t.plan.shape, data),
+    finish: async (_rows, { plan, sink }) => {
+      await sink.finish();
+      return { path: outPath, arch: plan.arch, dtype, tensors: plan.items.length, vocabSize: plan.tokenizer.tokenCount, tokenizer: plan.tokenizer.source };
+    },
+    onProgress: params.onProgress,
+  });
 }
 
-async function convertToGgufInRun(modelPath: string, outPath: string, opts: Omit<ToGgufOptions, 'model' | 'out'>): Promise<ToGgufResult> {
-  const dtype = opts.dtype ?? 'F16';
-  const ckpt = await openCheckpoint(modelPath);
-  try {
-    const config = ckpt.config;
-    if (!config) throw new Error(`${ckpt.path}: no config.json next to the weights; to-gguf needs it for the architecture and hyper-parameters`);
-    const arch = ggufArchFromConfig(config);
-    const hparamKvs = ggufHparamKvs(ckpt.path, arch, config, dtype);
-    const planned = planTensors(ckpt, arch, config, dtype);
-    checkHparamsAgainstTensors(join(ckpt.dir, 'config.json'), arch, hparamKvs, planned.map((t) => t.plan), textFields(config)['vocab_size']);
-    const vocabRows = embeddingRows(planned, ckpt.path);
+/** The tensors in GGUF order, with the model KVs: hyper-parameters checked against the tensors, tokenizer against the embeddings. */
+async function planConversion(ckpt: Checkpoint, dtype: FloatDType, opts: Pick<ToGgufOptions, 'vocabFrom' | 'name'>) {
+  const config = ckpt.config;
+  if (!config) throw new Error(`${ckpt.path}: no config.json next to the weights; to-gguf needs it for the architecture and hyper-parameters`);
+  const arch = ggufArchFromConfig(config);
+  const hparamKvs = ggufHparamKvs(ckpt.path, arch, config, dtype);
+  const planned = planTensors(ckpt, arch, config, dtype);
+  checkHparamsAgainstTensors(join(ckpt.dir, 'config.json'), arch, hparamKvs, planned.map((t) => t.plan), textFields(config)['vocab_size']);
+  const vocabRows = embeddingRows(planned, ckpt.path);
 
-    const tokenizer: TokenizerKvs = opts.vocabFrom
-      ? await tokenizerKvsFromGguf(opts.vocabFrom)
-      : await tokenizerKvsFromFolder(ckpt.dir, arch, textFields(config));
-    if (tokenizer.tokenCount !== vocabRows) {
-      throw new Error(
-        `${tokenizer.source}: the tokenizer has ${tokenizer.tokenCount} tokens but ${ckpt.path} has ${vocabRows} embedding rows; llama.cpp needs them equal — use a matching vocabulary`,
-      );
-    }
-
-    const kv: Array<[string, GgufKv]> = [
-      ['general.architecture', kvString(arch)],
-      ['general.type', kvString('model')],
-      ['general.name', kvString(opts.name ?? basename(ckpt.dir))],
-      ...hparamKvs,
-      ['general.quantization_version', kvU32(GGML_QUANT_VERSION)],
-      ...tokenizer.kvs,
-    ];
-    const sink = await createGgufSink(outPath, { kv, plan: planned.map((t) => t.plan) });
-    try {
-      for await (const { item, value, index } of prefetch(planned, (t) => t.load(), 1)) {
-        await sink.add(item.plan.name, item.plan.shape, value);
-        opts.onProgress?.({ index, total: planned.length, name: item.plan.name });
-      }
-      await sink.finish();
-    } catch (err) {
-      await sink.abort();
-      throw err;
-    }
-    return { path: outPath, arch, dtype, tensors: planned.length, vocabSize: tokenizer.tokenCount, tokenizer: tokenizer.source };
-  } finally {
-    await ckpt.close();
+  const tokenizer: TokenizerKvs = opts.vocabFrom ? await tokenizerKvsFromGguf(opts.vocabFrom) : await tokenizerKvsFromFolder(ckpt.dir, arch, textFields(config));
+  if (tokenizer.tokenCount !== vocabRows) {
+    throw new Error(
+      `${tokenizer.source}: the tokenizer has ${tokenizer.tokenCount} tokens but ${ckpt.path} has ${vocabRows} embedding rows; llama.cpp needs them equal — use a matching vocabulary`,
+    );
   }
+
+  const kv: Array<[string, GgufKv]> = [
+    ['general.architecture', kvString(arch)],
+    ['general.type', kvString('model')],
+    ['general.name', kvString(opts.name ?? basename(ckpt.dir))],
+    ...hparamKvs,
+    ['general.quantization_version', kvU32(GGML_QUANT_VERSION)],
+    ...tokenizer.kvs,
+  ];
+  return { items: planned, arch, kv, tokenizer };
 }

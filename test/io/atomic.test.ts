@@ -135,7 +135,7 @@ describe('withAtomicSink', () => {
     const parent = await fresh('sink-ok');
     const out = join(parent, 'out');
     let opened: Awaited<ReturnType<typeof fileSink>> | undefined;
-    const result = await withAtomicSink(out, {}, fileSink, async (sink, tmpPath) => {
+    const result = await withAtomicSink({ dir: out }, fileSink, async (sink, tmpPath) => {
       opened = sink;
       assert.equal(sink.tmpPath, tmpPath, 'the sink is opened in the temporary folder');
       await writeFile(join(tmpPath, 'weights'), 'w');
@@ -150,7 +150,7 @@ describe('withAtomicSink', () => {
   it('aborts the sink and leaves nothing behind when write fails', async () => {
     const parent = await fresh('sink-fail');
     let opened: Awaited<ReturnType<typeof fileSink>> | undefined;
-    const failing = withAtomicSink(join(parent, 'out'), {}, fileSink, async (sink, tmpPath) => {
+    const failing = withAtomicSink({ dir: join(parent, 'out') }, fileSink, async (sink, tmpPath) => {
       opened = sink;
       await writeFile(join(tmpPath, 'partial'), 'x');
       throw new Error('tensor "x" is broken');
@@ -162,7 +162,7 @@ describe('withAtomicSink', () => {
 
   it('removes the temporary folder when the sink cannot be opened', async () => {
     const parent = await fresh('sink-open-fail');
-    const failing = withAtomicSink(join(parent, 'out'), {}, () => Promise.reject(new Error('no sink')), async () => 1);
+    const failing = withAtomicSink({ dir: join(parent, 'out') }, () => Promise.reject(new Error('no sink')), async () => 1);
     await assert.rejects(failing, /no sink/);
     assert.deepEqual(await readdir(parent), []);
   });
@@ -176,10 +176,27 @@ describe('withAtomicSink', () => {
       opened = true;
       return fileSink(tmpPath);
     };
-    const refused = withAtomicSink(join(parent, 'out'), {}, openSink, async () => 1);
+    const refused = withAtomicSink({ dir: join(parent, 'out') }, openSink, async () => 1);
     await assert.rejects(refused, /already exists and is not empty/);
     assert.equal(opened, false);
     assert.deepEqual(await readdir(join(parent, 'out')), ['keep']);
+  });
+
+  it('opens a file target\'s sink at the file itself, and aborts it (naming the file on an OS error) when write fails', async () => {
+    const parent = await fresh('sink-file');
+    const out = join(parent, 'model.gguf');
+    let opened: Awaited<ReturnType<typeof fileSink>> | undefined;
+    const failing = withAtomicSink({ file: out }, fileSink, async (sink, path) => {
+      opened = sink;
+      assert.equal(path, out);
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+    });
+    await assert.rejects(failing, (err: Error) => {
+      assert.equal(describeOsError(err), `${out}: no space left on the device while writing: free some space or choose a path on another disk`);
+      return true;
+    });
+    assert.equal(opened?.tmpPath, out, 'the sink is opened at the file path');
+    assert.equal(opened?.aborted, true);
   });
 });
 

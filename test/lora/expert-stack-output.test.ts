@@ -188,12 +188,12 @@ describe('the adapter writer takes expert stacks itself', () => {
 
   it('saves a stack where PEFT nests it (declared siblings count), and lists the siblings', async () => {
     const dir = join(root, 'writer');
-    const sink = await createAdapterSink(dir, { format: 'peft', experts: { parameters: [DN, GU], source: 'planned', ggufRefusal: 'unused' } });
+    const sink = await createAdapterSink(dir, { format: 'peft', experts: { parameters: [DN, GU], source: 'new', ggufRefusal: 'unused' } });
     assert.equal(await sink.addExpertStack({ parameter: GU, count: E, A: factors(2 * E, H), B: factors(2 * I, 2 * E), alpha: 2 }), L(0, 'mlp.experts.base_layer'));
     await assert.rejects(sink.addExpertStack({ parameter: L(1, 'mlp.experts.down_proj'), count: E, A: factors(E, I), B: factors(H, E), alpha: 1 }), /internal error.*was not declared/);
     await sink.finish();
     const config = JSON.parse(await readFile(join(dir, 'adapter_config.json'), 'utf8'));
-    assert.deepEqual([config.target_parameters, config.target_modules, config.r, config.lora_alpha], [[DN, GU], [], 2 * E, 2]);
+    assert.deepEqual([config.target_parameters, config.target_modules, config.r, config.lora_alpha], [[DN, GU], [], 2, 2]);
   });
 
   it('a GGUF output (gguf or both) is refused with the command’s sentence before anything is written', async () => {
@@ -201,7 +201,7 @@ describe('the adapter writer takes expert stacks itself', () => {
       const dir = join(root, `refused-${format}`);
       await mkdir(dir);
       await assert.rejects(
-        createAdapterSink(dir, { format, baseConfig: { model_type: 'qwen3_moe' }, experts: { parameters: [GU], source: 'planned', ggufRefusal: 'stacks cannot go to GGUF' } }),
+        createAdapterSink(dir, { format, baseConfig: { model_type: 'qwen3_moe' }, experts: { parameters: [GU], source: 'new', ggufRefusal: 'stacks cannot go to GGUF' } }),
         { message: 'stacks cannot go to GGUF' },
       );
       assert.deepEqual(await readdir(dir), []);
@@ -209,7 +209,8 @@ describe('the adapter writer takes expert stacks itself', () => {
   });
 });
 
-// ---- literals from the implementation before the writer took expert stacks ----
+// ---- literals from the implementation before the writer took expert stacks; the configs since one rule for
+// new and edited adapters: a stack counts at its per-expert r for the common r/lora_alpha, patterns in writing order ----
 const EXTRACT_ENERGY = {
   config: {
     peft_type: 'LORA',
@@ -223,13 +224,13 @@ const EXTRACT_ENERGY = {
     ],
     rank_pattern: {
       'layers.0.self_attn.o_proj': 3,
-      'layers.2.self_attn.q_proj': 1,
       'layers.1.mlp.experts.gate_up_proj': 1,
+      'layers.2.self_attn.q_proj': 1,
     },
     alpha_pattern: {
       'layers.0.self_attn.o_proj': 3,
-      'layers.2.self_attn.q_proj': 1,
       'layers.1.mlp.experts.gate_up_proj': 1,
+      'layers.2.self_attn.q_proj': 1,
     },
     lora_dropout: 0,
     bias: 'none',
@@ -269,14 +270,10 @@ const EXTRACT_EXPERTS = {
     peft_type: 'LORA',
     task_type: 'CAUSAL_LM',
     base_model_name_or_path: '<root>/pair/a',
-    r: 4,
+    r: 2,
     lora_alpha: 4,
     target_modules: [],
-    rank_pattern: {
-      'layers.0.mlp.experts.gate_up_proj': 2,
-      'layers.0.mlp.experts.down_proj': 2,
-      'layers.1.mlp.experts.gate_up_proj': 2,
-    },
+    rank_pattern: {},
     alpha_pattern: {},
     lora_dropout: 0,
     bias: 'none',
@@ -308,17 +305,16 @@ const EDIT_DELTA = {
     peft_type: 'LORA',
     task_type: 'CAUSAL_LM',
     base_model_name_or_path: '<root>/pair/a',
-    r: 2,
+    r: 1,
     lora_alpha: 2,
     target_modules: [
       'o_proj',
       'q_proj',
     ],
     rank_pattern: {
-      'layers.0.self_attn.o_proj': 1,
-      'layers.0.self_attn.q_proj': 1,
-      'layers.0.mlp.experts.down_proj': 1,
-      'layers.0.mlp.experts.gate_up_proj': 1,
+      'layers.1.mlp.experts.gate_up_proj': 2,
+      'layers.1.self_attn.q_proj': 2,
+      'layers.2.self_attn.q_proj': 2,
     },
     alpha_pattern: {},
     lora_dropout: 0,

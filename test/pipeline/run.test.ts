@@ -6,6 +6,7 @@ import { tempFolders } from '../helpers/synthetic.js';
 import { OutputIsInputError } from '../../src/io/atomic.js';
 import { noteInput } from '../../src/io/inputs.js';
 import { runCommand, type Keep } from '../../src/pipeline/run.js';
+import { prefetch } from '../../src/pipeline/prefetch.js';
 import type { ProgressEvent } from '../../src/progress.js';
 
 const fresh = tempFolders('loraforge-run-');
@@ -158,5 +159,121 @@ describe('runCommand', () => {
     assert.deepEqual(log, ['open', 'plan']);
     assert.deepEqual(await readdir(side), []);
     assert.equal(toy.input.closed, true);
+  });
+  it('a file output: refused when it is an input, its sink opened at the file itself and aborted on failure', async () => {
+    const input = await inputWith('file-in', 'a,bb');
+    await assert.rejects(
+      runCommand({ inputs: [input], open: async () => 0, plan: () => ({ items: [] }), output: { file: input, sink: lineSink }, load: async () => 0, each: async () => 0, finish: async () => 0 }),
+      OutputIsInputError,
+    );
+    const file = join(await fresh('file-out'), 'out.gguf');
+    let at: string | undefined;
+    let sink: Awaited<ReturnType<typeof lineSink>> | undefined;
+    const run = runCommand({
+      inputs: [input],
+      open: async () => 0,
+      plan: () => ({ items: [{ name: 'a' }, { name: 'bb' }] }),
+      output: {
+        file,
+        sink: async (path) => {
+          at = path;
+          sink = await lineSink(join(path, '..'));
+          return sink;
+        },
+      },
+      load: async (item) => item.name,
+      each: async (item) => {
+        if (item.name === 'bb') throw new Error('failed at bb');
+      },
+      finish: async () => 0,
+    });
+    await assert.rejects(run, /failed at bb/);
+    assert.equal(at, file);
+    assert.equal(sink!.aborted, true);
+  });
+
+  it("a stream: the command's own reader yields the values, given to each in item order", async () => {
+    const input = await inputWith('stream-in', 'a');
+    const out = join(await fresh('stream'), 'out');
+    let released = false;
+    const rows = await runCommand({
+      inputs: [input],
+      open: async () => 0,
+      plan: () => ({ items: [{ name: 'a' }, { name: 'b' }, { name: 'c' }] }),
+      output: { dir: out, sink: lineSink },
+      stream: async function* ({ plan }) {
+        try {
+          for (const item of plan.items) yield item.name.repeat(2);
+        } finally {
+          released = true;
+        }
+      },
+      each: async (item, value) => `${item.name}:${value}`,
+      finish: async (rows, { sink }) => {
+        await sink.finish();
+        return rows;
+      },
+    });
+    assert.deepEqual(rows, ['a:aa', 'b:bb', 'c:cc']);
+    assert.equal(released, true);
+  });
+
+  it('overlap: the next value is read while an operation runs; operations stay one at a time, rows and progress in order; a failure waits for the running one', async () => {
+    const input = await inputWith('overlap-in', 'a');
+    const log: string[] = [];
+    const events: ProgressEvent[] = [];
+    const overlapped = (out: string, failAt?: string) =>
+      runCommand({
+        inputs: [input],
+        open: async () => 0,
+        plan: () => ({ items: ['a', 'b', 'c'].map((name) => ({ name })) }),
+        output: { dir: out, sink: lineSink },
+        load: async (item) => {
+          log.push(`load ${item.name}`);
+          if (item.name === failAt) throw new Error(`cannot read ${item.name}`);
+          return item.name;
+        },
+        overlap: true,
+        each: async (item) => {
+          log.push(`start ${item.name}`);
+          await new Promise((r) => setTimeout(r, 5));
+          log.push(`end ${item.name}`);
+          return item.name;
+        },
+        finish: async (rows, { sink }) => {
+          await sink.finish();
+          return rows;
+        },
+        onProgress: (e) => events.push(e),
+      });
+    assert.deepEqual(await overlapped(join(await fresh('overlap'), 'out')), ['a', 'b', 'c']);
+    assert.deepEqual(log, ['load a', 'load b', 'start a', 'load c', 'end a', 'start b', 'end b', 'start c', 'end c']);
+    assert.deepEqual(events.map((e) => e.name), ['a', 'b', 'c']);
+    log.length = 0;
+    await assert.rejects(overlapped(join(await fresh('overlap-fail'), 'out'), 'c'), /cannot read c/);
+    assert.deepEqual(log.slice(-2), ['start b', 'end b'], 'the running operation ends before the run fails');
+  });
+});
+
+describe('prefetch', () => {
+  it('loads beyond the next item only within the byte budget, and waits for loads in flight when stopped early', async () => {
+    const items = [{ n: 'a', bytes: 10 }, { n: 'b', bytes: 10 }, { n: 'c', bytes: 10 }, { n: 'd', bytes: 1 }];
+    let inFlight = 0;
+    let most = 0;
+    let settled = 0;
+    const load = async (x: (typeof items)[number]) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 5));
+      inFlight--;
+      settled++;
+      return x.n;
+    };
+    const seen: string[] = [];
+    for await (const { value } of prefetch(items, load, { depth: 3, budget: { bytes: 15, cost: (x) => x.bytes } })) seen.push(value);
+    assert.deepEqual(seen, ['a', 'b', 'c', 'd']);
+    assert.equal(most, 2, 'a third 10-byte load would pass the 15-byte budget');
+    settled = 0;
+    for await (const { value } of prefetch(items, load, { depth: 3 })) if (value === 'a') break;
+    assert.equal(settled, 4, 'every load started has finished when the loop is left');
   });
 });
