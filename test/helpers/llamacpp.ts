@@ -7,13 +7,15 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
+import { convertAdapter } from '../../src/convert/convert.js';
 import { createRng } from '../../src/linalg/random.js';
+import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import type { LoraModule } from '../../src/lora/adapter.js';
 import { matrix, type Matrix } from '../../src/tensor/matrix.js';
 import { REPO_ROOT } from './cli.js';
@@ -146,6 +148,71 @@ export async function llamaLogits(
     await context.dispose();
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A model folder's logits in llama.cpp (the independent engine the eval tests compare against)
+// ---------------------------------------------------------------------------------------------
+
+interface FolderCache {
+  dir: string;
+  llama: Promise<LlamaLike>;
+  /** model folder → its f32 GGUF; `base|adapter` → the adapter's GGUF LoRA */
+  files: Map<string, Promise<string>>;
+  models: Map<string, Promise<LlamaModelLike>>;
+}
+let folderCache: FolderCache | undefined;
+
+function cachedFile(cache: FolderCache, key: string, make: (out: string) => Promise<void>, name: string): Promise<string> {
+  let p = cache.files.get(key);
+  if (!p) {
+    const out = join(cache.dir, `${cache.files.size}-${name}`);
+    p = make(out).then(() => out);
+    cache.files.set(key, p);
+  }
+  return p;
+}
+
+/**
+ * Next-token logits (vocabulary order, one row per position; the last `lastN` positions, default
+ * all) that llama.cpp computes for `tokens` on the Hugging Face model in `folder`: the folder is
+ * converted once per test process to an f32 GGUF with `to-gguf` (and `lora`, a PEFT adapter
+ * folder, to a GGUF LoRA with `convert --format gguf`, applied at run time at scale 1).
+ * Files, models and llama.cpp itself are released after the test file's last test.
+ */
+export async function llamaCppLogitsForFolder(folder: string, tokens: number[], opts: { lora?: string; lastN?: number } = {}): Promise<Float32Array[]> {
+  if (!folderCache) {
+    folderCache = { dir: await mkdtemp(join(tmpdir(), 'loraforge-llamacpp-logits-')), llama: loadLlama(), files: new Map(), models: new Map() };
+  }
+  const cache = folderCache;
+  const gguf = await cachedFile(cache, folder, async (out) => void (await convertToGguf({ model: folder, out, dtype: 'F32' })), 'model.gguf');
+  let lora: string | undefined;
+  if (opts.lora) {
+    const adapter = opts.lora;
+    const dir = await cachedFile(cache, `${folder}|${adapter}`, async (out) => void (await convertAdapter({ adapter, base: folder, out, format: 'gguf' })), 'lora');
+    lora = join(dir, 'adapter.gguf');
+  }
+  let model = cache.models.get(gguf);
+  if (!model) {
+    model = cache.llama.then((llama) => llama.loadModel({ modelPath: gguf, gpuLayers: 0 }));
+    cache.models.set(gguf, model);
+  }
+  const vocab = JSON.parse(await readFile(join(folder, 'config.json'), 'utf8')) as { vocab_size?: number; text_config?: { vocab_size?: number } };
+  const vocabSize = vocab.vocab_size ?? vocab.text_config?.vocab_size;
+  if (typeof vocabSize !== 'number') throw new Error(`${folder}/config.json has no vocab_size`);
+  return llamaLogits(await model, tokens, vocabSize, lora ? { filePath: lora } : undefined, opts.lastN ?? tokens.length);
+}
+
+/** Releases what llamaCppLogitsForFolder cached: models, llama.cpp, the temporary GGUFs. */
+async function disposeLlamaCppCache(): Promise<void> {
+  const cache = folderCache;
+  folderCache = undefined;
+  if (!cache) return;
+  for (const m of cache.models.values()) await (await m.catch(() => undefined))?.dispose();
+  await (await cache.llama.catch(() => undefined))?.dispose();
+  await rm(cache.dir, { recursive: true, force: true });
+}
+// a root-level hook of every test file that imports this module (a no-op where nothing was cached)
+after(disposeLlamaCppCache);
 
 export function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
   let m = 0;
