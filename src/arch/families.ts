@@ -26,6 +26,26 @@ export interface GgufFacts {
   readonly llamaConverter: boolean;
   /** `loraforge to-gguf` writes whole models of this arch (its metadata and tensors are reproduced). */
   readonly toGguf: boolean;
+  /** Mixture-of-experts layers: how the per-expert HF modules become llama.cpp's stacked tensors. */
+  readonly experts?: GgufExperts;
+}
+
+/**
+ * llama.cpp keeps each layer's experts as three 3-D tensors `ffn_{gate,up,down}_exps`
+ * ((E, out, in) in PyTorch order) beside the router `ffn_gate_inp`. HF checkpoints store the
+ * experts either one module per expert (`model.layers.N.<container>.<e>.<projection>`) or, from
+ * transformers 5, fused 3-D `mlp.experts.gate_up_proj` / `mlp.experts.down_proj` tensors, which
+ * src/to-gguf/experts.ts handles for every MoE family alike.
+ */
+export interface GgufExperts {
+  /** The per-expert modules' parent, e.g. `block_sparse_moe.experts`. */
+  readonly container: string;
+  /** Per-expert projection → its stacked GGUF tensor. */
+  readonly projections: Readonly<Record<string, 'ffn_gate_exps' | 'ffn_up_exps' | 'ffn_down_exps'>>;
+  /** config.json key of each expert's intermediate size, written as `<arch>.expert_feed_forward_length`. */
+  readonly feedForwardKey?: string;
+  /** config.json key that must be true: llama.cpp always renormalises the top-k routing weights. */
+  readonly normTopKKey?: string;
 }
 
 export interface ArchFamily {
@@ -59,15 +79,17 @@ const UNTIED_GLOBAL_NAMES = { 'model.embed_tokens': 'token_embd', 'model.norm': 
 
 /**
  * LlamaModel covers Llama, Mistral and Mixtral. In Llama-style models `post_attention_layernorm`
- * is the pre-FFN norm. Mixtral's experts are stacked into 3-D tensors by the converter, so
- * per-expert modules have no 1:1 name and stay unmapped; its router is `ffn_gate_inp`.
+ * is the pre-FFN norm. Mixtral's experts (w1 = gate, w3 = up, w2 = down) are stacked into 3-D
+ * tensors by the converter, so per-expert modules have no 1:1 name; its router is
+ * `block_sparse_moe.gate` (`mlp.gate` once transformers 5 fused the experts) → `ffn_gate_inp`.
  */
 const LLAMA_GGUF: GgufFacts = {
   arch: 'llama',
-  blockNames: { ...COMMON_BLOCK_NAMES, post_attention_layernorm: 'ffn_norm', 'block_sparse_moe.gate': 'ffn_gate_inp' },
+  blockNames: { ...COMMON_BLOCK_NAMES, post_attention_layernorm: 'ffn_norm', 'block_sparse_moe.gate': 'ffn_gate_inp', 'mlp.gate': 'ffn_gate_inp' },
   globalNames: UNTIED_GLOBAL_NAMES,
   llamaConverter: true,
   toGguf: true,
+  experts: { container: 'block_sparse_moe.experts', projections: { w1: 'ffn_gate_exps', w3: 'ffn_up_exps', w2: 'ffn_down_exps' } },
 };
 
 export const FAMILIES: readonly ArchFamily[] = [
@@ -100,6 +122,36 @@ export const FAMILIES: readonly ArchFamily[] = [
       globalNames: UNTIED_GLOBAL_NAMES,
       llamaConverter: false,
       toGguf: true,
+    },
+  },
+  /**
+   * Qwen3-MoE (the converter's Qwen3MoeModel, from Qwen2MoeModel): every layer MoE, router
+   * `mlp.gate`, per-expert `mlp.experts.<e>.{gate,up,down}_proj`, Qwen3's q/k norms.
+   */
+  {
+    name: 'qwen3_moe',
+    modelTypes: ['qwen3_moe'],
+    architectures: ['Qwen3MoeForCausalLM'],
+    tieWordEmbeddings: false,
+    expertLayout: 'out-in',
+    gguf: {
+      arch: 'qwen3moe',
+      blockNames: {
+        ...COMMON_BLOCK_NAMES,
+        post_attention_layernorm: 'ffn_norm',
+        'self_attn.q_norm': 'attn_q_norm',
+        'self_attn.k_norm': 'attn_k_norm',
+        'mlp.gate': 'ffn_gate_inp',
+      },
+      globalNames: UNTIED_GLOBAL_NAMES,
+      llamaConverter: false,
+      toGguf: true,
+      experts: {
+        container: 'mlp.experts',
+        projections: { gate_proj: 'ffn_gate_exps', up_proj: 'ffn_up_exps', down_proj: 'ffn_down_exps' },
+        feedForwardKey: 'moe_intermediate_size',
+        normTopKKey: 'norm_topk_prob',
+      },
     },
   },
   /**

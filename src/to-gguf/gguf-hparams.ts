@@ -72,6 +72,22 @@ export function llama3RopeFactors(where: string, h: Config): Float32Array | unde
 }
 
 /**
+ * llama.cpp's MoE layers (Mixtral's and Qwen3-MoE's graphs) route every layer through softmax
+ * top-k with the chosen weights renormalised; configs that ask for anything else would load and
+ * compute something different, so they are refused.
+ */
+function checkRouting(where: string, h: Config, normTopKKey: string | undefined): void {
+  if (normTopKKey !== undefined && h[normTopKKey] !== true) {
+    throw new Error(`${where}: config.json "${normTopKKey}" is ${JSON.stringify(h[normTopKKey] ?? null)}; llama.cpp always renormalises the chosen experts' weights, so to-gguf converts only models with "${normTopKKey}": true`);
+  }
+  const dense = h['mlp_only_layers'];
+  const step = h['decoder_sparse_step'];
+  if ((Array.isArray(dense) && dense.length > 0) || (step !== undefined && step !== null && step !== 1)) {
+    throw new Error(`${where}: config.json makes some layers dense (mlp_only_layers / decoder_sparse_step); llama.cpp expects experts in every layer, so to-gguf cannot convert it`);
+  }
+}
+
+/**
  * The `<arch>.*` and `general.file_type` KVs for a model, in the order the converter adds them.
  * Throws for configs the converter would treat specially in ways we do not reproduce.
  */
@@ -130,13 +146,22 @@ export function ggufHparamKvs(where: string, arch: GgufArch, config: Config, dty
   const rms = optional(['rms_norm_eps', 'norm_eps']);
   if (rms) kv.push([key('attention.layer_norm_rms_epsilon'), kvF32(float(where, rms.k, rms.v))]);
   const experts = optional(['num_local_experts', 'num_experts', 'n_routed_experts']);
-  if (experts) throw new Error(`${where}: mixture-of-experts models are not supported by to-gguf (config has "${experts.k}")`);
+  const moe = ggufFacts(arch).experts;
+  if (experts) {
+    if (!moe) throw new Error(`${where}: mixture-of-experts ${arch} models are not supported by to-gguf (config has "${experts.k}")`);
+    checkRouting(where, h, moe.normTopKKey);
+    kv.push([key('expert_count'), kvU32(uint(where, experts.k, experts.v))]);
+  }
+  const used = optional(['num_experts_per_tok', 'num_experts_per_token', 'top_k_experts']);
+  if (used) kv.push([key('expert_used_count'), kvU32(uint(where, used.k, used.v))]);
   if (h['head_dim'] !== undefined && h['head_dim'] !== null) {
     const headDim = uint(where, 'head_dim', h['head_dim']);
     kv.push([key('attention.key_length'), kvU32(headDim)]);
     kv.push([key('attention.value_length'), kvU32(headDim)]);
   }
   kv.push(['general.file_type', kvU32(GGUF_FILE_TYPE[dtype])]);
+  const expertFf = experts && moe?.feedForwardKey ? h[moe.feedForwardKey] : undefined;
+  if (expertFf !== undefined && expertFf !== null) kv.push([key('expert_feed_forward_length'), kvU32(uint(where, moe!.feedForwardKey!, expertFf))]);
   if (ggufFacts(arch).llamaConverter) {
     kv.push([key('vocab_size'), kvU32(uint(where, 'vocab_size', h['vocab_size']))]);
     kv.push([key('rope.dimension_count'), kvU32(ropeDimension(where, h))]);

@@ -14,6 +14,7 @@ import type { FloatDType } from '../io/types.js';
 import { ggufArchFromConfig, hfToGgufTensorName, permuteQkRows, qkPermuteHeadCount, type GgufArch } from '../lora/gguf-names.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { checkHparamsAgainstTensors } from './check-hparams.js';
+import { planExpertStacks } from './experts.js';
 import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors } from './gguf-hparams.js';
 import { textFields } from '../arch/index.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
@@ -57,9 +58,9 @@ interface PlannedTensor {
   load: () => Promise<Float32Array>;
 }
 
-/** The converter stores 1-D tensors and every `*_norm.weight` in F32 whatever the output type. */
+/** The converter stores 1-D tensors, every `*_norm.weight` and MoE routers in F32 whatever the output type. */
 function storageDtype(ggufName: string, shape: number[], dtype: FloatDType): FloatDType {
-  return shape.length <= 1 || ggufName.endsWith('_norm.weight') ? 'F32' : dtype;
+  return shape.length <= 1 || ggufName.endsWith('_norm.weight') || ggufName.endsWith('.ffn_gate_inp.weight') ? 'F32' : dtype;
 }
 
 function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, unknown>, dtype: FloatDType): PlannedTensor[] {
@@ -68,8 +69,14 @@ function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, un
   if (ropeFactors) {
     planned.push({ hfName: undefined, plan: { name: 'rope_freqs.weight', shape: [ropeFactors.length], dtype: 'F32' }, load: async () => ropeFactors });
   }
+  const expertStacks = planExpertStacks(ckpt, arch, config);
   for (const info of ckpt.list()) {
     if (SKIPPED_SUFFIXES.some((s) => info.name.endsWith(s))) continue;
+    const stacks = expertStacks.get(info.name);
+    if (stacks) {
+      for (const t of stacks) planned.push({ hfName: info.name, plan: { name: t.name, shape: t.shape, dtype: storageDtype(t.name, t.shape, dtype) }, load: t.load });
+      continue;
+    }
     const name = hfToGgufTensorName(arch, info.name);
     if (name === undefined) {
       throw new Error(`${ckpt.path}: tensor "${info.name}" has no llama.cpp name for architecture "${arch}"; to-gguf converts plain ${arch} checkpoints only`);

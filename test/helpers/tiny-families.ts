@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { openGguf } from '../../src/io/gguf.js';
 import { createRng } from '../../src/linalg/random.js';
 import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import { llamaLogits, referenceLogits, tinyLlamaConfig, tinyLlamaWeights, writeTinyLlama, type LlamaLike, type TinyLlamaShape } from './llamacpp.js';
@@ -161,4 +162,15 @@ export async function checkFamilyInLlamaCpp(opts: {
     await model.dispose();
   }
   return out;
+}
+
+/** The GGUF's KVs and tensor shapes (PyTorch order). */
+export async function describeGguf(path: string): Promise<{ kv: Map<string, unknown>; shapes: Map<string, number[]>; dtypes: Map<string, string> }> {
+  const file = await openGguf(path);
+  try {
+    const names = file.list().map((t) => t.name);
+    return { kv: file.kv, shapes: new Map(names.map((n) => [n, file.info(n).shape])), dtypes: new Map(names.map((n) => [n, file.info(n).dtype])) };
+  } finally {
+    await file.close();
+  }
 }

@@ -7,9 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { openGguf } from '../../src/io/gguf.js';
 import { useLlamaCppVocab } from '../helpers/llamacpp.js';
-import { checkFamilyInLlamaCpp, tinyFamilyConfig, tinyFamilyWeights } from '../helpers/tiny-families.js';
+import { checkFamilyInLlamaCpp, describeGguf, tinyFamilyConfig, tinyFamilyWeights } from '../helpers/tiny-families.js';
 
 const fixture = useLlamaCppVocab('llama-spm');
 const SHAPE = { vocab: 32000, hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 48 };
@@ -20,12 +19,8 @@ describe('to-gguf families in llama.cpp', () => {
     const config = tinyFamilyConfig('qwen3', SHAPE);
     const tensors = tinyFamilyWeights('qwen3', SHAPE, 21);
     const gguf = await checkFamilyInLlamaCpp({ llama: fixture.llama, dir: fixture.dir, name: 'qwen3', tensors, config, vocabFrom: fixture.vocab, tokens: TOKENS, tolerance: 1e-4 });
-    const file = await openGguf(gguf);
-    try {
-      assert.equal(file.kv.get('general.architecture'), 'qwen3');
-      assert.deepEqual(file.info('blk.1.attn_k_norm.weight').shape, [8]);
-    } finally {
-      await file.close();
-    }
+    const { kv, shapes } = await describeGguf(gguf);
+    assert.equal(kv.get('general.architecture'), 'qwen3');
+    assert.deepEqual(shapes.get('blk.1.attn_k_norm.weight'), [8]);
   });
 });
