@@ -3,7 +3,8 @@
  * tensors `blk.N.ffn_{gate,up,down}_exps.weight` of shape (E, out, in) in PyTorch order, as
  * convert_hf_to_gguf.py's LlamaModel (Mixtral) and Qwen2MoeModel (Qwen3-MoE) build them, from
  * either HF layout: one module per expert (the family's `experts.container`), or transformers 5's
- * fused 3-D `mlp.experts.gate_up_proj` (gate rows, then up rows) and `mlp.experts.down_proj`.
+ * fused 3-D `mlp.experts.gate_up_proj` (gate rows, then up rows) and `mlp.experts.down_proj`
+ * (with the router under the family's `fusedRouter` when that differs).
  */
 import { expertLayout } from '../arch/experts.js';
 import { ggufFacts, textFields } from '../arch/index.js';
@@ -84,11 +85,17 @@ export function planExpertStacks(ckpt: Checkpoint, arch: string, config: Record<
   const count = expertCount(ckpt.path, config);
   if (!moe || count === undefined) return plans;
   const perExpert = new RegExp(`^model\\.layers\\.(0|[1-9][0-9]*)\\.${escapeRegExp(moe.container)}\\.(0|[1-9][0-9]*)\\.([A-Za-z0-9_]+)\\.weight$`);
+  const fusedRouter = moe.fusedRouter === undefined ? undefined : new RegExp(`^model\\.layers\\.(0|[1-9][0-9]*)\\.${escapeRegExp(moe.fusedRouter)}\\.weight$`);
   const groups = new Map<string, { name: string; members: TensorInfo[] }>();
   for (const info of ckpt.list()) {
     const fused = FUSED.exec(info.name);
     if (fused) {
       plans.set(info.name, fusedStacks(ckpt, config, info, fused[1]!, fused[2]!, count));
+      continue;
+    }
+    const router = fusedRouter?.exec(info.name);
+    if (router) {
+      plans.set(info.name, [{ name: `blk.${router[1]}.ffn_gate_inp.weight`, shape: [...info.shape], load: () => ckpt.read(info.name) }]);
       continue;
     }
     const m = perExpert.exec(info.name);

@@ -14,6 +14,7 @@ import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { convertAdapter } from '../../src/convert/convert.js';
+import { roundTo } from '../../src/tensor/dtype.js';
 import { createRng } from '../../src/linalg/random.js';
 import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import type { LoraModule } from '../../src/lora/adapter.js';
@@ -397,6 +398,12 @@ const softcap = (v: number, cap: number | undefined) => (cap ? Math.tanh(v / cap
 const silu = (g: number) => g / (1 + Math.exp(-g));
 // transformers' gelu_pytorch_tanh (Gemma2's hidden_activation)
 const geluTanh = (g: number) => 0.5 * g * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (g + 0.044715 * g ** 3)));
+const f16 = (v: number) => roundTo(Float32Array.of(v), 'F16')[0]!;
+/**
+ * ggml's CPU GELU: a lookup table indexed by the f16-rounded input, holding f16 outputs. Against
+ * the exact GELU it moves tiny Gemma2 logits by ~4e-3; with it, llama.cpp matches to ~5e-6.
+ */
+const geluGgml = (g: number) => f16(geluTanh(f16(g)));
 
 /** Expert e's [gate, up, down] weights in any of the three HF layouts (Mixtral w1/w3/w2, per-expert *_proj, fused 3-D). */
 function expertWeights(t: Tensors, p: string, e: number): Array<{ shape: number[]; data: Float32Array }> {
@@ -437,9 +444,10 @@ function moe(t: Tensors, p: string, x: Float64Array, topK: number): Float64Array
  * Mixtral/Qwen3-MoE (router top-k experts, any expert layout) and Gemma2 (√hidden embedding
  * scale, (1 + w) RMSNorm, sandwich norms, query_pre_attn_scalar, attention and final logit
  * soft-capping, sliding window on even layers, GeGLU). An independent oracle for what a correct
- * GGUF must compute.
+ * GGUF must compute. `ggmlGelu`: GELU as llama.cpp's CPU backend computes it (geluGgml).
  */
-export function referenceLogits(t: Tensors, config: Record<string, unknown>, tokens: number[]): Float64Array[] {
+export function referenceLogits(t: Tensors, config: Record<string, unknown>, tokens: number[], opts: { ggmlGelu?: boolean } = {}): Float64Array[] {
+  const gelu = opts.ggmlGelu ? geluGgml : geluTanh;
   const hidden = config['hidden_size'] as number;
   const heads = config['num_attention_heads'] as number;
   const kvHeads = (config['num_key_value_heads'] as number | undefined) ?? heads;
@@ -505,7 +513,7 @@ export function referenceLogits(t: Tensors, config: Record<string, unknown>, tok
       else {
         const gate = affine(t[`${p}mlp.gate_proj.weight`]!, x2);
         const up = affine(t[`${p}mlp.up_proj.weight`]!, x2);
-        down = affine(t[`${p}mlp.down_proj.weight`]!, gate.map((g, i) => (gemma2 ? geluTanh(g) : silu(g)) * up[i]!));
+        down = affine(t[`${p}mlp.down_proj.weight`]!, gate.map((g, i) => (gemma2 ? gelu(g) : silu(g)) * up[i]!));
       }
       if (gemma2) down = norm(down, `${p}post_feedforward_layernorm.weight`);
       h = h.map((v2, i) => v2 + down[i]!);
