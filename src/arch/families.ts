@@ -26,6 +26,39 @@ export interface GgufFacts {
   readonly llamaConverter: boolean;
   /** `loraforge to-gguf` writes whole models of this arch (its metadata and tensors are reproduced). */
   readonly toGguf: boolean;
+  /** Mixture-of-experts layers: how the per-expert HF modules become llama.cpp's stacked tensors. */
+  readonly experts?: GgufExperts;
+  /** HF's RMSNorm computes x·(1 + w): the converter stores every `*norm.weight` as 1 + w. */
+  readonly normWeightsPlusOne?: boolean;
+  /** HF tensors the converter leaves out (llama.cpp does not use them). */
+  readonly skippedTensors?: readonly string[];
+  /** The converter class writes its own hyper-parameter KVs instead of TextModel's (see src/to-gguf/gguf-hparams.ts). */
+  readonly hparamKvs?: 'gemma2';
+  /** `tokenizer.ggml.add_space_prefix` the converter always writes after the vocabulary. */
+  readonly addSpacePrefix?: boolean;
+}
+
+/**
+ * llama.cpp keeps each layer's experts as three 3-D tensors `ffn_{gate,up,down}_exps`
+ * ((E, out, in) in PyTorch order) beside the router `ffn_gate_inp`. HF checkpoints store the
+ * experts either one module per expert (`model.layers.N.<container>.<e>.<projection>`) or, from
+ * transformers 5, fused 3-D `mlp.experts.gate_up_proj` / `mlp.experts.down_proj` tensors, which
+ * src/to-gguf/experts.ts handles for every MoE family alike.
+ */
+export interface GgufExperts {
+  /** The per-expert modules' parent, e.g. `block_sparse_moe.experts`. */
+  readonly container: string;
+  /** Per-expert projection → its stacked GGUF tensor. */
+  readonly projections: Readonly<Record<string, 'ffn_gate_exps' | 'ffn_up_exps' | 'ffn_down_exps'>>;
+  /**
+   * The router's module in fused checkpoints when it differs from the per-expert layout's (kept
+   * out of blockNames so that each GGUF name has one HF module).
+   */
+  readonly fusedRouter?: string;
+  /** config.json key of each expert's intermediate size, written as `<arch>.expert_feed_forward_length`. */
+  readonly feedForwardKey?: string;
+  /** config.json key that must be true: llama.cpp always renormalises the top-k routing weights. */
+  readonly normTopKKey?: string;
 }
 
 /**
@@ -84,8 +117,9 @@ const UNTIED_GLOBAL_NAMES = { 'model.embed_tokens': 'token_embd', 'model.norm': 
 
 /**
  * LlamaModel covers Llama, Mistral and Mixtral. In Llama-style models `post_attention_layernorm`
- * is the pre-FFN norm. Mixtral's experts are stacked into 3-D tensors by the converter, so
- * per-expert modules have no 1:1 name and stay unmapped; its router is `ffn_gate_inp`.
+ * is the pre-FFN norm. Mixtral's experts (w1 = gate, w3 = up, w2 = down) are stacked into 3-D
+ * tensors by the converter, so per-expert modules have no 1:1 name; its router is
+ * `block_sparse_moe.gate` → `ffn_gate_inp` (`mlp.gate` once transformers 5 fused the experts).
  */
 const LLAMA_GGUF: GgufFacts = {
   arch: 'llama',
@@ -93,6 +127,7 @@ const LLAMA_GGUF: GgufFacts = {
   globalNames: UNTIED_GLOBAL_NAMES,
   llamaConverter: true,
   toGguf: true,
+  experts: { container: 'block_sparse_moe.experts', projections: { w1: 'ffn_gate_exps', w3: 'ffn_up_exps', w2: 'ffn_down_exps' }, fusedRouter: 'mlp.gate' },
 };
 
 export const FAMILIES: readonly ArchFamily[] = [
@@ -138,12 +173,41 @@ export const FAMILIES: readonly ArchFamily[] = [
     forward: { sliding: 'qwen2', qkNorm: true },
   },
   /**
-   * Gemma2 has sandwich norms: HF `post_attention_layernorm` is ATTN_POST_NORM
-   * (`post_attention_norm`), `pre_feedforward_layernorm` is FFN_PRE_NORM (`ffn_norm`) and
-   * `post_feedforward_layernorm` is FFN_POST_NORM (`post_ffw_norm`). Its GGUF has no `output`
-   * tensor (the embeddings are tied). GGUF LoRA adapters need only the names; whole-model
-   * conversion is refused: the converter also stores every RMSNorm weight as 1 + w and writes
-   * soft-capping and sliding-window metadata, none of which to-gguf reproduces.
+   * Qwen3-MoE (the converter's Qwen3MoeModel, from Qwen2MoeModel): every layer MoE, router
+   * `mlp.gate`, per-expert `mlp.experts.<e>.{gate,up,down}_proj`, Qwen3's q/k norms.
+   */
+  {
+    name: 'qwen3_moe',
+    modelTypes: ['qwen3_moe'],
+    architectures: ['Qwen3MoeForCausalLM'],
+    tieWordEmbeddings: false,
+    expertLayout: 'out-in',
+    gguf: {
+      arch: 'qwen3moe',
+      blockNames: {
+        ...COMMON_BLOCK_NAMES,
+        post_attention_layernorm: 'ffn_norm',
+        'self_attn.q_norm': 'attn_q_norm',
+        'self_attn.k_norm': 'attn_k_norm',
+        'mlp.gate': 'ffn_gate_inp',
+      },
+      globalNames: UNTIED_GLOBAL_NAMES,
+      llamaConverter: false,
+      toGguf: true,
+      experts: {
+        container: 'mlp.experts',
+        projections: { gate_proj: 'ffn_gate_exps', up_proj: 'ffn_up_exps', down_proj: 'ffn_down_exps' },
+        feedForwardKey: 'moe_intermediate_size',
+        normTopKKey: 'norm_topk_prob',
+      },
+    },
+  },
+  /**
+   * Gemma2 (the converter's Gemma2Model) has sandwich norms: HF `post_attention_layernorm` is
+   * ATTN_POST_NORM (`post_attention_norm`), `pre_feedforward_layernorm` is FFN_PRE_NORM
+   * (`ffn_norm`) and `post_feedforward_layernorm` is FFN_POST_NORM (`post_ffw_norm`). Its GGUF has
+   * no `output` tensor (the embeddings are tied; a stray lm_head is skipped), every RMSNorm weight
+   * is stored as 1 + w, and its KVs carry soft-capping and the sliding window but no RoPE base.
    */
   {
     name: 'gemma2',
@@ -161,7 +225,11 @@ export const FAMILIES: readonly ArchFamily[] = [
       },
       globalNames: { 'model.embed_tokens': 'token_embd', 'model.norm': 'output_norm' },
       llamaConverter: false,
-      toGguf: false,
+      toGguf: true,
+      normWeightsPlusOne: true,
+      skippedTensors: ['lm_head.weight'],
+      hparamKvs: 'gemma2',
+      addSpacePrefix: false,
     },
     forward: { sliding: 'even', normPlusOne: true, embedScale: true, sandwich: true, queryScalar: true, softcap: true },
   },

@@ -47,7 +47,7 @@ const samePath = (x: string, y: string) => resolve(x) === resolve(y);
 export function registerToGguf(program: Command): void {
   helpStyle(program.command('to-gguf [model]'))
     .description(
-      "Convert a Hugging Face Llama/Mistral/Qwen2/Qwen3 checkpoint (safetensors folder) to a llama.cpp GGUF model with the tensor names, Q/K permutation and metadata of llama.cpp's convert_hf_to_gguf.py.",
+      "Convert a Hugging Face Llama/Mistral/Mixtral/Qwen2/Qwen3/Qwen3-MoE/Gemma2 checkpoint (safetensors folder) to a llama.cpp GGUF model with the tensor names, Q/K permutation and metadata of llama.cpp's convert_hf_to_gguf.py.",
     )
     .option('--model <path>', 'model folder (config.json + safetensors, sharded or not), or give it as the argument (required: one of the two)')
     .option('--out <file>', 'GGUF file to write (required; --outfile, as llama.cpp names it, works too)')

@@ -72,6 +72,22 @@ export function llama3RopeFactors(where: string, h: Config): Float32Array | unde
 }
 
 /**
+ * llama.cpp's MoE layers (Mixtral's and Qwen3-MoE's graphs) route every layer through softmax
+ * top-k with the chosen weights renormalised; configs that ask for anything else would load and
+ * compute something different, so they are refused.
+ */
+function checkRouting(where: string, h: Config, normTopKKey: string | undefined): void {
+  if (normTopKKey !== undefined && h[normTopKKey] !== true) {
+    throw new Error(`${where}: config.json "${normTopKKey}" is ${JSON.stringify(h[normTopKKey] ?? null)}; llama.cpp always renormalises the chosen experts' weights, so to-gguf converts only models with "${normTopKKey}": true`);
+  }
+  const dense = h['mlp_only_layers'];
+  const step = h['decoder_sparse_step'];
+  if ((Array.isArray(dense) && dense.length > 0) || (step !== undefined && step !== null && step !== 1)) {
+    throw new Error(`${where}: config.json makes some layers dense (mlp_only_layers / decoder_sparse_step); llama.cpp expects experts in every layer, so to-gguf cannot convert it`);
+  }
+}
+
+/**
  * The `<arch>.*` and `general.file_type` KVs for a model, in the order the converter adds them.
  * Throws for configs the converter would treat specially in ways we do not reproduce.
  */
@@ -80,6 +96,7 @@ export function ggufHparamKvs(where: string, arch: GgufArch, config: Config, dty
     throw new Error(`${where}: to-gguf converts ${TO_GGUF_ARCHS.join(', ')} models; "${arch}" needs llama.cpp's convert_hf_to_gguf.py`);
   }
   const h = textFields(config);
+  if (ggufFacts(arch).hparamKvs === 'gemma2') return gemma2HparamKvs(where, h, dtype);
   const kv: Array<[string, GgufKv]> = [];
   const key = (k: string) => `${arch}.${k}`;
   const optional = (keys: readonly string[]) => {
@@ -130,16 +147,72 @@ export function ggufHparamKvs(where: string, arch: GgufArch, config: Config, dty
   const rms = optional(['rms_norm_eps', 'norm_eps']);
   if (rms) kv.push([key('attention.layer_norm_rms_epsilon'), kvF32(float(where, rms.k, rms.v))]);
   const experts = optional(['num_local_experts', 'num_experts', 'n_routed_experts']);
-  if (experts) throw new Error(`${where}: mixture-of-experts models are not supported by to-gguf (config has "${experts.k}")`);
+  const moe = ggufFacts(arch).experts;
+  if (experts) {
+    if (!moe) throw new Error(`${where}: mixture-of-experts ${arch} models are not supported by to-gguf (config has "${experts.k}")`);
+    checkRouting(where, h, moe.normTopKKey);
+    kv.push([key('expert_count'), kvU32(uint(where, experts.k, experts.v))]);
+  }
+  const used = optional(['num_experts_per_tok', 'num_experts_per_token', 'top_k_experts']);
+  if (used) kv.push([key('expert_used_count'), kvU32(uint(where, used.k, used.v))]);
   if (h['head_dim'] !== undefined && h['head_dim'] !== null) {
     const headDim = uint(where, 'head_dim', h['head_dim']);
     kv.push([key('attention.key_length'), kvU32(headDim)]);
     kv.push([key('attention.value_length'), kvU32(headDim)]);
   }
   kv.push(['general.file_type', kvU32(GGUF_FILE_TYPE[dtype])]);
+  const expertFf = experts && moe?.feedForwardKey ? h[moe.feedForwardKey] : undefined;
+  if (expertFf !== undefined && expertFf !== null) kv.push([key('expert_feed_forward_length'), kvU32(uint(where, moe!.feedForwardKey!, expertFf))]);
   if (ggufFacts(arch).llamaConverter) {
     kv.push([key('vocab_size'), kvU32(uint(where, 'vocab_size', h['vocab_size']))]);
     kv.push([key('rope.dimension_count'), kvU32(ropeDimension(where, h))]);
   }
   return kv;
+}
+
+/**
+ * Gemma2Model.set_gguf_parameters, which replaces TextModel's: no RoPE KVs at all (llama.cpp
+ * uses its default base 10000, Gemma2's), head_dim as key/value length, the soft-capping values
+ * and the sliding window. llama.cpp scales queries by 1/√head_dim (by 1/√(hidden/heads) only for
+ * the 46-layer 27B), so a config whose query_pre_attn_scalar says otherwise, or whose RoPE differs
+ * from that default, would load and compute something else: refused.
+ */
+function gemma2HparamKvs(where: string, h: Config, dtype: FloatDType): Array<[string, GgufKv]> {
+  const key = (k: string) => `gemma2.${k}`;
+  const need = (k: string) => uint(where, k, h[k]);
+  const layers = need('num_hidden_layers');
+  const hidden = need('hidden_size');
+  const heads = need('num_attention_heads');
+  const headDim = need('head_dim');
+  const scalar = h['query_pre_attn_scalar'];
+  if (scalar !== undefined && scalar !== null && scalar !== headDim && !(layers === 46 && scalar === hidden / heads)) {
+    throw new Error(`${where}: config.json "query_pre_attn_scalar" is ${JSON.stringify(scalar)}, but llama.cpp scales Gemma2 queries by head_dim (${headDim}); to-gguf cannot convert it`);
+  }
+  const rope = ropeParameters(h);
+  const theta = rope['rope_theta'];
+  if ((theta !== undefined && theta !== 10000) || (rope['rope_type'] !== undefined && rope['rope_type'] !== null && rope['rope_type'] !== 'default')) {
+    throw new Error(`${where}: config.json sets RoPE (rope_theta ${JSON.stringify(theta)}, rope_type ${JSON.stringify(rope['rope_type'] ?? null)}), but a Gemma2 GGUF carries no RoPE settings and llama.cpp uses base 10000; to-gguf cannot convert it`);
+  }
+  // absent keys take Gemma2Config's defaults; llama.cpp always soft-caps Gemma2, so null (no capping) is refused
+  const withDefault = (k: string, fallback: number) => (h[k] === undefined ? fallback : h[k]);
+  const softcap = (k: string, fallback: number) => {
+    const v = withDefault(k, fallback);
+    if (v === null) throw new Error(`${where}: config.json "${k}" is null, but llama.cpp always soft-caps Gemma2; to-gguf cannot convert it`);
+    return kvF32(float(where, k, v));
+  };
+  return [
+    [key('context_length'), kvU32(need('max_position_embeddings'))],
+    [key('embedding_length'), kvU32(hidden)],
+    [key('block_count'), kvU32(layers)],
+    [key('feed_forward_length'), kvU32(need('intermediate_size'))],
+    [key('attention.head_count'), kvU32(heads)],
+    [key('attention.head_count_kv'), kvU32(h['num_key_value_heads'] === undefined ? heads : need('num_key_value_heads'))],
+    [key('attention.layer_norm_rms_epsilon'), kvF32(float(where, 'rms_norm_eps', h['rms_norm_eps']))],
+    [key('attention.key_length'), kvU32(headDim)],
+    [key('attention.value_length'), kvU32(headDim)],
+    ['general.file_type', kvU32(GGUF_FILE_TYPE[dtype])],
+    [key('attn_logit_softcapping'), softcap('attn_logit_softcapping', 50)],
+    [key('final_logit_softcapping'), softcap('final_logit_softcapping', 30)],
+    [key('attention.sliding_window'), kvU32(uint(where, 'sliding_window', withDefault('sliding_window', 4096)))],
+  ];
 }

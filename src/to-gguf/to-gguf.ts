@@ -1,7 +1,9 @@
 /**
  * Hugging Face safetensors checkpoint → llama.cpp GGUF model, written the way llama.cpp's
- * convert_hf_to_gguf.py writes Llama-family (llama, qwen2, qwen3) models: the same tensor names,
- * the Q/K row permutation for `llama`, 1-D tensors and norms kept in F32, the same model KVs, and
+ * convert_hf_to_gguf.py writes the families with `toGguf` in src/arch/families.ts (llama, qwen2,
+ * qwen3, qwen3moe, gemma2): the same tensor names, the Q/K row permutation for `llama`, stacked
+ * MoE experts (./experts.ts), Gemma's 1 + w norms, 1-D tensors, norms and routers kept in F32,
+ * the same model KVs, and
  * tokenizer metadata either copied from a GGUF (`vocabFrom`) or built from the model folder.
  *
  * Every tensor's shape is known from the safetensors headers, so the GGUF header is written first
@@ -11,11 +13,13 @@ import { basename, join } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createGgufSink, kvString, kvU32, type GgufKv, type GgufTensorPlan } from '../io/gguf.js';
 import type { FloatDType } from '../io/types.js';
+import { roundTo } from '../tensor/dtype.js';
 import { ggufArchFromConfig, hfToGgufTensorName, permuteQkRows, qkPermuteHeadCount, type GgufArch } from '../lora/gguf-names.js';
 import { runCommand } from '../pipeline/run.js';
 import { checkHparamsAgainstTensors } from './check-hparams.js';
+import { planExpertStacks } from './experts.js';
 import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors } from './gguf-hparams.js';
-import { textFields } from '../arch/index.js';
+import { ggufFacts, textFields } from '../arch/index.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
 import type { OnProgress } from '../progress.js';
@@ -58,9 +62,9 @@ interface PlannedTensor {
   load: () => Promise<Float32Array>;
 }
 
-/** The converter stores 1-D tensors and every `*_norm.weight` in F32 whatever the output type. */
+/** The converter stores 1-D tensors, every `*_norm.weight` and MoE routers in F32 whatever the output type. */
 function storageDtype(ggufName: string, shape: number[], dtype: FloatDType): FloatDType {
-  return shape.length <= 1 || ggufName.endsWith('_norm.weight') ? 'F32' : dtype;
+  return shape.length <= 1 || ggufName.endsWith('_norm.weight') || ggufName.endsWith('.ffn_gate_inp.weight') ? 'F32' : dtype;
 }
 
 function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, unknown>, dtype: FloatDType): PlannedTensor[] {
@@ -69,8 +73,15 @@ function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, un
   if (ropeFactors) {
     planned.push({ name: 'rope_freqs.weight', hfName: undefined, plan: { name: 'rope_freqs.weight', shape: [ropeFactors.length], dtype: 'F32' }, load: async () => ropeFactors });
   }
+  const expertStacks = planExpertStacks(ckpt, arch, config);
+  const facts = ggufFacts(arch);
   for (const info of ckpt.list()) {
-    if (SKIPPED_SUFFIXES.some((s) => info.name.endsWith(s))) continue;
+    if (SKIPPED_SUFFIXES.some((s) => info.name.endsWith(s)) || facts.skippedTensors?.includes(info.name)) continue;
+    const stacks = expertStacks.get(info.name);
+    if (stacks) {
+      for (const t of stacks) planned.push({ hfName: info.name, plan: { name: t.name, shape: t.shape, dtype: storageDtype(t.name, t.shape, dtype) }, load: t.load });
+      continue;
+    }
     const name = hfToGgufTensorName(arch, info.name);
     if (name === undefined) {
       throw new Error(`${ckpt.path}: tensor "${info.name}" has no llama.cpp name for architecture "${arch}"; to-gguf converts plain ${arch} checkpoints only`);
@@ -78,8 +89,11 @@ function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, un
     const shape = [...info.shape];
     const modulePath = info.name.replace(/\.(weight|bias)$/, '');
     const nHead = qkPermuteHeadCount(arch, config, modulePath);
+    const plusOne = facts.normWeightsPlusOne === true && info.name.endsWith('norm.weight');
     const load = async () => {
       const data = await ckpt.read(info.name);
+      // the converter adds 1 in the stored dtype when that is F16 (BF16 is widened to F32 first)
+      if (plusOne) return info.dtype === 'F16' ? roundTo(data.map((v) => v + 1), 'F16') : data.map((v) => v + 1);
       return nHead === undefined ? data : permuteQkRows(data, shape[0]!, shape.length > 1 ? shape[1]! : 1, nHead);
     };
     planned.push({ name, hfName: info.name, plan: { name, shape, dtype: storageDtype(name, shape, dtype) }, load });

@@ -488,5 +488,7 @@ export async function tokenizerKvsFromFolder(dir: string, arch: GgufArch, hparam
   if (vocab.scores) kvs.push(['tokenizer.ggml.scores', kvArray(GgufValueType.FLOAT32, vocab.scores)]);
   kvs.push(['tokenizer.ggml.token_type', kvArray(GgufValueType.INT32, vocab.types)]);
   kvs.push(...(await specialVocabKvs(dir, vocab, tokenizer, hparams)));
+  const fixedPrefix = ggufFacts(arch).addSpacePrefix;
+  if (fixedPrefix !== undefined) kvs.push(['tokenizer.ggml.add_space_prefix', kvBool(fixedPrefix)]);
   return { kvs, tokenCount: vocab.tokens.length, source: vocab.source };
 }

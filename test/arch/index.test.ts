@@ -41,16 +41,17 @@ describe('family registry', () => {
   });
 
   it('lists the GGUF archs, the to-gguf ones and their facts', () => {
-    assert.deepEqual(GGUF_ARCHS, ['llama', 'qwen2', 'qwen3', 'gemma2']);
-    assert.deepEqual(TO_GGUF_ARCHS, ['llama', 'qwen2', 'qwen3']);
+    assert.deepEqual(GGUF_ARCHS, ['llama', 'qwen2', 'qwen3', 'qwen3moe', 'gemma2']);
+    assert.deepEqual(TO_GGUF_ARCHS, ['llama', 'qwen2', 'qwen3', 'qwen3moe', 'gemma2']);
     assert.equal(ggufFacts('llama').llamaConverter, true);
     assert.equal(hasTiedEmbeddings('gemma2', {}), true);
     assert.equal(hasTiedEmbeddings('qwen2', {}), false);
   });
 
-  it('gemma2 stays a clear to-gguf refusal (its GGUF LoRA names are supported)', () => {
-    const base = { num_hidden_layers: 1, hidden_size: 8, num_attention_heads: 2 };
-    assert.throws(() => ggufHparamKvs('cfg', 'gemma2', base, 'F16'), /to-gguf converts llama, qwen2, qwen3 models; "gemma2" needs llama\.cpp's convert_hf_to_gguf\.py/);
+  it('gemma2: whole models (its own KV set) and GGUF LoRA names', () => {
+    const base = { num_hidden_layers: 1, hidden_size: 8, num_attention_heads: 2, head_dim: 4, max_position_embeddings: 16, intermediate_size: 16, rms_norm_eps: 1e-6 };
+    assert.ok(ggufHparamKvs('cfg', 'gemma2', base, 'F16').some(([k]) => k === 'gemma2.attn_logit_softcapping'));
+    assert.equal(ggufFacts('gemma2').normWeightsPlusOne, true);
     assert.equal(hfToGgufTensorName('gemma2', 'model.layers.0.self_attn.q_proj.weight'), 'blk.0.attn_q.weight');
   });
 
@@ -59,7 +60,7 @@ describe('family registry', () => {
     assert.equal(familyOf(phi3), undefined);
     assert.equal(familyExpertLayout(phi3), 'out-in');
     assert.equal(familyExpertLayout(modelConfig({ model_type: 'gpt_oss' })), 'in-out');
-    assert.throws(() => ggufFacts('phi3'), /"phi3" is not supported for name mapping; supported: llama, qwen2, qwen3, gemma2/);
+    assert.throws(() => ggufFacts('phi3'), /"phi3" is not supported for name mapping; supported: llama, qwen2, qwen3, qwen3moe, gemma2/);
     assert.throws(() => needsQkPermute('phi3'), /"phi3"/);
     assert.throws(() => ggufArchFromConfig({ architectures: ['GptOssForCausalLM'] }), /"GptOssForCausalLM" has no GGUF name mapping/);
     assert.equal(hfToGgufTensorName('llama', 'constructor.weight'), undefined, 'no inherited object keys');

@@ -7,13 +7,16 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
+import { convertAdapter } from '../../src/convert/convert.js';
+import { roundTo } from '../../src/tensor/dtype.js';
 import { createRng } from '../../src/linalg/random.js';
+import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import type { LoraModule } from '../../src/lora/adapter.js';
 import { matrix, type Matrix } from '../../src/tensor/matrix.js';
 import { REPO_ROOT } from './cli.js';
@@ -146,6 +149,71 @@ export async function llamaLogits(
     await context.dispose();
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A model folder's logits in llama.cpp (the independent engine the eval tests compare against)
+// ---------------------------------------------------------------------------------------------
+
+interface FolderCache {
+  dir: string;
+  llama: Promise<LlamaLike>;
+  /** model folder → its f32 GGUF; `base|adapter` → the adapter's GGUF LoRA */
+  files: Map<string, Promise<string>>;
+  models: Map<string, Promise<LlamaModelLike>>;
+}
+let folderCache: FolderCache | undefined;
+
+function cachedFile(cache: FolderCache, key: string, make: (out: string) => Promise<void>, name: string): Promise<string> {
+  let p = cache.files.get(key);
+  if (!p) {
+    const out = join(cache.dir, `${cache.files.size}-${name}`);
+    p = make(out).then(() => out);
+    cache.files.set(key, p);
+  }
+  return p;
+}
+
+/**
+ * Next-token logits (vocabulary order, one row per position; the last `lastN` positions, default
+ * all) that llama.cpp computes for `tokens` on the Hugging Face model in `folder`: the folder is
+ * converted once per test process to an f32 GGUF with `to-gguf` (and `lora`, a PEFT adapter
+ * folder, to a GGUF LoRA with `convert --format gguf`, applied at run time at scale 1).
+ * Files, models and llama.cpp itself are released after the test file's last test.
+ */
+export async function llamaCppLogitsForFolder(folder: string, tokens: number[], opts: { lora?: string; lastN?: number } = {}): Promise<Float32Array[]> {
+  if (!folderCache) {
+    folderCache = { dir: await mkdtemp(join(tmpdir(), 'loraforge-llamacpp-logits-')), llama: loadLlama(), files: new Map(), models: new Map() };
+  }
+  const cache = folderCache;
+  const gguf = await cachedFile(cache, folder, async (out) => void (await convertToGguf({ model: folder, out, dtype: 'F32' })), 'model.gguf');
+  let lora: string | undefined;
+  if (opts.lora) {
+    const adapter = opts.lora;
+    const dir = await cachedFile(cache, `${folder}|${adapter}`, async (out) => void (await convertAdapter({ adapter, base: folder, out, format: 'gguf' })), 'lora');
+    lora = join(dir, 'adapter.gguf');
+  }
+  let model = cache.models.get(gguf);
+  if (!model) {
+    model = cache.llama.then((llama) => llama.loadModel({ modelPath: gguf, gpuLayers: 0 }));
+    cache.models.set(gguf, model);
+  }
+  const vocab = JSON.parse(await readFile(join(folder, 'config.json'), 'utf8')) as { vocab_size?: number; text_config?: { vocab_size?: number } };
+  const vocabSize = vocab.vocab_size ?? vocab.text_config?.vocab_size;
+  if (typeof vocabSize !== 'number') throw new Error(`${folder}/config.json has no vocab_size`);
+  return llamaLogits(await model, tokens, vocabSize, lora ? { filePath: lora } : undefined, opts.lastN ?? tokens.length);
+}
+
+/** Releases what llamaCppLogitsForFolder cached: models, llama.cpp, the temporary GGUFs. */
+async function disposeLlamaCppCache(): Promise<void> {
+  const cache = folderCache;
+  folderCache = undefined;
+  if (!cache) return;
+  for (const m of cache.models.values()) await (await m.catch(() => undefined))?.dispose();
+  await (await cache.llama.catch(() => undefined))?.dispose();
+  await rm(cache.dir, { recursive: true, force: true });
+}
+// a root-level hook of every test file that imports this module (a no-op where nothing was cached)
+after(disposeLlamaCppCache);
 
 export function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
   let m = 0;
@@ -321,61 +389,137 @@ function rope(v: Float64Array, heads: number, headDim: number, pos: number, thet
   }
 }
 
+/** RMSNorm over each `dim`-wide slice of `x` (Qwen3's per-head q_norm/k_norm), in place. */
+function rmsNormHeads(x: Float64Array, w: Float32Array, dim: number, eps: number): void {
+  for (let off = 0; off < x.length; off += dim) x.set(rmsNorm(x.subarray(off, off + dim), w, eps), off);
+}
+
+const softcap = (v: number, cap: number | undefined) => (cap ? Math.tanh(v / cap) * cap : v);
+const silu = (g: number) => g / (1 + Math.exp(-g));
+// transformers' gelu_pytorch_tanh (Gemma2's hidden_activation)
+const geluTanh = (g: number) => 0.5 * g * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (g + 0.044715 * g ** 3)));
+const f16 = (v: number) => roundTo(Float32Array.of(v), 'F16')[0]!;
+/**
+ * ggml's CPU GELU: a lookup table indexed by the f16-rounded input, holding f16 outputs. Against
+ * the exact GELU it moves tiny Gemma2 logits by ~4e-3; with it, llama.cpp matches to ~5e-6.
+ */
+const geluGgml = (g: number) => f16(geluTanh(f16(g)));
+
+/** Expert e's [gate, up, down] weights in any of the three HF layouts (Mixtral w1/w3/w2, per-expert *_proj, fused 3-D). */
+function expertWeights(t: Tensors, p: string, e: number): Array<{ shape: number[]; data: Float32Array }> {
+  const mixtral = `${p}block_sparse_moe.experts.${e}.`;
+  if (t[`${mixtral}w1.weight`]) return ['w1', 'w3', 'w2'].map((w) => t[`${mixtral}${w}.weight`]!);
+  const perExpert = `${p}mlp.experts.${e}.`;
+  if (t[`${perExpert}gate_proj.weight`]) return ['gate_proj', 'up_proj', 'down_proj'].map((w) => t[`${perExpert}${w}.weight`]!);
+  const gateUp = t[`${p}mlp.experts.gate_up_proj`]!;
+  const down = t[`${p}mlp.experts.down_proj`]!;
+  const [, ff2, hidden] = gateUp.shape as [number, number, number];
+  const ff = ff2 / 2;
+  const slice = (w: typeof gateUp, from: number, rows: number, cols: number) => ({ shape: [rows, cols], data: w.data.subarray(from, from + rows * cols) });
+  return [slice(gateUp, e * ff2 * hidden, ff, hidden), slice(gateUp, (e * ff2 + ff) * hidden, ff, hidden), slice(down, e * hidden * ff, hidden, ff)];
+}
+
+/** Router softmax, top-k, renormalised (Mixtral; Qwen3-MoE with norm_topk_prob), SwiGLU experts. */
+function moe(t: Tensors, p: string, x: Float64Array, topK: number): Float64Array {
+  const router = t[`${p}block_sparse_moe.gate.weight`] ?? t[`${p}mlp.gate.weight`]!;
+  const scores = affine(router, x);
+  const chosen = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]!).slice(0, topK);
+  const z = chosen.reduce((acc, e) => acc + Math.exp(scores[e]! - scores[chosen[0]!]!), 0);
+  const out = new Float64Array(x.length);
+  for (const e of chosen) {
+    const [gate, up, down] = expertWeights(t, p, e);
+    const g = affine(gate!, x);
+    const u = affine(up!, x);
+    const y = affine(down!, g.map((v, i) => silu(v) * u[i]!));
+    const w = Math.exp(scores[e]! - scores[chosen[0]!]!) / z;
+    for (let i = 0; i < out.length; i++) out[i]! += w * y[i]!;
+  }
+  return out;
+}
+
 /**
  * Next-token logits after each token, computed from the HF tensors exactly as transformers'
- * Llama/Qwen2 modeling code does (RMSNorm, rotate-half RoPE, causal GQA attention, SwiGLU MLP;
- * q/k/v biases when present). An independent oracle for what a correct GGUF must compute.
+ * modeling code does, in f64: Llama/Mistral/Qwen2 (RMSNorm, rotate-half RoPE, causal GQA
+ * attention, SwiGLU MLP; q/k/v biases when present), Qwen3 (per-head q_norm/k_norm before RoPE),
+ * Mixtral/Qwen3-MoE (router top-k experts, any expert layout) and Gemma2 (√hidden embedding
+ * scale, (1 + w) RMSNorm, sandwich norms, query_pre_attn_scalar, attention and final logit
+ * soft-capping, sliding window on even layers, GeGLU). An independent oracle for what a correct
+ * GGUF must compute. `ggmlGelu`: GELU as llama.cpp's CPU backend computes it (geluGgml).
  */
-export function referenceLogits(t: Tensors, config: Record<string, unknown>, tokens: number[]): Float64Array[] {
+export function referenceLogits(t: Tensors, config: Record<string, unknown>, tokens: number[], opts: { ggmlGelu?: boolean } = {}): Float64Array[] {
+  const gelu = opts.ggmlGelu ? geluGgml : geluTanh;
   const hidden = config['hidden_size'] as number;
   const heads = config['num_attention_heads'] as number;
   const kvHeads = (config['num_key_value_heads'] as number | undefined) ?? heads;
   const layers = config['num_hidden_layers'] as number;
   const eps = config['rms_norm_eps'] as number;
   const theta = (config['rope_theta'] as number | undefined) ?? 10000;
-  const headDim = hidden / heads;
+  const headDim = (config['head_dim'] as number | undefined) ?? hidden / heads;
+  const gemma2 = config['model_type'] === 'gemma2';
+  const topK = config['num_experts_per_tok'] as number | undefined;
+  const scale = ((config['query_pre_attn_scalar'] as number | undefined) ?? headDim) ** -0.5;
+  const attnCap = config['attn_logit_softcapping'] as number | undefined;
+  const finalCap = config['final_logit_softcapping'] as number | undefined;
+  const window = config['sliding_window'] as number | undefined;
+  // Gemma's RMSNorm multiplies by (1 + w)
+  const norm = (x: Float64Array, name: string) => {
+    const w = t[name]!.data;
+    return rmsNorm(x, gemma2 ? w.map((v) => 1 + v) : w, eps);
+  };
   const embed = t['model.embed_tokens.weight']!;
   const keys: Float64Array[][] = Array.from({ length: layers }, () => []);
   const values: Float64Array[][] = Array.from({ length: layers }, () => []);
   const out: Float64Array[] = [];
   tokens.forEach((tok, pos) => {
     let h = Float64Array.from(embed.data.subarray(tok * hidden, (tok + 1) * hidden));
+    if (gemma2) h = h.map((v) => v * Math.fround(Math.sqrt(hidden)));
     for (let l = 0; l < layers; l++) {
       const p = `model.layers.${l}.`;
-      const x = rmsNorm(h, t[`${p}input_layernorm.weight`]!.data, eps);
+      const x = norm(h, `${p}input_layernorm.weight`);
       const q = affine(t[`${p}self_attn.q_proj.weight`]!, x, t[`${p}self_attn.q_proj.bias`]);
       const k = affine(t[`${p}self_attn.k_proj.weight`]!, x, t[`${p}self_attn.k_proj.bias`]);
       const v = affine(t[`${p}self_attn.v_proj.weight`]!, x, t[`${p}self_attn.v_proj.bias`]);
+      if (t[`${p}self_attn.q_norm.weight`]) {
+        rmsNormHeads(q, t[`${p}self_attn.q_norm.weight`]!.data, headDim, eps);
+        rmsNormHeads(k, t[`${p}self_attn.k_norm.weight`]!.data, headDim, eps);
+      }
       rope(q, heads, headDim, pos, theta);
       rope(k, kvHeads, headDim, pos, theta);
       keys[l]!.push(k);
       values[l]!.push(v);
+      // Gemma2 slides on even layers: a key at distance ≥ window is masked
+      const first = gemma2 && window && l % 2 === 0 ? Math.max(0, pos - window + 1) : 0;
       const attn = new Float64Array(heads * headDim);
       for (let hd = 0; hd < heads; hd++) {
         const kv = Math.floor(hd / (heads / kvHeads));
-        const scores = keys[l]!.map((kk) => {
+        const scores = keys[l]!.slice(first).map((kk) => {
           let s = 0;
           for (let d = 0; d < headDim; d++) s += q[hd * headDim + d]! * kk[kv * headDim + d]!;
-          return s / Math.sqrt(headDim);
+          return softcap(s * scale, attnCap);
         });
         const m = Math.max(...scores);
         const w = scores.map((s) => Math.exp(s - m));
         const z = w.reduce((a, b) => a + b, 0);
         for (let j = 0; j < w.length; j++) {
-          for (let d = 0; d < headDim; d++) attn[hd * headDim + d]! += (w[j]! / z) * values[l]![j]![kv * headDim + d]!;
+          for (let d = 0; d < headDim; d++) attn[hd * headDim + d]! += (w[j]! / z) * values[l]![first + j]![kv * headDim + d]!;
         }
       }
-      const o = affine(t[`${p}self_attn.o_proj.weight`]!, attn);
+      let o = affine(t[`${p}self_attn.o_proj.weight`]!, attn);
+      if (gemma2) o = norm(o, `${p}post_attention_layernorm.weight`);
       h = h.map((v2, i) => v2 + o[i]!);
-      const x2 = rmsNorm(h, t[`${p}post_attention_layernorm.weight`]!.data, eps);
-      const gate = affine(t[`${p}mlp.gate_proj.weight`]!, x2);
-      const up = affine(t[`${p}mlp.up_proj.weight`]!, x2);
-      const act = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]!);
-      const down = affine(t[`${p}mlp.down_proj.weight`]!, act);
+      const x2 = norm(h, gemma2 ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`);
+      let down: Float64Array;
+      if (topK) down = moe(t, p, x2, topK);
+      else {
+        const gate = affine(t[`${p}mlp.gate_proj.weight`]!, x2);
+        const up = affine(t[`${p}mlp.up_proj.weight`]!, x2);
+        down = affine(t[`${p}mlp.down_proj.weight`]!, gate.map((g, i) => (gemma2 ? gelu(g) : silu(g)) * up[i]!));
+      }
+      if (gemma2) down = norm(down, `${p}post_feedforward_layernorm.weight`);
       h = h.map((v2, i) => v2 + down[i]!);
     }
     const head = t['lm_head.weight'] ?? embed;
-    out.push(affine(head, rmsNorm(h, t['model.norm.weight']!.data, eps)));
+    out.push(affine(head, norm(h, 'model.norm.weight')).map((v) => softcap(v, finalCap)));
   });
   return out;
 }

@@ -104,7 +104,7 @@ describe('HF → GGUF tensor names', () => {
   });
 
   it('rejects an unsupported arch by name', () => {
-    assert.throws(() => hfModuleToGguf('phi3', 'lm_head'), /"phi3".*llama, qwen2, qwen3, gemma2/);
+    assert.throws(() => hfModuleToGguf('phi3', 'lm_head'), /"phi3".*llama, qwen2, qwen3, qwen3moe, gemma2/);
     assert.throws(() => needsQkPermute('falcon'), /"falcon"/);
   });
 });

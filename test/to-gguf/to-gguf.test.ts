@@ -94,8 +94,8 @@ describe('model metadata matches what convert_hf_to_gguf.py wrote into llama.cpp
     assert.equal(linear.get('llama.rope.scaling.type'), 'linear');
     assert.equal(linear.get('llama.rope.dimension_count'), 32, 'head_dim wins over hidden/heads');
     assert.throws(() => ggufHparamKvs('cfg', 'llama', { ...base, rope_scaling: { rope_type: 'dynamic', factor: 2 } }, 'F16'), /rope_scaling type "dynamic" is not supported/);
-    assert.throws(() => ggufHparamKvs('cfg', 'llama', { ...base, num_local_experts: 8 }, 'F16'), /mixture-of-experts/);
-    assert.throws(() => ggufHparamKvs('cfg', 'gemma2', base, 'F16'), /convert_hf_to_gguf\.py/);
+    assert.throws(() => ggufHparamKvs('cfg', 'qwen2', { ...base, num_experts: 8 }, 'F16'), /mixture-of-experts qwen2 models are not supported/);
+    assert.throws(() => ggufHparamKvs('cfg', 'gpt-oss', base, 'F16'), /to-gguf converts .*; "gpt-oss" needs llama\.cpp's convert_hf_to_gguf\.py/);
   });
 
   it('computes Llama 3.1 RoPE frequency factors (rope_freqs)', () => {
@@ -259,9 +259,9 @@ describe('convertToGguf', () => {
     await writeModelFolder(odd, { ...TENSORS, 'model.layers.0.mlp.extra.weight': random([2, 2], 1) }, { config: CONFIG });
     await assert.rejects(convertToGguf({ model: odd, out: join(dir, 'x.gguf'), vocabFrom: vocab }), /"model\.layers\.0\.mlp\.extra\.weight" has no llama\.cpp name/);
 
-    const gemma = join(dir, 'gemma');
-    await writeModelFolder(gemma, TENSORS, { config: { ...CONFIG, architectures: ['Gemma2ForCausalLM'] } });
-    await assert.rejects(convertToGguf({ model: gemma, out: join(dir, 'x.gguf'), vocabFrom: vocab }), /to-gguf converts llama, qwen2, qwen3 models/);
+    const gptOss = join(dir, 'gpt-oss');
+    await writeModelFolder(gptOss, TENSORS, { config: { ...CONFIG, architectures: ['GptOssForCausalLM'] } });
+    await assert.rejects(convertToGguf({ model: gptOss, out: join(dir, 'x.gguf'), vocabFrom: vocab }), /architecture "GptOssForCausalLM" has no GGUF name mapping/);
 
     const noTokenizer = join(dir, 'no-tokenizer');
     await writeModelFolder(noTokenizer, TENSORS, { config: CONFIG });

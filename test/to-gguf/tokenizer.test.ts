@@ -78,6 +78,14 @@ describe('SentencePiece tokenizer.model', () => {
     assert.equal(kv.get('tokenizer.ggml.add_eos_token'), false);
     assert.equal(kvs.find(([k]) => k === 'tokenizer.ggml.scores')![1].type, GgufValueType.ARRAY);
   });
+
+  it('gemma2: add_space_prefix is always false, written after the vocabulary (Gemma2Model.set_vocab)', async () => {
+    const d = await folder('spm-gemma2', { 'tokenizer.model': encodeSentencePieceModel(pieces), 'tokenizer_config.json': { add_prefix_space: true } });
+    const { kvs } = await tokenizerKvsFromFolder(d, 'gemma2', { vocab_size: 8 });
+    const prefix = kvs.filter(([k]) => k === 'tokenizer.ggml.add_space_prefix');
+    assert.deepEqual(prefix.map(([, v]) => v.value), [false]);
+    assert.equal(kvs[kvs.length - 1]![0], 'tokenizer.ggml.add_space_prefix');
+  });
 });
 
 describe('tokenizer.json', () => {
