@@ -79,7 +79,7 @@ function planTensors(ckpt: Checkpoint, arch: GgufArch, config: Record<string, un
     if (SKIPPED_SUFFIXES.some((s) => info.name.endsWith(s)) || facts.skippedTensors?.includes(info.name)) continue;
     const stacks = expertStacks.get(info.name);
     if (stacks) {
-      for (const t of stacks) planned.push({ hfName: info.name, plan: { name: t.name, shape: t.shape, dtype: storageDtype(t.name, t.shape, dtype) }, load: t.load });
+      for (const t of stacks) planned.push({ name: t.name, hfName: info.name, plan: { name: t.name, shape: t.shape, dtype: storageDtype(t.name, t.shape, dtype) }, load: t.load });
       continue;
     }
     const name = hfToGgufTensorName(arch, info.name);
