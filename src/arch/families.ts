@@ -201,6 +201,7 @@ export const FAMILIES: readonly ArchFamily[] = [
         normTopKKey: 'norm_topk_prob',
       },
     },
+    forward: { sliding: 'qwen2', qkNorm: true, moe: 'qwen3_moe' },
   },
   /**
    * Gemma2 (the converter's Gemma2Model) has sandwich norms: HF `post_attention_layernorm` is
