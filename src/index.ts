@@ -45,6 +45,7 @@ export type { ModuleSelector } from './edit/selectors.js';
 export { applyAdapters, type ApplyOptions, type ApplyReport } from './apply/apply.js';
 export { evaluate, type EvalOptions, type EvalReport, type KlPositions, type PromptScore, type ReferenceComparison } from './eval/eval.js';
 export { loadTokenizer, type Tokenizer } from './tokenizer/tokenizer.js';
+export { compareModels, type CompareOptions, type CompareReport, type CompareRow, type CompareSide } from './compare/compare.js';
 export { convertAdapter, type ConvertOptions, type ConvertReport } from './convert/convert.js';
 export { edoraInit, type EdoraInitOptions, type EdoraInitReport } from './edora-init/edora-init.js';
 export { convertToGguf, type ToGgufOptions, type ToGgufResult } from './to-gguf/to-gguf.js';

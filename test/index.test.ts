@@ -18,6 +18,7 @@ const ENTRY_POINTS: Record<string, string[]> = {
   'to-gguf': ['convertToGguf'],
   inspect: ['inspectPath'],
   eval: ['evaluate'],
+  compare: ['compareModels'],
 };
 
 /**

@@ -16,6 +16,7 @@ import { registerMerge } from './merge.js';
 import { registerToGguf } from './to-gguf.js';
 import { registerExtract } from './extract.js';
 import { registerEval } from './eval.js';
+import { registerCompare } from './compare.js';
 import { describeOsError } from '../io/os-error.js';
 import { registerDemo } from './demo.js';
 
@@ -55,6 +56,7 @@ registerEdit(program);
 registerApply(program);
 registerConvert(program);
 registerEval(program);
+registerCompare(program);
 registerEdoraInit(program);
 registerToGguf(program);
 registerInspect(program);

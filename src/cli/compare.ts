@@ -1,0 +1,84 @@
+import type { Command } from 'commander';
+import { compareMarkdown, compareModels, type CompareReport } from '../compare/compare.js';
+import { getBackend } from '../linalg/index.js';
+import { parseIntFlag } from './errors.js';
+import { addOutputFlags, collect, helpStyle, parseAdapterFlag } from './options.js';
+import { lazyProgress } from './progress.js';
+import { checkOutFlag, printReport } from './output.js';
+
+interface CompareFlags {
+  model: string;
+  adapter?: string[];
+  against: string;
+  againstAdapter?: string[];
+  prompts: string;
+  maxNewTokens: string;
+  chat?: boolean;
+  ignoreEos?: boolean;
+  out?: string;
+  threads?: string;
+  force?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+function summaryLines(r: CompareReport): string[] {
+  const lines = compareMarkdown(r).trimEnd().split('\n');
+  if (r.files.length) lines.push(`written: ${r.files.join(', ')}`);
+  return lines;
+}
+
+export function registerCompare(program: Command): void {
+  const command = helpStyle(program.command('compare'))
+    .description(
+      'Answer the same prompts with two models (each a folder plus adapters applied on the fly) by deterministic greedy decoding, ' +
+        'and show the answers side by side.',
+    )
+    .requiredOption('--model <dir>', 'first model folder')
+    .option('--adapter <dir[:scale]>', 'adapter applied on the fly to --model; repeatable', collect)
+    .requiredOption('--against <dir>', 'second model folder')
+    .option('--against-adapter <dir[:scale]>', 'adapter applied on the fly to --against; repeatable', collect)
+    .requiredOption('--prompts <file>', 'one prompt per line')
+    .option('--max-new-tokens <n>', 'tokens generated per answer at most', '128')
+    .option('--chat', "render each prompt as a user turn with each model's chat template (tokenizer_config.json)")
+    .option('--ignore-eos', 'keep generating after an end-of-sequence token (as llama.cpp --ignore-eos)')
+    .option('--out <dir>', 'also write results.jsonl and results.md there (atomically)');
+  addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
+    .addHelpText(
+      'after',
+      `
+Greedy: each new token is the most likely one (lowest id on an exact tie), with a KV cache; the
+same inputs always give the same answers. Generation stops at the model's end-of-sequence ids
+(generation_config.json, config.json, tokenizer_config.json) unless --ignore-eos. Without --chat a
+prompt is encoded as plain text, BOS first where the tokenizer adds one. Each model is loaded
+once and kept in memory while it answers every prompt; the report gives tokens/s per answer and
+the smallest top-1/top-2 logit margin (a near-tie is where two close models part).
+
+Examples:
+  loraforge compare --model ./base --adapter ./my-lora --against ./base --prompts prompts.txt
+  loraforge compare --model ./merged --against ./fine-tuned --prompts prompts.txt --chat --max-new-tokens 64 --out ./cmp`,
+    )
+    .action(async (flags: CompareFlags) => {
+      const threads = parseIntFlag('--threads', flags.threads, 1);
+      const model = { model: flags.model, adapters: (flags.adapter ?? []).map((a) => parseAdapterFlag(a)) };
+      const against = { model: flags.against, adapters: (flags.againstAdapter ?? []).map((a) => parseAdapterFlag(a, '--against-adapter')) };
+      if (flags.out) {
+        const inputs = [flags.prompts, model.model, against.model, ...model.adapters.map((a) => a.dir), ...against.adapters.map((a) => a.dir)];
+        await checkOutFlag(flags.out, inputs, flags.force === true);
+      }
+      const progress = lazyProgress('compare', Boolean(flags.quiet || flags.json));
+      const report = await compareModels({
+        model,
+        against,
+        prompts: flags.prompts,
+        maxNewTokens: parseIntFlag('--max-new-tokens', flags.maxNewTokens, 1),
+        chat: flags.chat ?? false,
+        ignoreEos: flags.ignoreEos ?? false,
+        out: flags.out,
+        overwrite: flags.force ?? false,
+        backend: await getBackend({ threads }),
+        onProgress: progress.tick,
+      }).finally(progress.done);
+      printReport(report, flags.json, summaryLines);
+    });
+}
