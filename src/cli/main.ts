@@ -55,11 +55,11 @@ registerSpectrum(program);
 registerEdit(program);
 registerApply(program);
 registerConvert(program);
-registerEval(program);
-registerCompare(program);
 registerEdoraInit(program);
 registerToGguf(program);
 registerInspect(program);
+registerEval(program);
+registerCompare(program);
 
 try {
   // One run: every file any part of the command reads is an input --out may not touch (io/inputs.ts).

@@ -15,6 +15,8 @@ import { registerMergeAdapters } from '../../src/cli/merge-adapters.js';
 import { registerMerge } from '../../src/cli/merge.js';
 import { registerSpectrum } from '../../src/cli/spectrum.js';
 import { registerToGguf } from '../../src/cli/to-gguf.js';
+import { registerEval } from '../../src/cli/eval.js';
+import { registerCompare } from '../../src/cli/compare.js';
 import { REPO_ROOT, runCli, runCommandInProcess } from '../helpers/cli.js';
 
 /** Each command, and the flags it cannot run without (alone or as one of alternatives). */
@@ -30,6 +32,8 @@ const COMMANDS: Array<[string, (p: Command) => void, string[]]> = [
   ['edora-init', registerEdoraInit, ['--base', '--rank', '--target-modules', '--out']],
   ['to-gguf', registerToGguf, ['--model', '--out']],
   ['inspect', registerInspect, []],
+  ['eval', registerEval, ['--model', '--text', '--prompts']],
+  ['compare', registerCompare, ['--model', '--against', '--prompts']],
 ];
 
 describe('--help', () => {
