@@ -4,16 +4,17 @@
  * for families that store (E, in, out).
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { openCheckpoint } from '../../src/io/checkpoint.js';
 import { RawTensorReader } from '../../src/io/raw-read.js';
 import { expertWeight, readExpert } from '../../src/model/expert-slice.js';
-import { makeTempDir, writeModelFolder } from '../helpers/synthetic.js';
+import { tempFolders, writeModelFolder } from '../helpers/synthetic.js';
+
+const folder = tempFolders('loraforge-expert-slice-');
 
 describe('expert slices', () => {
   it('reads expert e alone (BF16), refusing a NaN only in the expert read', async () => {
-    const dir = join(await makeTempDir('loraforge-expert-slice-'), 'm');
+    const dir = await folder('m');
     // 3 experts of 2 × 4; integers are exact in BF16; expert 2 holds a NaN
     const data = Float32Array.from({ length: 24 }, (_, i) => i);
     data[20] = NaN;
