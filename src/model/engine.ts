@@ -14,6 +14,8 @@ import { AdaptedModel } from '../lora/adapted-model.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { InputError } from '../errors.js';
 import { matrix, type Matrix } from '../tensor/matrix.js';
+import { RawTensorReader } from '../io/raw-read.js';
+import { expertDims, expertWeight, readExpert } from './expert-slice.js';
 import { rmsNorm, softcap } from './kernels.js';
 import { layerForward, linear, type Batch, type LayerWeights } from './layer.js';
 import { modelSpec, type ModelSpec } from './spec.js';
@@ -23,6 +25,8 @@ const EMBED = 'model.embed_tokens.weight';
 
 export class Engine {
   private cache: Map<string, Float32Array> | undefined;
+  /** reads single experts of 3-D expert stacks */
+  private raw: RawTensorReader | undefined;
 
   private constructor(
     readonly path: string,
@@ -109,6 +113,16 @@ export class Engine {
         const data = await get(suffix);
         return matrix(shape![0]!, data.length / shape![0]!, data);
       },
+      expert: async (suffix, e) => {
+        const name = prefix + suffix;
+        const t = this.model.info(name);
+        if (!t) throw new InputError(`${this.model.base.path}: tensor "${name}" is missing`, { file: this.model.base.path, tensor: name });
+        const [rows, cols] = expertDims(this.model.base.path, name, t.shape, e);
+        // resident weights, or a stack an adapter changes, come whole (adapters update every expert at once)
+        const whole = this.cache !== undefined || this.model.isChanged(name) || !('base' in t.from);
+        const data = whole ? (await get(suffix)).subarray(e * rows * cols, (e + 1) * rows * cols) : readExpert((this.raw ??= new RawTensorReader()), this.model.base.locate(name), e);
+        return expertWeight(this.model.base.config, name, t.shape, data);
+      },
     };
   }
 
@@ -153,6 +167,7 @@ export class Engine {
 
   async close(): Promise<void> {
     this.cache?.clear();
+    this.raw?.close();
     await this.model.close();
     await this.model.base.close();
   }

@@ -37,6 +37,8 @@ export interface LayerWeights {
   has(suffix: string): boolean;
   matrix(suffix: string): Promise<Matrix>;
   vector(suffix: string): Promise<Float32Array>;
+  /** Expert `e` of a 3-D expert stack as its out × in weight, read without the other experts where it can be. */
+  expert(suffix: string, e: number): Promise<Matrix>;
 }
 
 /** x·Wᵀ for x rows × in and W out × in. */
@@ -72,10 +74,27 @@ async function attentionSublayer(backend: LinalgBackend, spec: ModelSpec, l: num
   return linear(backend, out, b.rows, await w.matrix('self_attn.o_proj.weight'));
 }
 
+/** down(act(gate·h) ⊙ up·h) */
+async function gatedMlp(backend: LinalgBackend, spec: ModelSpec, h: Float32Array, rows: number, gate: Matrix, up: Matrix, down: Matrix): Promise<Float32Array> {
+  const g = await linear(backend, h, rows, gate);
+  const u = await linear(backend, h, rows, up);
+  return linear(backend, gatedActivation(g, u, spec.act), rows, down);
+}
+
 async function denseMlp(backend: LinalgBackend, spec: ModelSpec, w: LayerWeights, prefix: string, h: Float32Array, rows: number, names = ['gate_proj', 'up_proj', 'down_proj']): Promise<Float32Array> {
-  const g = await linear(backend, h, rows, await w.matrix(`${prefix}${names[0]}.weight`));
-  const u = await linear(backend, h, rows, await w.matrix(`${prefix}${names[1]}.weight`));
-  return linear(backend, gatedActivation(g, u, spec.act), rows, await w.matrix(`${prefix}${names[2]}.weight`));
+  const [gate, up, down] = await Promise.all(names.map((n) => w.matrix(`${prefix}${n}.weight`)));
+  return gatedMlp(backend, spec, h, rows, gate!, up!, down!);
+}
+
+/**
+ * Expert e of transformers 5's fused layout: `mlp.experts.gate_up_proj` (gate rows, then up rows)
+ * and `mlp.experts.down_proj`, each (E, ·, ·), with or without a `.weight` suffix.
+ */
+async function fusedExpertMlp(backend: LinalgBackend, spec: ModelSpec, w: LayerWeights, suffix: string, e: number, h: Float32Array, rows: number): Promise<Float32Array> {
+  const gateUp = await w.expert(`mlp.experts.gate_up_proj${suffix}`, e);
+  const ff = gateUp.rows / 2;
+  const half = (k: number) => matrix(ff, gateUp.cols, gateUp.data.subarray(k * ff * gateUp.cols, (k + 1) * ff * gateUp.cols));
+  return gatedMlp(backend, spec, h, rows, half(0), half(1), await w.expert(`mlp.experts.down_proj${suffix}`, e));
 }
 
 /**
@@ -84,9 +103,10 @@ async function denseMlp(backend: LinalgBackend, spec: ModelSpec, w: LayerWeights
  */
 async function moeMlp(backend: LinalgBackend, spec: ModelSpec, w: LayerWeights, h: Float32Array, rows: number): Promise<Float32Array> {
   const moe = spec.moe!;
-  const mixtral = spec.facts.moe === 'mixtral';
-  const prefix = mixtral ? 'block_sparse_moe.' : 'mlp.';
-  const names = mixtral ? ['w1', 'w3', 'w2'] : ['gate_proj', 'up_proj', 'down_proj'];
+  // Mixtral keeps its per-expert modules and router under block_sparse_moe (mlp once transformers 5 fused the experts)
+  const prefix = w.has('block_sparse_moe.gate.weight') ? 'block_sparse_moe.' : 'mlp.';
+  const names = spec.facts.moe === 'mixtral' ? ['w1', 'w3', 'w2'] : ['gate_proj', 'up_proj', 'down_proj'];
+  const fused = ['', '.weight'].find((s) => w.has(`mlp.experts.gate_up_proj${s}`));
   const logits = await linear(backend, h, rows, await w.matrix(`${prefix}gate.weight`));
   const E = moe.experts;
   const chosen: Array<Array<{ row: number; weight: number }>> = Array.from({ length: E }, () => []);
@@ -109,7 +129,8 @@ async function moeMlp(backend: LinalgBackend, spec: ModelSpec, w: LayerWeights, 
     if (routed.length === 0) continue;
     const xs = new Float32Array(routed.length * d);
     routed.forEach(({ row }, i) => xs.set(h.subarray(row * d, (row + 1) * d), i * d));
-    const y = await denseMlp(backend, spec, w, `${prefix}experts.${e}.`, xs, routed.length, names);
+    const y =
+      fused === undefined ? await denseMlp(backend, spec, w, `${prefix}experts.${e}.`, xs, routed.length, names) : await fusedExpertMlp(backend, spec, w, fused, e, xs, routed.length);
     routed.forEach(({ row, weight }, i) => {
       for (let j = 0; j < d; j++) out[row * d + j]! += weight * y[i * d + j]!;
     });

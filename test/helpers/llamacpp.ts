@@ -373,12 +373,30 @@ function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return x.map((v, i) => v * inv * w[i]!);
 }
 
+/**
+ * RoPE inverse frequencies θ^(-2i/d), with transformers' llama3 scaling (Llama 3.1) when
+ * rope_scaling says so: long wavelengths divided by `factor`, short ones kept, a blend between.
+ */
+function ropeFrequencies(config: Record<string, unknown>, headDim: number, theta: number): number[] {
+  const inv = Array.from({ length: headDim / 2 }, (_, i) => theta ** (-(2 * i) / headDim));
+  const s = config['rope_scaling'] as Record<string, number> | undefined;
+  if (!s || (s['rope_type'] as unknown) !== 'llama3') return inv;
+  const { factor, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: old } = s as Record<string, number>;
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < old! / high!) return f;
+    if (wavelen > old! / low!) return f / factor!;
+    const smooth = (old! / wavelen - low!) / (high! - low!);
+    return (1 - smooth) * (f / factor!) + smooth * f;
+  });
+}
+
 /** HF's rotate_half RoPE on each head of `v` (heads × headDim) at position `pos`. */
-function rope(v: Float64Array, heads: number, headDim: number, pos: number, theta: number): void {
+function rope(v: Float64Array, heads: number, headDim: number, pos: number, invFreq: number[]): void {
   const half = headDim / 2;
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < half; i++) {
-      const angle = pos * theta ** (-(2 * i) / headDim);
+      const angle = pos * invFreq[i]!;
       const c = Math.cos(angle);
       const s = Math.sin(angle);
       const a = v[h * headDim + i]!;
@@ -443,7 +461,8 @@ function moe(t: Tensors, p: string, x: Float64Array, topK: number): Float64Array
  * attention, SwiGLU MLP; q/k/v biases when present), Qwen3 (per-head q_norm/k_norm before RoPE),
  * Mixtral/Qwen3-MoE (router top-k experts, any expert layout) and Gemma2 (√hidden embedding
  * scale, (1 + w) RMSNorm, sandwich norms, query_pre_attn_scalar, attention and final logit
- * soft-capping, sliding window on even layers, GeGLU). An independent oracle for what a correct
+ * soft-capping, sliding window on even layers, GeGLU); Mistral/Mixtral's sliding window on every
+ * layer and Llama 3.1's RoPE scaling. An independent oracle for what a correct
  * GGUF must compute. `ggmlGelu`: GELU as llama.cpp's CPU backend computes it (geluGgml).
  */
 export function referenceLogits(t: Tensors, config: Record<string, unknown>, tokens: number[], opts: { ggmlGelu?: boolean } = {}): Float64Array[] {
@@ -461,6 +480,7 @@ export function referenceLogits(t: Tensors, config: Record<string, unknown>, tok
   const attnCap = config['attn_logit_softcapping'] as number | undefined;
   const finalCap = config['final_logit_softcapping'] as number | undefined;
   const window = config['sliding_window'] as number | undefined;
+  const invFreq = ropeFrequencies(config, headDim, theta);
   // Gemma's RMSNorm multiplies by (1 + w)
   const norm = (x: Float64Array, name: string) => {
     const w = t[name]!.data;
@@ -483,12 +503,13 @@ export function referenceLogits(t: Tensors, config: Record<string, unknown>, tok
         rmsNormHeads(q, t[`${p}self_attn.q_norm.weight`]!.data, headDim, eps);
         rmsNormHeads(k, t[`${p}self_attn.k_norm.weight`]!.data, headDim, eps);
       }
-      rope(q, heads, headDim, pos, theta);
-      rope(k, kvHeads, headDim, pos, theta);
+      rope(q, heads, headDim, pos, invFreq);
+      rope(k, kvHeads, headDim, pos, invFreq);
       keys[l]!.push(k);
       values[l]!.push(v);
-      // Gemma2 slides on even layers: a key at distance ≥ window is masked
-      const first = gemma2 && window && l % 2 === 0 ? Math.max(0, pos - window + 1) : 0;
+      // Gemma2 slides on even layers, Mistral and Mixtral on all: a key at distance ≥ window is masked
+      const slides = window && (gemma2 ? l % 2 === 0 : ['mistral', 'mixtral'].includes(config['model_type'] as string));
+      const first = slides ? Math.max(0, pos - window + 1) : 0;
       const attn = new Float64Array(heads * headDim);
       for (let hd = 0; hd < heads; hd++) {
         const kv = Math.floor(hd / (heads / kvHeads));
