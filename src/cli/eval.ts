@@ -96,7 +96,7 @@ vocabulary. Numbers published for sentence-per-line corpora (and tinyfam's refer
 The EOS appended by --lines is the model's own (generation_config.json, else config.json, else
 tokenizer_config.json): for Qwen that is <|endoftext|>, not the chat template's <|im_end|>.
 KL: mean over positions of Σ P log(P/Q), forward = KL(reference ‖ model), reverse = KL(model ‖
-reference), symmetric = their sum (Jeffreys). --kl-topk K gives a lower bound of the exact value.
+reference), symmetric = their mean. --kl-topk K gives a lower bound of the exact value.
 Memory: all windows pass one layer before the next is read, so memory is one layer plus the
 activations whatever the model's depth.
 

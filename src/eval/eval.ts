@@ -41,6 +41,8 @@ export interface EvalOptions {
   maxTokens?: number;
   /** compare next-token distributions with this model (same tokenizer) */
   reference?: { model: string; adapters?: AdapterSpec[] };
+  /** whole tensors of the model replaced (same shapes): evaluate a candidate that exists only in memory */
+  overrides?: ReadonlyMap<string, Float32Array>;
   /** approximate KL over the reference's K most likely tokens plus the rest as one bucket (default: exact, whole vocabulary) */
   klTopK?: number;
   /** positions KL and top-1 agreement are measured on (default all scored positions) */
@@ -74,7 +76,7 @@ export interface ReferenceComparison {
     forward: number;
     /** mean KL(model ‖ reference) */
     reverse: number;
-    /** forward + reverse (Jeffreys divergence) */
+    /** the mean of forward and reverse */
     symmetric: number;
     positions: number;
     topK?: number;
@@ -127,7 +129,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     return r;
   };
   try {
-    const engine = await Engine.open(opts.model, opts.adapters ?? [], backend, keep);
+    const engine = await Engine.open(opts.model, opts.adapters ?? [], backend, keep, opts.overrides);
     const tok = await loadTokenizer(opts.model);
     const ref = opts.reference ? await Engine.open(opts.reference.model, opts.reference.adapters ?? [], backend, keep) : undefined;
     if (ref && ref.spec.vocab !== engine.spec.vocab) {
@@ -194,7 +196,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         perplexity: Math.exp(refMean),
         meanNll: refMean,
         pplRatio: Math.exp(meanNll - refMean),
-        kl: { forward, reverse, symmetric: forward + reverse, positions: n, ...(opts.klTopK ? { topK: opts.klTopK } : {}), on: describePositions(opts.klPositions) },
+        kl: { forward, reverse, symmetric: (forward + reverse) / 2, positions: n, ...(opts.klTopK ? { topK: opts.klTopK } : {}), on: describePositions(opts.klPositions) },
         top1Agreement: sum((s) => s.agree) / n,
       };
     }

@@ -33,23 +33,31 @@ export class Engine {
     readonly spec: ModelSpec,
     readonly model: AdaptedModel,
     readonly backend: LinalgBackend,
+    private readonly overrides?: ReadonlyMap<string, Float32Array>,
   ) {}
 
   /**
    * Opens a model folder with its adapters; `keep` receives every opened file so the caller's
-   * cleanup closes them, whatever fails later.
+   * cleanup closes them, whatever fails later. `overrides` replace whole tensors (same shapes),
+   * after adapters: a candidate model that exists only in memory (transplant's stages).
    */
   static async open(
     path: string,
     adapters: readonly AdapterSpec[],
     backend: LinalgBackend,
     keep: <C extends { close(): Promise<void> }>(resource: C) => C = (r) => r,
+    overrides?: ReadonlyMap<string, Float32Array>,
   ): Promise<Engine> {
     const base: Checkpoint = keep(await openCheckpoint(path));
     if (!base.config) throw new InputError(`${path}: no config.json beside the weights; eval needs the model's config.json`, { file: path });
     const spec = modelSpec(modelConfig(base.config), join(base.dir, 'config.json'));
     const model = keep(await AdaptedModel.open(base, adapters, backend, keep));
-    const engine = new Engine(path, spec, model, backend);
+    for (const [name, data] of overrides ?? []) {
+      const t = model.info(name);
+      const n = t?.shape.reduce((a, b) => a * b, 1);
+      if (n !== data.length) throw new Error(`${path}: an override of "${name}" holds ${data.length} values, the tensor ${n ?? 'does not exist'}`);
+    }
+    const engine = new Engine(path, spec, model, backend, overrides);
     engine.checkShapes();
     return engine;
   }
@@ -83,6 +91,8 @@ export class Engine {
   }
 
   private async read(name: string): Promise<Float32Array> {
+    const override = this.overrides?.get(name);
+    if (override) return override;
     const hit = this.cache?.get(name);
     if (hit) return hit;
     if (!this.model.has(name)) throw new InputError(`${this.model.base.path}: tensor "${name}" is missing`, { file: this.model.base.path, tensor: name });
