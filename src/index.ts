@@ -28,7 +28,7 @@ export { createAdapterSink, type AdapterFormat } from './lora/sink.js';
 // One entry point per command, each taking one params object (an optional `backend` among them,
 // default getBackend()) and reporting progress as ProgressEvent through `onProgress`.
 // test/index.test.ts checks that every CLI command has its entry point here.
-export { extractLora, type ExtractOptions, type ExtractReport } from './extract/index.js';
+export { extractLora, type ExtractOptions, type ExtractReport, type ExtractEvalOptions, type ExtractEvalReport } from './extract/index.js';
 export { mergeAdapters, type MergeAdaptersOptions, type MergeReport, type MergeReport as MergeAdaptersReport } from './merge-adapters/index.js';
 export { mergeModels, executeMerge, type MergeModelsOptions, type ExecuteMergeOptions, type MergeModelsReport, type MergeConfig } from './merge/index.js';
 export {

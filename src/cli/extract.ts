@@ -3,6 +3,7 @@ import { extractLora, type ExtractOptions } from '../extract/index.js';
 import { DEFAULT_MAX_RANK, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
 import { EMBEDDINGS_MODES, type EmbeddingsMode } from '../extract/plan.js';
 import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extract/report.js';
+import type { ExtractEvalReport } from '../extract/evaluate.js';
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS } from '../lora/sink.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
@@ -10,6 +11,7 @@ import { dtypeOption, helpStyle } from './options.js';
 import { formatBytes, formatPercent as pct, formatRange, tensorTable } from './format.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
+import type { OnProgress } from '../progress.js';
 
 interface ExtractFlags {
   modelA: string;
@@ -34,6 +36,10 @@ interface ExtractFlags {
   force?: boolean;
   json?: boolean;
   quiet?: boolean;
+  evalText?: string;
+  evalLines?: boolean;
+  evalCtx?: string;
+  evalMaxTokens?: string;
 }
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -68,6 +74,21 @@ function policyFlags(f: ExtractFlags): RankPolicy {
   return { mode: 'rank', rank: f.rank === undefined ? DEFAULT_RANK : parseIntFlag('--rank', f.rank, 1) };
 }
 
+function evalFlags(f: ExtractFlags, format: string): ExtractOptions['evalText'] {
+  if (f.evalText === undefined) {
+    const stray = [f.evalLines && '--eval-lines', f.evalCtx !== undefined && '--eval-ctx', f.evalMaxTokens !== undefined && '--eval-max-tokens'].filter(Boolean);
+    if (stray.length) throw new UsageError(`${stray.join(', ')} only apply with --eval-text FILE`);
+    return undefined;
+  }
+  if (format === 'gguf') throw new UsageError('--eval-text evaluates the PEFT adapter, and is not supported with --format gguf: use --format peft or both');
+  return {
+    text: f.evalText,
+    lines: f.evalLines === true,
+    ctx: f.evalCtx === undefined ? undefined : parseIntFlag('--eval-ctx', f.evalCtx, 2),
+    maxTokens: f.evalMaxTokens === undefined ? undefined : parseIntFlag('--eval-max-tokens', f.evalMaxTokens, 1),
+  };
+}
+
 /** Refuses at once an --out that is an input or a non-empty folder without --force. */
 export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
   const alpha = f.alpha === undefined ? undefined : parseFloatFlag('--alpha', f.alpha, [0, Infinity]);
@@ -92,6 +113,7 @@ export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
     skip3d: f.skip3d === true,
     verify: f.verify === true,
     overwrite: f.force === true,
+    evalText: evalFlags(f, f.format),
   };
 }
 
@@ -133,6 +155,19 @@ function extractTable(tensors: readonly ExtractedTensor[]): string {
   });
 }
 
+const num = (x: number) => (Math.abs(x) >= 1000 ? x.toFixed(1) : x.toPrecision(5));
+
+/** The behavioural error beside the Frobenius one: what A + adapter does on the text, against B. */
+function evalLines(e: ExtractEvalReport): string[] {
+  const closed = e.klWithoutAdapter > 0 ? `, ${pct(1 - e.kl / e.klWithoutAdapter)} of KL(B ‖ A) closed` : '';
+  return [
+    `On ${e.text} (${e.mode === 'lines' ? 'a sentence per line, EOS after each' : 'plain text'}, ${e.windows} window(s) of ${e.ctx} tokens, ${e.scoredPositions} positions):`,
+    `  perplexity: B ${num(e.perplexity.b)}, A ${num(e.perplexity.a)}, A + adapter ${num(e.perplexity.aPlusAdapter)}`,
+    `  KL(B ‖ A + adapter) ${num(e.kl)} nats (KL(B ‖ A) ${num(e.klWithoutAdapter)}${closed})`,
+    `  top-1 agreement with B: A + adapter ${pct(e.top1Agreement)}, A ${pct(e.top1AgreementWithoutAdapter)}`,
+  ];
+}
+
 export function formatExtractReport(r: ExtractReport): string {
   const t = r.totals;
   const lines = [`Extracted ${t.tensors} LoRA module(s): ${r.modelB} − ${r.modelA} → ${r.out} (${r.format}, ${r.dtype})`];
@@ -152,6 +187,7 @@ export function formatExtractReport(r: ExtractReport): string {
   }
   if (r.skipped3d.length) lines.push('', `${r.skipped3d.length} 3-D expert tensor(s) left out (--skip-3d)`);
   for (const n of r.notes) lines.push(`note: ${n}`);
+  if (r.eval) lines.push('', ...evalLines(r.eval));
   lines.push(
     '',
     `${t.params.toLocaleString('en-US')} adapter parameters; read ${formatBytes(t.bytesRead)} in ${t.seconds.toFixed(2)} s ` +
@@ -182,6 +218,10 @@ export function registerExtract(program: Command): void {
     .option('--verify', 'compute every error exactly by GEMM (default: the first tensor of each module type)')
     .option('--seed <n>', 'seed of the randomized SVD (same seed, same bytes)', '0')
     .option('--threads <n>', 'GEMM threads (default: all cores)')
+    .option('--eval-text <file>', 'after extracting, compare A + adapter with B on this text: perplexities, KL(B ‖ A + adapter), top-1 agreement (PEFT output)')
+    .option('--eval-lines', 'each line of --eval-text is a sentence followed by EOS (the sentence-per-line convention)')
+    .option('--eval-ctx <n>', 'window length in tokens for --eval-text (default: 512)')
+    .option('--eval-max-tokens <n>', 'use only the first N tokens of --eval-text (default: all)')
     .option('--force', 'replace a non-empty --out')
     .option('--json', 'print the report as JSON on stdout instead of the table')
     .option('--quiet', 'no progress bar')
@@ -193,16 +233,28 @@ Examples:
   loraforge extract --model-a base --model-b tuned --out adapter --energy 0.95 --max-rank 64
   loraforge extract --model-a base --model-b tuned --out adapter --rank 32 --target-modules q_proj,v_proj --format both
   loraforge extract --model-a base --model-b tuned --out adapter --embeddings full --json | jq .totals
+  loraforge extract --model-a base --model-b tuned --out adapter --eval-text wiki.txt --eval-max-tokens 8192
 
 Exit codes: 0 done, 1 bad input (files, shapes, NaN), 2 bad command line.`,
     )
     .action(async (flags: ExtractFlags) => {
       const opts = extractOptionsFromFlags(flags);
-      await checkOutFlag(opts.out, [opts.modelA, opts.modelB], opts.overwrite === true);
-      const progress = lazyProgress('extract', flags.quiet === true || flags.json === true);
+      await checkOutFlag(opts.out, [opts.modelA, opts.modelB, ...(opts.evalText ? [opts.evalText.text] : [])], opts.overwrite === true);
+      const quiet = flags.quiet === true || flags.json === true;
+      // one bar for the extraction, then a fresh one for each evaluation pass (its own phase and total)
+      let phase: string | undefined;
+      let progress = lazyProgress('extract', quiet);
+      const onProgress: OnProgress = (e) => {
+        if (e.phase !== phase) {
+          progress.done();
+          phase = e.phase;
+          progress = lazyProgress(phase ?? 'extract', quiet);
+        }
+        progress.tick(e);
+      };
       let report: ExtractReport;
       try {
-        report = await extractLora({ ...opts, onProgress: progress.tick });
+        report = await extractLora({ ...opts, onProgress });
       } finally {
         progress.done();
       }

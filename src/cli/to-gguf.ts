@@ -104,6 +104,8 @@ Examples:
         onProgress: progress.tick,
       }).finally(progress.done);
       const seconds = (Date.now() - started) / 1000;
+      // on stderr, so --json output stays one JSON document (which holds them too)
+      for (const n of result.notes) process.stderr.write(`loraforge: note: ${n}\n`);
       if (flags.json) {
         process.stdout.write(`${JSON.stringify({ ...result, seconds }, null, 2)}\n`);
         return;

@@ -22,6 +22,8 @@ import { REPORT_FILE, type DifferingTensor, type ExtractedTensor, type ExtractRe
 import { runCommand } from '../pipeline/run.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import type { OnProgress } from '../progress.js';
+import { UsageError } from '../errors.js';
+import { checkEvalOptions, evaluateExtraction, type ExtractEvalOptions } from './evaluate.js';
 
 export interface ExtractOptions {
   /** the model the adapter applies to (folder, or a .safetensors file) */
@@ -60,7 +62,12 @@ export interface ExtractOptions {
   overwrite?: boolean;
   /** a GEMM backend to use instead of getBackend({ threads }) */
   backend?: LinalgBackend;
-  /** called after each tensor */
+  /**
+   * After extracting, measure on this text how close A + adapter (applied on the fly) comes to B:
+   * the report's `eval`. PEFT output only (the adapter evaluated is the PEFT one).
+   */
+  evalText?: ExtractEvalOptions;
+  /** called after each tensor, then (phase 'eval …') after each layer of the evaluation */
   onProgress?: OnProgress;
 }
 
@@ -79,7 +86,32 @@ function moduleType(job: Job): string | undefined {
   return undefined;
 }
 
-export function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
+export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
+  if (opts.evalText) {
+    if (opts.format === 'gguf') throw new UsageError('evaluating the extracted adapter is not supported for a GGUF LoRA: use --format peft or both');
+    await checkEvalOptions(opts.evalText);
+  }
+  const report = await extractAdapter(opts);
+  if (!opts.evalText) return report;
+  try {
+    report.eval = await evaluateExtraction({
+      modelA: opts.modelA,
+      modelB: opts.modelB,
+      adapter: opts.out,
+      eval: opts.evalText,
+      backend: opts.backend ?? (await getBackend({ threads: opts.threads })),
+      onProgress: opts.onProgress,
+    });
+  } catch (err) {
+    // the adapter is good and stays; say so, keeping the error's kind (and so its exit code)
+    if (err instanceof Error) err.message = `the adapter was written to ${opts.out}, but evaluating it failed: ${err.message}`;
+    throw err;
+  }
+  await atomicWriteFile(join(opts.out, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+  return report;
+}
+
+function extractAdapter(opts: ExtractOptions): Promise<ExtractReport> {
   const started = performance.now();
   const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
   const format = opts.format ?? 'peft';
@@ -95,7 +127,7 @@ export function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
   const checkedTypes = new Set<string>();
   let readWaitSeconds = 0;
   return runCommand({
-    inputs: [opts.modelA, opts.modelB],
+    inputs: [opts.modelA, opts.modelB, ...(opts.evalText ? [opts.evalText.text] : [])],
     open: async (keep) => {
       const a = keep(await openCheckpoint(opts.modelA));
       const b = keep(await openCheckpoint(opts.modelB));

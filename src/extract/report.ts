@@ -7,6 +7,7 @@ import type { AdapterFormat } from '../lora/sink.js';
 import type { ExpertLayout } from '../lora/expert-stack.js';
 import type { EmbeddingsMode } from './plan.js';
 import type { RankPolicy } from '../lowrank/rank-policy.js';
+import type { ExtractEvalReport } from './evaluate.js';
 
 export const REPORT_FILE = 'report.json';
 
@@ -100,4 +101,6 @@ export interface ExtractReport {
   notes: string[];
   warnings: string[];
   totals: ExtractTotals;
+  /** with evalText: perplexities of B, A and A + adapter, KL(B ‖ A + adapter) */
+  eval?: ExtractEvalReport;
 }

@@ -22,6 +22,7 @@ import { GGML_QUANT_VERSION, ggufHparamKvs, llama3RopeFactors } from './gguf-hpa
 import { ggufFacts, textFields } from '../arch/index.js';
 import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
+import { slidingWindowNote } from './sliding-window.js';
 import type { OnProgress } from '../progress.js';
 
 export interface ToGgufOptions {
@@ -48,6 +49,8 @@ export interface ToGgufResult {
   vocabSize: number;
   /** Where the tokenizer metadata came from. */
   tokenizer: string;
+  /** What the GGUF model will do differently from the checkpoint in transformers (e.g. an ignored sliding window). */
+  notes: string[];
 }
 
 /** Buffers HF checkpoints carry that llama.cpp recomputes (the converter skips them too). */
@@ -124,7 +127,7 @@ export function convertToGguf(params: ToGgufOptions): Promise<ToGgufResult> {
     each: (t, data, { sink }) => sink.add(t.plan.name, t.plan.shape, data),
     finish: async (_rows, { plan, sink }) => {
       await sink.finish();
-      return { path: outPath, arch: plan.arch, dtype, tensors: plan.items.length, vocabSize: plan.tokenizer.tokenCount, tokenizer: plan.tokenizer.source };
+      return { path: outPath, arch: plan.arch, dtype, tensors: plan.items.length, vocabSize: plan.tokenizer.tokenCount, tokenizer: plan.tokenizer.source, notes: plan.notes };
     },
     onProgress: params.onProgress,
   });
@@ -155,5 +158,6 @@ async function planConversion(ckpt: Checkpoint, dtype: FloatDType, opts: Pick<To
     ['general.quantization_version', kvU32(GGML_QUANT_VERSION)],
     ...tokenizer.kvs,
   ];
-  return { items: planned, arch, kv, tokenizer };
+  const notes = [slidingWindowNote(arch, config)].filter((n): n is string => n !== undefined);
+  return { items: planned, arch, kv, tokenizer, notes };
 }

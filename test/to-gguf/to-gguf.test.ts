@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GGUF_FILE_TYPE, ggufHparamKvs, llama3RopeFactors } from '../../src/to-gguf/gguf-hparams.js';
 import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
+import { slidingWindowNote } from '../../src/to-gguf/sliding-window.js';
 import { createGgufSink, GgufValueType, kvArray, kvString, kvU32, openGguf, type GgufKv } from '../../src/io/gguf.js';
 import { createRng } from '../../src/linalg/random.js';
 import { roundTo } from '../../src/tensor/dtype.js';
@@ -221,7 +222,7 @@ describe('convertToGguf', () => {
   it('names, permutes, types and copies every tensor like convert_hf_to_gguf.py (sharded input, f16)', async () => {
     const out = join(dir, 'f16.gguf');
     const result = await convertToGguf({ model, out, dtype: 'F16', vocabFrom: vocab });
-    assert.deepEqual(result, { path: out, arch: 'llama', dtype: 'F16', tensors: 14, vocabSize: VOCAB, tokenizer: vocab });
+    assert.deepEqual(result, { path: out, arch: 'llama', dtype: 'F16', tensors: 14, vocabSize: VOCAB, tokenizer: vocab, notes: [] });
     const file = await openGguf(out);
     try {
       assert.deepEqual(file.tensors.map((t) => t.name).sort(), Object.values(EXPECTED).map(([n]) => n).sort(), 'rotary_emb.inv_freq is dropped');
@@ -292,6 +293,28 @@ describe('convertToGguf', () => {
     data[2] = NaN;
     await writeModelFolder(folder, { ...TENSORS, [name]: { shape: TENSORS[name]!.shape, data } }, { config: CONFIG });
     await assert.rejects(convertToGguf({ model: folder, out: join(dir, 'nan.gguf'), vocabFrom: vocab }), new RegExp(`nan/model\\.safetensors: tensor "${name.replace(/\./g, '\\.')}" holds NaN at element 2`));
+  });
+
+  it('notes that llama.cpp ignores a Mistral/Mixtral sliding window shorter than the context (and converts anyway)', async () => {
+    const mistral = { ...CONFIG, architectures: ['MistralForCausalLM'], model_type: 'mistral' };
+    const note = /^llama\.cpp attends over the whole context; transformers uses a sliding window of 128: outputs differ beyond 128 tokens$/;
+    assert.match(slidingWindowNote('llama', { ...mistral, sliding_window: 128 }) ?? '', note);
+    assert.match(slidingWindowNote('llama', { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', sliding_window: 128, max_position_embeddings: 32768 }) ?? '', note);
+    for (const config of [
+      { ...mistral, sliding_window: null }, // Mistral v0.2+: no window
+      { ...mistral, sliding_window: 256 }, // as long as the context: never slides
+      { ...CONFIG, sliding_window: 128 }, // transformers' Llama has no window whatever config.json says
+    ]) {
+      assert.equal(slidingWindowNote('llama', config), undefined, JSON.stringify(config));
+    }
+    const folder = join(dir, 'mistral');
+    await writeModelFolder(folder, TENSORS, { config: { ...mistral, sliding_window: 128 } });
+    const out = join(dir, 'mistral.gguf');
+    const r = await runCli(['to-gguf', '--model', folder, '--out', out, '--vocab-from', vocab, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(JSON.parse(r.stdout).notes[0], note);
+    assert.match(r.stderr, /^loraforge: note: llama\.cpp attends over the whole context; transformers uses a sliding window of 128/m);
+    await readFile(out);
   });
 
   it('CLI: --json summary, refuses an existing --out without --force, rejects a bad --dtype', async () => {
