@@ -31,6 +31,8 @@ export interface EvalOptions {
   text?: string;
   /** a file of prompts, one per line, each scored on its own */
   prompts?: string;
+  /** prompts given directly instead of a file (library callers) */
+  promptTexts?: readonly string[];
   /** each line of `text` is a sentence followed by EOS (the tinyfam / sentence-corpus convention) */
   lines?: boolean;
   /** window length in tokens (default 512) */
@@ -117,7 +119,8 @@ interface WindowScore {
 
 export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   const started = Date.now();
-  if ((opts.text === undefined) === (opts.prompts === undefined)) throw new UsageError('eval: give either a text file (--text) or a prompt file (--prompts)');
+  const sources = [opts.text, opts.prompts, opts.promptTexts].filter((x) => x !== undefined).length;
+  if (sources !== 1) throw new UsageError('eval: give one of a text file (--text), a prompt file (--prompts) or prompt texts');
   const ctx = opts.ctx ?? 512;
   const stride = opts.stride ?? ctx;
   if (!Number.isInteger(ctx) || ctx < 2) throw new UsageError(`--ctx must be an integer of at least 2, got ${ctx}`);
@@ -136,13 +139,13 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       throw new InputError(`${opts.reference!.model} has a vocabulary of ${ref.spec.vocab} rows and ${opts.model} one of ${engine.spec.vocab}: KL needs two models with the same tokenizer`);
     }
     const bos = tok.addBos ? tok.bosId : undefined;
-    const sourceFile = (opts.text ?? opts.prompts)!;
-    const text = await readInputText(sourceFile);
+    const sourceFile = opts.text ?? opts.prompts ?? '(prompts given by the caller)';
+    const text = opts.promptTexts ? opts.promptTexts.join('\n') : await readInputText(sourceFile);
     let wins: Window[];
     let promptTexts: string[] | undefined;
     let streamTokens: number | undefined;
     let bytesPerToken: number | undefined;
-    if (opts.prompts !== undefined) {
+    if (opts.text === undefined) {
       promptTexts = text.split('\n').filter((l) => l.trim() !== '');
       if (promptTexts.length === 0) throw new InputError(`${sourceFile}: no prompts (one per line)`, { file: sourceFile });
       wins = promptTexts.map((p) => promptWindow(tok.encode(p, { addSpecialTokens: false }), bos));
@@ -169,7 +172,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     const report: EvalReport = {
       model: opts.model,
       adapters: opts.adapters ?? [],
-      source: { file: sourceFile, mode: opts.prompts !== undefined ? 'prompts' : opts.lines ? 'lines' : 'text' },
+      source: { file: sourceFile, mode: opts.text === undefined ? 'prompts' : opts.lines ? 'lines' : 'text' },
       ...(opts.text !== undefined ? { ctx, stride, streamTokens } : {}),
       windows: wins.length,
       scoredPositions: scored,
