@@ -1,7 +1,7 @@
 // Assembles the README's "Commands" section from docs/usage/*.md, in the order users meet the commands.
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 
-const order = ['demo', 'extract', 'merge-adapters', 'merge', 'spectrum', 'edit', 'apply', 'convert', 'edora-init', 'to-gguf', 'inspect', 'eval', 'compare'];
+const order = ['demo', 'extract', 'merge-adapters', 'merge', 'spectrum', 'edit', 'apply', 'convert', 'edora-init', 'to-gguf', 'inspect', 'eval', 'compare', 'transplant'];
 const readme = readFileSync('README.md', 'utf8');
 const start = '<!-- usage sections -->';
 const end = '<!-- end usage sections -->';

@@ -45,6 +45,8 @@ export type { ModuleSelector } from './edit/selectors.js';
 export { applyAdapters, type ApplyOptions, type ApplyReport } from './apply/apply.js';
 export { evaluate, type EvalOptions, type EvalReport, type KlPositions, type PromptScore, type ReferenceComparison } from './eval/eval.js';
 export { loadTokenizer, type Tokenizer } from './tokenizer/tokenizer.js';
+export { transplantEmbeddings, DEFAULT_TRANSPLANT_PARAMS, type TransplantOptions, type TransplantReport, type TransplantParams, type StageReport } from './transplant/transplant.js';
+export { sharedVocabulary, type SharedVocabulary, type SharedToken, type MatchKind } from './vocab/shared.js';
 export { compareModels, type CompareOptions, type CompareReport, type CompareRow, type CompareSide } from './compare/compare.js';
 export { convertAdapter, type ConvertOptions, type ConvertReport } from './convert/convert.js';
 export { edoraInit, type EdoraInitOptions, type EdoraInitReport } from './edora-init/edora-init.js';

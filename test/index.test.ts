@@ -19,6 +19,7 @@ const ENTRY_POINTS: Record<string, string[]> = {
   inspect: ['inspectPath'],
   eval: ['evaluate'],
   compare: ['compareModels'],
+  transplant: ['transplantEmbeddings'],
 };
 
 /**

@@ -17,6 +17,7 @@ import { registerToGguf } from './to-gguf.js';
 import { registerExtract } from './extract.js';
 import { registerEval } from './eval.js';
 import { registerCompare } from './compare.js';
+import { registerTransplant } from './transplant.js';
 import { describeOsError } from '../io/os-error.js';
 import { registerDemo } from './demo.js';
 
@@ -60,6 +61,7 @@ registerToGguf(program);
 registerInspect(program);
 registerEval(program);
 registerCompare(program);
+registerTransplant(program);
 
 try {
   // One run: every file any part of the command reads is an input --out may not touch (io/inputs.ts).

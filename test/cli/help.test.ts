@@ -17,6 +17,7 @@ import { registerSpectrum } from '../../src/cli/spectrum.js';
 import { registerToGguf } from '../../src/cli/to-gguf.js';
 import { registerEval } from '../../src/cli/eval.js';
 import { registerCompare } from '../../src/cli/compare.js';
+import { registerTransplant } from '../../src/cli/transplant.js';
 import { REPO_ROOT, runCli, runCommandInProcess } from '../helpers/cli.js';
 
 /** Each command, and the flags it cannot run without (alone or as one of alternatives). */
@@ -34,6 +35,7 @@ const COMMANDS: Array<[string, (p: Command) => void, string[]]> = [
   ['inspect', registerInspect, []],
   ['eval', registerEval, ['--model', '--text', '--prompts']],
   ['compare', registerCompare, ['--model', '--against', '--prompts']],
+  ['transplant', registerTransplant, ['--base', '--donor', '--out']],
 ];
 
 describe('--help', () => {
