@@ -1,11 +1,20 @@
 /**
  * What a row of logits says: the negative log-likelihood of a target, and how far one
  * distribution is from another. Log-sum-exp and every sum are taken in f64 over the whole
- * vocabulary (the tinyfam references do the same in PyTorch float64).
+ * vocabulary (the tinyfam references do the same in PyTorch float64), in WebAssembly SIMD where
+ * the runtime has it (softmax-simd.ts), else in the JS loops here.
  */
+import { softmaxKernels } from './softmax-simd.js';
+
+export interface ScoreOptions {
+  /** false: the JS loops even where WebAssembly SIMD runs (tests compare the two) */
+  simd?: boolean;
+}
 
 /** log Σ exp(row) in f64. */
-export function logSumExp(row: Float32Array): number {
+export function logSumExp(row: Float32Array, opts: ScoreOptions = {}): number {
+  const kernels = opts.simd === false ? undefined : softmaxKernels();
+  if (kernels) return kernels.logSumExp(row);
   let max = -Infinity;
   for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
   let sum = 0;
@@ -40,8 +49,10 @@ export function topMargin(row: Float32Array): number {
  * the rest of both distributions' mass: a lower bound of the exact value (merging outcomes never
  * increases a KL divergence) that is exact when the rest is the same share on both sides.
  */
-export function klDivergence(p: Float32Array, lseP: number, q: Float32Array, lseQ: number, topK?: number): number {
+export function klDivergence(p: Float32Array, lseP: number, q: Float32Array, lseQ: number, topK?: number, opts: ScoreOptions = {}): number {
   if (topK === undefined || topK >= p.length) {
+    const kernels = opts.simd === false ? undefined : softmaxKernels();
+    if (kernels) return Math.max(0, kernels.klSum(p, lseP, q, lseQ));
     let kl = 0;
     for (let i = 0; i < p.length; i++) {
       const lp = p[i]! - lseP;
