@@ -12,15 +12,13 @@ import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { Engine } from '../model/engine.js';
-import { batchSequence, type Batch } from '../model/layer.js';
-import type { Matrix } from '../tensor/matrix.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { InputError, UsageError } from '../errors.js';
 import type { OnProgress } from '../progress.js';
-import { argmax, klDivergence, logSumExp } from './score.js';
+import { scoreWindows, summarize, type KlPositions } from './scoring.js';
 import { promptWindow, textStream, windows as cutWindows, type Window } from './windows.js';
 
-export type KlPositions = 'all' | { tail: number };
+export type { KlPositions } from './scoring.js';
 
 export interface EvalOptions {
   /** model folder */
@@ -104,19 +102,6 @@ export interface EvalReport extends PerplexityStats {
   seconds: number;
 }
 
-/** Logit rows computed at once: about 32 MB of f32 whatever the vocabulary. */
-const LOGIT_FLOATS = 8 << 20;
-
-interface WindowScore {
-  nll: number;
-  scored: number;
-  klForward: number;
-  klReverse: number;
-  klPositions: number;
-  agree: number;
-  refNll: number;
-}
-
 export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   const started = Date.now();
   const sources = [opts.text, opts.prompts, opts.promptTexts].filter((x) => x !== undefined).length;
@@ -166,9 +151,8 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       }
     }
     const scores = await scoreWindows(engine, ref, wins, opts);
-    const sum = (f: (s: WindowScore) => number) => scores.reduce((a, s) => a + f(s), 0);
-    const scored = sum((s) => s.scored);
-    const meanNll = sum((s) => s.nll) / scored;
+    const totals = summarize(scores, opts, ref !== undefined);
+    const { scored, meanNll } = totals;
     const report: EvalReport = {
       model: opts.model,
       adapters: opts.adapters ?? [],
@@ -188,21 +172,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
         return { prompt, tokens: wins[i]!.input.length, scoredPositions: s.scored, meanNll: s.nll / s.scored, perplexity: Math.exp(s.nll / s.scored) };
       });
     }
-    if (ref) {
-      const refMean = sum((s) => s.refNll) / scored;
-      const n = sum((s) => s.klPositions);
-      const forward = sum((s) => s.klForward) / n;
-      const reverse = sum((s) => s.klReverse) / n;
-      report.reference = {
-        model: opts.reference!.model,
-        adapters: opts.reference!.adapters ?? [],
-        perplexity: Math.exp(refMean),
-        meanNll: refMean,
-        pplRatio: Math.exp(meanNll - refMean),
-        kl: { forward, reverse, symmetric: (forward + reverse) / 2, positions: n, ...(opts.klTopK ? { topK: opts.klTopK } : {}), on: describePositions(opts.klPositions) },
-        top1Agreement: sum((s) => s.agree) / n,
-      };
-    }
+    if (ref) report.reference = { model: opts.reference!.model, adapters: opts.reference!.adapters ?? [], ...totals.reference! };
     report.seconds = (Date.now() - started) / 1000;
     return report;
   } finally {
@@ -220,107 +190,3 @@ function bytesPerTokenOf(tok: Tokenizer, stream: number[]): number {
   return (Buffer.byteLength(tok.decode(stream, { skipSpecialTokens: true }), 'utf8') + separators) / stream.length;
 }
 
-function describePositions(p: KlPositions | undefined): string {
-  return !p || p === 'all' ? 'all scored positions' : `the last ${p.tail} scored positions of each window`;
-}
-
-/** Groups of consecutive windows whose rows fit the activation budget. */
-function groups(wins: Window[], budgetRows: number): Window[][] {
-  const out: Window[][] = [];
-  let current: Window[] = [];
-  let rows = 0;
-  for (const w of wins) {
-    if (current.length > 0 && rows + w.input.length > budgetRows) {
-      out.push(current);
-      current = [];
-      rows = 0;
-    }
-    current.push(w);
-    rows += w.input.length;
-  }
-  if (current.length > 0) out.push(current);
-  return out;
-}
-
-/** Final hidden states of every window of a group (one batch through all layers). */
-async function hiddenStates(engine: Engine, group: Window[], onLayer?: (l: number) => void): Promise<Batch> {
-  const ids: number[] = [];
-  const seqs = [];
-  for (const w of group) {
-    seqs.push(batchSequence(engine.spec, ids.length, w.input.length));
-    for (const id of w.input) ids.push(id);
-  }
-  const b: Batch = { x: await engine.embed(ids), rows: ids.length, seqs };
-  await engine.forward(b, onLayer);
-  return b;
-}
-
-/** The final hidden states of the scored positions of one window, gathered into rows. */
-function scoredRows(b: Batch, seqIndex: number, positions: number[], d: number): Float32Array {
-  const s = b.seqs[seqIndex]!;
-  const out = new Float32Array(positions.length * d);
-  positions.forEach((p, i) => out.set(b.x.subarray((s.offset + p) * d, (s.offset + p + 1) * d), i * d));
-  return out;
-}
-
-async function scoreWindows(engine: Engine, ref: Engine | undefined, wins: Window[], opts: EvalOptions): Promise<WindowScore[]> {
-  const d = engine.spec.hidden;
-  const budget = opts.batchTokens ?? Math.max(512, Math.floor((16 << 20) / Math.max(d, ref?.spec.hidden ?? 0)));
-  const plan = groups(wins, budget);
-  const layers = engine.spec.layers + (ref?.spec.layers ?? 0);
-  const total = plan.length * layers;
-  let step = 0;
-  const tick = (name: string) => opts.onProgress?.({ phase: 'layers', index: step++, total, name });
-  const head = await engine.head();
-  const refHead = ref ? await ref.head() : undefined;
-  const out: WindowScore[] = [];
-  for (const group of plan) {
-    const b = await hiddenStates(engine, group, (l) => tick(`model layer ${l}`));
-    const rb = ref ? await hiddenStates(ref, group, (l) => tick(`reference layer ${l}`)) : undefined;
-    for (let w = 0; w < group.length; w++) {
-      out.push(await scoreWindow(engine, head, b, ref, refHead, rb, group[w]!, w, opts));
-    }
-  }
-  return out;
-}
-
-async function scoreWindow(
-  engine: Engine,
-  head: Matrix,
-  b: Batch,
-  ref: Engine | undefined,
-  refHead: Matrix | undefined,
-  rb: Batch | undefined,
-  win: Window,
-  w: number,
-  opts: EvalOptions,
-): Promise<WindowScore> {
-  const positions: number[] = [];
-  win.targets.forEach((t, i) => t >= 0 && positions.push(i));
-  const tail = opts.klPositions && opts.klPositions !== 'all' ? opts.klPositions.tail : Infinity;
-  const klFrom = Math.max(0, positions.length - tail);
-  const vocab = engine.spec.vocab;
-  const chunk = Math.max(1, Math.floor(LOGIT_FLOATS / vocab));
-  const s: WindowScore = { nll: 0, scored: positions.length, klForward: 0, klReverse: 0, klPositions: 0, agree: 0, refNll: 0 };
-  for (let c0 = 0; c0 < positions.length; c0 += chunk) {
-    const part = positions.slice(c0, c0 + chunk);
-    const logits = await engine.logits(head, scoredRows(b, w, part, engine.spec.hidden), part.length);
-    const refLogits = ref ? await ref.logits(refHead!, scoredRows(rb!, w, part, ref.spec.hidden), part.length) : undefined;
-    for (let i = 0; i < part.length; i++) {
-      const row = logits.subarray(i * vocab, (i + 1) * vocab);
-      const target = win.targets[part[i]!]!;
-      const lse = logSumExp(row);
-      s.nll += lse - row[target]!;
-      if (!refLogits) continue;
-      const refRow = refLogits.subarray(i * vocab, (i + 1) * vocab);
-      const refLse = logSumExp(refRow);
-      s.refNll += refLse - refRow[target]!;
-      if (c0 + i < klFrom) continue;
-      s.klForward += klDivergence(refRow, refLse, row, lse, opts.klTopK);
-      s.klReverse += klDivergence(row, lse, refRow, refLse, opts.klTopK);
-      s.klPositions++;
-      if (argmax(row) === argmax(refRow)) s.agree++;
-    }
-  }
-  return s;
-}
