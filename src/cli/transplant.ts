@@ -29,6 +29,9 @@ interface TransplantFlags {
   maxShared?: string;
   klTopk: string;
   klPositions: string;
+  trials: string;
+  seed: string;
+  saveTopk: string;
   threads?: string;
   force?: boolean;
   json?: boolean;
@@ -67,6 +70,13 @@ function summaryLines(r: TransplantReport): string[] {
     `final: perplexity ${f.perplexity.toFixed(3)} vs base ${f.basePerplexity.toFixed(3)} (ratio ${f.pplRatio.toFixed(4)}); symmetric KL ${f.kl.symmetric.toExponential(3)} nats ` +
       `(KL(base‖merged) ${f.kl.forward.toExponential(3)}, KL(merged‖base) ${f.kl.reverse.toExponential(3)}; ${f.kl.topK ? `top-${f.kl.topK}` : 'exact'}, ${f.kl.positions} positions); top-1 agreement ${(100 * f.top1Agreement).toFixed(1)}%`,
   );
+  if (r.search) {
+    const s = r.search;
+    lines.push(
+      `search: ${s.trials} trials (seed ${s.seed}), best trial ${s.bestTrial}; Pareto front (lowest PPL ratio, highest symmetric KL): trials ${s.pareto.join(', ')}; ` +
+        `${s.trialsPerMinute.toFixed(1)} trials/min (${s.forwards} forward passes, ${s.cachedHidden} scored from cached hidden states); stats/, pareto.json, best.json written`,
+    );
+  }
   for (const n of r.notes) lines.push(`note: ${n}`);
   return lines;
 }
@@ -96,7 +106,10 @@ export function registerTransplant(program: Command): void {
     .option('--untrained-rows <rule>', 'rows the base never trained: skip (leave them), donor (take the donor row), blend (treat like any row)', d.untrainedRows)
     .option('--max-shared <n>', 'use at most N shared tokens (lowest base ids first)')
     .option('--kl-topk <k>', 'KL over the base’s K most likely tokens plus the rest as one bucket', '512')
-    .option('--kl-positions <all|tail:N>', 'positions of each prompt KL is measured on', 'tail:8');
+    .option('--kl-positions <all|tail:N>', 'positions of each prompt KL is measured on', 'tail:8')
+    .option('--trials <n>', 'search: trial 1 uses the parameters given, the others are drawn around them; the best is written', '1')
+    .option('--seed <n>', 'seed of the search', '0')
+    .option('--save-topk <k>', 'with --trials: also write the K best trials as models under OUT/topk/', '0');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
       'after',
@@ -111,6 +124,10 @@ base row's norm. The guard compares the candidate's perplexity on the prompts wi
 stage above --ppl-cap is rolled back (and after a rolled-back embedding stage, lm_head is skipped).
 Tied models have no lm_head stage. Untrained rows: padding rows beyond the tokenizer and rows still
 within 5σ of N(0, initializer_range²)'s norm.
+Search (--trials N): trial 1 uses the parameters given, the others draw every blend parameter
+uniformly around them (seeded). Each trial's JSON goes to OUT/stats/, the Pareto front (lower
+perplexity ratio, higher symmetric KL) to pareto.json, and the best — the highest symmetric KL of
+what the guard kept — to best.json; the model written is the best trial's. The base's hidden states and those of each embedding table are computed once and reused.
 
 Examples:
   loraforge transplant --base ./Qwen2.5-0.5B --donor ./Llama-3.2-1B --out ./qwen-with-llama-rows
@@ -149,6 +166,9 @@ Examples:
         maxShared: parseIntFlag('--max-shared', flags.maxShared, 1),
         klTopK: parseIntFlag('--kl-topk', flags.klTopk, 1),
         klPositions: parseKlPositions(flags.klPositions),
+        trials: parseIntFlag('--trials', flags.trials, 1),
+        seed: parseIntFlag('--seed', flags.seed, 0),
+        saveTopK: parseIntFlag('--save-topk', flags.saveTopk, 0),
         overwrite: flags.force ?? false,
         backend: await getBackend({ threads }),
         onProgress: progress.tick,

@@ -33,7 +33,7 @@ export class Engine {
     readonly spec: ModelSpec,
     readonly model: AdaptedModel,
     readonly backend: LinalgBackend,
-    private readonly overrides?: ReadonlyMap<string, Float32Array>,
+    private overrides?: ReadonlyMap<string, Float32Array>,
   ) {}
 
   /**
@@ -83,6 +83,11 @@ export class Engine {
       expect(`${p}k_proj.weight`, [spec.kvHeads * spec.headDim, spec.hidden]);
       expect(`${p}o_proj.weight`, [spec.hidden, spec.heads * spec.headDim]);
     }
+  }
+
+  /** Replaces the in-memory tensor overrides (whole tensors, same shapes as stored). */
+  setOverrides(overrides: ReadonlyMap<string, Float32Array> | undefined): void {
+    this.overrides = overrides;
   }
 
   /** Keeps every tensor read from now on in memory (generation). */

@@ -12,14 +12,18 @@
  * The output is the base folder with the changed tensors (same names, shapes and dtypes), so
  * every tool that loads the base loads it.
  */
-import { join } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { isAbsolute, join, relative } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
 import { writeModelSideFiles } from '../io/model-folder.js';
 import { modelConfig } from '../arch/index.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
-import { evaluate, type EvalReport, type KlPositions } from '../eval/eval.js';
+import type { KlPositions, ScoreTotals } from '../eval/scoring.js';
+import { createRng, type Rng } from '../linalg/random.js';
+import type { Matrix } from '../tensor/matrix.js';
+import { EMBED, Guard, HEAD } from './guard.js';
 import { runCommand } from '../pipeline/run.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { readInputText } from '../io/inputs.js';
@@ -33,8 +37,6 @@ import { blendRows, gatherRows, normStats, pairCosines, planStage, rowNorm, soft
 import { DEFAULT_PROMPTS } from './default-prompts.js';
 import { findUntrainedRows } from './untrained.js';
 
-const EMBED = 'model.embed_tokens.weight';
-const HEAD = 'lm_head.weight';
 
 export interface TransplantParams {
   emb: Required<Pick<StageParams, 'targetFrac'>> & StageParams;
@@ -65,6 +67,11 @@ export interface TransplantOptions {
   maxShared?: number;
   klTopK?: number;
   klPositions?: KlPositions;
+  /** search: trial 0 uses the parameters given, the others are drawn around them (seeded) */
+  trials?: number;
+  seed?: number;
+  /** with trials: also write the K best trials' models under topk/ */
+  saveTopK?: number;
   overwrite?: boolean;
   backend?: LinalgBackend;
   onProgress?: OnProgress;
@@ -95,8 +102,9 @@ export interface TransplantReport {
   out: string;
   shared: { pairs: number; counts: Record<MatchKind, number>; baseKind: string; donorKind: string; capped: number };
   stages: StageReport[];
-  final: { basePerplexity: number; perplexity: number; pplRatio: number; kl: EvalReport extends { reference?: infer R } ? R extends { kl: infer K } ? K : never : never; top1Agreement: number };
+  final: { basePerplexity: number; perplexity: number; pplRatio: number; kl: NonNullable<ScoreTotals['reference']>['kl']; top1Agreement: number };
   params: TransplantParams;
+  search?: { trials: number; seed: number; bestTrial: number; pareto: number[]; trialsPerMinute: number; forwards: number; cachedHidden: number };
   files: string[];
   notes: string[];
   seconds: number;
@@ -140,22 +148,30 @@ async function readTable(ckpt: Checkpoint, name: string): Promise<Table> {
   return { data: await ckpt.read(name), rows, width };
 }
 
-interface StageResult {
-  table: Float32Array;
-  report: StageReport;
+/** What a stage computes once, whatever the blend parameters: the map, the mapped rows, the cosines. */
+interface PreparedStage {
+  stage: StageReport['stage'];
+  base: Table;
+  baseIds: number[];
+  mapped: Matrix;
+  cos: Float64Array;
+  /** per pair: the base row is untrained */
+  untrainedPairs: Uint8Array;
+  untrained: ReturnType<typeof findUntrainedRows>;
+  alignment: AlignmentReport;
+  baseStats: { median: number; spread: number };
+  /** typical trained base norm ÷ typical mapped norm */
+  normRatio: number;
 }
 
-/** One stage up to the blend: alignment on the shared rows, cosines, plan, blended table. */
-async function blendStage(
+async function prepareStage(
   backend: LinalgBackend,
   stage: StageReport['stage'],
   base: Table,
   donor: Table,
   pairs: SharedVocabulary['pairs'],
-  params: StageParams,
   untrained: ReturnType<typeof findUntrainedRows>,
-  p: TransplantParams,
-): Promise<StageResult> {
+): Promise<PreparedStage> {
   const baseIds = pairs.map((x) => x.baseId);
   const donorRows = gatherRows(donor.data, donor.width, pairs.map((x) => x.donorId));
   // the map is fitted on trained rows only: an untrained row is noise, not a position in the space
@@ -172,33 +188,125 @@ async function blendStage(
     gatherRows(donor.data, donor.width, fitPairs.map((i) => pairs[i]!.donorId)),
   );
   const mapped = await mapRows(backend, alignment, donorRows);
-  const cos = pairCosines(base.data, base.width, baseIds, mapped, alignment.muBase);
-  const flags = Uint8Array.from(baseIds, (id) => untrained.flags[id]!);
-  const plan = planStage(cos, flags, params, p.untrainedRows);
-  // a donor row replacing an untrained row gets the base's typical trained norm (scaled from the donor's own)
   const trainedBase = fitPairs.map((i) => rowNorm(base.data, baseIds[i]!, base.width));
   const trainedMapped = fitPairs.map((i) => rowNorm(mapped.data, i, base.width));
   const baseStats = normStats(trainedBase);
-  const ratio = baseStats.median / Math.max(1e-30, normStats(trainedMapped).median);
-  const table = blendRows({
-    table: base.data,
-    width: base.width,
+  return {
+    stage,
+    base,
     baseIds,
     mapped,
+    cos: pairCosines(base.data, base.width, baseIds, mapped, alignment.muBase),
+    untrainedPairs: Uint8Array.from(baseIds, (id) => untrained.flags[id]!),
+    untrained,
+    alignment: { scale: alignment.scale, rank: alignment.rank, residualBefore: alignment.residualBefore, residualAfter: alignment.residualAfter },
+    baseStats,
+    normRatio: baseStats.median / Math.max(1e-30, normStats(trainedMapped).median),
+  };
+}
+
+/** The stage's table under one set of parameters, and its report (outcome filled in by the guard). */
+function blendStage(s: PreparedStage, params: StageParams, p: TransplantParams): { table: Float32Array; report: StageReport } {
+  const plan = planStage(s.cos, s.untrainedPairs, params, p.untrainedRows);
+  // a donor row replacing an untrained row gets the base's typical trained norm (scaled from the donor's own)
+  const table = blendRows({
+    table: s.base.data,
+    width: s.base.width,
+    baseIds: s.baseIds,
+    mapped: s.mapped,
     plan,
-    untrainedNorm: (n) => (p.softClip ? softClip(n * ratio, baseStats) : n * ratio),
+    untrainedNorm: (n) => (p.softClip ? softClip(n * s.normRatio, s.baseStats) : n * s.normRatio),
   });
+  const u = s.untrained;
   return {
     table,
     report: {
-      stage,
+      stage: s.stage,
       outcome: 'kept',
-      alignment: { scale: alignment.scale, rank: alignment.rank, residualBefore: alignment.residualBefore, residualAfter: alignment.residualAfter },
+      alignment: s.alignment,
       candidates: plan.candidates,
       blended: plan.rows.length,
-      untrained: { rows: untrained.count, padding: untrained.padding, ...(untrained.band ? { band: untrained.band } : {}), replaced: plan.untrainedReplaced, rule: p.untrainedRows },
+      untrained: { rows: u.count, padding: u.padding, ...(u.band ? { band: u.band } : {}), replaced: plan.untrainedReplaced, rule: p.untrainedRows },
     },
   };
+}
+
+/** One evaluated set of parameters: the tables it accepted and what the guard said. */
+interface Trial {
+  index: number;
+  params: TransplantParams;
+  stages: StageReport[];
+  accepted: Map<string, Float32Array>;
+  final: ScoreTotals['reference'] & { perplexity: number };
+}
+
+async function runTrial(index: number, params: TransplantParams, ctx: TrialContext): Promise<Trial> {
+  const stages: StageReport[] = [];
+  const accepted = new Map<string, Float32Array>();
+  const a = blendStage(ctx.emb, params.emb, params);
+  let last = await ctx.guard.check({ embed: a.table });
+  a.report.pplRatio = last.reference!.pplRatio;
+  if (a.report.pplRatio > ctx.pplCap) {
+    a.report.outcome = 'rolled back';
+    a.report.reason = `perplexity ratio ${a.report.pplRatio.toFixed(3)} above the cap ${ctx.pplCap}`;
+  } else accepted.set(EMBED, a.table);
+  stages.push(a.report);
+  if (!ctx.head) stages.push({ stage: 'lm_head', outcome: 'skipped', reason: 'tied embeddings' });
+  else if (a.report.outcome !== 'kept') stages.push({ stage: 'lm_head', outcome: 'skipped', reason: 'the embedding stage tripped the guard' });
+  else {
+    const b = blendStage(ctx.head, params.head, params);
+    const candidate = await ctx.guard.check({ embed: a.table, head: b.table });
+    b.report.pplRatio = candidate.reference!.pplRatio;
+    if (b.report.pplRatio > ctx.pplCap) {
+      b.report.outcome = 'rolled back';
+      b.report.reason = `perplexity ratio ${b.report.pplRatio.toFixed(3)} above the cap ${ctx.pplCap}`;
+    } else {
+      accepted.set(HEAD, b.table);
+      last = candidate;
+    }
+    stages.push(b.report);
+  }
+  if (accepted.size === 0) last = await ctx.guard.check({});
+  return { index, params, stages, accepted, final: { ...last.reference!, perplexity: last.perplexity } };
+}
+
+interface TrialContext {
+  emb: PreparedStage;
+  /** absent: tied embeddings */
+  head?: PreparedStage;
+  guard: Guard;
+  pplCap: number;
+}
+
+/**
+ * Ranked best first: the most donor influence (symmetric KL) in what the guard kept, among trials
+ * whose result is within the cap (stages it rolled back are not part of a trial's result), then
+ * any others by perplexity ratio.
+ */
+function rankTrials(trials: Trial[], pplCap: number): Trial[] {
+  const ok = (t: Trial) => t.final.pplRatio <= pplCap;
+  return [...trials].sort((x, y) => Number(ok(y)) - Number(ok(x)) || (ok(x) ? y.final.kl.symmetric - x.final.kl.symmetric : x.final.pplRatio - y.final.pplRatio) || x.index - y.index);
+}
+
+/** Trials no other trial beats on both perplexity ratio (lower) and symmetric KL (higher). */
+function paretoFront(trials: Trial[]): Trial[] {
+  return trials.filter((t) => !trials.some((o) => o !== t && o.final.pplRatio <= t.final.pplRatio && o.final.kl.symmetric >= t.final.kl.symmetric && (o.final.pplRatio < t.final.pplRatio || o.final.kl.symmetric > t.final.kl.symmetric)));
+}
+
+/** Parameters of a search trial: uniform over ranges around the defaults' (seeded). */
+function sampleParams(rng: Rng, base: TransplantParams): TransplantParams {
+  const u = (lo: number, hi: number) => lo + (hi - lo) * rng.next();
+  const embCap = u(0.3, 1);
+  const headCap = u(0.3, 1);
+  return {
+    ...base,
+    emb: { targetFrac: u(0.2, 1), alphaCap: embCap, alphaFloor: u(0, Math.min(0.3, embCap)), minTau: u(0.2, 0.8) },
+    head: { targetRows: Math.round(u(500, 16000)), alphaCap: headCap, alphaFloor: u(0, Math.min(0.3, headCap)), minTau: u(0.3, 0.85) },
+  };
+}
+
+function trialSummary(t: Trial): Record<string, unknown> {
+  return { trial: t.index, params: t.params, stages: t.stages, pplRatio: t.final.pplRatio, symmetricKl: t.final.kl.symmetric, kl: t.final.kl, top1Agreement: t.final.top1Agreement };
 }
 
 export async function transplantEmbeddings(opts: TransplantOptions): Promise<TransplantReport> {
@@ -206,6 +314,10 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
   const params = mergeParams(opts.params);
   const pplCap = opts.pplCap ?? 3;
   if (!(pplCap >= 1)) throw new UsageError(`--ppl-cap must be at least 1, got ${pplCap}`);
+  const trials = opts.trials ?? 1;
+  if (!Number.isInteger(trials) || trials < 1) throw new UsageError(`--trials must be a positive integer, got ${trials}`);
+  const saveTopK = opts.saveTopK ?? 0;
+  if (!Number.isInteger(saveTopK) || saveTopK < 0 || saveTopK > trials) throw new UsageError(`--save-topk must be an integer from 0 to --trials (${trials}), got ${saveTopK}`);
   const notes: string[] = [];
 
   return runCommand({
@@ -214,9 +326,9 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
       const backend = opts.backend ?? (await getBackend());
       const base = keep(await openCheckpoint(opts.base));
       const donor = keep(await openCheckpoint(opts.donor));
-      return { backend, base, donor };
+      return { backend, base, donor, keep };
     },
-    plan: async ({ backend, base, donor }) => {
+    plan: async ({ backend, base, donor, keep }) => {
       const config = modelConfig(base.config);
       const tied = config.tieWordEmbeddings ?? !base.has(HEAD);
       const tokenizer = await loadTokenizer(opts.base);
@@ -228,81 +340,107 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
       const pairs = vocab.pairs.filter((x) => x.baseId < baseEmbed.rows && x.donorId < donorEmbed.rows);
       if (pairs.length === 0) throw new InputError(`${opts.base} and ${opts.donor}: their tokenizers share no token; transplant needs a shared vocabulary`);
       const initRange = typeof config.fields['initializer_range'] === 'number' ? (config.fields['initializer_range'] as number) : undefined;
-      const guard = (overrides: Map<string, Float32Array>) =>
-        evaluate({
-          model: opts.base,
-          overrides,
-          promptTexts: prompts,
-          reference: { model: opts.base },
-          klTopK: opts.klTopK ?? 512,
-          klPositions: opts.klPositions ?? { tail: 8 },
-          backend,
-        });
-
-      const stages: StageReport[] = [];
-      const accepted = new Map<string, Float32Array>();
-      // Stage A: embeddings
       const untrainedEmb = findUntrainedRows(baseEmbed.data, baseEmbed.rows, baseEmbed.width, tokenizer.vocabSize, initRange);
-      const a = await blendStage(backend, 'embeddings', baseEmbed, donorEmbed, pairs, params.emb, untrainedEmb, params);
-      let last = await guard(new Map([[EMBED, a.table]]));
-      a.report.pplRatio = last.reference!.pplRatio;
-      if (a.report.pplRatio > pplCap) {
-        a.report.outcome = 'rolled back';
-        a.report.reason = `perplexity ratio ${a.report.pplRatio.toFixed(3)} above the cap ${pplCap}`;
-      } else accepted.set(EMBED, a.table);
-      stages.push(a.report);
+      const ctx: TrialContext = {
+        emb: await prepareStage(backend, 'embeddings', baseEmbed, donorEmbed, pairs, untrainedEmb),
+        guard: await Guard.open(opts.base, prompts, backend, { klTopK: opts.klTopK ?? 512, klPositions: opts.klPositions ?? { tail: 8 } }, keep),
+        pplCap,
+      };
       if (tied) notes.push('the base ties lm_head to its embeddings: Stage B (lm_head) does not apply; the embedding stage changes both');
-      // Stage B: lm_head
-      if (tied) stages.push({ stage: 'lm_head', outcome: 'skipped', reason: 'tied embeddings' });
-      else if (a.report.outcome !== 'kept') stages.push({ stage: 'lm_head', outcome: 'skipped', reason: 'the embedding stage tripped the guard' });
       else {
         const baseHead = await readTable(base, HEAD);
         const donorHead = await readTable(donor, donor.has(HEAD) ? HEAD : EMBED);
         const headPairs = pairs.filter((x) => x.baseId < baseHead.rows && x.donorId < donorHead.rows);
         const untrainedHead = findUntrainedRows(baseHead.data, baseHead.rows, baseHead.width, tokenizer.vocabSize, initRange);
-        const b = await blendStage(backend, 'lm_head', baseHead, donorHead, headPairs, params.head, untrainedHead, params);
-        const candidate = await guard(new Map([...accepted, [HEAD, b.table]]));
-        b.report.pplRatio = candidate.reference!.pplRatio;
-        if (b.report.pplRatio > pplCap) {
-          b.report.outcome = 'rolled back';
-          b.report.reason = `perplexity ratio ${b.report.pplRatio.toFixed(3)} above the cap ${pplCap}`;
-        } else {
-          accepted.set(HEAD, b.table);
-          last = candidate;
-        }
-        stages.push(b.report);
+        ctx.head = await prepareStage(backend, 'lm_head', baseHead, donorHead, headPairs, untrainedHead);
       }
-      if (accepted.size === 0) last = await guard(new Map());
+      const rng = createRng(opts.seed ?? 0);
+      const done: Trial[] = [];
+      const searchStarted = Date.now();
+      for (let i = 0; i < trials; i++) {
+        // trial 0 is the parameters given; the others are drawn around them
+        const trial = await runTrial(i, i === 0 ? params : sampleParams(rng, params), ctx);
+        // keep only what ranking and --save-topk need in memory
+        done.push(trial);
+        opts.onProgress?.({ phase: 'trials', index: i, total: trials, name: `trial ${i}` });
+      }
+      const searchSeconds = (Date.now() - searchStarted) / 1000;
+      const ranked = rankTrials(done, pplCap);
       const items = base.list().map((t) => {
         if (!isFloatDType(t.dtype)) throw new InputError(`${base.path}: tensor "${t.name}" is ${t.dtype}; transplant reads F32/F16/BF16 checkpoints`, { file: base.path, tensor: t.name });
         return { name: t.name, shape: t.shape, dtype: t.dtype as FloatDType };
       });
-      return { items, accepted, stages, vocab, last };
+      return { items, best: ranked[0]!, ranked, done, vocab, searchSeconds, guardStats: ctx.guard.stats };
     },
     output: {
       dir: opts.out,
       overwrite: opts.overwrite,
       sink: (tmpPath, { plan }) => createSafetensorsSink(tmpPath, { baseName: 'model', plan: plan.items }),
     },
-    load: (t, { res, plan }) => (plan.accepted.has(t.name) ? Promise.resolve(plan.accepted.get(t.name)!) : res.base.read(t.name)),
+    load: (t, { res, plan }) => (plan.best.accepted.has(t.name) ? Promise.resolve(plan.best.accepted.get(t.name)!) : res.base.read(t.name)),
     each: (t, data, { sink }) => sink.add(t.name, t.shape, data, t.dtype),
-    finish: async (_rows, { plan, sink, tmpPath }) => {
+    finish: async (_rows, { res, plan, sink, tmpPath }) => {
       await sink.finish();
       const copied = await writeModelSideFiles(tmpPath, { source: opts.base });
-      const ref = plan.last.reference!;
+      const files = [...sink.writtenFiles(), ...copied];
+      if (trials > 1) files.push(...(await writeSearchFiles(tmpPath, plan.done, plan.ranked, saveTopK, res.base, opts.base)));
+      const best = plan.best;
       return {
         base: opts.base,
         donor: opts.donor,
         out: opts.out,
         shared: { pairs: plan.vocab.pairs.length, counts: plan.vocab.counts, baseKind: plan.vocab.baseKind, donorKind: plan.vocab.donorKind, capped: plan.vocab.capped },
-        stages: plan.stages,
-        final: { basePerplexity: ref.perplexity, perplexity: plan.last.perplexity, pplRatio: ref.pplRatio, kl: ref.kl, top1Agreement: ref.top1Agreement },
-        params,
-        files: [...sink.writtenFiles(), ...copied].map((f) => join(opts.out, f.split('/').pop()!)),
+        stages: best.stages,
+        final: { basePerplexity: best.final.perplexity / best.final.pplRatio, perplexity: best.final.perplexity, pplRatio: best.final.pplRatio, kl: best.final.kl, top1Agreement: best.final.top1Agreement },
+        params: best.params,
+        ...(trials > 1
+          ? {
+              search: {
+                trials,
+                seed: opts.seed ?? 0,
+                bestTrial: best.index,
+                pareto: paretoFront(plan.done).map((t) => t.index).sort((a, b) => a - b),
+                trialsPerMinute: (60 * trials) / Math.max(plan.searchSeconds, 1e-9),
+                forwards: plan.guardStats.forwards,
+                cachedHidden: plan.guardStats.cachedHidden,
+              },
+            }
+          : {}),
+        files: files.map((f) => join(opts.out, relative(tmpPath, isAbsolute(f) ? f : join(tmpPath, f)))),
         notes,
         seconds: (Date.now() - started) / 1000,
       };
     },
     onProgress: opts.onProgress,
   });
+}
+
+/** stats/trial-N.json for every trial, pareto.json and best.json; with --save-topk, the K best models under topk/. */
+async function writeSearchFiles(dir: string, done: Trial[], ranked: Trial[], saveTopK: number, base: Checkpoint, basePath: string): Promise<string[]> {
+  const written: string[] = [];
+  await mkdir(join(dir, 'stats'), { recursive: true });
+  for (const t of done) {
+    const path = join(dir, 'stats', `trial-${String(t.index).padStart(3, '0')}.json`);
+    await writeFile(path, JSON.stringify(trialSummary(t), null, 2) + '\n');
+    written.push(path);
+  }
+  const pareto = paretoFront(done).sort((a, b) => a.final.pplRatio - b.final.pplRatio);
+  await writeFile(join(dir, 'pareto.json'), JSON.stringify(pareto.map(trialSummary), null, 2) + '\n');
+  await writeFile(join(dir, 'best.json'), JSON.stringify(trialSummary(ranked[0]!), null, 2) + '\n');
+  written.push(join(dir, 'pareto.json'), join(dir, 'best.json'));
+  for (let k = 0; k < saveTopK; k++) {
+    const t = ranked[k]!;
+    const sub = join(dir, 'topk', `${k + 1}-trial-${t.index}`);
+    await mkdir(sub, { recursive: true });
+    const sink = await createSafetensorsSink(sub, {
+      baseName: 'model',
+      plan: base.list().map((x) => ({ name: x.name, shape: x.shape, dtype: x.dtype as FloatDType })),
+    });
+    for (const x of base.list()) await sink.add(x.name, x.shape, t.accepted.get(x.name) ?? (await base.read(x.name)), x.dtype as FloatDType);
+    await sink.finish();
+    await writeModelSideFiles(sub, { source: basePath });
+    await writeFile(join(sub, 'trial.json'), JSON.stringify(trialSummary(t), null, 2) + '\n');
+    written.push(sub);
+  }
+  return written;
 }

@@ -1,0 +1,101 @@
+/**
+ * The perplexity guard of transplant, built to be asked many times (one search trial after
+ * another): the base is opened once, the prompts tokenized once, and the base's own final hidden
+ * states — the reference every candidate is compared with — computed once. A candidate that only
+ * changes lm_head rows reuses the final hidden states of its embedding table, which it shares with
+ * an earlier candidate: only the head products are recomputed.
+ */
+import type { LinalgBackend } from '../linalg/backend.js';
+import { Engine } from '../model/engine.js';
+import { groups, hiddenStates, scoreWindow, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../eval/scoring.js';
+import { promptWindow, type Window } from '../eval/windows.js';
+import type { Batch } from '../model/layer.js';
+import { loadTokenizer } from '../tokenizer/tokenizer.js';
+
+export const EMBED = 'model.embed_tokens.weight';
+export const HEAD = 'lm_head.weight';
+
+export interface Candidate {
+  embed?: Float32Array;
+  head?: Float32Array;
+}
+
+export interface GuardStats {
+  /** forward passes through the layers */
+  forwards: number;
+  /** candidates scored from cached hidden states */
+  cachedHidden: number;
+}
+
+export class Guard {
+  readonly stats: GuardStats = { forwards: 0, cachedHidden: 0 };
+  /** final hidden states per embedding table (the base's under `undefined`) */
+  private readonly hidden = new Map<Float32Array | undefined, Batch[]>();
+
+  private constructor(
+    private readonly engine: Engine,
+    private readonly wins: Window[],
+    private readonly plan: Window[][],
+    private readonly opts: { klTopK?: number; klPositions?: KlPositions },
+  ) {}
+
+  static async open(
+    base: string,
+    prompts: readonly string[],
+    backend: LinalgBackend,
+    opts: { klTopK?: number; klPositions?: KlPositions },
+    keep: <C extends { close(): Promise<void> }>(r: C) => C,
+  ): Promise<Guard> {
+    const engine = await Engine.open(base, [], backend, keep);
+    // the same weights serve every trial
+    engine.resident();
+    const tok = await loadTokenizer(base);
+    const bos = tok.addBos ? tok.bosId : undefined;
+    const wins = prompts.map((p) => promptWindow(tok.encode(p, { addSpecialTokens: false }), bos)).filter((w) => w.input.length > 1);
+    const budget = Math.max(512, Math.floor((16 << 20) / engine.spec.hidden));
+    return new Guard(engine, wins, groups(wins, budget), opts);
+  }
+
+  private async statesOf(embed: Float32Array | undefined): Promise<Batch[]> {
+    const hit = this.hidden.get(embed);
+    if (hit) {
+      this.stats.cachedHidden++;
+      return hit;
+    }
+    this.engine.setOverrides(embed ? new Map([[EMBED, embed]]) : undefined);
+    const out: Batch[] = [];
+    for (const group of this.plan) out.push(await hiddenStates(this.engine, group));
+    this.stats.forwards++;
+    // the base's states and the latest candidate's: a search moves on from a table once it is judged
+    for (const key of [...this.hidden.keys()]) if (key !== undefined) this.hidden.delete(key);
+    this.hidden.set(embed, out);
+    return out;
+  }
+
+  /** The candidate's perplexity and KL against the base on the prompts. */
+  async check(c: Candidate): Promise<ScoreTotals> {
+    const refStates = await this.statesOf(undefined);
+    this.engine.setOverrides(undefined);
+    const refHead = await this.engine.head();
+    const states = c.embed ? await this.statesOf(c.embed) : refStates;
+    if (!c.embed) this.stats.cachedHidden++;
+    const overrides = new Map<string, Float32Array>();
+    if (c.embed) overrides.set(EMBED, c.embed);
+    if (c.head) overrides.set(HEAD, c.head);
+    this.engine.setOverrides(overrides);
+    const head = await this.engine.head();
+    const scores: WindowScore[] = [];
+    for (let g = 0; g < this.plan.length; g++) {
+      const group = this.plan[g]!;
+      for (let w = 0; w < group.length; w++) {
+        scores.push(await scoreWindow(this.engine, head, states[g]!, this.engine, refHead, refStates[g]!, group[w]!, w, this.opts));
+      }
+    }
+    this.engine.setOverrides(undefined);
+    return summarize(scores, this.opts, true);
+  }
+
+  get prompts(): number {
+    return this.wins.length;
+  }
+}
