@@ -9,6 +9,7 @@
  */
 import type { LinalgBackend } from '../linalg/backend.js';
 import { matrix } from '../tensor/matrix.js';
+import { product } from './small-product.js';
 
 export interface KvCache {
   /** per KV head: capacity × headDim keys (rotated) and values */
@@ -80,7 +81,7 @@ export async function attend(backend: LinalgBackend, q: Float32Array, n: number,
     }
     const K = matrix(len, hd, cache.k[j]!.subarray(0, len * hd));
     const V = matrix(len, hd, cache.v[j]!.subarray(0, len * hd));
-    const s = (await backend.gemm(matrix(rep * n, hd, qg), K, { transB: true })).data;
+    const s = (await product(backend, matrix(rep * n, hd, qg), K, { transB: true })).data;
     for (let r = 0; r < rep; r++) {
       for (let i = 0; i < n; i++) {
         const row = (r * n + i) * len;
@@ -105,7 +106,7 @@ export async function attend(backend: LinalgBackend, q: Float32Array, n: number,
         for (let t = last + 1; t < len; t++) s[row + t] = 0;
       }
     }
-    const ctx = (await backend.gemm(matrix(rep * n, len, s), V)).data;
+    const ctx = (await product(backend, matrix(rep * n, len, s), V)).data;
     for (let r = 0; r < rep; r++) {
       const h = j * rep + r;
       for (let i = 0; i < n; i++) out.set(ctx.subarray((r * n + i) * hd, (r * n + i + 1) * hd), i * width + h * hd);

@@ -8,6 +8,7 @@ import { matrix, type Matrix } from '../tensor/matrix.js';
 import { appendKv, attend, newKvCache, type KvCache } from './attention.js';
 import { addBias, addInto, gatedActivation, rmsNorm } from './kernels.js';
 import { applyRope, ropeTable, type RopeTable } from './rope.js';
+import { product } from './small-product.js';
 import type { ModelSpec } from './spec.js';
 
 /** Sequences side by side: rows [offset, offset + n) of the batch's hidden states are one sequence's. */
@@ -43,7 +44,7 @@ export interface LayerWeights {
 
 /** x·Wᵀ for x rows × in and W out × in. */
 export async function linear(backend: LinalgBackend, x: Float32Array, rows: number, W: Matrix): Promise<Float32Array> {
-  return (await backend.gemm(matrix(rows, W.cols, x), W, { transB: true })).data;
+  return (await product(backend, matrix(rows, W.cols, x), W, { transB: true })).data;
 }
 
 async function attentionSublayer(backend: LinalgBackend, spec: ModelSpec, l: number, w: LayerWeights, b: Batch, h: Float32Array): Promise<Float32Array> {
