@@ -90,6 +90,11 @@ export class Engine {
     this.overrides = overrides;
   }
 
+  /** Bytes the model's tensors take widened to f32 (what resident() may come to hold). */
+  f32Bytes(): number {
+    return this.model.tensors.reduce((sum, t) => sum + 4 * t.shape.reduce((a, b) => a * b, 1), 0);
+  }
+
   /** Keeps every tensor read from now on in memory (generation). */
   resident(): void {
     this.cache ??= new Map();

@@ -5,6 +5,7 @@
  * changes lm_head rows reuses the final hidden states of its embedding table, which it shares with
  * an earlier candidate: only the head products are recomputed.
  */
+import { freemem } from 'node:os';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { Engine } from '../model/engine.js';
 import { groups, hiddenStates, scoreWindow, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../eval/scoring.js';
@@ -27,6 +28,16 @@ export interface GuardStats {
   cachedHidden: number;
 }
 
+export interface GuardOptions {
+  klTopK?: number;
+  klPositions?: KlPositions;
+  /** reuse final hidden states across candidates (default true; false measures what the cache saves) */
+  cacheHidden?: boolean;
+}
+
+/** The base stays in memory across trials when its f32 weights take at most this share of free memory. */
+const RESIDENT_SHARE = 0.5;
+
 export class Guard {
   readonly stats: GuardStats = { forwards: 0, cachedHidden: 0 };
   /** final hidden states per embedding table (the base's under `undefined`) */
@@ -36,19 +47,19 @@ export class Guard {
     private readonly engine: Engine,
     private readonly wins: Window[],
     private readonly plan: Window[][],
-    private readonly opts: { klTopK?: number; klPositions?: KlPositions },
+    private readonly opts: GuardOptions,
   ) {}
 
   static async open(
     base: string,
     prompts: readonly string[],
     backend: LinalgBackend,
-    opts: { klTopK?: number; klPositions?: KlPositions },
+    opts: GuardOptions,
     keep: <C extends { close(): Promise<void> }>(r: C) => C,
   ): Promise<Guard> {
     const engine = await Engine.open(base, [], backend, keep);
-    // the same weights serve every trial
-    engine.resident();
+    // the same weights serve every trial: keep them when they fit, else each check streams them
+    if (engine.f32Bytes() <= RESIDENT_SHARE * freemem()) engine.resident();
     const tok = await loadTokenizer(base);
     const bos = tok.addBos ? tok.bosId : undefined;
     const wins = prompts.map((p) => promptWindow(tok.encode(p, { addSpecialTokens: false }), bos)).filter((w) => w.input.length > 1);
@@ -57,7 +68,7 @@ export class Guard {
   }
 
   private async statesOf(embed: Float32Array | undefined): Promise<Batch[]> {
-    const hit = this.hidden.get(embed);
+    const hit = this.opts.cacheHidden === false ? undefined : this.hidden.get(embed);
     if (hit) {
       this.stats.cachedHidden++;
       return hit;
@@ -77,8 +88,8 @@ export class Guard {
     const refStates = await this.statesOf(undefined);
     this.engine.setOverrides(undefined);
     const refHead = await this.engine.head();
-    const states = c.embed ? await this.statesOf(c.embed) : refStates;
-    if (!c.embed) this.stats.cachedHidden++;
+    const states = c.embed || this.opts.cacheHidden === false ? await this.statesOf(c.embed) : refStates;
+    if (!c.embed && this.opts.cacheHidden !== false) this.stats.cachedHidden++;
     const overrides = new Map<string, Float32Array>();
     if (c.embed) overrides.set(EMBED, c.embed);
     if (c.head) overrides.set(HEAD, c.head);
