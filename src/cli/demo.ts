@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { DEMO_ENERGY, DEMO_SHAPE, runDemo, type DemoModule, type DemoResult } from '../demo/demo.js';
+import { runTransplantDemo, TRANSPLANT_DEMO, type TransplantDemoResult } from '../demo/transplant-demo.js';
+import { UsageError } from '../errors.js';
 import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
 import { lazyProgress } from './progress.js';
@@ -95,10 +97,54 @@ function formatDemo(r: DemoResult): string {
   return lines.join('\n');
 }
 
+function formatTransplantDemo(r: TransplantDemoResult): string {
+  const t = TRANSPLANT_DEMO;
+  const rep = r.report;
+  const lines = [
+    'loraforge demo transplant: align a donor of another width and tokenizer whose rows are a known map of the base’s',
+    '',
+    `Built a small Llama-style base (width ${t.baseWidth}, vocab ${t.vocab}, bf16) and a donor of width ${t.donorWidth} whose tokenizer is the base's`,
+    `with its ids shuffled; each donor embedding and lm_head row is the base's row of the same token rotated into`,
+    `the wider space, scaled by ${t.scale} and shifted (${r.buildSeconds.toFixed(1)} s). Transplanted in ${rep.seconds.toFixed(1)} s:`,
+    '',
+    `  shared vocabulary: ${rep.shared.pairs} tokens, paired across the shuffled ids`,
+    '',
+    table([
+      ['stage', 'outcome', 'residual before → after', 'scale found (planted 1/' + t.scale + ')', 'blended', 'PPL ratio'],
+      ...rep.stages.map((s) => [
+        s.stage,
+        s.outcome,
+        s.alignment ? `${s.alignment.residualBefore.toFixed(4)} → ${s.alignment.residualAfter.toFixed(4)}` : '',
+        s.alignment ? s.alignment.scale.toFixed(4) : '',
+        `${s.blended ?? ''}`,
+        s.pplRatio !== undefined ? s.pplRatio.toFixed(5) : '',
+      ]),
+    ])
+      .split('\n')
+      .map((l) => `  ${l}`)
+      .join('\n'),
+    '',
+    r.recovered
+      ? '  ✓ The planted map was found to bf16 rounding, so every blended row keeps its direction and the guard sees\n' +
+          `    no change (symmetric KL ${rep.final.kl.symmetric.toExponential(1)} nats).`
+      : '  ✗ The planted map was not recovered: please report this with the output of --json',
+    '',
+    r.outDir !== null ? `Transplanted model: ${r.outDir}` : 'The models were in a temporary folder, now removed: pass --out DIR to keep the transplanted one.',
+    '',
+    'Now with your own models:',
+    '  loraforge transplant --base ./base --donor ./donor --out ./merged --prompts my-domain.txt',
+  ];
+  return lines.join('\n');
+}
+
 export function registerDemo(program: Command): void {
   helpStyle(program.command('demo'))
-    .description('Build two small fine-tunes with known differences and extract the LoRA between them (no downloads, a few seconds).')
-    .option('--out <dir>', 'keep the extracted adapter in this folder')
+    .description(
+      'Build two small fine-tunes with known differences and extract the LoRA between them; or (demo transplant) a base and a donor ' +
+        'of another width and tokenizer with a planted map between their embeddings, and transplant (no downloads, a few seconds).',
+    )
+    .argument('[which]', 'extract (default) or transplant')
+    .option('--out <dir>', 'keep the extracted adapter (demo transplant: the transplanted model) in this folder')
     .option('--keep', 'keep the generated models A and B: beside --out (<out>-model-a, <out>-model-b), or without --out in a temporary folder whose path is printed')
     .option('--force', 'replace a non-empty --out')
     .option('--seed <n>', 'seed for the generated models and the SVD', '0')
@@ -109,12 +155,22 @@ export function registerDemo(program: Command): void {
       `
 Examples:
   loraforge demo
-  loraforge demo --out ./demo-adapter --keep`,
+  loraforge demo --out ./demo-adapter --keep
+  loraforge demo transplant`,
     )
-    .action(async (flags: DemoFlags) => {
+    .action(async (which: string | undefined, flags: DemoFlags) => {
+      if (which !== undefined && which !== 'extract' && which !== 'transplant') throw new UsageError(`demo: "${which}" is not a demo; choose extract (the default) or transplant`);
       const seed = parseIntFlag('--seed', flags.seed, 0);
       // an existing --out is a usage error (exit 2), refused before the models are built
       if (flags.out !== undefined) await checkOutFlag(flags.out, [], flags.force === true);
+      if (which === 'transplant') {
+        if (flags.keep) throw new UsageError('demo transplant: --keep applies to the extract demo; --out DIR keeps the transplanted model');
+        const bar = lazyProgress('transplant', flags.quiet === true || flags.json === true);
+        const result = await runTransplantDemo({ out: flags.out, overwrite: flags.force, seed, onProgress: bar.tick }).finally(bar.done);
+        process.stdout.write((flags.json ? JSON.stringify(result, null, 2) : formatTransplantDemo(result)) + '\n');
+        if (!result.recovered) process.exitCode = 1;
+        return;
+      }
       const bar = lazyProgress('extract', flags.quiet === true || flags.json === true);
       let result: DemoResult;
       try {

@@ -118,8 +118,11 @@ function randomLora(rng: Rng, rows: number, cols: number, rank: number): Float32
   return out;
 }
 
-function llamaTensorShapes(): Array<[string, number[]]> {
-  const { layers, hidden, intermediate, heads, kvHeads, vocab } = DEMO_SHAPE;
+/** Tensor names and shapes of an untied Llama model of shape `s` (the demo's by default), sorted as the demo writes them. */
+export function llamaTensorShapes(
+  s: { layers: number; hidden: number; intermediate: number; heads: number; kvHeads: number; vocab: number } = DEMO_SHAPE,
+): Array<[string, number[]]> {
+  const { layers, hidden, intermediate, heads, kvHeads, vocab } = s;
   const kv = (hidden / heads) * kvHeads;
   const shapes: Array<[string, number[]]> = [['model.embed_tokens.weight', [vocab, hidden]]];
   for (let l = 0; l < layers; l++) {
