@@ -30,7 +30,7 @@ import { readInputText } from '../io/inputs.js';
 import { sharedVocabulary, type MatchKind, type SharedVocabulary } from '../vocab/shared.js';
 import { InputError, UsageError } from '../errors.js';
 import type { FloatDType } from '../io/types.js';
-import { isFloatDType } from '../tensor/dtype.js';
+import { isFloatDType, roundTo } from '../tensor/dtype.js';
 import type { OnProgress } from '../progress.js';
 import { fitAlignment, mapRows, type Alignment } from './align.js';
 import { blendRows, gatherRows, normStats, pairCosines, planStage, rowNorm, softClip, type StageParams, type UntrainedRule } from './blend.js';
@@ -142,12 +142,15 @@ interface Table {
   data: Float32Array;
   rows: number;
   width: number;
+  /** how the base stores it: candidates are rounded to it, so the guard judges the file written */
+  dtype: FloatDType;
 }
 
 async function readTable(ckpt: Checkpoint, name: string): Promise<Table> {
   if (!ckpt.has(name)) throw new InputError(`${ckpt.path}: no tensor "${name}"; transplant reads ${EMBED} (and ${HEAD} when untied)`, { file: ckpt.path, tensor: name });
   const [rows, width] = shape2(ckpt, name);
-  return { data: await ckpt.read(name), rows, width };
+  const dtype = ckpt.info(name).dtype;
+  return { data: await ckpt.read(name), rows, width, dtype: isFloatDType(dtype) ? dtype : 'F32' };
 }
 
 /** What a stage computes once, whatever the blend parameters: the map, the mapped rows, the cosines. */
@@ -211,7 +214,7 @@ async function prepareStage(
 function blendStage(s: PreparedStage, params: StageParams, p: TransplantParams): { table: Float32Array; report: StageReport } {
   const plan = planStage(s.cos, s.untrainedPairs, params, p.untrainedRows);
   // a donor row replacing an untrained row gets the base's typical trained norm (scaled from the donor's own)
-  const table = blendRows({
+  const blended = blendRows({
     table: s.base.data,
     width: s.base.width,
     baseIds: s.baseIds,
@@ -219,6 +222,8 @@ function blendStage(s: PreparedStage, params: StageParams, p: TransplantParams):
     plan,
     untrainedNorm: (n) => (p.softClip ? softClip(n * s.normRatio, s.baseStats) : n * s.normRatio),
   });
+  // unblended rows round-trip exactly (they came from this dtype)
+  const table = s.base.dtype === 'F32' ? blended : roundTo(blended, s.base.dtype);
   const u = s.untrained;
   return {
     table,
@@ -353,7 +358,9 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
         const baseHead = await readTable(base, HEAD);
         const donorHead = await readTable(donor, donor.has(HEAD) ? HEAD : EMBED);
         const headPairs = pairs.filter((x) => x.baseId < baseHead.rows && x.donorId < donorHead.rows);
-        const untrainedHead = findUntrainedRows(baseHead.data, baseHead.rows, baseHead.width, tokenizer.vocabSize, initRange);
+        // a token the base never saw as input was never a target either: its head row only ever
+        // got pushed down by the softmax, which moves it off its initialisation without training it
+        const untrainedHead = findUntrainedRows(baseHead.data, baseHead.rows, baseHead.width, tokenizer.vocabSize, initRange, untrainedEmb.flags);
         ctx.head = await prepareStage(backend, 'lm_head', baseHead, donorHead, headPairs, untrainedHead);
       }
       const rng = createRng(opts.seed ?? 0);
@@ -372,7 +379,7 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
         if (!isFloatDType(t.dtype)) throw new InputError(`${base.path}: tensor "${t.name}" is ${t.dtype}; transplant reads F32/F16/BF16 checkpoints`, { file: base.path, tensor: t.name });
         return { name: t.name, shape: t.shape, dtype: t.dtype as FloatDType };
       });
-      return { items, best: ranked[0]!, ranked, done, vocab, searchSeconds, guardStats: ctx.guard.stats };
+      return { items, best: ranked[0]!, ranked, done, vocab, pairs: pairs.length, searchSeconds, guardStats: ctx.guard.stats };
     },
     output: {
       dir: opts.out,
@@ -391,7 +398,7 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
         base: opts.base,
         donor: opts.donor,
         out: opts.out,
-        shared: { pairs: plan.vocab.pairs.length, counts: plan.vocab.counts, baseKind: plan.vocab.baseKind, donorKind: plan.vocab.donorKind, capped: plan.vocab.capped },
+        shared: { pairs: plan.pairs, counts: plan.vocab.counts, baseKind: plan.vocab.baseKind, donorKind: plan.vocab.donorKind, capped: plan.vocab.capped },
         stages: best.stages,
         final: { basePerplexity: best.final.perplexity / best.final.pplRatio, perplexity: best.final.perplexity, pplRatio: best.final.pplRatio, kl: best.final.kl, top1Agreement: best.final.top1Agreement },
         params: best.params,

@@ -7,7 +7,8 @@
  * - its id is beyond the tokenizer's vocabulary (padding rows the tokenizer never produces), or
  * - config.json gives `initializer_range` σ and the row's norm lies within 5 standard deviations
  *   of what N(0, σ²) gives a row of this width (mean σ·√width, spread σ/√2): a trained row has
- *   moved away from that narrow band. Without initializer_range only padding rows count.
+ *   moved away from that narrow band. Without initializer_range only padding rows count;
+ * - or the caller says so (`also`): an untied lm_head row of a token whose embedding row is untrained.
  */
 import { rowNorm } from './blend.js';
 
@@ -20,7 +21,14 @@ export interface UntrainedRows {
   band?: [number, number];
 }
 
-export function findUntrainedRows(table: Float32Array, rows: number, width: number, tokenizerSize: number, initializerRange: number | undefined): UntrainedRows {
+export function findUntrainedRows(
+  table: Float32Array,
+  rows: number,
+  width: number,
+  tokenizerSize: number,
+  initializerRange: number | undefined,
+  also?: Uint8Array,
+): UntrainedRows {
   const flags = new Uint8Array(rows);
   let padding = 0;
   let band: [number, number] | undefined;
@@ -33,6 +41,7 @@ export function findUntrainedRows(table: Float32Array, rows: number, width: numb
   for (let r = 0; r < rows; r++) {
     let untrained = r >= tokenizerSize;
     if (untrained) padding++;
+    else if (also?.[r]) untrained = true;
     else if (band) {
       const n = rowNorm(table, r, width);
       untrained = n >= band[0] && n <= band[1];
