@@ -67,7 +67,8 @@ async function writeShuffledTokenizer(baseDir: string, donorDir: string, perm: n
 }
 
 /** Writes the base and the donor (bf16, config.json, tokenizer). */
-async function buildPair(baseDir: string, donorDir: string, seed: number): Promise<void> {
+/** Writes the demo's base and donor model folders (the planted map between them). */
+export async function buildTransplantPair(baseDir: string, donorDir: string, seed: number): Promise<void> {
   const rng = createRng(seed);
   const { baseWidth, donorWidth, scale } = TRANSPLANT_DEMO;
   await Promise.all([mkdir(baseDir), mkdir(donorDir)]);
@@ -121,7 +122,7 @@ export function runTransplantDemo(opts: TransplantDemoOptions = {}): Promise<Tra
       const base = join(workDir, 'base');
       const donor = join(workDir, 'donor');
       const t0 = performance.now();
-      await buildPair(base, donor, opts.seed ?? 0);
+      await buildTransplantPair(base, donor, opts.seed ?? 0);
       const buildSeconds = (performance.now() - t0) / 1000;
       const out = opts.out ?? join(workDir, 'transplanted');
       const report = await transplantEmbeddings({ base, donor, out, overwrite: opts.overwrite, onProgress: opts.onProgress });
