@@ -23,6 +23,7 @@
  * key path, and what would be valid. Parameter names are checked against the method's table.
  */
 import { LineCounter, parseDocument, stringify } from 'yaml';
+import { UsageError } from '../errors.js';
 import type { FloatDType } from '../io/types.js';
 import { MERGE_METHODS, METHOD_NAMES, describeRange, inRange, isMethodName, type MergeMethodDef, type ParamDef } from './methods.js';
 import type { ConditionalParameter, ParameterMap, ParameterSetting, Scalar } from './params.js';
@@ -122,8 +123,9 @@ class ConfigChecker {
     return path.length ? `${at}: ${formatPath(path)}` : at;
   }
 
+  /** A mistake in the config (a UsageError: the CLI exits with 2), located at its YAML line. */
   fail(path: ConfigPath, message: string): never {
-    throw new Error(`${this.where(path)}: ${message}`);
+    throw new UsageError(`${this.where(path)}: ${message}`);
   }
 
   object(raw: unknown, path: ConfigPath, keys: readonly string[]): Record<string, unknown> {

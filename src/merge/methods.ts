@@ -8,14 +8,30 @@
  * source order, and may overwrite them (it returns the array holding the result, often an input).
  */
 import type { Rng } from '../linalg/random.js';
+import { dellaParamError } from './della.js';
 import { mergeLinear } from './linear.js';
 import type { Scalar } from './params.js';
 import { passthroughTensor } from './passthrough.js';
+import { mergeSce } from './sce.js';
 import { slerpInto } from './slerp.js';
 import { magnitudeKeepCount } from './sparsify.js';
 import { mergeTaskVectors, type TaskArithmeticOptions } from './task-arithmetic.js';
 
-export const METHOD_NAMES = ['linear', 'task_arithmetic', 'ties', 'dare_linear', 'dare_ties', 'slerp', 'passthrough'] as const;
+export const METHOD_NAMES = [
+  'linear',
+  'task_arithmetic',
+  'ties',
+  'dare_linear',
+  'dare_ties',
+  'slerp',
+  'passthrough',
+  // the task-vector family's other sparsifiers, and sce
+  'breadcrumbs',
+  'breadcrumbs_ties',
+  'della',
+  'della_linear',
+  'sce',
+] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 
 export interface ParamDef {
@@ -46,7 +62,7 @@ export function describeRange(r: ParamRange): string {
 
 /** What the executor lends a method while it merges one tensor. */
 export interface MergeEnv {
-  /** the seeded stream for input `input` (DARE masks) */
+  /** the seeded stream for input `input` (DARE and della masks: one next() per entry, in storage order) */
   rng(input: number): Rng;
   /** a working array of the tensor's size, contents undefined; reclaimed after merge() returns */
   scratch(): Float32Array;
@@ -56,6 +72,7 @@ export interface MergeEnv {
 export interface TensorContext {
   /** output tensor name (for messages) */
   tensor: string;
+  shape: readonly number[];
   numel: number;
   /** index of base_model among the inputs, when it is one */
   base: number | undefined;
@@ -85,14 +102,43 @@ export interface MergeMethodDef {
   params: readonly ParamDef[];
   /** per model: set under a model (or at the top level / per slice as a default for all models) */
   tensorParams: readonly ParamDef[];
-  /** plan-time checks that need the tensor's size (throws a message without location) */
+  /** plan-time checks that need the tensor's size (throws a message without location, or an InputParamError) */
   check?(ctx: TensorContext): void;
   merge(ctx: TensorContext, inputs: Float32Array[], env: MergeEnv): Float32Array;
 }
 
 const num = (v: Scalar | undefined): number => v as number;
 
+/** A check's complaint about the parameters of one input: the planner names that model's place in the config. */
+export class InputParamError extends Error {
+  constructor(
+    readonly input: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 const WEIGHT: ParamDef = { name: 'weight', kind: 'number', required: true, help: "the model's weight" };
+
+const GAMMA: ParamDef = {
+  name: 'gamma',
+  kind: 'number',
+  required: false,
+  default: 0.01,
+  // mergekit's [n_bot:-n_top] slice: ⌊gamma·n⌋ = 0 keeps nothing
+  help: 'fraction of largest-magnitude entries dropped as outliers; ⌊gamma·entries⌋ = 0 drops the whole task vector, as in mergekit (gamma 0, or tensors under 1/gamma entries)',
+  range: { min: 0, max: 1 },
+};
+
+const EPSILON: ParamDef = {
+  name: 'epsilon',
+  kind: 'number',
+  required: false,
+  default: 0.15,
+  help: 'keep probabilities run from density − epsilon (smallest |δ| along dim 1) to density + epsilon (largest); both must lie inside (0, 1)',
+  range: { min: 0, max: 1 },
+};
 
 function taskArithmeticMethod(spec: {
   name: MethodName;
@@ -105,13 +151,15 @@ function taskArithmeticMethod(spec: {
   rescale: boolean;
 }): MergeMethodDef {
   const sparsifies = spec.sparsification !== undefined;
+  const outliers = spec.sparsification === 'magnitude_outliers';
+  const della = spec.sparsification === 'della_magprune';
   return {
     name: spec.name,
     title: spec.title,
     reference: spec.reference,
     summary: spec.summary,
     base: 'required',
-    randomized: spec.sparsification === 'random',
+    randomized: spec.sparsification === 'random' || della,
     params: [
       { name: 'normalize', kind: 'boolean', required: false, default: spec.normalize, help: 'divide the summed task vectors by the sum of the (agreeing) weights' },
       { name: 'lambda', kind: 'number', required: false, default: 1, help: 'scale of the merged task vector' },
@@ -129,8 +177,16 @@ function taskArithmeticMethod(spec: {
         // 0 keeps nothing (mergekit's ties asserts; its dare silently returns the base model); above 1 means 1
         ...(sparsifies ? { range: { min: 0, max: 1, minExclusive: true } } : {}),
       },
+      ...(outliers ? [GAMMA] : []),
+      ...(della ? [EPSILON] : []),
     ],
     check(ctx) {
+      if (della) {
+        ctx.inputParams.forEach((p, i) => {
+          const problem = i === ctx.base ? undefined : dellaParamError(num(p.density), num(p.epsilon));
+          if (problem) throw new InputParamError(i, `${problem} (tensor "${ctx.tensor}")`);
+        });
+      }
       if (spec.sparsification !== 'magnitude') return;
       ctx.inputParams.forEach((p, i) => {
         if (i === ctx.base) return;
@@ -143,10 +199,13 @@ function taskArithmeticMethod(spec: {
     merge(ctx, inputs, env) {
       const base = inputs[ctx.base as number];
       const tvs = inputs.flatMap((data, i) =>
-        i === ctx.base ? [] : [{ data, weight: num(ctx.inputParams[i].weight), density: num(ctx.inputParams[i].density), rng: () => env.rng(i) }],
+        i === ctx.base
+          ? []
+          : [{ data, weight: num(ctx.inputParams[i].weight), density: num(ctx.inputParams[i].density), gamma: num(ctx.inputParams[i].gamma), epsilon: num(ctx.inputParams[i].epsilon), rng: () => env.rng(i) }],
       );
       const opts = {
         sparsification: spec.sparsification,
+        shape: ctx.shape,
         consensus: spec.consensus,
         normalize: ctx.params.normalize as boolean,
         lambda: num(ctx.params.lambda),
@@ -245,6 +304,70 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     params: [],
     tensorParams: [{ name: 'scale', kind: 'number', required: false, help: 'multiply the tensor by this factor' }],
     merge: (ctx, inputs) => passthroughTensor(inputs[0], ctx.inputParams[0].scale as number | undefined),
+  },
+  // the task-vector family's other sparsifiers (breadcrumbs.ts, della.ts), and sce (sce.ts)
+  breadcrumbs: taskArithmeticMethod({
+    name: 'breadcrumbs',
+    title: 'Model Breadcrumbs',
+    reference: 'https://arxiv.org/abs/2312.06795',
+    summary: 'task vectors without their largest (gamma) and smallest entries (density kept), then summed',
+    sparsification: 'magnitude_outliers',
+    consensus: false,
+    normalize: false,
+    rescale: false,
+  }),
+  breadcrumbs_ties: taskArithmeticMethod({
+    name: 'breadcrumbs_ties',
+    title: 'Model Breadcrumbs with TIES',
+    reference: 'https://arxiv.org/abs/2312.06795',
+    summary: 'breadcrumbs sparsification, then TIES sign election',
+    sparsification: 'magnitude_outliers',
+    consensus: true,
+    normalize: false,
+    rescale: false,
+  }),
+  della: taskArithmeticMethod({
+    name: 'della',
+    title: 'DELLA',
+    reference: 'https://arxiv.org/abs/2406.11617',
+    summary: 'task vectors randomly dropped with keep probabilities ranked by magnitude along dim 1 (seeded), rescaled, then TIES sign election',
+    sparsification: 'della_magprune',
+    consensus: true,
+    normalize: true,
+    rescale: true,
+  }),
+  della_linear: taskArithmeticMethod({
+    name: 'della_linear',
+    title: 'Linear DELLA',
+    reference: 'https://arxiv.org/abs/2406.11617',
+    summary: 'DELLA drop and rescale, then summed',
+    sparsification: 'della_magprune',
+    consensus: false,
+    normalize: false,
+    rescale: true,
+  }),
+  sce: {
+    name: 'sce',
+    title: 'SCE',
+    reference: 'https://arxiv.org/abs/2408.07990',
+    summary: 'task-vector entries of largest variance across models kept (select_topk), weighted by mean square, TIES sign election',
+    base: 'required',
+    randomized: false,
+    params: [
+      { name: 'select_topk', kind: 'number', required: false, default: 1, help: 'fraction of entries (of those whose task vectors differ) kept, by variance across the models', range: { min: 0, max: 1, minExclusive: true } },
+      { name: 'int8_mask', kind: 'boolean', required: false, default: false, help: 'accepted for mergekit compatibility; no effect (no masks are stored)' },
+    ],
+    // mergekit's sce takes no per-model parameters and ignores a weight given anyway; so do we, rather than refuse its configs
+    tensorParams: [{ name: 'weight', kind: 'number', required: false, help: 'accepted for mergekit compatibility; ignored (sce weights each task vector by its mean square)' }],
+    merge(ctx, inputs, env) {
+      const b = ctx.base as number;
+      return mergeSce(
+        inputs[b],
+        inputs.filter((_, i) => i !== b),
+        num(ctx.params.select_topk),
+        env.scratch,
+      );
+    },
   },
 };
 

@@ -13,7 +13,8 @@ import type { FloatDType, TensorInfo } from '../io/types.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import type { MergeConfig, SliceSpec, SourceSpec } from './config.js';
 import { isPreLayerTensor } from './layers.js';
-import type { MergeMethodDef, TensorContext } from './methods.js';
+import { UsageError } from '../errors.js';
+import { InputParamError, type MergeMethodDef, type TensorContext } from './methods.js';
 import { resolveParameter, type ParameterMap, type Scalar } from './params.js';
 import type { OpenedModels, SourceModel } from './sources.js';
 
@@ -197,6 +198,7 @@ class Planner {
     const base = baseIndex >= 0 ? baseIndex : undefined;
     const context: TensorContext = {
       tensor: output,
+      shape: [...infos[0].shape],
       numel: infos[0].shape.reduce((a, b) => a * b, 1),
       base,
       params: this.resolveMergeParams(slice, output, t),
@@ -206,7 +208,9 @@ class Planner {
     try {
       this.method.check?.(context);
     } catch (err) {
-      throw new Error(`${this.config.file}: ${(err as Error).message}`);
+      // the parameters of one model are at fault: name its place in the config
+      const where = err instanceof InputParamError ? slice.sources[err.input].where : this.config.file;
+      throw new UsageError(`${where}: ${(err as Error).message}`);
     }
     const dtype = this.config.outDtype ?? this.config.dtype ?? (infos[base ?? 0].dtype as FloatDType);
     this.tensors.push({ name: output, shape: [...infos[0].shape], dtype, inputs, context });

@@ -65,13 +65,14 @@ export function magnitudeKeepCount(density: number, n: number): number {
   return Math.trunc(density * n);
 }
 
-function l1Norm(x: Float32Array): number {
+export function l1Norm(x: Float32Array): number {
   let s = 0;
   for (let i = 0; i < x.length; i++) s += Math.abs(x[i]);
   return s;
 }
 
-function rescaleToL1(x: Float32Array, before: number): void {
+/** Scales x so its L1 norm is `before` again (mergekit's RescaleNorm.l1), unless either norm is below 1e-7. */
+export function rescaleToL1(x: Float32Array, before: number): void {
   const after = l1Norm(x);
   if (before < RESCALE_EPS || after < RESCALE_EPS) return;
   const scale = before / after;

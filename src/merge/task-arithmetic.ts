@@ -1,9 +1,10 @@
 /**
  * mergekit's "generalized task arithmetic" (merge_methods/generalized_task_arithmetic.py), behind
- * task_arithmetic, ties, dare_linear and dare_ties:
+ * task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della and della_linear:
  *
  *   δ_i = x_i − base                          task vectors
- *   δ_i ← sparsify(δ_i, density_i)            ties: magnitude trim; dare_*: random drop
+ *   δ_i ← sparsify(δ_i, density_i)            ties: magnitude trim; dare_*: random drop;
+ *                                             breadcrumbs*: outliers and smallest dropped; della*: ranked random drop
  *   d_i = w_i · δ_i                           weighted
  *   consensus (ties, dare_ties): per entry, the majority sign is that of Σ_i d_i (≥ 0 counts as +);
  *     only entries whose sign equals it (zeros never do) enter the sum and the divisor:
@@ -17,6 +18,8 @@
  * TIES threshold are masked while summing instead of being zeroed in a pass of their own.
  */
 import type { Rng } from '../linalg/random.js';
+import { sparsifyOutliers } from './breadcrumbs.js';
+import { sparsifyDella } from './della.js';
 import { keepAll, keptBy, magnitudeKeepCount, selectTopK, sparsifyMagnitude, sparsifyRandom, subtract, type TopK } from './sparsify.js';
 
 export interface TaskVector {
@@ -24,12 +27,19 @@ export interface TaskVector {
   data: Float32Array;
   weight: number;
   density: number;
-  /** the seeded stream for its DARE mask */
+  /** breadcrumbs: fraction of largest entries dropped */
+  gamma?: number;
+  /** della: half-width of the keep probabilities around density */
+  epsilon?: number;
+  /** the seeded stream for its DARE / della mask */
   rng?: () => Rng;
 }
 
 export interface TaskArithmeticOptions {
-  sparsification: 'magnitude' | 'random' | undefined;
+  /** mergekit's sparsification_method */
+  sparsification: 'magnitude' | 'random' | 'magnitude_outliers' | 'della_magprune' | undefined;
+  /** the tensor's shape (della ranks along dim 1) */
+  shape: readonly number[];
   /** TIES sign election by the sign of the sum */
   consensus: boolean;
   normalize: boolean;
@@ -44,7 +54,7 @@ const MIN_DIVISOR = 1e-8;
  * x ← sparsify(x − base). Returns which entries count: a TIES trim is left as a rule for the
  * summing passes to apply (saving a pass over memory); otherwise x is final and all entries count.
  */
-function taskVector(base: Float32Array, tv: TaskVector, opts: TaskArithmeticOptions): TopK {
+function taskVector(base: Float32Array, tv: TaskVector, opts: TaskArithmeticOptions, scratch: () => Float32Array): TopK {
   const x = tv.data;
   if (opts.sparsification === 'magnitude' && tv.density < 1) {
     const k = magnitudeKeepCount(tv.density, x.length);
@@ -55,10 +65,11 @@ function taskVector(base: Float32Array, tv: TaskVector, opts: TaskArithmeticOpti
     return keepAll(x.length);
   }
   subtract(x, base);
-  if (opts.sparsification === 'random') {
-    if (!tv.rng) throw new Error('task arithmetic: a random sparsification needs an RNG for every task vector');
-    sparsifyRandom(x, tv.density, opts.rescale, tv.rng());
-  }
+  const random = opts.sparsification === 'random' || opts.sparsification === 'della_magprune';
+  if (random && !tv.rng) throw new Error('task arithmetic: a random sparsification needs an RNG for every task vector');
+  if (opts.sparsification === 'random') sparsifyRandom(x, tv.density, opts.rescale, (tv.rng as () => Rng)());
+  if (opts.sparsification === 'magnitude_outliers') sparsifyOutliers(x, tv.density, tv.gamma as number, opts.rescale);
+  if (opts.sparsification === 'della_magprune') sparsifyDella(x, opts.shape, tv.density, tv.epsilon as number, opts.rescale, (tv.rng as () => Rng)(), scratch());
   return keepAll(x.length);
 }
 
@@ -131,7 +142,10 @@ export function mergeTaskVectors(
     if (tv.data.length !== base.length) throw new Error(`task arithmetic: a tensor of ${tv.data.length} entries cannot be merged into a base of ${base.length}`);
   }
   if (tvs.length === 0) return base;
-  const keep = tvs.map((tv) => taskVector(base, tv, opts));
+  // della's probabilities need one working array, the same for every task vector
+  let probs: Float32Array | undefined;
+  const lend = () => (probs ??= scratch());
+  const keep = tvs.map((tv) => taskVector(base, tv, opts, lend));
   const deltas = tvs.map((tv) => tv.data);
   const w = tvs.map((tv) => tv.weight);
   if (opts.consensus) mergeWithConsensus(base, deltas, keep, w, opts, scratch);

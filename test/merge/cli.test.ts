@@ -18,6 +18,7 @@ before(async () => {
   );
   await mkdir(join(dir, 'busy'));
   await writeFile(join(dir, 'busy', 'x'), 'x');
+  await writeFile(join(dir, 'della.yaml'), 'merge_method: della\nbase_model: ./base\nmodels:\n  - model: ./a\n    parameters: {weight: 1, density: 0.5, epsilon: 0.5}\n');
   await writeFile(join(dir, 'typo.yaml'), 'merge_method: ties\nbase_model: ./base\nmodels:\n  - model: ./a\n    parameters: {weigth: 1}\n');
 });
 
@@ -43,18 +44,22 @@ describe('loraforge merge', () => {
     ]);
   });
 
-  it('fails with the config error (exit 1), on a bad flag or a non-empty --out (exit 2), and documents itself in --help', async () => {
+  it('fails on a config error located at its YAML line, a bad flag or a non-empty --out (exit 2), and documents itself in --help', async () => {
     // independent runs, started together: each CLI start costs a second or two
-    const [typo, badSize, busy, help] = await Promise.all([
+    const [typo, della, badSize, busy, help] = await Promise.all([
       runCli(['merge', 'typo.yaml', '--out', 'never'], { cwd: dir }),
+      runCli(['merge', 'della.yaml', '--out', 'never'], { cwd: dir }),
       runCli(['merge', 'ties.yaml', '--out', 'y', '--shard-size', 'lots'], { cwd: dir }),
       runCli(['merge', 'ties.yaml', '--out', 'busy'], { cwd: dir }),
       runCli(['merge', '--help']),
     ]);
     assert.equal(busy.code, 2);
     assert.match(busy.stderr, /--out busy exists and is not empty: choose another folder or pass --force to replace it/);
-    assert.equal(typo.code, 1);
+    assert.equal(typo.code, 2);
     assert.match(typo.stderr, /^loraforge: typo\.yaml:5:26: models\[0\]\.parameters\.weigth: unknown parameter "weigth"; valid per-model parameters for ties: weight, density\n$/);
+    // mergekit's error_della_epsilon: refused before anything is read, at the model's line
+    assert.equal(della.code, 2);
+    assert.match(della.stderr, /^loraforge: della\.yaml:4:5: models\[0\]: density 0\.5 ± epsilon 0\.5 must stay inside \(0, 1\) .*: use an epsilon below 0\.5 \(tensor "model\.embed_tokens\.weight"\)\n$/);
     assert.equal(badSize.code, 2);
     assert.match(badSize.stderr, /--shard-size: invalid shard size "lots"/);
     assert.equal(help.code, 0);

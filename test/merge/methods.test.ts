@@ -161,6 +161,37 @@ describe('merge methods vs their formulas', () => {
     });
   });
 
+  it('della_linear: seeded per-input draws against magnitude-ranked keep probabilities along dim 1', async () => {
+    const seed = 7;
+    const { tensors } = await merge(
+      {
+        merge_method: 'della_linear',
+        base_model: './base',
+        parameters: { rescale: false },
+        models: [{ model: './a', parameters: { weight: 0.5, density: 0.5, epsilon: 0.3 } }, { model: './b', parameters: { weight: 1, density: 0.6 } }],
+      },
+      seed,
+    );
+    const della = (x: TensorMap, n: string, input: number, density: number, eps: number) => {
+      const dl = delta(x, n);
+      const shape = base[n].shape;
+      const cols = shape.length < 2 ? dl.length : shape[1];
+      const p = dl.map(() => 0);
+      for (let r = 0; r < dl.length / cols; r++) {
+        const row = dl.slice(r * cols, (r + 1) * cols);
+        const order = row.map((_, j) => j).sort((i, j) => Math.abs(row[i]) - Math.abs(row[j]));
+        order.forEach((j, rank) => (p[r * cols + j] = density - eps + (2 * eps * rank) / (cols - 1)));
+      }
+      const rng = maskRng(seed, n, input);
+      return dl.map((v, i) => (rng.next() < p[i] ? v : 0));
+    };
+    assertTensors(tensors, (n) => {
+      const da = della(a, n, 0, 0.5, 0.3);
+      const db = della(b, n, 1, 0.6, 0.15);
+      return Array.from(base[n].data, (v, i) => v + 0.5 * da[i] + db[i]);
+    }, 1e-5);
+  });
+
   it('slerp: spherical interpolation from base_model by t', async () => {
     const { tensors } = await merge({ merge_method: 'slerp', base_model: './a', parameters: { t: 0.3 }, models: [{ model: './a' }, { model: './b' }] });
     assertTensors(tensors, (n) => {
