@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { describeMethods, executeMerge, readMergeConfig, type MergeModelsReport } from '../merge/index.js';
+import { describeMethods, executeMerge, METHOD_NAMES, readMergeConfig, type MergeModelsReport } from '../merge/index.js';
 import { referencedModels } from '../merge/sources.js';
 import { UsageError, parseIntFlag } from './errors.js';
 import { formatBytes } from './format.js';
@@ -43,7 +43,7 @@ function outFolder(positional: string | undefined, flag: string | undefined): st
 export function registerMerge(program: Command): void {
   const command = helpStyle(program.command('merge <config> [out]'))
     .description(
-      'Merge whole models as a mergekit-style YAML config describes (linear, task_arithmetic, ties, dare_linear, dare_ties, slerp, passthrough). ' +
+      `Merge whole models as a mergekit-style YAML config describes (${METHOD_NAMES.join(', ')}). ` +
         'Streams one tensor at a time: memory stays at a few tensors whatever the model size.',
     )
     .option('--out <dir>', 'output model folder, created atomically (required: here or as the second argument, as mergekit-yaml takes it)')
