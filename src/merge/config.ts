@@ -59,6 +59,8 @@ export interface MergeConfig {
   baseModel?: ModelRef;
   /** exactly one of models / slices is set */
   models?: SourceSpec[];
+  /** where models: is, for messages about the list as a whole */
+  modelsWhere?: string;
   slices?: SliceSpec[];
   parameters?: ParameterMap;
   dtype?: FloatDType;
@@ -204,6 +206,7 @@ class ConfigChecker {
     if (def.kind === 'number' && !(typeof raw === 'number' && Number.isFinite(raw))) {
       this.fail(path, `${def.name} must be a number, a list of numbers (a gradient) or a list of {filter, value}; got ${describe(raw)}`);
     }
+    if (def.integer && !Number.isInteger(raw)) this.fail(path, `${def.name} must be a whole number, got ${describe(raw)}`);
     if (def.kind === 'boolean' && typeof raw !== 'boolean') this.fail(path, `${def.name} must be true or false, got ${describe(raw)}`);
     if (def.range && !inRange(raw as number, def.range)) this.fail(path, `${def.name} must lie in ${describeRange(def.range)}, got ${describe(raw)} (${def.help})`);
     return raw as Scalar;
@@ -260,6 +263,7 @@ function checkConfig(raw: unknown, base: ConfigChecker, file: string, text: stri
   const hasSlices = top.slices !== undefined && top.slices !== null;
   if (hasModels === hasSlices) c.fail([], hasModels ? 'give either models or slices, not both' : 'give the models to merge under models (or slices)');
   if (hasModels) {
+    config.modelsWhere = c.where(['models']);
     config.models = c.list(top.models, ['models'], 'models ({model, parameters})').map((entry, i) => {
       const at = ['models', i];
       const m = c.object(entry, at, MODEL_KEYS);

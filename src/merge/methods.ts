@@ -9,13 +9,22 @@
  */
 import type { Rng } from '../linalg/random.js';
 import { dellaParamError } from './della.js';
+import { arceeFusionInto } from './arcee-fusion.js';
+import { karcherInto } from './karcher.js';
 import { mergeLinear } from './linear.js';
+import { modelStockInto } from './model-stock.js';
+import { multislerpInto } from './multislerp.js';
+import { nearswapInto } from './nearswap.js';
+import { nuslerpInto, nuslerpT } from './nuslerp.js';
 import type { Scalar } from './params.js';
 import { passthroughTensor } from './passthrough.js';
 import { mergeSce } from './sce.js';
 import { slerpInto } from './slerp.js';
 import { magnitudeKeepCount } from './sparsify.js';
+import { ramInto } from './ram.js';
+import { ramplusTlInto } from './ramplus-tl.js';
 import { mergeTaskVectors, type TaskArithmeticOptions } from './task-arithmetic.js';
+import { firstDimVectors, lastDimVectors, wholeTensor } from './vectors.js';
 
 export const METHOD_NAMES = [
   'linear',
@@ -31,6 +40,15 @@ export const METHOD_NAMES = [
   'della',
   'della_linear',
   'sce',
+  // geometric and special methods
+  'model_stock',
+  'nuslerp',
+  'multislerp',
+  'karcher',
+  'nearswap',
+  'arcee_fusion',
+  'ram',
+  'ramplus_tl',
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 
@@ -41,6 +59,8 @@ export interface ParamDef {
   /** used when no level sets the parameter (absent: the parameter stays unset) */
   default?: Scalar;
   help: string;
+  /** whole numbers only (an iteration count) */
+  integer?: boolean;
   /** the values that mean something (numbers only); the config refuses others, naming the YAML line */
   range?: ParamRange;
 }
@@ -72,8 +92,9 @@ export interface MergeEnv {
 export interface TensorContext {
   /** output tensor name (for messages) */
   tensor: string;
-  shape: readonly number[];
   numel: number;
+  /** the output tensor's shape (per-row and per-column methods split it) */
+  shape: readonly number[];
   /** index of base_model among the inputs, when it is one */
   base: number | undefined;
   /** merge-wide parameters at this tensor, defaults applied */
@@ -91,11 +112,15 @@ export interface MergeMethodDef {
   summary: string;
   /**
    * required: task vectors are taken against base_model (added as an input when not listed);
-   * optional: base_model, when given, must be one of the merged models; unused: only its config and tokenizer are used.
+   * optional: base_model, when given, must be one of the merged models; added: base_model is optional and, when
+   * given, added as an input when not listed (its task vectors or one more point); unused: only its config and
+   * tokenizer are used.
    */
-  base: 'required' | 'optional' | 'unused';
+  base: 'required' | 'optional' | 'added' | 'unused';
   /** exact number of inputs per output tensor, base included, when the method fixes it */
   inputs?: number;
+  /** how many models besides base_model the method takes, when it limits them */
+  models?: { min: number; max?: number };
   /** draws from the --seed RNG */
   randomized: boolean;
   /** merge-wide: set at the top level or per slice */
@@ -139,6 +164,13 @@ const EPSILON: ParamDef = {
   help: 'keep probabilities run from density − epsilon (smallest |δ| along dim 1) to density + epsilon (largest); both must lie inside (0, 1)',
   range: { min: 0, max: 1 },
 };
+/** The inputs other than base_model, in model order, with their indices. */
+function othersOf(ctx: TensorContext, inputs: Float32Array[]): { data: Float32Array[]; index: number[] } {
+  const index = inputs.flatMap((_, i) => (i === ctx.base ? [] : [i]));
+  return { data: index.map((i) => inputs[i]), index };
+}
+
+const baseOf = (ctx: TensorContext, inputs: Float32Array[]): Float32Array | undefined => (ctx.base === undefined ? undefined : inputs[ctx.base]);
 
 function taskArithmeticMethod(spec: {
   name: MethodName;
@@ -369,6 +401,137 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
       );
     },
   },
+  // geometric and special methods
+  model_stock: {
+    name: 'model_stock',
+    title: 'Model Stock',
+    reference: 'https://arxiv.org/abs/2403.19522',
+    summary: 't·mean(models) + (1 − t)·base, t = N·cos/(1 + (N − 1)·cos) from the mean pairwise cosine of the task vectors',
+    base: 'required',
+    models: { min: 2 },
+    randomized: false,
+    params: [{ name: 'filter_wise', kind: 'boolean', required: false, default: false, help: 'one t per last-dim vector (row) instead of one per tensor' }],
+    tensorParams: [],
+    merge(ctx, inputs) {
+      const layout = ctx.params.filter_wise ? lastDimVectors(ctx.shape) : wholeTensor(ctx.numel);
+      return modelStockInto(inputs[ctx.base as number], othersOf(ctx, inputs).data, layout);
+    },
+  },
+  nuslerp: {
+    name: 'nuslerp',
+    title: 'NuSLERP',
+    summary: 'slerp of two models (of their task vectors with base_model) at t = w₂/(w₁ + w₂), per tensor, row or column',
+    base: 'added',
+    models: { min: 2, max: 2 },
+    randomized: false,
+    params: [
+      // mergekit's names: with flatten off, row_wise=false interpolates W[i,:] (last dim) and row_wise=true W[:,j] (dim 0)
+      { name: 'nuslerp_row_wise', kind: 'boolean', required: false, default: false, help: 'without flatten: interpolate along dim 0 (a weight\'s columns) instead of the last dim (its rows)' },
+      { name: 'nuslerp_flatten', kind: 'boolean', required: false, default: true, help: 'interpolate the whole tensor as one vector' },
+    ],
+    tensorParams: [{ ...WEIGHT, help: "the model's weight; only the ratio of the two matters" }],
+    merge(ctx, inputs) {
+      const others = othersOf(ctx, inputs);
+      const [w1, w2] = others.index.map((i) => num(ctx.inputParams[i].weight));
+      const layout = ctx.params.nuslerp_flatten ? wholeTensor(ctx.numel) : ctx.params.nuslerp_row_wise ? firstDimVectors(ctx.shape) : lastDimVectors(ctx.shape);
+      return nuslerpInto(nuslerpT(w1, w2), others.data[0], others.data[1], baseOf(ctx, inputs), layout);
+    },
+  },
+  multislerp: {
+    name: 'multislerp',
+    title: 'Multi-SLERP',
+    reference: 'https://goddard.blog/posts/multislerp-wow-what-a-cool-idea',
+    summary: 'weighted spherical mean of any number of models (of their task vectors with base_model), scaled by the weighted mean norm',
+    base: 'added',
+    randomized: false,
+    params: [
+      { name: 'normalize_weights', kind: 'boolean', required: false, default: true, help: 'divide the weights by their sum' },
+      { name: 'eps', kind: 'number', required: false, default: 1e-8, help: 'added to norms before dividing by them', range: { min: 0, max: 1 } },
+    ],
+    tensorParams: [WEIGHT],
+    check(ctx) {
+      if (!ctx.params.normalize_weights) return;
+      const total = ctx.inputParams.reduce((s, p, i) => (i === ctx.base ? s : s + num(p.weight)), 0);
+      if (total === 0) throw new Error(`the weights of tensor "${ctx.tensor}" sum to 0, so normalize_weights would divide by 0: change the weights or set normalize_weights: false`);
+    },
+    merge(ctx, inputs) {
+      const others = othersOf(ctx, inputs);
+      const weights = others.index.map((i) => num(ctx.inputParams[i].weight));
+      const opts = { normalizeWeights: ctx.params.normalize_weights as boolean, eps: num(ctx.params.eps), tensor: ctx.tensor };
+      return multislerpInto(others.data, weights, baseOf(ctx, inputs), opts);
+    },
+  },
+  karcher: {
+    name: 'karcher',
+    title: 'Karcher Mean',
+    reference: 'https://en.wikipedia.org/wiki/Karcher_mean',
+    summary: 'Riemannian mean of all models (base_model too, when given) on the sphere, equal weights, scaled by their mean norm',
+    base: 'added',
+    randomized: false,
+    params: [
+      // the mean converges in a few steps; a bound keeps a typo from spinning for hours
+      { name: 'max_iter', kind: 'number', required: false, default: 10, integer: true, help: 'most gradient steps', range: { min: 0, max: 1000 } },
+      { name: 'tol', kind: 'number', required: false, default: 1e-5, help: 'stop when the step is shorter than this', range: { min: 0, max: 1, minExclusive: true } },
+    ],
+    tensorParams: [],
+    merge: (ctx, inputs) => karcherInto(inputs, num(ctx.params.max_iter), num(ctx.params.tol)),
+  },
+  nearswap: {
+    name: 'nearswap',
+    title: 'NearSwap',
+    reference: 'https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001',
+    summary: 'each entry moves from base_model toward the other model by at most t',
+    base: 'required',
+    inputs: 2,
+    randomized: false,
+    params: [{ name: 't', kind: 'number', required: true, help: 'largest change of an entry' }],
+    tensorParams: [],
+    merge(ctx, inputs) {
+      const b = ctx.base as number;
+      return nearswapInto(num(ctx.params.t), inputs[b], inputs[1 - b]);
+    },
+  },
+  arcee_fusion: {
+    name: 'arcee_fusion',
+    title: 'Arcee Fusion',
+    reference: 'https://arcee.ai',
+    summary: 'the other model\'s entries whose |Δ|·KL(softmax) importance is at least median + 1.5·IQR replace base_model\'s',
+    base: 'required',
+    inputs: 2,
+    randomized: false,
+    params: [],
+    tensorParams: [],
+    merge(ctx, inputs, env) {
+      const b = ctx.base as number;
+      return arceeFusionInto(inputs[b], inputs[1 - b], lastDimVectors(ctx.shape), env.scratch);
+    },
+  },
+  ram: {
+    name: 'ram',
+    title: 'Reinforced Agent Merging',
+    reference: 'https://arxiv.org/abs/2601.13572',
+    summary: 'per entry: the one active task vector whole, the mean of several, else base (active: |Δ| > epsilon)',
+    base: 'required',
+    randomized: false,
+    params: [{ name: 'epsilon', kind: 'number', required: false, default: 1e-5, help: 'a task-vector entry counts as active above this magnitude' }],
+    tensorParams: [],
+    merge: (ctx, inputs) => ramInto(inputs[ctx.base as number], othersOf(ctx, inputs).data, num(ctx.params.epsilon)),
+  },
+  ramplus_tl: {
+    name: 'ramplus_tl',
+    title: 'Reinforced Agent Merging Plus (Tensor-Local)',
+    reference: 'https://arxiv.org/abs/2601.13572',
+    summary: "ram with each model's unique entries scaled by 1 + r·clamp(shared/unique, 0, alpha)",
+    base: 'required',
+    randomized: false,
+    params: [
+      { name: 'r', kind: 'number', required: false, default: 0.1, help: 'strength of the rescaling of unique entries' },
+      { name: 'alpha', kind: 'number', required: false, default: 0.2, help: 'cap on the shared/unique ratio' },
+      { name: 'epsilon', kind: 'number', required: false, default: 1e-5, help: 'a task-vector entry counts as active above this magnitude' },
+    ],
+    tensorParams: [],
+    merge: (ctx, inputs) => ramplusTlInto(inputs[ctx.base as number], othersOf(ctx, inputs).data, num(ctx.params.epsilon), num(ctx.params.r), num(ctx.params.alpha)),
+  },
 };
 
 export function isMethodName(name: string): name is MethodName {
@@ -387,7 +550,7 @@ export function describeMethods(): string {
     const parts = [
       m.tensorParams.length ? `per model: ${m.tensorParams.map(describeParam).join(', ')}` : '',
       m.params.length ? `merge-wide: ${m.params.map(describeParam).join(', ')}` : '',
-      m.base === 'required' ? 'needs base_model' : '',
+      m.base === 'required' ? 'needs base_model' : m.base === 'added' ? 'base_model optional' : '',
     ].filter(Boolean);
     return `  ${name.padEnd(16)} ${m.summary}\n  ${''.padEnd(16)} ${parts.join('; ')}`;
   }).join('\n');

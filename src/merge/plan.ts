@@ -93,7 +93,7 @@ class Planner {
     const { baseModel } = this.config;
     const base = baseModel ? this.opened.indexOf(baseModel) : undefined;
     if (baseModel && base !== undefined && !sources.some((s) => s.model === base)) {
-      if (this.method.base === 'required') sources.push(this.fullRange({ model: baseModel, where: baseModel.where }));
+      if (this.method.base === 'required' || this.method.base === 'added') sources.push(this.fullRange({ model: baseModel, where: baseModel.where }));
       else if (this.method.base === 'optional') {
         throw new Error(`${baseModel.where}: ${this.method.name} merges the listed models only, and base_model "${baseModel.name}" is not among them: list it under models with a weight, or drop base_model`);
       }
@@ -105,7 +105,7 @@ class Planner {
         `${this.config.file}: the models have different numbers of layers (${this.label(sources[0].model)}: ${counts[0]}, ${this.label(sources[odd].model)}: ${counts[odd]}); use slices with matching layer_range lengths`,
       );
     }
-    return [{ sources, base, where: this.config.file }];
+    return [{ sources, base, where: this.config.modelsWhere ?? this.config.file }];
   }
 
   private sliceFromSpec(spec: SliceSpec): PlanSlice {
@@ -132,6 +132,16 @@ class Planner {
     if (method.inputs !== undefined && n !== method.inputs) {
       const what = method.name === 'passthrough' ? 'copies one model per slice (use slices to combine models)' : `merges exactly ${method.inputs} models, one of them base_model`;
       throw new Error(`${slice.where}: ${method.name} ${what}, but ${n} are given (${slice.sources.map((s) => this.label(s.model)).join(', ')})`);
+    }
+    if (method.models) {
+      const others = slice.sources.filter((s) => s.model !== slice.base);
+      const { min, max } = method.models;
+      if (others.length < min || (max !== undefined && others.length > max)) {
+        const want = max === min ? `exactly ${min}` : max === undefined ? `at least ${min}` : `${min} to ${max}`;
+        const base = method.base === 'required' ? ' and base_model' : method.base === 'added' && slice.base !== undefined ? ' besides base_model' : '';
+        const given = others.map((s) => this.label(s.model)).join(', ') || 'none';
+        throw new Error(`${slice.where}: ${method.name} merges ${want} models${base}, but ${others.length} ${others.length === 1 ? 'is' : 'are'} given (${given})`);
+      }
     }
     if (method.base === 'required') {
       if (slice.base === undefined) throw new Error(`${slice.where}: ${method.name} needs base_model (task vectors and interpolation are taken from it)`);
@@ -175,7 +185,7 @@ class Planner {
     for (const def of this.method.tensorParams) {
       const value = resolveParameter(def.name, [source.parameters, slice.parameters, this.config.parameters], tensor, t) ?? def.default;
       // task vectors are differences from the base: its own weight is never used
-      if (value === undefined && def.required && !(isBase && this.method.base === 'required')) {
+      if (value === undefined && def.required && !(isBase && (this.method.base === 'required' || this.method.base === 'added'))) {
         throw new Error(`${source.where}: ${this.method.name} needs the parameter "${def.name}" for model "${this.label(source.model)}" (tensor "${tensor}"): set it under the model's parameters or the top-level parameters`);
       }
       if (value !== undefined) params[def.name] = value;
@@ -198,8 +208,8 @@ class Planner {
     const base = baseIndex >= 0 ? baseIndex : undefined;
     const context: TensorContext = {
       tensor: output,
-      shape: [...infos[0].shape],
       numel: infos[0].shape.reduce((a, b) => a * b, 1),
+      shape: [...infos[0].shape],
       base,
       params: this.resolveMergeParams(slice, output, t),
       inputParams: slice.sources.map((s, i) => this.resolveModelParams(slice, s, i === base, inputNames[i], t)),
