@@ -6,7 +6,7 @@
  */
 import type { Engine } from '../model/engine.js';
 import { batchSequence, type Batch } from '../model/layer.js';
-import type { Matrix } from '../tensor/matrix.js';
+import type { Head } from '../model/head.js';
 import type { OnProgress } from '../progress.js';
 import { argmax, klDivergence, logSumExp } from './score.js';
 import type { Window } from './windows.js';
@@ -135,10 +135,10 @@ export async function scoreWindows(engine: Engine, ref: Engine | undefined, wins
 
 export async function scoreWindow(
   engine: Engine,
-  head: Matrix,
+  head: Head,
   b: Batch,
   ref: Engine | undefined,
-  refHead: Matrix | undefined,
+  refHead: Head | undefined,
   rb: Batch | undefined,
   win: Window,
   w: number,
