@@ -20,8 +20,12 @@ export interface ScoringOptions {
   onProgress?: OnProgress;
 }
 
-/** Logit rows computed at once: about 32 MB of f32 whatever the vocabulary. */
-const LOGIT_FLOATS = 8 << 20;
+/**
+ * Logit rows computed at once: about 128 MB of f32 whatever the vocabulary. A streamed lm_head is
+ * read once per such chunk, so the chunk is large: 261 rows at a 128256-token vocabulary, a read
+ * of the table for every 261 scored positions rather than every 65.
+ */
+const LOGIT_FLOATS = 32 << 20;
 
 export interface WindowScore {
   nll: number;
