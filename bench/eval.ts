@@ -1,6 +1,6 @@
 /**
- * Eval / compare benchmark (issue #16): `npx tsx bench/eval.ts [--layers N] [--small N] [--keep]`
- * (or `npm run bench:eval`).
+ * Eval / compare benchmark (issue #16): `npx tsx bench/eval.ts [--layers N] [--small N] [--vocab N]
+ * [--eval-only] [--keep]` (or `npm run bench:eval`).
  *
  * Writes a 1B-shaped bf16 checkpoint (Llama 3.2 1B layout: hidden 2048, intermediate 8192, 32
  * query / 8 key-value heads, 16 layers by default; vocabulary 32000 instead of 128256, to keep the
@@ -13,7 +13,10 @@
  *   the f32 GGUF of the same model (made by our to-gguf), after one warm-up window: tokens/s;
  * - compare's greedy decoding on tinyfam llama-base: generated tokens/s.
  * Goals: ours ÷ llama.cpp ≥ 0.8, GEMM share ≥ 70 %, peak RSS ≤ 1.5 GB and independent of depth.
- * `--layers 2 --small 1` for a quick check of the code.
+ * `--layers 2 --small 1` for a quick check of the code. `--vocab 128256` gives Llama 3's vocabulary
+ * (the tokenizer's 32000 ids stay valid: the extra rows are never looked up, as padding rows),
+ * where the embedding table and lm_head are 1 GB each in f32; `--eval-only` measures `evaluate`
+ * alone (no GGUF, llama.cpp or generation).
  */
 import { spawnSync } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -33,7 +36,7 @@ const HIDDEN = 2048;
 const INTERMEDIATE = 8192;
 const HEADS = 32;
 const KV_HEADS = 8;
-const VOCAB = 32000;
+const VOCAB = flag('--vocab', 32000);
 const CTX = 512;
 const WINDOWS = 4;
 const THREADS = 2;
@@ -213,12 +216,20 @@ async function main(): Promise<void> {
     const little = join(dir, `l${small}`);
     await generate(big, layers);
     await generate(little, small);
+    const evalOnly = process.argv.includes('--eval-only');
     const gguf = join(dir, 'model-f32.gguf');
-    await convertToGguf({ model: big, out: gguf, dtype: 'F32' });
-    console.log(`generated both and the f32 GGUF in ${((performance.now() - t) / 1000).toFixed(1)} s (in ${dir})\n`);
+    if (!evalOnly) await convertToGguf({ model: big, out: gguf, dtype: 'F32' });
+    console.log(`generated both${evalOnly ? '' : ' and the f32 GGUF'} in ${((performance.now() - t) / 1000).toFixed(1)} s (in ${dir})\n`);
 
     const ours = measure('eval', big);
     const oursSmall = measure('eval', little);
+    if (evalOnly) {
+      console.log(`perplexity, ${ours.windows} windows × ${CTX} tokens + BOS (${ours.tokens} tokens):`);
+      for (const [n, m] of [[layers, ours], [small, oursSmall]] as const) {
+        console.log(`  ours, ${n} layers: ${m.seconds.toFixed(2)} s, ${(m.tokens / m.seconds).toFixed(1)} tokens/s, peak RSS ${mb(m.maxRssBytes)}`);
+      }
+      return;
+    }
     const cpp = measure('llama', gguf, big);
     const gen = measure('generate');
     const ourRate = ours.tokens / ours.seconds;

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { compareMarkdown, compareModels, type CompareReport } from '../compare/compare.js';
 import { getBackend } from '../linalg/index.js';
-import { parseIntFlag } from './errors.js';
+import { parseShardSize } from '../io/safetensors.js';
+import { parseIntFlag, UsageError } from './errors.js';
 import { addOutputFlags, collect, helpStyle, parseAdapterFlag } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
@@ -13,6 +14,7 @@ interface CompareFlags {
   againstAdapter?: string[];
   prompts: string;
   maxNewTokens: string;
+  maxMemory?: string;
   chat?: boolean;
   ignoreEos?: boolean;
   out?: string;
@@ -26,6 +28,14 @@ function summaryLines(r: CompareReport): string[] {
   const lines = compareMarkdown(r).trimEnd().split('\n');
   if (r.files.length) lines.push(`written: ${r.files.join(', ')}`);
   return lines;
+}
+
+function parseMaxMemory(value: string): number {
+  try {
+    return parseShardSize(value);
+  } catch {
+    throw new UsageError(`--max-memory: "${value}" is not a size; use e.g. 4GB, 512MB, 2GiB or a number of bytes`);
+  }
 }
 
 export function registerCompare(program: Command): void {
@@ -42,6 +52,7 @@ export function registerCompare(program: Command): void {
     .option('--max-new-tokens <n>', 'tokens generated per answer at most', '128')
     .option('--chat', "render each prompt as a user turn with each model's chat template (tokenizer_config.json)")
     .option('--ignore-eos', 'keep generating after an end-of-sequence token (as llama.cpp --ignore-eos)')
+    .option('--max-memory <size>', 'keep a model in memory while it answers only if its f32 weights fit in this, e.g. 4GB, 512MB (default: 70% of the free memory)')
     .option('--out <dir>', 'also write results.jsonl and results.md there (atomically)');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
     .addHelpText(
@@ -51,8 +62,10 @@ Greedy: each new token is the most likely one (lowest id on an exact tie), with 
 same inputs always give the same answers. Generation stops at the model's end-of-sequence ids
 (generation_config.json, config.json, tokenizer_config.json) unless --ignore-eos. Without --chat a
 prompt is encoded as plain text, BOS first where the tokenizer adds one. Each model is loaded
-once and kept in memory while it answers every prompt; the report gives tokens/s per answer and
-the smallest top-1/top-2 logit margin (a near-tie is where two close models part).
+once and kept in memory (as f32) while it answers every prompt when it fits in --max-memory;
+a larger one is streamed, every layer read again for every token (slow: a warning says so). The
+report gives tokens/s per answer and the smallest top-1/top-2 logit margin (a near-tie is where
+two close models part).
 
 Examples:
   loraforge compare --model ./base --adapter ./my-lora --against ./base --prompts prompts.txt
@@ -72,6 +85,11 @@ Examples:
         against,
         prompts: flags.prompts,
         maxNewTokens: parseIntFlag('--max-new-tokens', flags.maxNewTokens, 1),
+        maxMemory: flags.maxMemory === undefined ? undefined : parseMaxMemory(flags.maxMemory),
+        onWarning: (message) => {
+          progress.done(); // the bar redraws on its next tick, below the warning
+          process.stderr.write(`warning: ${message}\n`);
+        },
         chat: flags.chat ?? false,
         ignoreEos: flags.ignoreEos ?? false,
         out: flags.out,

@@ -1,9 +1,11 @@
 /**
  * `compare`: the same prompts answered by two models (each a folder plus adapters applied on the
- * fly), greedily and deterministically, side by side. One model is resident at a time: the
- * first answers every prompt, then the second.
+ * fly), greedily and deterministically, side by side. One model is loaded at a time: the first
+ * answers every prompt, then the second. A model whose f32 weights fit the memory budget is kept
+ * resident; a larger one is streamed layer by layer for every token (slow, with a warning).
  */
 import { writeFile } from 'node:fs/promises';
+import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { withAtomicOutput } from '../io/atomic.js';
 import { readInputText, withInputTracking } from '../io/inputs.js';
@@ -35,6 +37,10 @@ export interface CompareOptions {
   /** folder for results.jsonl and results.md (written atomically) */
   out?: string;
   overwrite?: boolean;
+  /** bytes the weights of one model may take in memory (as f32); default 70 % of the free memory */
+  maxMemory?: number;
+  /** a model over the budget: one line per such model, before it answers */
+  onWarning?: (message: string) => void;
   backend?: LinalgBackend;
   onProgress?: OnProgress;
 }
@@ -63,14 +69,34 @@ export interface CompareReport {
   maxNewTokens: number;
   chat: boolean;
   rows: CompareRow[];
+  /** the memory budget (bytes) and the models streamed for being over it */
+  memory: { budget: number; streamed: string[] };
+  warnings: string[];
   files: string[];
   seconds: number;
 }
 
-async function answerAll(side: CompareSide, prompts: string[], opts: CompareOptions, backend: LinalgBackend, onPrompt: (i: number) => void): Promise<{ inputs: string[]; answers: Answer[] }> {
+/** Share of the free memory the weights may take by default: the rest for activations, the KV cache and the system. */
+const FREE_SHARE = 0.7;
+
+async function answerAll(
+  side: CompareSide,
+  prompts: string[],
+  opts: CompareOptions & { maxMemory: number },
+  backend: LinalgBackend,
+  onPrompt: (i: number) => void,
+  warn: (message: string) => void,
+): Promise<{ inputs: string[]; answers: Answer[] }> {
   const engine = await Engine.open(side.model, side.adapters ?? [], backend);
   try {
-    engine.resident();
+    const bytes = engine.f32Bytes();
+    if (bytes <= opts.maxMemory) engine.resident();
+    else {
+      warn(
+        `${side.model}: its weights take ${gb(bytes)} as f32, over the memory budget of ${gb(opts.maxMemory)} (--max-memory); ` +
+          'generation streams them and re-reads every layer for every token, which is slow',
+      );
+    }
     const tok = await loadTokenizer(side.model);
     const inputs = prompts.map((p) => (opts.chat ? tok.applyChatTemplate([{ role: 'user', content: p }], { addGenerationPrompt: true }) : p));
     const answers: Answer[] = [];
@@ -100,10 +126,19 @@ export async function compareModels(opts: CompareOptions): Promise<CompareReport
     const backend = opts.backend ?? (await getBackend());
     const prompts = (await readInputText(opts.prompts)).split('\n').filter((l) => l.trim() !== '');
     if (prompts.length === 0) throw new InputError(`${opts.prompts}: no prompts (one per line)`, { file: opts.prompts });
+    const maxMemory = opts.maxMemory ?? Math.floor(FREE_SHARE * freemem());
+    if (!(maxMemory > 0)) throw new UsageError(`--max-memory must be a positive size, got ${maxMemory}`);
+    const warnings: string[] = [];
+    const streamed: string[] = [];
+    const warn = (side: CompareSide) => (message: string) => {
+      warnings.push(message);
+      streamed.push(side.model);
+      opts.onWarning?.(message);
+    };
     const total = 2 * prompts.length;
     const tick = (side: string, offset: number) => (i: number) => opts.onProgress?.({ phase: side, index: offset + i, total, name: prompts[i]!.slice(0, 40) });
-    const a = await answerAll(opts.model, prompts, { ...opts, maxNewTokens }, backend, tick('model', 0));
-    const b = await answerAll(opts.against, prompts, { ...opts, maxNewTokens }, backend, tick('against', prompts.length));
+    const a = await answerAll(opts.model, prompts, { ...opts, maxNewTokens, maxMemory }, backend, tick('model', 0), warn(opts.model));
+    const b = await answerAll(opts.against, prompts, { ...opts, maxNewTokens, maxMemory }, backend, tick('against', prompts.length), warn(opts.against));
     const rows: CompareRow[] = prompts.map((prompt, i) => {
       const x = a.answers[i]!;
       const y = b.answers[i]!;
@@ -111,7 +146,7 @@ export async function compareModels(opts: CompareOptions): Promise<CompareReport
       while (common < x.ids.length && common < y.ids.length && x.ids[common] === y.ids[common]) common++;
       return { prompt, input: a.inputs[i]!, model: x, against: y, commonPrefix: common };
     });
-    const report: CompareReport = { model: opts.model, against: opts.against, maxNewTokens, chat: opts.chat ?? false, rows, files: [], seconds: 0 };
+    const report: CompareReport = { model: opts.model, against: opts.against, maxNewTokens, chat: opts.chat ?? false, rows, memory: { budget: maxMemory, streamed }, warnings, files: [], seconds: 0 };
     if (opts.out) {
       await withAtomicOutput(opts.out, { overwrite: opts.overwrite }, async (tmp) => {
         await writeFile(join(tmp, 'results.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
@@ -122,6 +157,10 @@ export async function compareModels(opts: CompareOptions): Promise<CompareReport
     report.seconds = (Date.now() - started) / 1000;
     return report;
   });
+}
+
+function gb(bytes: number): string {
+  return `${(bytes / 1e9).toFixed(bytes < 1e8 ? 3 : 1)} GB`;
 }
 
 function sideName(s: CompareSide): string {

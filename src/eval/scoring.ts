@@ -6,7 +6,7 @@
  */
 import type { Engine } from '../model/engine.js';
 import { batchSequence, type Batch } from '../model/layer.js';
-import type { Matrix } from '../tensor/matrix.js';
+import type { Head } from '../model/head.js';
 import type { OnProgress } from '../progress.js';
 import { argmax, klDivergence, logSumExp } from './score.js';
 import type { Window } from './windows.js';
@@ -20,8 +20,12 @@ export interface ScoringOptions {
   onProgress?: OnProgress;
 }
 
-/** Logit rows computed at once: about 32 MB of f32 whatever the vocabulary. */
-const LOGIT_FLOATS = 8 << 20;
+/**
+ * Logit rows computed at once: about 128 MB of f32 whatever the vocabulary. A streamed lm_head is
+ * read once per such chunk, so the chunk is large: 261 rows at a 128256-token vocabulary, a read
+ * of the table for every 261 scored positions rather than every 65.
+ */
+const LOGIT_FLOATS = 32 << 20;
 
 export interface WindowScore {
   nll: number;
@@ -135,10 +139,10 @@ export async function scoreWindows(engine: Engine, ref: Engine | undefined, wins
 
 export async function scoreWindow(
   engine: Engine,
-  head: Matrix,
+  head: Head,
   b: Batch,
   ref: Engine | undefined,
-  refHead: Matrix | undefined,
+  refHead: Head | undefined,
   rb: Batch | undefined,
   win: Window,
   w: number,

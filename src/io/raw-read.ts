@@ -18,7 +18,7 @@ export class RawTensorReader {
   /** by path, least recently used first */
   private readonly fds = new Map<string, number>();
   private readonly kernels: Bf16Kernels | undefined;
-  /** whole F16 tensors' bytes, for the JS decoder */
+  /** F16 bytes being decoded (a whole tensor or a part), for the JS decoder */
   private scratch = new Uint8Array(0);
 
   /** `simd: false`: decode in JS, as where WebAssembly SIMD is missing (tests compare the two) */
@@ -46,7 +46,7 @@ export class RawTensorReader {
 
   /** The tensor decoded to f32 into `out` (exactly its element count); NaN and ±Inf pass through. */
   readF32(loc: TensorLocation, out: Float32Array): Float32Array {
-    this.decode(loc, out);
+    this.decode(loc, out, 0, true);
     return out;
   }
 
@@ -55,17 +55,29 @@ export class RawTensorReader {
    * decoders test the stored bits as they go, so the check costs no second pass (F32 aside).
    */
   readFiniteF32(loc: TensorLocation, out: Float32Array): Float32Array {
-    if (!this.decode(loc, out)) throw firstNonFiniteError(out, where(loc), { file: loc.path, tensor: loc.name });
+    if (!this.decode(loc, out, 0, true)) throw firstNonFiniteError(out, where(loc), { file: loc.path, tensor: loc.name });
     return out;
   }
 
-  /** Decodes into `out`; returns whether every value is finite. */
-  private decode(loc: TensorLocation, out: Float32Array): boolean {
+  /**
+   * Elements [start, start + out.length) of the tensor decoded into `out` (a run of rows, one
+   * expert); returns whether every value is finite, for the caller to name the part in its error.
+   */
+  readPartF32(loc: TensorLocation, out: Float32Array, start: number): boolean {
+    return this.decode(loc, out, start);
+  }
+
+  /**
+   * Decodes elements [start, start + out.length) into `out` (`whole`: the tensor, exactly);
+   * returns whether every value is finite.
+   */
+  private decode(loc: TensorLocation, out: Float32Array, start: number, whole = false): boolean {
     if (!isFloatDType(loc.dtype)) throw new Error(`${where(loc)} has dtype ${loc.dtype}; ${SUPPORTED_HINT}`);
-    const n = loc.bytes / dtypeByteSize(loc.dtype)!;
-    if (out.length !== n) throw new Error(`${where(loc)}: needs an array of ${n} elements, got ${out.length}`);
+    const size = dtypeByteSize(loc.dtype)!;
+    const n = out.length;
+    if (whole && n !== loc.bytes / size) throw new Error(`${where(loc)}: needs an array of ${loc.bytes / size} elements, got ${n}`);
     if (loc.dtype === 'F32') {
-      this.readBytes(loc, new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+      this.readBytes(loc, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), 4 * start);
       return allFinite(out);
     }
     const k = loc.dtype === 'BF16' ? this.kernels : undefined;
@@ -73,14 +85,14 @@ export class RawTensorReader {
       let finite = true;
       for (let i = 0; i < n; i += k.chunk) {
         const count = Math.min(k.chunk, n - i);
-        this.readBytes(loc, k.bytesA.subarray(0, 2 * count), 2 * i);
+        this.readBytes(loc, k.bytesA.subarray(0, 2 * count), 2 * (start + i));
         finite = k.decode(count) && finite;
         out.set(k.floats.subarray(0, count), i);
       }
       return finite;
     }
-    if (this.scratch.byteLength < loc.bytes) this.scratch = new Uint8Array(loc.bytes);
-    return decodeIntoF32(this.readBytes(loc, this.scratch.subarray(0, loc.bytes)), loc.dtype, out);
+    if (this.scratch.byteLength < n * size) this.scratch = new Uint8Array(n * size);
+    return decodeIntoF32(this.readBytes(loc, this.scratch.subarray(0, n * size), size * start), loc.dtype, out);
   }
 
   /** Δ = B − A of two BF16 tensors into `out`, with its norms, through the SIMD kernels (undefined without them). */

@@ -5,7 +5,9 @@
  * a layer's tensors are dropped once it is done, so memory is one layer plus the activations,
  * whatever the model's depth. `resident()` keeps every tensor read (generation, where the same
  * weights serve every new token). bf16/f16 weights are widened to f32 one tensor at a time, with
- * NaN/Inf refused by the reader, naming file and tensor.
+ * NaN/Inf refused by the reader, naming file and tensor. The two vocabulary-sized tables are read
+ * in parts when they come unchanged from the checkpoint: the embedding rows of a batch's tokens,
+ * lm_head in blocks of rows (head.ts); a resident engine holds them whole.
  */
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { modelConfig } from '../arch/index.js';
@@ -14,10 +16,12 @@ import { AdaptedModel } from '../lora/adapted-model.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { InputError } from '../errors.js';
 import { matrix, type Matrix } from '../tensor/matrix.js';
+import { HEAD_BLOCK_ROWS, headProduct, type Head } from './head.js';
 import { RawTensorReader } from '../io/raw-read.js';
 import { expertDims, expertWeight, readExpert } from './expert-slice.js';
 import { rmsNorm, softcap } from './kernels.js';
-import { layerForward, linear, type Batch, type LayerWeights } from './layer.js';
+import { layerForward, type Batch, type LayerWeights } from './layer.js';
+import { gatherRows } from './row-read.js';
 import { modelSpec, type ModelSpec } from './spec.js';
 import { join } from 'node:path';
 
@@ -25,8 +29,10 @@ const EMBED = 'model.embed_tokens.weight';
 
 export class Engine {
   private cache: Map<string, Float32Array> | undefined;
-  /** reads single experts of 3-D expert stacks */
+  /** reads parts of tensors: single experts of 3-D expert stacks, embedding rows, lm_head blocks */
   private raw: RawTensorReader | undefined;
+  /** vocabulary rows per block of a streamed lm_head (tests force small blocks) */
+  headBlockRows = HEAD_BLOCK_ROWS;
 
   private constructor(
     readonly path: string,
@@ -90,7 +96,7 @@ export class Engine {
     this.overrides = overrides;
   }
 
-  /** Bytes the model's tensors take widened to f32 (what resident() may come to hold). */
+  /** Bytes every tensor of the (adapted) model takes as f32: what `resident()` comes to hold at most. */
   f32Bytes(): number {
     return this.model.tensors.reduce((sum, t) => sum + 4 * t.shape.reduce((a, b) => a * b, 1), 0);
   }
@@ -109,6 +115,19 @@ export class Engine {
     const data = await this.model.read(name);
     this.cache?.set(name, data);
     return data;
+  }
+
+  /**
+   * Whether `name` may be read in parts straight from the checkpoint: stored there, changed by no
+   * adapter or override, and not kept whole by a resident engine.
+   */
+  private readsParts(name: string): boolean {
+    const t = this.model.info(name);
+    return this.cache === undefined && !this.overrides?.has(name) && t !== undefined && 'base' in t.from && !this.model.isChanged(name);
+  }
+
+  private reader(): RawTensorReader {
+    return (this.raw ??= new RawTensorReader());
   }
 
   private async readMatrix(name: string): Promise<Matrix> {
@@ -139,8 +158,7 @@ export class Engine {
         if (!t) throw new InputError(`${this.model.base.path}: tensor "${name}" is missing`, { file: this.model.base.path, tensor: name });
         const [rows, cols] = expertDims(this.model.base.path, name, t.shape, e);
         // resident weights, or a stack an adapter changes, come whole (adapters update every expert at once)
-        const whole = this.cache !== undefined || this.model.isChanged(name) || !('base' in t.from);
-        const data = whole ? (await get(suffix)).subarray(e * rows * cols, (e + 1) * rows * cols) : readExpert((this.raw ??= new RawTensorReader()), this.model.base.locate(name), e);
+        const data = this.readsParts(name) ? readExpert(this.reader(), this.model.base.locate(name), e) : (await get(suffix)).subarray(e * rows * cols, (e + 1) * rows * cols);
         return expertWeight(this.model.base.config, name, t.shape, data);
       },
     };
@@ -149,12 +167,15 @@ export class Engine {
   /** Hidden states (rows × hidden) of the token ids, scaled as the family scales embeddings. */
   async embed(ids: ArrayLike<number>): Promise<Float32Array> {
     const { hidden: d, vocab } = this.spec;
-    const table = await this.read(EMBED);
-    const x = new Float32Array(ids.length * d);
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       if (!(id >= 0 && id < vocab)) throw new InputError(`token id ${id} is outside the vocabulary of ${this.path} (${vocab} rows)`);
-      x.set(table.subarray(id * d, (id + 1) * d), i * d);
+    }
+    const x = new Float32Array(ids.length * d);
+    if (this.readsParts(EMBED)) gatherRows(this.reader(), this.model.base.locate(EMBED), d, ids, x);
+    else {
+      const table = await this.read(EMBED);
+      for (let i = 0; i < ids.length; i++) x.set(table.subarray(ids[i]! * d, (ids[i]! + 1) * d), i * d);
     }
     if (this.spec.facts.embedScale) {
       const s = Math.fround(Math.sqrt(d));
@@ -173,14 +194,20 @@ export class Engine {
     rmsNorm(b.x, b.rows, d, await this.read('model.norm.weight'), eps, this.spec.facts.normPlusOne ?? false, b.x);
   }
 
-  /** The output projection (vocab × hidden): lm_head, or the embeddings when tied. */
-  head(): Promise<Matrix> {
-    return this.readMatrix(this.spec.tied || !this.model.has('lm_head.weight') ? EMBED : 'lm_head.weight');
+  /**
+   * The output projection (vocab × hidden) as the model has it now: lm_head, or the embeddings
+   * when tied. A table read in parts stays on disk until `logits` streams it; one in memory (an
+   * override, adapted, resident) is taken as it is now, so later overrides do not change it.
+   */
+  async head(): Promise<Head> {
+    const name = this.spec.tied || !this.model.has('lm_head.weight') ? EMBED : 'lm_head.weight';
+    if (!this.readsParts(name)) return { whole: await this.readMatrix(name) };
+    return { stored: this.model.base.locate(name), rows: this.spec.vocab, cols: this.spec.hidden, blockRows: this.headBlockRows };
   }
 
   /** Logits (rows × vocab) of final hidden states, soft-capped where the family does. */
-  async logits(head: Matrix, h: Float32Array, rows: number): Promise<Float32Array> {
-    const out = await linear(this.backend, h, rows, head);
+  async logits(head: Head, h: Float32Array, rows: number): Promise<Float32Array> {
+    const out = await headProduct(this.backend, () => this.reader(), head, h, rows);
     if (this.spec.finalSoftcap) softcap(out, this.spec.finalSoftcap);
     return out;
   }

@@ -8,9 +8,8 @@ import type { RawConfig } from '../arch/index.js';
 import { InputError } from '../errors.js';
 import type { RawTensorReader } from '../io/raw-read.js';
 import type { TensorLocation } from '../io/types.js';
-import { decodeIntoF32, dtypeByteSize, isFloatDType } from '../tensor/dtype.js';
-import { firstNonFiniteError } from '../tensor/finite.js';
 import { matrix, type Matrix } from '../tensor/matrix.js';
+import { readElements } from './row-read.js';
 
 /** Checks that `shape` holds expert `e` in three dimensions; returns the per-expert (rows, cols) as stored. */
 export function expertDims(where: string, name: string, shape: readonly number[], e: number): [number, number] {
@@ -23,13 +22,8 @@ export function expertDims(where: string, name: string, shape: readonly number[]
 /** Expert `e`'s stored (rows × cols) values, read from disk alone, NaN/Inf refused. */
 export function readExpert(raw: RawTensorReader, loc: TensorLocation, e: number): Float32Array {
   const [rows, cols] = expertDims(loc.path, loc.name, loc.shape, e);
-  if (!isFloatDType(loc.dtype)) throw new InputError(`${loc.path}: tensor "${loc.name}" has dtype ${loc.dtype}; dequantize the checkpoint first`, { file: loc.path, tensor: loc.name });
   const n = rows * cols;
-  const size = dtypeByteSize(loc.dtype)!;
-  const bytes = raw.readBytes(loc, new Uint8Array(n * size), e * n * size);
-  const out = new Float32Array(n);
-  if (!decodeIntoF32(bytes, loc.dtype, out)) throw firstNonFiniteError(out, `${loc.path}: tensor "${loc.name}" (expert ${e})`, { file: loc.path, tensor: loc.name });
-  return out;
+  return readElements(raw, loc, e * n, new Float32Array(n), `expert ${e}`);
 }
 
 /**
