@@ -19,23 +19,19 @@
  * alone (no GGUF, llama.cpp or generation).
  */
 import { spawnSync } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { compareModels } from '../src/compare/compare.js';
 import { evaluate } from '../src/eval/eval.js';
 import { textStream, windows } from '../src/eval/windows.js';
-import { createSafetensorsSink } from '../src/io/safetensors.js';
 import type { LinalgBackend } from '../src/linalg/backend.js';
 import { getBackend } from '../src/linalg/index.js';
 import { convertToGguf } from '../src/to-gguf/to-gguf.js';
 import { loadTokenizer } from '../src/tokenizer/tokenizer.js';
+import { HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, modelTensors, write1BModel } from './model-1b.js';
 
-const HIDDEN = 2048;
-const INTERMEDIATE = 8192;
-const HEADS = 32;
-const KV_HEADS = 8;
 const VOCAB = flag('--vocab', 32000);
 const CTX = 512;
 const WINDOWS = 4;
@@ -50,62 +46,6 @@ const LLAMA = join(REPO, '.llama', 'node_modules', 'node-llama-cpp', 'dist', 'in
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function modelTensors(layers: number): Array<{ name: string; shape: number[] }> {
-  const kv = (HIDDEN / HEADS) * KV_HEADS;
-  const t = [{ name: 'model.embed_tokens.weight', shape: [VOCAB, HIDDEN] }];
-  for (let i = 0; i < layers; i++) {
-    const p = `model.layers.${i}.`;
-    t.push(
-      { name: `${p}input_layernorm.weight`, shape: [HIDDEN] },
-      { name: `${p}self_attn.q_proj.weight`, shape: [HIDDEN, HIDDEN] },
-      { name: `${p}self_attn.k_proj.weight`, shape: [kv, HIDDEN] },
-      { name: `${p}self_attn.v_proj.weight`, shape: [kv, HIDDEN] },
-      { name: `${p}self_attn.o_proj.weight`, shape: [HIDDEN, HIDDEN] },
-      { name: `${p}post_attention_layernorm.weight`, shape: [HIDDEN] },
-      { name: `${p}mlp.gate_proj.weight`, shape: [INTERMEDIATE, HIDDEN] },
-      { name: `${p}mlp.up_proj.weight`, shape: [INTERMEDIATE, HIDDEN] },
-      { name: `${p}mlp.down_proj.weight`, shape: [HIDDEN, INTERMEDIATE] },
-    );
-  }
-  t.push({ name: 'model.norm.weight', shape: [HIDDEN] }, { name: 'lm_head.weight', shape: [VOCAB, HIDDEN] });
-  return t;
-}
-
-/** Uniform noise with standard deviation `std` from a 32-bit xorshift: the bench needs volume, not Gaussian quality. */
-function fillNoise(out: Float32Array, state: { s: number }, std: number): void {
-  const width = std * Math.sqrt(12);
-  let s = state.s;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 4294967296 - 0.5) * width;
-  }
-  state.s = s;
-}
-
-/** A bf16 model folder of `layers` layers with tinyfam llama-base's tokenizer beside it. */
-async function generate(dir: string, layers: number): Promise<void> {
-  await mkdir(dir);
-  const plan = modelTensors(layers).map((t) => ({ ...t, dtype: 'BF16' as const }));
-  const sink = await createSafetensorsSink(dir, { plan, maxShardBytes: 5e9 });
-  const state = { s: 0x9e3779b9 };
-  for (const t of plan) {
-    const data = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-    if (t.shape.length === 1) data.fill(1);
-    else fillNoise(data, state, 0.02);
-    await sink.add(t.name, t.shape, data);
-  }
-  await sink.finish();
-  const config = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: HIDDEN, intermediate_size: INTERMEDIATE, num_hidden_layers: layers,
-    num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, vocab_size: VOCAB, max_position_embeddings: 2048, rms_norm_eps: 1e-5,
-    rope_theta: 500000, tie_word_embeddings: false, hidden_act: 'silu', bos_token_id: 1, eos_token_id: 2, torch_dtype: 'bfloat16',
-  };
-  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(TINYFAM, 'llama-base', f), join(dir, f));
 }
 
 /** The backend with the time spent inside its GEMM counted (eval awaits each product, so intervals never overlap). */
@@ -208,14 +148,14 @@ async function main(): Promise<void> {
   const small = flag('--small', 4);
   const dir = await mkdtemp(join(tmpdir(), 'loraforge-bench-eval-'));
   try {
-    const params = modelTensors(layers).reduce((s, t) => s + t.shape.reduce((x, y) => x * y, 1), 0);
+    const params = modelTensors(layers, VOCAB).reduce((s, t) => s + t.shape.reduce((x, y) => x * y, 1), 0);
     console.log(`eval bench: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}; GEMM and llama.cpp on ${THREADS} threads`);
     console.log(`bf16 model: ${layers} layers (and ${small}), hidden ${HIDDEN}, intermediate ${INTERMEDIATE}, ${HEADS}/${KV_HEADS} heads, vocab ${VOCAB}: ${(params / 1e9).toFixed(2)}B parameters`);
     const t = performance.now();
     const big = join(dir, `l${layers}`);
     const little = join(dir, `l${small}`);
-    await generate(big, layers);
-    await generate(little, small);
+    await write1BModel(big, layers, VOCAB);
+    await write1BModel(little, small, VOCAB);
     const evalOnly = process.argv.includes('--eval-only');
     const gguf = join(dir, 'model-f32.gguf');
     if (!evalOnly) await convertToGguf({ model: big, out: gguf, dtype: 'F32' });

@@ -7,8 +7,9 @@
  * the blend, which then puts each base row back in its own direction, leaves perplexity unchanged.
  * No downloads; a few seconds.
  */
-import { mkdir, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readJsonFile } from '../io/json-file.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
 import { withInputTracking } from '../io/inputs.js';
 import { newTemporaryFolder, releaseTemporary } from '../io/temporaries.js';
@@ -60,7 +61,7 @@ function permutation(rng: Rng, n: number): number[] {
 
 /** The donor's tokenizer: the base's, with the regular (non-special) ids shuffled by `perm`. */
 async function writeShuffledTokenizer(baseDir: string, donorDir: string, perm: number[]): Promise<void> {
-  const json = JSON.parse(await readFile(join(baseDir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } };
+  const json = (await readJsonFile(join(baseDir, 'tokenizer.json'))) as { model: { vocab: Record<string, number> } };
   for (const [token, id] of Object.entries(json.model.vocab)) if (id < perm.length) json.model.vocab[token] = perm[id]!;
   await writeFile(join(donorDir, 'tokenizer.json'), JSON.stringify(json, null, 2) + '\n');
   await copyFile(join(baseDir, 'tokenizer_config.json'), join(donorDir, 'tokenizer_config.json'));
@@ -73,7 +74,7 @@ export async function buildTransplantPair(baseDir: string, donorDir: string, see
   const { baseWidth, donorWidth, scale } = TRANSPLANT_DEMO;
   await Promise.all([mkdir(baseDir), mkdir(donorDir)]);
   await writeDemoTokenizer(baseDir, SHAPE.vocab);
-  const regular = Object.keys((JSON.parse(await readFile(join(baseDir, 'tokenizer.json'), 'utf8')) as { model: { vocab: object } }).model.vocab).length;
+  const regular = Object.keys(((await readJsonFile(join(baseDir, 'tokenizer.json'))) as { model: { vocab: object } }).model.vocab).length;
   const perm = permutation(rng, regular);
   await writeShuffledTokenizer(baseDir, donorDir, perm);
   // donor row of token t = scale · Q · base row of t + shift, Q (donor × base width) with orthonormal columns
