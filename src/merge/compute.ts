@@ -14,6 +14,7 @@ import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
+import { readInShape } from './shapes.js';
 import type { MergeReply, MergeRequest } from './worker.js';
 
 /** Tensors below this many entries are merged inline: the hand-off would cost more than it saves. */
@@ -57,7 +58,7 @@ class InlineCompute implements Compute {
   async merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array> {
     const arrays = inputs.map(() => this.pool.acquire(context.numel));
     try {
-      await Promise.all(inputs.map((inp, i) => inp.checkpoint.readInto(inp.tensor, arrays[i])));
+      await Promise.all(inputs.map((inp, i) => readInShape(inp.checkpoint.info(inp.tensor).shape, context.shape, arrays[i], this.pool, (into) => inp.checkpoint.readInto(inp.tensor, into))));
       return this.keepResult(arrays, runMethod(this.method, context, arrays, this.seed, this.pool));
     } catch (err) {
       arrays.forEach((a) => this.pool.release(a));

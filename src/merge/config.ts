@@ -303,7 +303,7 @@ export function validateMergeConfig(raw: unknown, file = 'merge config'): MergeC
 export function parseMergeConfig(text: string, file = 'merge config'): MergeConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true });
-  if (doc.errors.length > 0) throw new Error(`${file}: not valid YAML: ${doc.errors[0].message}`);
+  if (doc.errors.length > 0) throw new UsageError(`${file}: not valid YAML: ${doc.errors[0].message}`);
   const locate = (path: ConfigPath) => {
     const node = doc.getIn(path, true) as { range?: [number, number, number] } | undefined;
     return node?.range ? lineCounter.linePos(node.range[0]) : undefined;
@@ -314,9 +314,9 @@ export function parseMergeConfig(text: string, file = 'merge config'): MergeConf
   } catch (err) {
     // the yaml package refuses to expand more than maxAliasCount aliases (a "billion laughs" file)
     if (/alias/i.test((err as Error).message)) {
-      throw new Error(`${file}: too many YAML aliases (*name) to expand: the file would grow too large; write the config out without nested aliases`);
+      throw new UsageError(`${file}: too many YAML aliases (*name) to expand: the file would grow too large; write the config out without nested aliases`);
     }
-    throw new Error(`${file}: not valid YAML: ${(err as Error).message}`);
+    throw new UsageError(`${file}: not valid YAML: ${(err as Error).message}`);
   }
   return checkConfig(raw, new ConfigChecker(file, locate), file, text);
 }

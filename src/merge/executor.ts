@@ -8,6 +8,7 @@
  * The output folder is written atomically: shards (+ index), the donor model's side files with its
  * config.json's layer count updated (io/model-folder.ts), and the merge config as mergekit_config.yml.
  */
+import { UsageError } from '../errors.js';
 import { assertNotInput } from '../io/atomic.js';
 import { createSafetensorsSink } from '../io/safetensors.js';
 import { writeModelSideFiles } from '../io/model-folder.js';
@@ -132,7 +133,7 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
   const { config, ...opts } = params;
   const started = performance.now();
   const seed = opts.seed ?? 0;
-  if (!Number.isSafeInteger(seed)) return Promise.reject(new Error(`merge: the seed must be an integer, got ${seed}`));
+  if (!Number.isSafeInteger(seed)) return Promise.reject(new UsageError(`merge: the seed must be an integer, got ${seed}`));
   // starts nothing until prepare(): the workers then load while the first tensors are read
   const compute = createCompute(config.method, seed, { worker: opts.worker });
   return runCommand({

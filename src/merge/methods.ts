@@ -23,6 +23,7 @@ import { slerpInto } from './slerp.js';
 import { magnitudeKeepCount } from './sparsify.js';
 import { ramInto } from './ram.js';
 import { ramplusTlInto } from './ramplus-tl.js';
+import type { ShapeMismatchRule } from './shapes.js';
 import { mergeTaskVectors, type TaskArithmeticOptions } from './task-arithmetic.js';
 import { firstDimVectors, lastDimVectors, wholeTensor } from './vectors.js';
 
@@ -121,6 +122,8 @@ export interface MergeMethodDef {
   inputs?: number;
   /** how many models besides base_model the method takes, when it limits them */
   models?: { min: number; max?: number };
+  /** how inputs of different shapes are merged (shapes.ts; mergekit's rules); absent: refused */
+  shapeMismatch?: ShapeMismatchRule;
   /** draws from the --seed RNG */
   randomized: boolean;
   /** merge-wide: set at the top level or per slice */
@@ -191,6 +194,7 @@ function taskArithmeticMethod(spec: {
     reference: spec.reference,
     summary: spec.summary,
     base: 'required',
+    shapeMismatch: 'base-shape',
     randomized: spec.sparsification === 'random' || della,
     params: [
       { name: 'normalize', kind: 'boolean', required: false, default: spec.normalize, help: 'divide the summed task vectors by the sum of the (agreeing) weights' },
@@ -255,6 +259,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     reference: 'https://arxiv.org/abs/2203.05482',
     summary: 'weighted average of the models: Σ w·x (/ Σ w with normalize)',
     base: 'optional',
+    shapeMismatch: 'common-submatrix',
     randomized: false,
     params: [{ name: 'normalize', kind: 'boolean', required: false, default: true, help: 'divide by the sum of the weights' }],
     tensorParams: [WEIGHT],
@@ -317,6 +322,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     summary: 'spherical interpolation from base_model (t = 0) to the other model (t = 1); lerp when near-parallel',
     base: 'required',
     inputs: 2,
+    shapeMismatch: 'common-submatrix',
     randomized: false,
     // mergekit does not clamp t, so t outside [0, 1] extrapolates past both models: refused as a typo rather than followed
     params: [{ name: 't', kind: 'number', required: true, help: 'interpolation position: 0 = base_model, 1 = the other model', range: { min: 0, max: 1 } }],
@@ -409,6 +415,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     summary: 't·mean(models) + (1 − t)·base, t = N·cos/(1 + (N − 1)·cos) from the mean pairwise cosine of the task vectors',
     base: 'required',
     models: { min: 2 },
+    shapeMismatch: 'common-submatrix',
     randomized: false,
     params: [{ name: 'filter_wise', kind: 'boolean', required: false, default: false, help: 'one t per last-dim vector (row) instead of one per tensor' }],
     tensorParams: [],
@@ -423,6 +430,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     summary: 'slerp of two models (of their task vectors with base_model) at t = w₂/(w₁ + w₂), per tensor, row or column',
     base: 'added',
     models: { min: 2, max: 2 },
+    shapeMismatch: 'common-submatrix',
     randomized: false,
     params: [
       // mergekit's names: with flatten off, row_wise=false interpolates W[i,:] (last dim) and row_wise=true W[:,j] (dim 0)
@@ -467,6 +475,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     reference: 'https://en.wikipedia.org/wiki/Karcher_mean',
     summary: 'Riemannian mean of all models (base_model too, when given) on the sphere, equal weights, scaled by their mean norm',
     base: 'added',
+    shapeMismatch: 'common-submatrix',
     randomized: false,
     params: [
       // the mean converges in a few steps; a bound keeps a typo from spinning for hours
@@ -498,6 +507,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     summary: 'the other model\'s entries whose |Δ|·KL(softmax) importance is at least median + 1.5·IQR replace base_model\'s',
     base: 'required',
     inputs: 2,
+    shapeMismatch: 'common-submatrix',
     randomized: false,
     params: [],
     tensorParams: [],

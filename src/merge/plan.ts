@@ -16,6 +16,7 @@ import { isPreLayerTensor } from './layers.js';
 import { UsageError } from '../errors.js';
 import { InputParamError, type MergeMethodDef, type TensorContext } from './methods.js';
 import { resolveParameter, type ParameterMap, type Scalar } from './params.js';
+import { planInputShapes, shapeNumel } from './shapes.js';
 import type { OpenedModels, SourceModel } from './sources.js';
 
 export interface PlannedInput {
@@ -68,6 +69,10 @@ class Planner {
   private readonly method: MergeMethodDef;
   private readonly tensors: PlannedTensor[] = [];
   private readonly consumed: Array<Set<string>>;
+  /** per model, the output tensors it was left out of (a task-vector method and a shape other than base_model's) */
+  private readonly dropped: string[][];
+  /** embeddings merged at a shape other than some input's */
+  private readonly cropped: string[] = [];
 
   constructor(
     private readonly config: MergeConfig,
@@ -76,6 +81,7 @@ class Planner {
     this.models = opened.models;
     this.method = config.method;
     this.consumed = this.models.map(() => new Set());
+    this.dropped = this.models.map(() => []);
   }
 
   private label(model: number): string {
@@ -95,14 +101,14 @@ class Planner {
     if (baseModel && base !== undefined && !sources.some((s) => s.model === base)) {
       if (this.method.base === 'required' || this.method.base === 'added') sources.push(this.fullRange({ model: baseModel, where: baseModel.where }));
       else if (this.method.base === 'optional') {
-        throw new Error(`${baseModel.where}: ${this.method.name} merges the listed models only, and base_model "${baseModel.name}" is not among them: list it under models with a weight, or drop base_model`);
+        throw new UsageError(`${baseModel.where}: ${this.method.name} merges the listed models only, and base_model "${baseModel.name}" is not among them: list it under models with a weight, or drop base_model`);
       }
     }
     const counts = sources.map((s) => this.models[s.model].layers.count);
     const odd = counts.findIndex((c) => c !== counts[0]);
     if (odd > 0) {
-      throw new Error(
-        `${this.config.file}: the models have different numbers of layers (${this.label(sources[0].model)}: ${counts[0]}, ${this.label(sources[odd].model)}: ${counts[odd]}); use slices with matching layer_range lengths`,
+      throw new UsageError(
+        `${this.config.modelsWhere ?? this.config.file}: the models have different numbers of layers (${this.label(sources[0].model)}: ${counts[0]}, ${this.label(sources[odd].model)}: ${counts[odd]}); use slices with matching layer_range lengths`,
       );
     }
     return [{ sources, base, where: this.config.modelsWhere ?? this.config.file }];
@@ -113,13 +119,13 @@ class Planner {
     for (const s of sources) {
       const { count } = this.models[s.model].layers;
       if (s.range[1] > count) {
-        throw new Error(`${s.where}: layer_range [${s.range[0]}, ${s.range[1]}] is out of bounds: ${this.label(s.model)} has ${count} layers (valid ranges lie within [0, ${count}])`);
+        throw new UsageError(`${s.where}: layer_range [${s.range[0]}, ${s.range[1]}] is out of bounds: ${this.label(s.model)} has ${count} layers (valid ranges lie within [0, ${count}])`);
       }
     }
     const lengths = sources.map((s) => s.range[1] - s.range[0]);
     const odd = lengths.findIndex((n) => n !== lengths[0]);
     if (odd > 0) {
-      throw new Error(`${spec.where}: all sources of a slice need the same number of layers, but ${fmtShape(sources[0].range)} has ${lengths[0]} and ${fmtShape(sources[odd].range)} has ${lengths[odd]}`);
+      throw new UsageError(`${spec.where}: all sources of a slice need the same number of layers, but ${fmtShape(sources[0].range)} has ${lengths[0]} and ${fmtShape(sources[odd].range)} has ${lengths[odd]}`);
     }
     const baseRef = spec.baseModel ?? this.config.baseModel;
     return { sources, parameters: spec.parameters, base: baseRef ? this.opened.indexOf(baseRef) : undefined, where: spec.where };
@@ -131,7 +137,7 @@ class Planner {
     const n = slice.sources.length;
     if (method.inputs !== undefined && n !== method.inputs) {
       const what = method.name === 'passthrough' ? 'copies one model per slice (use slices to combine models)' : `merges exactly ${method.inputs} models, one of them base_model`;
-      throw new Error(`${slice.where}: ${method.name} ${what}, but ${n} are given (${slice.sources.map((s) => this.label(s.model)).join(', ')})`);
+      throw new UsageError(`${slice.where}: ${method.name} ${what}, but ${n} are given (${slice.sources.map((s) => this.label(s.model)).join(', ')})`);
     }
     if (method.models) {
       const others = slice.sources.filter((s) => s.model !== slice.base);
@@ -140,13 +146,13 @@ class Planner {
         const want = max === min ? `exactly ${min}` : max === undefined ? `at least ${min}` : `${min} to ${max}`;
         const base = method.base === 'required' ? ' and base_model' : method.base === 'added' && slice.base !== undefined ? ' besides base_model' : '';
         const given = others.map((s) => this.label(s.model)).join(', ') || 'none';
-        throw new Error(`${slice.where}: ${method.name} merges ${want} models${base}, but ${others.length} ${others.length === 1 ? 'is' : 'are'} given (${given})`);
+        throw new UsageError(`${slice.where}: ${method.name} merges ${want} models${base}, but ${others.length} ${others.length === 1 ? 'is' : 'are'} given (${given})`);
       }
     }
     if (method.base === 'required') {
-      if (slice.base === undefined) throw new Error(`${slice.where}: ${method.name} needs base_model (task vectors and interpolation are taken from it)`);
+      if (slice.base === undefined) throw new UsageError(`${slice.where}: ${method.name} needs base_model (task vectors and interpolation are taken from it)`);
       if (!slice.sources.some((s) => s.model === slice.base)) {
-        throw new Error(`${slice.where}: base_model "${this.label(slice.base)}" is not one of this slice's sources; ${method.name} needs it as one`);
+        throw new UsageError(`${slice.where}: base_model "${this.label(slice.base)}" is not one of this slice's sources; ${method.name} needs it as one`);
       }
     }
     const prefixes = new Set(slice.sources.filter((s) => s.range[1] > s.range[0]).map((s) => this.models[s.model].layers.prefix));
@@ -172,7 +178,7 @@ class Planner {
     for (const def of this.method.params) {
       const value = resolveParameter(def.name, [slice.parameters, this.config.parameters], tensor, t) ?? def.default;
       if (value === undefined) {
-        if (def.required) throw new Error(`${this.config.file}: ${this.method.name} needs the parameter "${def.name}", and none applies to tensor "${tensor}": set it under parameters`);
+        if (def.required) throw new UsageError(`${slice.where}: ${this.method.name} needs the parameter "${def.name}", and none applies to tensor "${tensor}": set it under parameters`);
         continue;
       }
       params[def.name] = value;
@@ -186,7 +192,7 @@ class Planner {
       const value = resolveParameter(def.name, [source.parameters, slice.parameters, this.config.parameters], tensor, t) ?? def.default;
       // task vectors are differences from the base: its own weight is never used
       if (value === undefined && def.required && !(isBase && (this.method.base === 'required' || this.method.base === 'added'))) {
-        throw new Error(`${source.where}: ${this.method.name} needs the parameter "${def.name}" for model "${this.label(source.model)}" (tensor "${tensor}"): set it under the model's parameters or the top-level parameters`);
+        throw new UsageError(`${source.where}: ${this.method.name} needs the parameter "${def.name}" for model "${this.label(source.model)}" (tensor "${tensor}"): set it under the model's parameters or the top-level parameters`);
       }
       if (value !== undefined) params[def.name] = value;
     }
@@ -194,36 +200,44 @@ class Planner {
   }
 
   private addTensor(slice: PlanSlice, output: string, inputNames: string[], t: number): void {
-    const inputs = slice.sources.map((s, i): PlannedInput => ({ model: s.model, tensor: inputNames[i] }));
-    const infos = inputs.map((inp) => this.info(inp, output));
-    infos.forEach((info, i) => {
-      if (info.shape.length !== infos[0].shape.length || info.shape.some((d, k) => d !== infos[0].shape[k])) {
-        throw new Error(
-          `tensor "${output}" has shape ${fmtShape(infos[0].shape)} in ${this.models[inputs[0].model].path} but ${fmtShape(info.shape)} in ${this.models[inputs[i].model].path}: the models are not the same architecture and size`,
-        );
-      }
-    });
-    inputs.forEach((inp) => this.consumed[inp.model].add(inp.tensor));
+    const all = slice.sources.map((s, i): PlannedInput => ({ model: s.model, tensor: inputNames[i] }));
+    const infos = all.map((inp) => this.info(inp, output));
     const baseIndex = slice.base === undefined ? -1 : slice.sources.findIndex((s) => s.model === slice.base);
-    const base = baseIndex >= 0 ? baseIndex : undefined;
+    const shapes = planInputShapes({
+      tensor: output,
+      method: this.method.name,
+      rule: this.method.shapeMismatch,
+      shapes: infos.map((info) => info.shape),
+      base: baseIndex >= 0 ? baseIndex : undefined,
+      labels: all.map((inp) => this.models[inp.model].path),
+    });
+    for (const i of shapes.dropped) this.dropped[all[i].model].push(output);
+    if (shapes.cropped) this.cropped.push(`${output}: the models' shapes differ (${infos.map((x) => fmtShape(x.shape)).join(', ')}); merged as ${fmtShape(shapes.shape)}, as mergekit does`);
+    const sources = shapes.keep.map((i) => slice.sources[i]);
+    // an input stored larger than the output is cropped as it is read (compute.ts, worker.ts)
+    const inputs = shapes.keep.map((i) => all[i]);
+    // a model left out of a tensor is reported as such (shapeNotes), not as an unused tensor
+    all.forEach((inp) => this.consumed[inp.model].add(inp.tensor));
+    const kept = sources.findIndex((s) => s.model === slice.base);
+    const base = slice.base !== undefined && kept >= 0 ? kept : undefined;
     const context: TensorContext = {
       tensor: output,
-      numel: infos[0].shape.reduce((a, b) => a * b, 1),
-      shape: [...infos[0].shape],
+      numel: shapeNumel(shapes.shape),
+      shape: shapes.shape,
       base,
       params: this.resolveMergeParams(slice, output, t),
-      inputParams: slice.sources.map((s, i) => this.resolveModelParams(slice, s, i === base, inputNames[i], t)),
-      inputLabels: slice.sources.map((s) => `"${this.label(s.model)}"`),
+      inputParams: shapes.keep.map((i) => this.resolveModelParams(slice, slice.sources[i], i === baseIndex, inputNames[i], t)),
+      inputLabels: sources.map((s) => `"${this.label(s.model)}"`),
     };
     try {
       this.method.check?.(context);
     } catch (err) {
       // the parameters of one model are at fault: name its place in the config
-      const where = err instanceof InputParamError ? slice.sources[err.input].where : this.config.file;
+      const where = err instanceof InputParamError ? sources[err.input].where : slice.where;
       throw new UsageError(`${where}: ${(err as Error).message}`);
     }
-    const dtype = this.config.outDtype ?? this.config.dtype ?? (infos[base ?? 0].dtype as FloatDType);
-    this.tensors.push({ name: output, shape: [...infos[0].shape], dtype, inputs, context });
+    const dtype = this.config.outDtype ?? this.config.dtype ?? (infos[baseIndex >= 0 ? baseIndex : 0].dtype as FloatDType);
+    this.tensors.push({ name: output, shape: shapes.shape, dtype, inputs, context });
   }
 
   private addNonLayer(slice: PlanSlice, pre: boolean): void {
@@ -258,7 +272,18 @@ class Planner {
     this.addNonLayer(slices[slices.length - 1], false);
 
     const donorRef = config.baseModel ?? (config.models ? config.models[0].model : (config.slices as SliceSpec[])[0].sources[0].model);
-    return { method: this.method, tensors: this.tensors, layers, donor: this.opened.indexOf(donorRef), notes: this.leftOut() };
+    return { method: this.method, tensors: this.tensors, layers, donor: this.opened.indexOf(donorRef), notes: [...this.shapeNotes(), ...this.leftOut()] };
+  }
+
+  /** Embeddings merged at a common shape, and models left out of tensors, as mergekit warns about them. */
+  private shapeNotes(): string[] {
+    const notes = [...this.cropped];
+    this.dropped.forEach((tensors, i) => {
+      if (tensors.length === 0) return;
+      const some = `${tensors.slice(0, 3).join(', ')}${tensors.length > 3 ? ', …' : ''}`;
+      notes.push(`${this.label(i)}: left out of ${tensors.length} tensor(s) whose shape differs from base_model's, as mergekit does (${some}); the output has base_model's shapes`);
+    });
+    return notes;
   }
 
   /** Non-layer tensors of an input that no output tensor uses (layers left out by slices are intended). */

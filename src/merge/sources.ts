@@ -8,6 +8,7 @@ import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import type { MergeConfig, ModelRef } from './config.js';
 import { findLayerStack, type LayerStack } from './layers.js';
 import { pathExists } from '../io/paths.js';
+import { UsageError } from '../errors.js';
 
 export interface SourceModel {
   /** absolute folder (or file) path */
@@ -21,17 +22,17 @@ export interface SourceModel {
 /** `org/name` or `org/name@revision`: what a Hugging Face Hub id looks like. */
 const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(@[\w./-]+)?$/;
 
-/** The absolute path of a model reference, or an error saying why it cannot be used. */
+/** The absolute path of a model reference, or a UsageError (a mistake in the config, at its line) saying why it cannot be used. */
 export async function resolveModelPath(ref: ModelRef, cwd: string): Promise<string> {
   const path = resolve(cwd, ref.name);
   if (await pathExists(path, 'input')) return path;
   if (HUB_ID.test(ref.name)) {
-    throw new Error(`${ref.where}: "${ref.name}" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder`);
+    throw new UsageError(`${ref.where}: "${ref.name}" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder`);
   }
   if (ref.name.includes('+')) {
-    throw new Error(`${ref.where}: "${ref.name}" looks like mergekit's model+LoRA syntax, which is not supported: merge the adapter into the model first`);
+    throw new UsageError(`${ref.where}: "${ref.name}" looks like mergekit's model+LoRA syntax, which is not supported: merge the adapter into the model first`);
   }
-  throw new Error(`${ref.where}: model folder "${ref.name}" does not exist (looked for ${path})`);
+  throw new UsageError(`${ref.where}: model folder "${ref.name}" does not exist (looked for ${path})`);
 }
 
 /** Every model reference of the config, in first-mention order (base first). */

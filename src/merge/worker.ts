@@ -9,6 +9,7 @@ import { BufferPool } from '../pipeline/buffer-pool.js';
 import { serveRequests } from '../pipeline/worker-rpc.js';
 import { MERGE_METHODS, type MethodName, type TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
+import { readInShape } from './shapes.js';
 
 export interface MergeRequest {
   method: MethodName;
@@ -27,7 +28,7 @@ const pool = new BufferPool();
 const reader = new RawTensorReader();
 serveRequests<MergeRequest, MergeReply>({
   request(m) {
-    m.inputs.forEach((loc, i) => reader.readFiniteF32(loc, m.arrays[i]));
+    m.inputs.forEach((loc, i) => readInShape(loc.shape, m.context.shape, m.arrays[i], pool, (into) => reader.readFiniteF32(loc, into)));
     return runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool);
   },
   close: () => reader.close(),

@@ -1,15 +1,17 @@
 /**
  * Replays the mergekit reference cases (test/fixtures/mergekit-merge, README there) through our
  * per-tensor method functions: each case's tensors with the parameters exactly as mergekit
- * resolved them (cases.json), the inputs in mergekit's model order, and the recorded Bernoulli
- * masks of the random methods fed through the method's RNG hook (one next() per entry: 0 keeps,
- * 1 drops, whatever the keep probability).
+ * resolved them (cases.json), the inputs in mergekit's model order, inputs of different shapes
+ * through the planner's shape rules and the readers' crop (src/merge/shapes.ts), and the recorded
+ * Bernoulli masks of the random methods fed through the method's RNG hook (one next() per entry:
+ * 0 keeps, 1 drops, whatever the keep probability).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Rng } from '../../src/linalg/random.js';
-import { MERGE_METHODS, isMethodName, type MergeMethodDef, type TensorContext } from '../../src/merge/methods.js';
+import { MERGE_METHODS, isMethodName, type MergeEnv, type TensorContext } from '../../src/merge/methods.js';
 import type { Scalar } from '../../src/merge/params.js';
+import { cropTopLeft, planInputShapes, sameShape, shapeNumel } from '../../src/merge/shapes.js';
 import { REPO_ROOT } from './cli.js';
 
 export const MERGEKIT_FIXTURE = join(REPO_ROOT, 'test', 'fixtures', 'mergekit-merge');
@@ -28,6 +30,10 @@ export interface FixtureTensor {
   base_model: string | null;
   parameters: Record<string, Json>;
   tensor_parameters: Record<string, Record<string, Json>>;
+  /** arcee_fusion: the recorded float32 scores, mergekit's threshold and how many entries it kept */
+  importance?: string;
+  fusion_threshold?: number;
+  fusion_kept?: number;
 }
 
 export interface FixtureCase {
@@ -60,7 +66,7 @@ export interface Fixture {
   registry: Record<string, RegistryEntry>;
 }
 
-/** The tensors of a safetensors file the fixture wrote (F32, contiguous). */
+/** The tensors of a safetensors file the fixture wrote (F32, contiguous; linear_zero_weight_sum is ±inf by design). */
 function readSafetensors(path: string): Map<string, Float32Array> {
   const bytes = readFileSync(path);
   const headerLength = Number(bytes.readBigUInt64LE(0));
@@ -77,13 +83,29 @@ function readSafetensors(path: string): Map<string, Float32Array> {
   return out;
 }
 
-let loaded: { fixture: Fixture; inputs: Map<string, Float32Array>; expected: Map<string, Float32Array> } | undefined;
+export interface LoadedFixture {
+  fixture: Fixture;
+  inputs: Map<string, Float32Array>;
+  expected: Map<string, Float32Array>;
+  /** a fresh copy of a tensor of inputs.safetensors (`<model>/<tensor>`) or expected.safetensors */
+  tensor(name: string): Float32Array;
+}
 
-export function loadMergekitFixture(): { fixture: Fixture; inputs: Map<string, Float32Array>; expected: Map<string, Float32Array> } {
-  loaded ??= {
+let loaded: LoadedFixture | undefined;
+
+export function loadMergekitFixture(): LoadedFixture {
+  if (loaded) return loaded;
+  const inputs = readSafetensors(join(MERGEKIT_FIXTURE, 'inputs.safetensors'));
+  const expected = readSafetensors(join(MERGEKIT_FIXTURE, 'expected.safetensors'));
+  loaded = {
     fixture: JSON.parse(readFileSync(join(MERGEKIT_FIXTURE, 'cases.json'), 'utf8')) as Fixture,
-    inputs: readSafetensors(join(MERGEKIT_FIXTURE, 'inputs.safetensors')),
-    expected: readSafetensors(join(MERGEKIT_FIXTURE, 'expected.safetensors')),
+    inputs,
+    expected,
+    tensor(name) {
+      const t = inputs.get(name) ?? expected.get(name);
+      if (!t) throw new Error(`mergekit-merge fixture has no tensor "${name}"`);
+      return t.slice();
+    },
   };
   return loaded;
 }
@@ -106,13 +128,56 @@ export function replayMask(mask: Float32Array, label: string): Rng {
   };
 }
 
-/** The top-left `shape` block of a row-major tensor of `from` shape (mergekit's embedding submatrix). */
-function topLeft(x: Float32Array, from: number[], shape: number[]): Float32Array {
-  if (from.every((d, i) => d === shape[i])) return x;
-  const cols = from[1];
-  const out = new Float32Array(shape[0] * shape[1]);
-  for (let r = 0; r < shape[0]; r++) out.set(x.subarray(r * cols, r * cols + shape[1]), r * shape[1]);
-  return out;
+/** Whether the fixture case is one of our methods' (the unregistered `count` consensus is not selectable in mergekit either). */
+export function replayable(c: FixtureCase): boolean {
+  return c.registered && isMethodName(c.method);
+}
+
+export interface TensorRun {
+  /** the input tensor of a model (default: the fixture's `<model>/<tensor>`) */
+  read?: (model: string) => Float32Array;
+  /** the RNG of a model (default: refuse, for deterministic methods) */
+  rng?: (model: string) => Rng;
+}
+
+/**
+ * Runs one tensor through `method` as a merge would: the planner's shape rules (a model may be left
+ * out, embeddings cut to a common shape), the method's plan-time check, the readers' crop, merge().
+ * Returns the result and the models the merge used.
+ */
+export function runFixtureTensor(method: string, tensor: string, t: Omit<FixtureTensor, 'expected'>, run: TensorRun = {}): { got: Float32Array; used: string[] } {
+  if (!isMethodName(method)) throw new Error(`fixture: no method ${method}`);
+  const def = MERGE_METHODS[method];
+  const read = run.read ?? ((m: string) => loadMergekitFixture().tensor(`${m}/${tensor}`));
+  const order = t.model_order;
+  const shapes = order.map((m) => t.input_shapes[m]);
+  const base = t.base_model === null ? undefined : order.indexOf(t.base_model);
+  const plan = planInputShapes({ tensor, method, rule: def.shapeMismatch, shapes, base, labels: order.map((m) => `"${m}"`), embedding: t.is_embed });
+  const used = plan.keep.map((i) => order[i]);
+  const defined = (r: Record<string, Json>) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null)) as Record<string, Scalar>;
+  const context: TensorContext = {
+    tensor,
+    shape: plan.shape,
+    numel: shapeNumel(plan.shape),
+    base: t.base_model === null ? undefined : used.indexOf(t.base_model),
+    params: defined(t.parameters),
+    inputParams: used.map((m) => defined(t.tensor_parameters[m] ?? {})),
+    inputLabels: used.map((m) => `"${m}"`),
+  };
+  def.check?.(context);
+  const data = used.map((m) => {
+    const x = read(m);
+    const from = t.input_shapes[m];
+    return sameShape(from, plan.shape) ? x : cropTopLeft(x, from, new Float32Array(context.numel), plan.shape);
+  });
+  const env: MergeEnv = {
+    rng: (i) => {
+      if (!run.rng) throw new Error('a deterministic method drew random numbers');
+      return run.rng(used[i]);
+    },
+    scratch: () => new Float32Array(context.numel),
+  };
+  return { got: def.merge(context, data, env), used };
 }
 
 export interface ReplayedTensor {
@@ -121,54 +186,23 @@ export interface ReplayedTensor {
   expected: Float32Array;
 }
 
-/** Whether the fixture case is one of our methods' (the unregistered `count` consensus is not selectable in mergekit either). */
-export function replayable(c: FixtureCase): boolean {
-  return c.registered && isMethodName(c.method);
-}
-
-/**
- * Runs one tensor of a case through its method: check() as the planner would, then merge().
- * Embedding tensors whose inputs differ in rows are first cut to the output's shape, as mergekit's
- * GTA methods (to the base's) and linear (to the common submatrix) do before merging.
- */
+/** One tensor of a case, with the case's recorded masks for the random methods. */
 export function replayTensor(c: FixtureCase, name: string): ReplayedTensor {
-  const { inputs, expected } = loadMergekitFixture();
-  const method: MergeMethodDef = MERGE_METHODS[c.method as keyof typeof MERGE_METHODS];
+  const { expected } = loadMergekitFixture();
   const t = c.tensors[name];
-  const order = t.model_order;
-  const defined = (r: Record<string, Json>) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null)) as Record<string, Scalar>;
-  const base = t.base_model === null ? -1 : order.indexOf(t.base_model);
-  const context: TensorContext = {
-    tensor: name,
-    shape: t.shape,
-    numel: t.shape.reduce((a, b) => a * b, 1),
-    base: base < 0 ? undefined : base,
-    params: defined(t.parameters),
-    inputParams: order.map((m) => defined(t.tensor_parameters[m] ?? {})),
-    inputLabels: order.map((m) => `"${m}"`),
-  };
-  method.check?.(context);
-  const data = order.map((m) => {
-    const x = inputs.get(`${m}/${name}`);
-    if (!x) throw new Error(`fixture: no input ${m}/${name}`);
-    return topLeft(x.slice(), t.input_shapes[m], t.shape);
-  });
-  const env = {
-    rng: (i: number) => {
-      const key = `${c.name}/${name}/mask/${order[i]}`;
-      const mask = expected.get(key);
-      if (!mask) throw new Error(`fixture: no recorded mask ${key}`);
-      return replayMask(mask, key);
-    },
-    scratch: () => new Float32Array(context.numel),
+  const rng = (model: string) => {
+    const key = `${c.name}/${name}/mask/${model}`;
+    const mask = expected.get(key);
+    if (!mask) throw new Error(`fixture: no recorded mask ${key}`);
+    return replayMask(mask, key);
   };
   const want = expected.get(t.expected);
   if (!want) throw new Error(`fixture: no expected tensor ${t.expected}`);
-  return { name, got: method.merge(context, data, env), expected: want };
+  return { name, got: runFixtureTensor(c.method, name, t, { rng }).got, expected: want };
 }
 
 /** max|got − expected| / max|expected| (Infinity on a length mismatch). */
-export function relativeError(got: Float32Array, expected: Float32Array): number {
+export function relativeError(got: ArrayLike<number>, expected: ArrayLike<number>): number {
   if (got.length !== expected.length) return Infinity;
   let scale = 0;
   let err = 0;

@@ -19,6 +19,10 @@ before(async () => {
   await mkdir(join(dir, 'busy'));
   await writeFile(join(dir, 'busy', 'x'), 'x');
   await writeFile(join(dir, 'della.yaml'), 'merge_method: della\nbase_model: ./base\nmodels:\n  - model: ./a\n    parameters: {weight: 1, density: 0.5, epsilon: 0.5}\n');
+  await writeTinyModel(join(dir, 'wide'), { seed: 3, hidden: 16 });
+  await writeFile(join(dir, 'slerp.yaml'), 'merge_method: slerp\nbase_model: ./base\nmodels:\n  - model: ./a\n');
+  await writeFile(join(dir, 'count.yaml'), 'merge_method: slerp\nbase_model: ./base\nparameters: {t: 0.5}\nslices:\n  - sources:\n      - model: ./a\n        layer_range: [0, 3]\n      - model: ./base\n        layer_range: [0, 4]\n');
+  await writeFile(join(dir, 'wide.yaml'), 'merge_method: linear\nmodels:\n  - model: ./a\n    parameters: {weight: 1}\n  - model: ./wide\n    parameters: {weight: 1}\n');
   await writeFile(join(dir, 'typo.yaml'), 'merge_method: ties\nbase_model: ./base\nmodels:\n  - model: ./a\n    parameters: {weigth: 1}\n');
 });
 
@@ -65,6 +69,16 @@ describe('loraforge merge', () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /dare_ties .*\n.*per model: weight \(required\), density=1; merge-wide: normalize=false, lambda=1, rescale=true/);
     assert.match(help.stdout, /Examples:\n/);
+  });
+
+  it('planner checks are config mistakes too (exit 2, YAML line); models that do not fit fail (exit 1)', async () => {
+    const [slerp, count, wide] = await Promise.all(['slerp.yaml', 'count.yaml', 'wide.yaml'].map((f) => runCli(['merge', f, '--out', 'never'], { cwd: dir })));
+    assert.equal(slerp.code, 2, slerp.stderr);
+    assert.match(slerp.stderr, /^loraforge: slerp\.yaml:4:3: models: slerp needs the parameter "t", and none applies to tensor "model\.embed_tokens\.weight": set it under parameters\n$/);
+    assert.equal(count.code, 2, count.stderr);
+    assert.match(count.stderr, /^loraforge: count\.yaml:8:9: slices\[0\]\.sources\[1\]: layer_range \[0, 4\] is out of bounds: \.\/base has 3 layers/);
+    assert.equal(wide.code, 1, wide.stderr);
+    assert.match(wide.stderr, /^loraforge: tensor "model\.layers\.0\.input_layernorm\.weight" has shape \[8\] in .*a but \[16\] in .*wide: the models are not the same architecture and size \(only embeddings \(embed_tokens, lm_head\) are cut to a common shape\)\n$/);
   });
 
   it('replaces a non-empty --out with --force and prints a readable summary', async () => {

@@ -2,13 +2,16 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { UsageError } from '../../src/errors.js';
 import { mergeModels, parseMergeConfig, validateMergeConfig } from '../../src/merge/index.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 
+/** The message of the UsageError (exit 2) `text` is refused with: every config mistake, YAML syntax included. */
 function parseError(text: string): string {
   try {
     parseMergeConfig(text, 'merge.yaml');
   } catch (err) {
+    assert.ok(err instanceof UsageError, `not a UsageError: ${(err as Error).message}`);
     return (err as Error).message;
   }
   assert.fail('expected the config to be refused');
@@ -127,16 +130,18 @@ slices:
 });
 
 describe('model references', () => {
-  it('refuses Hub ids, model+LoRA references and missing folders with a clear message', async () => {
+  const usage = (message: RegExp) => (err: Error) => err instanceof UsageError && message.test(err.message);
+
+  it('refuses Hub ids, model+LoRA references and missing folders with a clear message (config mistakes: UsageError, exit 2)', async () => {
     const dir = await makeTempDir('loraforge-merge-cfg-');
     try {
       const out = join(dir, 'out');
       await assert.rejects(
         mergeModels({ config: { merge_method: 'linear', models: [{ model: 'meta-llama/Llama-3.2-1B', parameters: { weight: 1 } }] }, out, cwd: dir }),
-        /"meta-llama\/Llama-3\.2-1B" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder/,
+        usage(/"meta-llama\/Llama-3\.2-1B" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder/),
       );
-      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, out, cwd: dir }), /model\+LoRA syntax/);
-      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './nope', parameters: { weight: 1 } }] }, out, cwd: dir }), /model folder "\.\/nope" does not exist/);
+      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, out, cwd: dir }), usage(/model\+LoRA syntax/));
+      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './nope', parameters: { weight: 1 } }] }, out, cwd: dir }), usage(/model folder "\.\/nope" does not exist/));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

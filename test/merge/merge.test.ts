@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { openCheckpoint } from '../../src/io/checkpoint.js';
 import type { FloatDType } from '../../src/io/types.js';
 import { createRng } from '../../src/linalg/random.js';
+import { UsageError } from '../../src/errors.js';
 import { mergeModels } from '../../src/merge/index.js';
 import { roundTo } from '../../src/tensor/dtype.js';
 import { readModel, tinyTensors, writeTinyModel } from '../helpers/merge.js';
@@ -42,50 +43,63 @@ const ties = (...models: string[]) => ({
   base_model: './base',
   models: models.map((model) => ({ model, parameters: { weight: 0.5, density: 0.5 } })),
 });
+const linear = (...models: string[]) => ({ merge_method: 'linear', models: models.map((model) => ({ model, parameters: { weight: 0.5 } })) });
 
-describe('models that do not fit together', () => {
-  it('names the tensor and both shapes when sizes differ', async () => {
-    await assert.rejects(mergeModels({ config: ties('./a', './wide'), out: out(), cwd: dir }), /tensor "model\.embed_tokens\.weight" has shape \[12, 8\] in .*\/a but \[12, 16\] in .*\/wide: the models are not the same architecture and size/);
+/** Rejects with a failure of the data (exit 1), not a UsageError (exit 2), whose message matches `message`. */
+const failsOnData = (p: Promise<unknown>, message: RegExp) => assert.rejects(p, (err: Error) => !(err instanceof UsageError) && message.test(err.message));
+/** Rejects with a UsageError (exit 2) whose message matches `message`. */
+const failsOnConfig = (p: Promise<unknown>, message: RegExp) => assert.rejects(p, (err: Error) => err instanceof UsageError && message.test(err.message));
+
+describe('models that do not fit together (exit 1) and configs that do not fit the models (exit 2)', () => {
+  it('names the tensor and both shapes when sizes differ (exit 1: only embeddings are cut to a common shape)', async () => {
+    await failsOnData(
+      mergeModels({ config: linear('./a', './wide'), out: out(), cwd: dir }),
+      /^tensor "model\.layers\.0\.input_layernorm\.weight" has shape \[8\] in .*\/a but \[16\] in .*\/wide: the models are not the same architecture and size \(only embeddings \(embed_tokens, lm_head\) are cut to a common shape\)$/,
+    );
+    await failsOnData(
+      mergeModels({ config: { merge_method: 'multislerp', models: [{ model: './a' }, { model: './wide' }] }, out: out(), cwd: dir }),
+      /tensor "model\.embed_tokens\.weight" has shape \[12, 8\] in .*\/a but \[12, 16\] in .*\/wide: .*\(multislerp needs every input in one shape\)/,
+    );
   });
 
   it('refuses different architectures from config.json', async () => {
-    await assert.rejects(mergeModels({ config: ties('./a', './mistral'), out: out(), cwd: dir }), /models have different architectures: .*base is LlamaForCausalLM but .*mistral is MistralForCausalLM/);
+    await failsOnData(mergeModels({ config: ties('./a', './mistral'), out: out(), cwd: dir }), /models have different architectures: .*base is LlamaForCausalLM but .*mistral is MistralForCausalLM/);
   });
 
   it('names missing tensors', async () => {
-    await assert.rejects(mergeModels({ config: ties('./a', './headless'), out: out(), cwd: dir }), /headless: missing tensor "lm_head\.weight" \(needed for output tensor "lm_head\.weight"\)/);
+    await failsOnData(mergeModels({ config: ties('./a', './headless'), out: out(), cwd: dir }), /headless: missing tensor "lm_head\.weight" \(needed for output tensor "lm_head\.weight"\)/);
   });
 
-  it('refuses different layer counts in a models: merge', async () => {
-    await assert.rejects(mergeModels({ config: ties('./a', './deep'), out: out(), cwd: dir }), /different numbers of layers \(\.\/a: 3, \.\/deep: 4\); use slices/);
+  it('refuses different layer counts in a models: merge (a config mistake: use slices)', async () => {
+    await failsOnConfig(mergeModels({ config: ties('./a', './deep'), out: out(), cwd: dir }), /different numbers of layers \(\.\/a: 3, \.\/deep: 4\); use slices/);
   });
 
   it('reports a missing required parameter with the model it is missing for', async () => {
-    await assert.rejects(
+    await failsOnConfig(
       mergeModels({ config: { merge_method: 'ties', base_model: './base', models: [{ model: './a' }] }, out: out(), cwd: dir }),
       /models\[0\]: ties needs the parameter "weight" for model "\.\/a" \(tensor "model\.embed_tokens\.weight"\)/,
     );
-    await assert.rejects(mergeModels({ config: { merge_method: 'slerp', base_model: './base', models: [{ model: './a' }] }, out: out(), cwd: dir }), /slerp needs the parameter "t"/);
+    await failsOnConfig(mergeModels({ config: { merge_method: 'slerp', base_model: './base', models: [{ model: './a' }] }, out: out(), cwd: dir }), /slerp needs the parameter "t"/);
   });
 
   it('refuses TIES densities that keep nothing, and normalize over zero weights', async () => {
-    await assert.rejects(
+    await failsOnConfig(
       mergeModels({ config: { merge_method: 'ties', base_model: './base', models: [{ model: './a', parameters: { weight: 1, density: 0.1 } }] }, out: out(), cwd: dir }),
       /density 0\.1 of "\.\/a" keeps none of the 8 entries of tensor "model\.layers\.0\.input_layernorm\.weight"/,
     );
-    await assert.rejects(
+    await failsOnConfig(
       mergeModels({ config: { merge_method: 'linear', models: [{ model: './a', parameters: { weight: 1 } }, { model: './base', parameters: { weight: -1 } }] }, out: out(), cwd: dir }),
       /weights of tensor ".*" sum to 0, so normalize would divide by 0/,
     );
   });
 
   it('checks base_model and input counts per method', async () => {
-    await assert.rejects(mergeModels({ config: { merge_method: 'ties', models: [{ model: './a', parameters: { weight: 1 } }] }, out: out(), cwd: dir }), /ties needs base_model/);
-    await assert.rejects(
+    await failsOnConfig(mergeModels({ config: { merge_method: 'ties', models: [{ model: './a', parameters: { weight: 1 } }] }, out: out(), cwd: dir }), /ties needs base_model/);
+    await failsOnConfig(
       mergeModels({ config: { merge_method: 'linear', base_model: './base', models: [{ model: './a', parameters: { weight: 1 } }] }, out: out(), cwd: dir }),
       /linear merges the listed models only, and base_model "\.\/base" is not among them/,
     );
-    await assert.rejects(
+    await failsOnConfig(
       mergeModels({ config: { merge_method: 'slerp', base_model: './base', parameters: { t: 0.5 }, models: [{ model: './a' }, { model: './extra' }] }, out: out(), cwd: dir }),
       /slerp merges exactly 2 models, one of them base_model, but 3 are given/,
     );
@@ -231,8 +245,75 @@ describe('output', () => {
     await assert.rejects(mergeModels({ config: ties('./a'), out: target, cwd: dir }), /already exists and is not empty/);
     await mergeModels({ config: ties('./a'), out: target, cwd: dir, overwrite: true });
     const failed = out();
-    await assert.rejects(mergeModels({ config: ties('./a', './wide'), out: failed, cwd: dir }));
+    await assert.rejects(mergeModels({ config: linear('./a', './wide'), out: failed, cwd: dir }));
     await assert.rejects(stat(failed), { code: 'ENOENT' });
     assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('.')), [], 'no temporary folders left behind');
+  });
+});
+
+describe('vocabularies that differ by a few added tokens (mergekit: embeddings only)', () => {
+  const EMBED = 'model.embed_tokens.weight';
+  const near = (got: Float32Array, want: ArrayLike<number>, label: string) =>
+    assert.ok(
+      got.every((x, k) => Math.abs(x - want[k]) <= 1e-6 * (1 + Math.abs(want[k]))),
+      label,
+    );
+
+  before(async () => {
+    await writeTinyModel(join(dir, 'vocab14'), { seed: 8, vocab: 14 });
+  });
+
+  it('linear merges the rows every model has, embed_tokens and lm_head, and says so in the report', async () => {
+    const target = out();
+    const report = await mergeModels({ config: linear('./a', './vocab14'), out: target, cwd: dir });
+    const [a, v, got] = [await readModel(join(dir, 'a')), await readModel(join(dir, 'vocab14')), await readModel(target)];
+    for (const name of [EMBED, 'lm_head.weight']) {
+      assert.deepEqual(got[name].shape, [12, 8], name);
+      near(got[name].data, a[name].data.map((x, k) => (x + v[name].data[k]) / 2), name);
+    }
+    assert.match(report.notes.join('\n'), /model\.embed_tokens\.weight: the models' shapes differ \(\[12, 8\], \[14, 8\]\); merged as \[12, 8\], as mergekit does/);
+  });
+
+  it('task-vector methods cut each model down to base_model rows; a base_model larger than a model is refused (exit 1)', async () => {
+    const target = out();
+    const config = (base: string, model: string) => ({ merge_method: 'task_arithmetic', base_model: base, models: [{ model, parameters: { weight: 0.5 } }] });
+    await mergeModels({ config: config('./base', './vocab14'), out: target, cwd: dir });
+    const [base, v, got] = [await readModel(join(dir, 'base')), await readModel(join(dir, 'vocab14')), await readModel(target)];
+    assert.deepEqual(got[EMBED].shape, [12, 8]);
+    near(got[EMBED].data, base[EMBED].data.map((x, k) => x + 0.5 * (v[EMBED].data[k] - x)), EMBED);
+    await failsOnData(
+      mergeModels({ config: config('./vocab14', './a'), out: out(), cwd: dir }),
+      /^embedding "model\.embed_tokens\.weight" has shape \[12, 8\] in .*\/a, smaller than base_model's \[14, 8\]: task_arithmetic cuts each model down to base_model's vocabulary/,
+    );
+  });
+
+  it('task-vector methods leave a model out of the other tensors whose shape differs from base_model, with a note', async () => {
+    const [withWide, alone] = [out(), out()];
+    const report = await mergeModels({ config: ties('./a', './wide'), out: withWide, cwd: dir });
+    await mergeModels({ config: ties('./a'), out: alone, cwd: dir });
+    const [got, want] = [await readModel(withWide), await readModel(alone)];
+    assert.deepEqual(got['model.layers.1.mlp.up_proj.weight'], want['model.layers.1.mlp.up_proj.weight']);
+    assert.deepEqual(got['model.norm.weight'], want['model.norm.weight']);
+    // the embeddings are cut to base_model's [12, 8], so ./wide counts there
+    assert.notDeepEqual(got[EMBED], want[EMBED]);
+    assert.match(report.notes.join('\n'), /^\.\/wide: left out of 28 tensor\(s\) whose shape differs from base_model's, as mergekit does \(model\.layers\.0\.input_layernorm\.weight, .*\); the output has base_model's shapes$/m);
+  });
+
+  it('crops in the worker as on the main thread (a 2^18-entry embedding goes to a worker)', async () => {
+    const big = (seed: number, rows: number) => {
+      const data = new Float32Array(rows * 512);
+      createRng(seed).fillNormal(data);
+      return { ...tinyTensors({ seed }), [EMBED]: { shape: [rows, 512], data } };
+    };
+    const [x, y] = [big(31, 512), big(32, 516)];
+    await writeModelFolder(join(dir, 'emb-x'), x);
+    await writeModelFolder(join(dir, 'emb-y'), y);
+    const [inWorker, inline] = [out(), out()];
+    await mergeModels({ config: linear('./emb-x', './emb-y'), out: inWorker, cwd: dir });
+    await mergeModels({ config: linear('./emb-x', './emb-y'), out: inline, cwd: dir, worker: false });
+    assert.deepEqual(await readFile(join(inWorker, 'model.safetensors')), await readFile(join(inline, 'model.safetensors')));
+    const got = (await readModel(inWorker))[EMBED];
+    assert.deepEqual(got.shape, [512, 512]);
+    near(got.data, x[EMBED].data.map((v, k) => (v + y[EMBED].data[k]) / 2), EMBED);
   });
 });

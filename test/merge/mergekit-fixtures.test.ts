@@ -3,13 +3,14 @@
  * through our per-tensor functions with mergekit's resolved parameters and recorded masks: within
  * the README's tolerance, cases the README calls bit-identical to each other identical here too,
  * our parameter table against mergekit's registry, della's keep probabilities against the recorded
- * ones, and mergekit's error cases for these methods refused.
+ * ones, embeddings of different sizes merged as mergekit merges them, and mergekit's error cases
+ * for these methods refused.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { dellaKeepProbabilities } from '../../src/merge/della.js';
 import { MERGE_METHODS, METHOD_NAMES } from '../../src/merge/methods.js';
-import { MERGEKIT_TOLERANCE, loadMergekitFixture, relativeError, replayTensor, replayable, type FixtureCase } from '../helpers/mergekit-fixture.js';
+import { MERGEKIT_TOLERANCE, loadMergekitFixture, relativeError, replayTensor, replayable, runFixtureTensor, type FixtureCase } from '../helpers/mergekit-fixture.js';
 
 const { fixture, inputs, expected } = loadMergekitFixture();
 const byName = new Map(fixture.cases.map((c) => [c.name, c]));
@@ -105,5 +106,40 @@ describe('della', () => {
     const t = c.tensors[e.tensor];
     const tensorParameters = Object.fromEntries(Object.entries(t.tensor_parameters).map(([m, p]) => [m, { ...p, epsilon: 0.5 }]));
     assert.throws(() => replayTensor({ ...c, tensors: { [e.tensor]: { ...t, tensor_parameters: tensorParameters } } }, e.tensor), /density 0\.5 ± epsilon 0\.5 must stay inside \(0, 1\)/);
+  });
+});
+
+describe('embeddings of different sizes (m2 has 4 more rows)', () => {
+  const EMBED = 'model.embed_tokens.weight';
+  const embedCases = fixture.cases.filter((c) => c.name.endsWith('_embed'));
+
+  it('linear_embed and task_arithmetic_embed: the planner’s shape rule and the readers’ crop give mergekit’s tensors', () => {
+    assert.deepEqual(embedCases.map((c) => c.name), ['linear_embed', 'task_arithmetic_embed']);
+    for (const c of embedCases) {
+      const t = c.tensors[EMBED];
+      assert.ok(t.is_embed && t.input_shapes.m2[0] === 44 && t.shape[0] === 40, c.name);
+      assert.ok(relativeError(replayTensor(c, EMBED).got, replayTensor(c, EMBED).expected) <= MERGEKIT_TOLERANCE, c.name);
+    }
+  });
+
+  it('refuses mergekit’s error_linear_shape_mismatch: the same tensors not marked as an embedding', () => {
+    const e = fixture.error_cases.find((x) => x.name === 'error_linear_shape_mismatch');
+    assert.ok(e && e.tensor === EMBED);
+    const t = (byName.get('linear_embed') as FixtureCase).tensors[EMBED];
+    assert.throws(
+      () => runFixtureTensor('linear', EMBED, { ...t, is_embed: false }),
+      /^Error: tensor "model\.embed_tokens\.weight" has shape \[40, 32\] in "m1" but \[44, 32\] in "m2": the models are not the same architecture and size \(only embeddings \(embed_tokens, lm_head\) are cut to a common shape\)$/,
+    );
+  });
+
+  it('task-vector methods leave a model of another shape out of a tensor that is not an embedding, as mergekit does', () => {
+    const t = (byName.get('task_arithmetic_embed') as FixtureCase).tensors[EMBED];
+    const { got, used } = runFixtureTensor('task_arithmetic', EMBED, { ...t, is_embed: false });
+    assert.deepEqual(used, ['m1', 'm3', 'base']);
+    // without m2: base + Σ w·(x − base) over m1 and m3
+    const w = (m: string) => t.tensor_parameters[m].weight as number;
+    const [base, m1, m3] = ['base', 'm1', 'm3'].map((m) => inputs.get(`${m}/${EMBED}`) as Float32Array);
+    const want = base.map((b, i) => b + w('m1') * (m1[i] - b) + w('m3') * (m3[i] - b));
+    assert.ok(relativeError(got, want) < 1e-6);
   });
 });
