@@ -96,6 +96,18 @@ function outputModelConfig(plan: MergePlan, models: SourceModel[]): Record<strin
       });
     }
   }
+  // embeddings cut to a common size: config.json must say the size the tensors have, or the output does not load
+  const embed = plan.tensors.find((t) => /(^|\.)embed_tokens\.weight$/.test(t.name));
+  const rows = embed?.shape[0];
+  const text = out.text_config as Record<string, unknown> | undefined;
+  const holder = text && typeof text.vocab_size === 'number' ? text : out;
+  if (rows !== undefined && typeof holder.vocab_size === 'number' && holder.vocab_size !== rows) {
+    plan.notes.push(
+      `config.json vocab_size set to ${rows}, the merged embedding rows (${models[plan.donor].path} says ${holder.vocab_size}); ` +
+        `its tokenizer is copied as it is: ids from ${rows} on have no row — make the model with the fewest tokens base_model (or list it first)`,
+    );
+    holder.vocab_size = rows;
+  }
   return out;
 }
 

@@ -274,6 +274,14 @@ describe('vocabularies that differ by a few added tokens (mergekit: embeddings o
     assert.match(report.notes.join('\n'), /model\.embed_tokens\.weight: the models' shapes differ \(\[12, 8\], \[14, 8\]\); merged as \[12, 8\], as mergekit does/);
   });
 
+  it('config.json says the merged vocabulary size when the config comes from the larger model, and the report says why', async () => {
+    const target = out();
+    const report = await mergeModels({ config: linear('./vocab14', './a'), out: target, cwd: dir });
+    const config = JSON.parse(await readFile(join(target, 'config.json'), 'utf8')) as { vocab_size: number };
+    assert.equal(config.vocab_size, 12, 'a config that disagrees with its tensors does not load');
+    assert.match(report.notes.join('\n'), /config\.json vocab_size set to 12, the merged embedding rows \(.*vocab14 says 14\)/);
+  });
+
   it('task-vector methods cut each model down to base_model rows; a base_model larger than a model is refused (exit 1)', async () => {
     const target = out();
     const config = (base: string, model: string) => ({ merge_method: 'task_arithmetic', base_model: base, models: [{ model, parameters: { weight: 0.5 } }] });
