@@ -24,35 +24,13 @@ import { createSafetensorsSink } from '../src/io/safetensors.js';
 import { mergeModels } from '../src/merge/index.js';
 import { prefetch } from '../src/pipeline/prefetch.js';
 import { plainRead, safetensorsFiles } from './plain-read.js';
+import { HIDDEN, INTERMEDIATE, modelTensors } from './model-1b.js';
 
-const HIDDEN = 2048;
-const INTERMEDIATE = 8192;
-const KV = (HIDDEN / 32) * 8;
 const ROUNDS = 3;
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function modelTensors(layers: number, vocab: number): Array<{ name: string; shape: number[] }> {
-  const t = [{ name: 'model.embed_tokens.weight', shape: [vocab, HIDDEN] }];
-  for (let i = 0; i < layers; i++) {
-    const p = `model.layers.${i}.`;
-    t.push(
-      { name: `${p}input_layernorm.weight`, shape: [HIDDEN] },
-      { name: `${p}self_attn.q_proj.weight`, shape: [HIDDEN, HIDDEN] },
-      { name: `${p}self_attn.k_proj.weight`, shape: [KV, HIDDEN] },
-      { name: `${p}self_attn.v_proj.weight`, shape: [KV, HIDDEN] },
-      { name: `${p}self_attn.o_proj.weight`, shape: [HIDDEN, HIDDEN] },
-      { name: `${p}post_attention_layernorm.weight`, shape: [HIDDEN] },
-      { name: `${p}mlp.gate_proj.weight`, shape: [INTERMEDIATE, HIDDEN] },
-      { name: `${p}mlp.up_proj.weight`, shape: [INTERMEDIATE, HIDDEN] },
-      { name: `${p}mlp.down_proj.weight`, shape: [HIDDEN, INTERMEDIATE] },
-    );
-  }
-  t.push({ name: 'model.norm.weight', shape: [HIDDEN] }, { name: 'lm_head.weight', shape: [vocab, HIDDEN] });
-  return t;
 }
 
 /** Uniform noise from a 32-bit xorshift: the bench needs volume, not Gaussian quality. */

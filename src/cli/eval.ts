@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { evaluate, type EvalReport, type KlPositions } from '../eval/eval.js';
+import { evaluate, type EvalReport } from '../eval/eval.js';
 import { getBackend } from '../linalg/index.js';
 import { UsageError } from '../errors.js';
 import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, collect, helpStyle, parseAdapterFlag } from './options.js';
+import { addOutputFlags, collect, helpStyle, parseAdapterFlag, parseKlPositions } from './options.js';
 import { lazyProgress } from './progress.js';
 import { printReport } from './output.js';
 
@@ -26,12 +26,6 @@ interface EvalFlags {
   quiet?: boolean;
 }
 
-function parseKlPositions(text: string): KlPositions {
-  if (text === 'all') return 'all';
-  const m = /^tail:(\d+)$/.exec(text);
-  if (!m || Number(m[1]) < 1) throw new UsageError(`--kl-positions must be "all" or "tail:N" with N ≥ 1, got "${text}"`);
-  return { tail: Number(m[1]) };
-}
 
 const fmt = (x: number, digits = 4) => (Math.abs(x) >= 1000 ? x.toFixed(2) : x.toPrecision(digits + 2));
 

@@ -2,6 +2,7 @@
  * Flags several commands share, defined once so that they parse and read the same in every --help.
  */
 import { existsSync } from 'node:fs';
+import type { KlPositions } from '../eval/scoring.js';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -122,4 +123,12 @@ function optionHelp(option: Option): string {
 export function helpStyle<C extends Command>(command: C): C {
   command.configureHelp({ optionDescription: (option: Option) => optionHelp(option) });
   return command;
+}
+
+/** `--kl-positions all|tail:N` (eval, transplant). */
+export function parseKlPositions(text: string): KlPositions {
+  if (text === 'all') return 'all';
+  const m = /^tail:(\d+)$/.exec(text);
+  if (!m || Number(m[1]) < 1) throw new UsageError(`--kl-positions must be "all" or "tail:N" with N ≥ 1, got "${text}"`);
+  return { tail: Number(m[1]) };
 }

@@ -5,10 +5,9 @@ import { getBackend } from '../linalg/index.js';
 import { UsageError } from '../errors.js';
 import { parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, helpStyle } from './options.js';
+import { addOutputFlags, helpStyle, parseKlPositions } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
-import type { KlPositions } from '../eval/eval.js';
 
 interface TransplantFlags {
   base: string;
@@ -38,12 +37,6 @@ interface TransplantFlags {
   quiet?: boolean;
 }
 
-function parseKlPositions(text: string): KlPositions {
-  if (text === 'all') return 'all';
-  const m = /^tail:(\d+)$/.exec(text);
-  if (!m || Number(m[1]) < 1) throw new UsageError(`--kl-positions must be "all" or "tail:N" with N ≥ 1, got "${text}"`);
-  return { tail: Number(m[1]) };
-}
 
 function summaryLines(r: TransplantReport): string[] {
   const c = r.shared.counts;
