@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { METHOD_NAMES, describeMethods, executeMerge, readMergeConfig, type MergeModelsReport } from '../merge/index.js';
-import { referencedModels } from '../merge/sources.js';
+import { referencedPaths } from '../merge/sources.js';
 import { UsageError, parseIntFlag } from './errors.js';
 import { formatBytes } from './format.js';
 import { addMergekitFlags, MERGEKIT_FLAG_NAMES, mergekitFlagNotes } from './mergekit-flags.js';
@@ -58,7 +58,8 @@ ${describeMethods()}
 
 Parameters may be a scalar, a gradient list interpolated across the layers of a slice
 ([0, 0.5, 1]), or a filter list matched against tensor names ([{filter: self_attn, value: 0.3},
-{value: 0.5}]). Model paths are local folders, relative to the working directory.
+{value: 0.5}]). Model paths are local folders, relative to the working directory;
+./base+./my-lora is the model read through a PEFT adapter (LoRA, DoRA, EDoRA), applied on the fly.
 
 mergekit-yaml's own flags (${MERGEKIT_FLAG_NAMES.join(', ')}, and their --no- forms)
 are accepted with a one-line note on what loraforge does instead, or refused where it does not do what they ask.
@@ -84,9 +85,8 @@ Examples:
       const seed = parseIntFlag('--seed', flags.seed, 0);
       for (const note of mergekitFlagNotes(flags as unknown as Record<string, unknown>)) process.stderr.write(`loraforge: note: ${note}\n`);
       const config = await readMergeConfig(configPath);
-      // the models are inputs too: an --out inside one is a usage error now, not a failure after the plan
-      const models = referencedModels(config).map((ref) => resolve(ref.name));
-      await checkOutFlag(out, models, flags.force === true);
+      // the models (and adapters) are inputs too: an --out inside one is a usage error now, not a failure after the plan
+      await checkOutFlag(out, await referencedPaths(config, process.cwd()), flags.force === true);
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await executeMerge({
         config,

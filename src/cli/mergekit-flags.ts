@@ -64,7 +64,7 @@ const MERGEKIT_FLAGS: readonly MergekitFlag[] = [
     off: { note: 'loraforge writes no model card anyway; ignored' },
   },
   { name: 'transformers-cache', arg: '<dir>', on: { refuse: 'loraforge reads local model folders only: download the models and name their folders in the config' } },
-  { name: 'lora-merge-cache', arg: '<dir>', on: { refuse: "loraforge does not merge model+LoRA references: merge the adapter first with 'loraforge apply'" } },
+  { name: 'lora-merge-cache', arg: '<dir>', on: { note: 'loraforge applies MODEL+ADAPTER references tensor by tensor while merging and writes no merged copy to cache; ignored' } },
   { name: 'random-seed', arg: '<n>', on: { refuse: 'loraforge calls it --seed: use --seed N' } },
 ];
 

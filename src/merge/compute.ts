@@ -12,6 +12,7 @@ import type { TensorLocation } from '../io/types.js';
 import { BufferPool } from '../pipeline/buffer-pool.js';
 import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
+import { AdaptedCheckpoint } from './adapted-source.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
 import { readInShape } from './shapes.js';
@@ -23,10 +24,15 @@ const MIN_WORKER_ENTRIES = 1 << 18;
 /** More workers than this gain nothing: the main thread's encoding and writing becomes the limit. */
 const MAX_WORKERS = 4;
 
-/** One input of an output tensor: a tensor of an opened checkpoint. */
+/** One input of an output tensor: a tensor of an opened checkpoint (or of a MODEL+ADAPTER view). */
 export interface MergeInput {
   checkpoint: Checkpoint;
   tensor: string;
+}
+
+/** Where a worker can read the input, or null when no file holds its values (a tensor a LoRA adapter changes). */
+function fileLocation(inp: MergeInput): TensorLocation | null {
+  return inp.checkpoint instanceof AdaptedCheckpoint ? inp.checkpoint.fileLocation(inp.tensor) : inp.checkpoint.locate(inp.tensor);
 }
 
 export interface Compute {
@@ -58,7 +64,7 @@ class InlineCompute implements Compute {
   async merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array> {
     const arrays = inputs.map(() => this.pool.acquire(context.numel));
     try {
-      await Promise.all(inputs.map((inp, i) => readInShape(inp.checkpoint.info(inp.tensor).shape, context.shape, arrays[i], this.pool, (into) => inp.checkpoint.readInto(inp.tensor, into))));
+      await Promise.all(inputs.map((inp, i) => this.readInput(context, inp, arrays[i])));
       return this.keepResult(arrays, runMethod(this.method, context, arrays, this.seed, this.pool));
     } catch (err) {
       arrays.forEach((a) => this.pool.release(a));
@@ -67,6 +73,11 @@ class InlineCompute implements Compute {
   }
 
   async close(): Promise<void> {}
+
+  /** Reads one input, in the output's shape, into `into` (an array of `pool`). */
+  protected readInput(context: TensorContext, inp: MergeInput, into: Float32Array): Promise<void> {
+    return readInShape(inp.checkpoint.info(inp.tensor).shape, context.shape, into, this.pool, (out) => inp.checkpoint.readInto(inp.tensor, out));
+  }
 
   /** Hands back every input array but the one holding the result, and returns that one. */
   protected keepResult(arrays: readonly Float32Array[], index: number): Float32Array {
@@ -80,7 +91,8 @@ class InlineCompute implements Compute {
 interface Job {
   context: TensorContext;
   inputs: readonly MergeInput[];
-  locations: TensorLocation[];
+  /** null: read on this thread (see dispatch) */
+  locations: Array<TensorLocation | null>;
   resolve(out: Float32Array): void;
   reject(err: Error): void;
 }
@@ -151,7 +163,13 @@ class WorkerCompute extends InlineCompute {
     // arrays are taken only now, so a queued job holds no memory
     const arrays = job.inputs.map(() => this.pool.acquire(job.context.numel));
     this.running.add(job);
-    worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed }).then(
+    // A tensor seen through a LoRA adapter (MODEL+ADAPTER) has no file location: it is read and
+    // adapted here, into the shared array the worker would have filled, and the worker reads the
+    // rest and merges. Applying the adapter in the worker instead would mean opening the adapter,
+    // its variant checks (DoRA norms) and the GEMM backend in every worker; here the view is open
+    // already, and memory is the same: the job's own arrays plus one update while it is applied.
+    const adapted = job.locations.flatMap((loc, i) => (loc ? [] : [this.readInput(job.context, job.inputs[i], arrays[i])]));
+    Promise.all(adapted).then(() => worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed })).then(
       (output) => {
         this.running.delete(job);
         job.resolve(this.keepResult(arrays, output));
@@ -175,7 +193,7 @@ class WorkerCompute extends InlineCompute {
     if (this.failure) throw this.failure;
     const noWorker = this.cannotStart && this.workers.length === 0 && this.starting === 0;
     if (context.numel < MIN_WORKER_ENTRIES || noWorker) return super.merge(context, inputs);
-    const locations = inputs.map((inp) => inp.checkpoint.locate(inp.tensor));
+    const locations = inputs.map(fileLocation);
     // another worker only when neither an idle one nor one still starting will take this job
     const waiting = this.queue.length + 1 > this.idle.length + this.starting;
     if (waiting && !this.cannotStart && this.workers.length + this.starting < this.concurrency) void this.grow();

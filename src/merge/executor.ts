@@ -52,8 +52,10 @@ export interface ExecuteMergeOptions extends MergeRunOptions {
 export interface MergeModelsReport {
   out: string;
   method: string;
-  /** the input model folders, base first */
+  /** the input models, base first: each folder, or `folder+adapter` for a model seen through a PEFT adapter */
   models: string[];
+  /** the PEFT adapter folder applied on the fly to each of `models` (MODEL+ADAPTER), else null */
+  adapters: Array<string | null>;
   baseModel?: string;
   tensors: number;
   layers: number;
@@ -157,7 +159,7 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
     },
     plan: (opened) => {
       const plan = planMerge(config, opened);
-      assertNotInput(opts.out, opened.models.map((m) => m.path));
+      assertNotInput(opts.out, opened.models.flatMap((m) => (m.adapter ? [m.path, m.adapter] : [m.path])));
       compute.prepare(plan.tensors.map((t) => t.context));
       return { ...plan, items: plan.tensors };
     },
@@ -186,8 +188,9 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
       return {
         out: opts.out,
         method: plan.method.name,
-        models: models.map((m) => m.path),
-        baseModel: config.baseModel ? models[opened.indexOf(config.baseModel)].path : undefined,
+        models: models.map((m) => m.label),
+        adapters: models.map((m) => m.adapter ?? null),
+        baseModel: config.baseModel ? models[opened.indexOf(config.baseModel)].label : undefined,
         tensors: plan.tensors.length,
         layers: plan.layers.length,
         ...countDtypes(plan),

@@ -162,13 +162,13 @@ class Planner {
   }
 
   private info(input: PlannedInput, output: string): TensorInfo {
-    const { checkpoint, path } = this.models[input.model];
+    const { checkpoint, label } = this.models[input.model];
     if (!checkpoint.has(input.tensor)) {
-      throw new Error(`${path}: missing tensor "${input.tensor}" (needed for output tensor "${output}"): the models do not share one architecture, or the checkpoint is incomplete`);
+      throw new Error(`${label}: missing tensor "${input.tensor}" (needed for output tensor "${output}"): the models do not share one architecture, or the checkpoint is incomplete`);
     }
     const info = checkpoint.info(input.tensor);
     if (!isFloatDType(info.dtype)) {
-      throw new Error(`${path}: tensor "${input.tensor}" is ${info.dtype}; merges read F32, F16 and BF16 tensors (dequantize the checkpoint first)`);
+      throw new Error(`${label}: tensor "${input.tensor}" is ${info.dtype}; merges read F32, F16 and BF16 tensors (dequantize the checkpoint first)`);
     }
     return info;
   }
@@ -209,7 +209,7 @@ class Planner {
       rule: this.method.shapeMismatch,
       shapes: infos.map((info) => info.shape),
       base: baseIndex >= 0 ? baseIndex : undefined,
-      labels: all.map((inp) => this.models[inp.model].path),
+      labels: all.map((inp) => this.models[inp.model].label),
     });
     for (const i of shapes.dropped) this.dropped[all[i].model].push(output);
     if (shapes.cropped) this.cropped.push(`${output}: the models' shapes differ (${infos.map((x) => fmtShape(x.shape)).join(', ')}); merged as ${fmtShape(shapes.shape)}, as mergekit does`);

@@ -2,19 +2,33 @@
  * The models a merge config names, resolved to local folders and opened once each (headers only).
  * Paths are relative to the working directory, as in mergekit. Hub ids are recognised and refused
  * with a clear message until downloading is supported.
+ *
+ * `MODEL+ADAPTER` (mergekit's syntax) is the model with a PEFT adapter applied on the fly
+ * (adapted-source.ts). A name that exists as a path, as given, is that path, `+` and all; otherwise
+ * it splits at the last `+` whose right side is a folder holding adapter_config.json (so a model
+ * folder may contain `+`, an adapter folder may not).
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { getBackend } from '../linalg/index.js';
+import type { LinalgBackend } from '../linalg/backend.js';
+import { ADAPTER_CONFIG_FILE } from '../lora/adapter.js';
 import type { MergeConfig, ModelRef } from './config.js';
+import { AdaptedCheckpoint } from './adapted-source.js';
 import { findLayerStack, type LayerStack } from './layers.js';
 import { pathExists } from '../io/paths.js';
 import { UsageError } from '../errors.js';
 
 export interface SourceModel {
-  /** absolute folder (or file) path */
+  /** absolute folder (or file) path of the model (for MODEL+ADAPTER: of the model) */
   path: string;
+  /** absolute folder of the PEFT adapter seen through, for MODEL+ADAPTER */
+  adapter?: string;
+  /** how messages and the report name it: `path`, or `path+adapter` */
+  label: string;
   /** the name as first written in the config */
   name: string;
+  /** for MODEL+ADAPTER, the adapted view (AdaptedCheckpoint) */
   checkpoint: Checkpoint;
   layers: LayerStack;
 }
@@ -22,17 +36,55 @@ export interface SourceModel {
 /** `org/name` or `org/name@revision`: what a Hugging Face Hub id looks like. */
 const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(@[\w./-]+)?$/;
 
-/** The absolute path of a model reference, or a UsageError (a mistake in the config, at its line) saying why it cannot be used. */
+const hubIdError = (ref: ModelRef, name: string) =>
+  new UsageError(`${ref.where}: "${name}" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder`);
+
+/** The absolute path of a plain model reference, or a UsageError (a mistake in the config, at its line) saying why it cannot be used. */
 export async function resolveModelPath(ref: ModelRef, cwd: string): Promise<string> {
   const path = resolve(cwd, ref.name);
   if (await pathExists(path, 'input')) return path;
-  if (HUB_ID.test(ref.name)) {
-    throw new UsageError(`${ref.where}: "${ref.name}" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder`);
-  }
-  if (ref.name.includes('+')) {
-    throw new UsageError(`${ref.where}: "${ref.name}" looks like mergekit's model+LoRA syntax, which is not supported: merge the adapter into the model first`);
-  }
+  if (HUB_ID.test(ref.name)) throw hubIdError(ref, ref.name);
   throw new UsageError(`${ref.where}: model folder "${ref.name}" does not exist (looked for ${path})`);
+}
+
+/** A model reference resolved: the model's absolute path and, for MODEL+ADAPTER, the adapter folder's. */
+export interface ResolvedModelRef {
+  path: string;
+  adapter?: string;
+}
+
+/** Resolves a reference, splitting MODEL+ADAPTER as the module comment says; mistakes are UsageErrors at the reference's line. */
+export async function resolveModelRef(ref: ModelRef, cwd: string): Promise<ResolvedModelRef> {
+  const { name } = ref;
+  const last = name.lastIndexOf('+');
+  if (last < 0 || (await pathExists(resolve(cwd, name), 'input'))) return { path: await resolveModelPath(ref, cwd) };
+  for (let i = last; i > 0; i = name.lastIndexOf('+', i - 1)) {
+    const right = name.slice(i + 1);
+    const adapter = resolve(cwd, right);
+    if (right !== '' && (await pathExists(join(adapter, ADAPTER_CONFIG_FILE), 'input'))) {
+      return { path: await resolveModelPath({ ...ref, name: name.slice(0, i) }, cwd), adapter };
+    }
+  }
+  const [left, right] = [name.slice(0, last), name.slice(last + 1)];
+  // org/model+org/lora: Hub references, on either side, are refused as Hub ids
+  for (const side of [right, left]) {
+    if (HUB_ID.test(side) && !(await pathExists(resolve(cwd, side), 'input'))) throw hubIdError(ref, side);
+  }
+  const config = join(resolve(cwd, right), ADAPTER_CONFIG_FILE);
+  throw new UsageError(
+    `${ref.where}: "${name}" is neither a model folder nor MODEL+ADAPTER: "${right}" after its last "+" is not a PEFT adapter folder (no ${config}); ` +
+      'write a model folder, or a model folder, "+" and a PEFT adapter folder',
+  );
+}
+
+/** Every path the config reads from (models and adapters), for the output-safety check; mistakes as resolveModelRef's. */
+export async function referencedPaths(config: MergeConfig, cwd: string): Promise<string[]> {
+  const paths: string[] = [];
+  for (const ref of referencedModels(config)) {
+    const { path, adapter } = await resolveModelRef(ref, cwd);
+    paths.push(path, ...(adapter ? [adapter] : []));
+  }
+  return paths;
 }
 
 /** Every model reference of the config, in first-mention order (base first). */
@@ -61,7 +113,7 @@ function checkSameArchitecture(models: readonly SourceModel[]): void {
     if (arch === undefined) continue;
     if (!first) first = { model, arch };
     else if (arch !== first.arch) {
-      throw new Error(`models have different architectures: ${first.model.path} is ${first.arch} but ${model.path} is ${arch}; merges need models of one architecture and size`);
+      throw new Error(`models have different architectures: ${first.model.label} is ${first.arch} but ${model.label} is ${arch}; merges need models of one architecture and size`);
     }
   }
 }
@@ -73,25 +125,40 @@ export interface OpenedModels {
   close(): Promise<void>;
 }
 
-/** Resolves and opens every model of the config (each folder once), closing them all on failure. */
+/** Resolves and opens every model of the config (each reference once), closing them all on failure. */
 export async function openModels(config: MergeConfig, cwd: string): Promise<OpenedModels> {
   const models: SourceModel[] = [];
-  const byPath = new Map<string, number>();
+  const byLabel = new Map<string, number>();
+  const byName = new Map<string, number>();
+  // every base and adapter opened, each closed once (an adapted view's base is also in here)
+  const resources: Array<{ close(): Promise<void> }> = [];
+  const keep = <C extends { close(): Promise<void> }>(r: C): C => {
+    resources.push(r);
+    return r;
+  };
+  let backend: Promise<LinalgBackend> | undefined;
   const close = async () => {
-    await Promise.all(models.map((m) => m.checkpoint.close()));
+    await Promise.all(resources.map((r) => r.close()));
   };
   try {
     for (const ref of referencedModels(config)) {
-      const path = await resolveModelPath(ref, cwd);
-      if (byPath.has(path)) continue;
+      const { path, adapter } = await resolveModelRef(ref, cwd);
+      const label = adapter ? `${path}+${adapter}` : path;
+      const known = byLabel.get(label);
+      if (known !== undefined) {
+        byName.set(resolve(cwd, ref.name), known);
+        continue;
+      }
       let checkpoint: Checkpoint;
       try {
-        checkpoint = await openCheckpoint(path);
+        checkpoint = keep(await openCheckpoint(path));
+        if (adapter) checkpoint = await AdaptedCheckpoint.open(checkpoint, adapter, await (backend ??= getBackend()), keep);
       } catch (err) {
         throw new Error(`${ref.where}: ${(err as Error).message}`);
       }
-      byPath.set(path, models.length);
-      models.push({ path, name: ref.name, checkpoint, layers: findLayerStack(checkpoint.list()) });
+      byLabel.set(label, models.length);
+      byName.set(resolve(cwd, ref.name), models.length);
+      models.push({ path, ...(adapter ? { adapter } : {}), label, name: ref.name, checkpoint, layers: findLayerStack(checkpoint.list()) });
     }
     checkSameArchitecture(models);
   } catch (err) {
@@ -101,7 +168,7 @@ export async function openModels(config: MergeConfig, cwd: string): Promise<Open
   return {
     models,
     indexOf(ref) {
-      const i = byPath.get(resolve(cwd, ref.name));
+      const i = byName.get(resolve(cwd, ref.name));
       if (i === undefined) throw new Error(`${ref.where}: model "${ref.name}" was not opened`);
       return i;
     },

@@ -14,8 +14,8 @@ import { readInShape } from './shapes.js';
 export interface MergeRequest {
   method: MethodName;
   context: TensorContext;
-  /** where each input is stored */
-  inputs: TensorLocation[];
+  /** where each input is stored; null: the main thread has read it into its array already (a tensor a LoRA adapter changes) */
+  inputs: Array<TensorLocation | null>;
   /** shared arrays of context.numel entries, one per input, to read into and merge in place */
   arrays: Float32Array[];
   seed: number;
@@ -28,7 +28,7 @@ const pool = new BufferPool();
 const reader = new RawTensorReader();
 serveRequests<MergeRequest, MergeReply>({
   request(m) {
-    m.inputs.forEach((loc, i) => readInShape(loc.shape, m.context.shape, m.arrays[i], pool, (into) => reader.readFiniteF32(loc, into)));
+    m.inputs.forEach((loc, i) => loc && readInShape(loc.shape, m.context.shape, m.arrays[i], pool, (into) => reader.readFiniteF32(loc, into)));
     return runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool);
   },
   close: () => reader.close(),

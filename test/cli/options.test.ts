@@ -49,6 +49,8 @@ describe('mergekitFlagNotes', () => {
     assert.deepEqual(mergekitFlagNotes({ cuda: false }).length, 1);
     assert.throws(() => mergekitFlagNotes({ outShardSize: '5B' }), /--out-shard-size is a mergekit-yaml flag: .*--shard-size 5GB/);
     assert.throws(() => mergekitFlagNotes({ copyTokenizer: false }), /--no-copy-tokenizer is a mergekit-yaml flag/);
+    // model+LoRA references are applied on the fly: mergekit's cache for merged LoRA models has nothing to do
+    assert.match(mergekitFlagNotes({ loraMergeCache: './cache' })[0], /--lora-merge-cache is a mergekit-yaml flag: .*MODEL\+ADAPTER.*ignored/);
     assert.deepEqual(mergekitFlagNotes({}), []);
   });
 });

@@ -132,7 +132,7 @@ slices:
 describe('model references', () => {
   const usage = (message: RegExp) => (err: Error) => err instanceof UsageError && message.test(err.message);
 
-  it('refuses Hub ids, model+LoRA references and missing folders with a clear message (config mistakes: UsageError, exit 2)', async () => {
+  it('refuses Hub ids, MODEL+ADAPTER references without an adapter folder and missing folders with a clear message (config mistakes: UsageError, exit 2)', async () => {
     const dir = await makeTempDir('loraforge-merge-cfg-');
     try {
       const out = join(dir, 'out');
@@ -140,7 +140,7 @@ describe('model references', () => {
         mergeModels({ config: { merge_method: 'linear', models: [{ model: 'meta-llama/Llama-3.2-1B', parameters: { weight: 1 } }] }, out, cwd: dir }),
         usage(/"meta-llama\/Llama-3\.2-1B" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder/),
       );
-      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, out, cwd: dir }), usage(/model\+LoRA syntax/));
+      await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, out, cwd: dir }), usage(/"\.\/m\+\.\/lora" is neither a model folder nor MODEL\+ADAPTER: "\.\/lora" after its last "\+" is not a PEFT adapter folder/));
       await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './nope', parameters: { weight: 1 } }] }, out, cwd: dir }), usage(/model folder "\.\/nope" does not exist/));
     } finally {
       await rm(dir, { recursive: true, force: true });
