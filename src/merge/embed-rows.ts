@@ -56,7 +56,13 @@ export function planRowRemap(p: RowRemapParams): { remap: RowRemap; notes: strin
   const row: number[] = [];
   const missing: string[] = [];
   const inputOf = (ref: ModelRef, token: string): number => {
-    const i = p.models.indexOf(p.indexOf(ref));
+    let opened = -1;
+    try {
+      opened = p.indexOf(ref);
+    } catch {
+      // a folder no model of the merge is: said below, at the token's line
+    }
+    const i = opened < 0 ? -1 : p.models.indexOf(opened);
     if (i < 0) throw new UsageError(`${ref.where}: the row of token ${JSON.stringify(token)} comes from "${ref.name}", which is not merged into ${p.tensor}: name one of the merged models`);
     return i;
   };

@@ -7,13 +7,15 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { UsageError } from '../../src/errors.js';
 import { mergeModels } from '../../src/merge/index.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { readModel, writeTinyModel, type TensorMap } from '../helpers/merge.js';
 import { makeTempDir } from '../helpers/synthetic.js';
 import { TINYFAM } from '../helpers/tinyfam.js';
 
-const H = 8;
+// 32004 × 16 rows is past the size merged in a worker thread: the union case runs there, the block case inline (worker: false)
+const H = 16;
 let root: string;
 let a: TensorMap;
 let b: TensorMap;
@@ -91,7 +93,7 @@ describe('merge with a tokenizer: block and tokenizer_source: <model>', () => {
       models: [{ model: './a', parameters: { weight: 1 } }, { model: './b', parameters: { weight: 1 } }],
       tokenizer: { source: 'union', pad_to_multiple_of: 64, tokens: { '<|a1|>': { source: { kind: 'zero' } }, '<|both|>': { source: './b', force: true }, '<|new|>': { source: { kind: 'model_token', model: './a', token: '<s>' } } } },
     };
-    const report = await mergeModels({ config, out, cwd: root });
+    const report = await mergeModels({ config, out, cwd: root, worker: false });
     const name = 'model.embed_tokens.weight';
     const m = (await readModel(out))[name];
     assert.deepEqual(m.shape, [32064, H]);
@@ -118,5 +120,14 @@ describe('merge with a tokenizer: block and tokenizer_source: <model>', () => {
     assert.deepEqual((await loadTokenizer(out)).encode('<|both|><|b1|>'), [32000, 32001]);
     const tokConfig = JSON.parse(await readFile(join(out, 'tokenizer_config.json'), 'utf8'));
     assert.equal(tokConfig.chat_template, 'template of a and b {{ messages }}');
+  });
+});
+
+describe('tokenizer settings that cannot work', () => {
+  it('names the config entry: a token row from a model that is not merged, or that lacks the token', async () => {
+    const models = [{ model: './a', parameters: { weight: 1 } }, { model: './b', parameters: { weight: 1 } }];
+    const merge = (tokens: Record<string, unknown>) => mergeModels({ config: { merge_method: 'linear', models, tokenizer: { tokens } }, out: join(root, 'never'), cwd: root, worker: false });
+    await assert.rejects(merge({ '<|a1|>': { source: './c' } }), (err: Error) => err instanceof UsageError && /"\.\/c", which is not merged into model\.embed_tokens\.weight/.test(err.message));
+    await assert.rejects(merge({ '<|a1|>': { source: './b', force: true } }), (err: Error) => err instanceof UsageError && /token "<\|a1\|>" is not in the vocabulary of "\.\/b"/.test(err.message));
   });
 });
