@@ -39,7 +39,9 @@ export interface ModelSideFiles {
   /** The dtype the weights were converted to, if they were: config.json says so. */
   dtype?: FloatDType;
   /** The command's own files, by name. */
-  own?: Readonly<Record<string, string>>;
+  own?: Readonly<Record<string, string | Uint8Array>>;
+  /** Source files not to copy (merge: the donor's tokenizer, when another is written). */
+  skip?: (name: string) => boolean;
 }
 
 /** `config` with its dtype keys set to `dtype` (a copy). */
@@ -59,7 +61,7 @@ export async function writeModelSideFiles(outDir: string, opts: ModelSideFiles):
   for (const entry of await readdir(sourceDir, { withFileTypes: true })) {
     const name = entry.name;
     if (!entry.isFile() || name.startsWith('.') || WEIGHT_FILE.test(name) || (!isFolder && !MODEL_SIDE_FILE.test(name))) continue;
-    if ((name === CONFIG_FILE && rewrite) || opts.own?.[name] !== undefined) continue;
+    if ((name === CONFIG_FILE && rewrite) || opts.own?.[name] !== undefined || opts.skip?.(name)) continue;
     await copyFile(join(sourceDir, name), join(outDir, name));
     written.add(name);
   }

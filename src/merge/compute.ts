@@ -15,7 +15,8 @@ import { startWorker } from '../pipeline/worker-thread.js';
 import { AdaptedCheckpoint } from './adapted-source.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
 import { runMethod } from './run-method.js';
-import { readInShape } from './shapes.js';
+import { readInShape, shapeNumel } from './shapes.js';
+import { applyRowRemap, type RowRemap } from './embed-rows.js';
 import type { MergeReply, MergeRequest } from './worker.js';
 
 /** Tensors below this many entries are merged inline: the hand-off would cost more than it saves. */
@@ -42,8 +43,8 @@ export interface Compute {
   readonly concurrency: number;
   /** Starts what merging `contexts` will need (workers load while the first tensors are read). */
   prepare(contexts: readonly TensorContext[]): void;
-  /** Reads and merges `inputs`; resolves to an array of `pool` holding the result. */
-  merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array>;
+  /** Reads (moving embedding rows by `remap`) and merges `inputs`; resolves to an array of `pool` holding the result. */
+  merge(context: TensorContext, inputs: readonly MergeInput[], remap?: RowRemap): Promise<Float32Array>;
   close(): Promise<void>;
 }
 
@@ -61,10 +62,11 @@ class InlineCompute implements Compute {
 
   prepare(_contexts: readonly TensorContext[]): void {}
 
-  async merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array> {
+  async merge(context: TensorContext, inputs: readonly MergeInput[], remap?: RowRemap): Promise<Float32Array> {
     const arrays = inputs.map(() => this.pool.acquire(context.numel));
     try {
-      await Promise.all(inputs.map((inp, i) => this.readInput(context, inp, arrays[i])));
+      if (remap) await this.readRemapped(context, inputs, remap, arrays);
+      else await Promise.all(inputs.map((inp, i) => this.readInput(context, inp, arrays[i])));
       return this.keepResult(arrays, runMethod(this.method, context, arrays, this.seed, this.pool));
     } catch (err) {
       arrays.forEach((a) => this.pool.release(a));
@@ -79,6 +81,16 @@ class InlineCompute implements Compute {
     return readInShape(inp.checkpoint.info(inp.tensor).shape, context.shape, into, this.pool, (out) => inp.checkpoint.readInto(inp.tensor, out));
   }
 
+  private async readRemapped(context: TensorContext, inputs: readonly MergeInput[], remap: RowRemap, arrays: Float32Array[]): Promise<void> {
+    const stored = inputs.map((inp) => this.pool.acquire(shapeNumel(inp.checkpoint.info(inp.tensor).shape)));
+    try {
+      await Promise.all(inputs.map((inp, i) => inp.checkpoint.readInto(inp.tensor, stored[i])));
+      applyRowRemap(remap, context.shape[1], stored, arrays);
+    } finally {
+      stored.forEach((a) => this.pool.release(a));
+    }
+  }
+
   /** Hands back every input array but the one holding the result, and returns that one. */
   protected keepResult(arrays: readonly Float32Array[], index: number): Float32Array {
     arrays.forEach((a, i) => {
@@ -91,6 +103,7 @@ class InlineCompute implements Compute {
 interface Job {
   context: TensorContext;
   inputs: readonly MergeInput[];
+  remap?: RowRemap;
   /** null: read on this thread (see dispatch) */
   locations: Array<TensorLocation | null>;
   resolve(out: Float32Array): void;
@@ -142,7 +155,7 @@ class WorkerCompute extends InlineCompute {
   /** When no worker runs or is starting, queued jobs are read and merged on this thread. */
   private drainInline(): void {
     if (this.workers.length > 0 || this.starting > 0) return;
-    for (const job of this.queue.splice(0)) super.merge(job.context, job.inputs).then(job.resolve, job.reject);
+    for (const job of this.queue.splice(0)) super.merge(job.context, job.inputs, job.remap).then(job.resolve, job.reject);
   }
 
   private fail(err: Error): void {
@@ -169,7 +182,7 @@ class WorkerCompute extends InlineCompute {
     // its variant checks (DoRA norms) and the GEMM backend in every worker; here the view is open
     // already, and memory is the same: the job's own arrays plus one update while it is applied.
     const adapted = job.locations.flatMap((loc, i) => (loc ? [] : [this.readInput(job.context, job.inputs[i], arrays[i])]));
-    Promise.all(adapted).then(() => worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed })).then(
+    Promise.all(adapted).then(() => worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed, remap: job.remap })).then(
       (output) => {
         this.running.delete(job);
         job.resolve(this.keepResult(arrays, output));
@@ -189,16 +202,18 @@ class WorkerCompute extends InlineCompute {
     while (!this.cannotStart && this.workers.length + this.starting < Math.min(large, this.concurrency)) void this.grow();
   }
 
-  override async merge(context: TensorContext, inputs: readonly MergeInput[]): Promise<Float32Array> {
+  override async merge(context: TensorContext, inputs: readonly MergeInput[], remap?: RowRemap): Promise<Float32Array> {
     if (this.failure) throw this.failure;
     const noWorker = this.cannotStart && this.workers.length === 0 && this.starting === 0;
-    if (context.numel < MIN_WORKER_ENTRIES || noWorker) return super.merge(context, inputs);
+    if (context.numel < MIN_WORKER_ENTRIES || noWorker) return super.merge(context, inputs, remap);
     const locations = inputs.map(fileLocation);
+    // a tensor moved into the output vocabulary with an adapted input: read and merged here
+    if (remap && locations.some((l) => l === null)) return super.merge(context, inputs, remap);
     // another worker only when neither an idle one nor one still starting will take this job
     const waiting = this.queue.length + 1 > this.idle.length + this.starting;
     if (waiting && !this.cannotStart && this.workers.length + this.starting < this.concurrency) void this.grow();
     return new Promise<Float32Array>((resolve, reject) => {
-      this.queue.push({ context, inputs, locations, resolve, reject });
+      this.queue.push({ context, inputs, remap, locations, resolve, reject });
       const worker = this.idle.pop();
       if (worker) this.dispatch(worker);
     });

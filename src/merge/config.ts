@@ -17,7 +17,9 @@
  *   parameters: {normalize: true, t: [{filter: self_attn, value: [0, 1]}, {value: 0.5}]}
  *   dtype: bfloat16                     # output dtype (bfloat16 | float16 | float32)
  *   out_dtype: float16                  # overrides dtype for the output, as in mergekit
- *   tokenizer_source: base
+ *   tokenizer_source: union             # base | union | a model; or the tokenizer: block:
+ *   tokenizer: {source: union, tokens: {"<|im_end|>": {source: ./a, force: true}}, pad_to_multiple_of: 64}
+ *   chat_template: auto                 # auto | chatml | … | a Jinja template
  *
  * Every mistake is reported with the file, line and column (when the config came from YAML), the
  * key path, and what would be valid. Parameter names are checked against the method's table.
@@ -65,14 +67,43 @@ export interface MergeConfig {
   parameters?: ParameterMap;
   dtype?: FloatDType;
   outDtype?: FloatDType;
-  tokenizerSource?: 'base';
+  /** tokenizer_source or the tokenizer: block: the output vocabulary is built (merge/vocab.ts) */
+  tokenizer?: TokenizerSpec;
+  /** chat_template: "auto", a built-in name or a template (merge/tokenizer-files.ts) */
+  chatTemplate?: string;
+  chatTemplateWhere?: string;
+}
+
+/** Where one token's embedding row comes from (mergekit's tokens: entries). */
+export type TokenSource =
+  | { kind: 'model'; model: ModelRef }
+  | { kind: 'zero' }
+  | { kind: 'model_token'; model: ModelRef; tokenId?: number; token?: string };
+
+export interface TokenSetting {
+  source: TokenSource;
+  /** use the source's row even in models that have the token */
+  force: boolean;
+  where: string;
+}
+
+export interface TokenizerSpec {
+  /** whose vocabulary the output has: base_model's, the union of all, or one model's */
+  source: 'base' | 'union' | ModelRef;
+  /** per-token row sources, by token text; tokens not in the vocabulary are added */
+  tokens: Map<string, TokenSetting>;
+  padToMultipleOf?: number;
+  where: string;
 }
 
 type ConfigPath = ReadonlyArray<string | number>;
 
 const DTYPES: Readonly<Record<string, FloatDType>> = { bfloat16: 'BF16', float16: 'F16', float32: 'F32' };
 
-const TOP_KEYS = ['merge_method', 'base_model', 'models', 'slices', 'parameters', 'dtype', 'out_dtype', 'tokenizer_source'];
+const TOP_KEYS = ['merge_method', 'base_model', 'models', 'slices', 'parameters', 'dtype', 'out_dtype', 'tokenizer_source', 'tokenizer', 'chat_template'];
+const TOKENIZER_KEYS = ['source', 'tokens', 'pad_to_multiple_of'];
+const TOKEN_KEYS = ['source', 'force'];
+const TOKEN_SOURCE_KEYS = ['kind', 'model', 'token_id', 'token'];
 const MODEL_KEYS = ['model', 'parameters'];
 const SOURCE_KEYS = ['model', 'layer_range', 'parameters'];
 const SLICE_KEYS = ['sources', 'parameters', 'base_model'];
@@ -81,8 +112,6 @@ const CONDITION_KEYS = ['filter', 'value'];
 /** mergekit keys loraforge does not implement yet, with what to do instead. */
 const UNSUPPORTED_KEYS: Readonly<Record<string, string>> = {
   modules: 'per-module configs are not supported yet: use models or slices',
-  tokenizer: 'tokenizer building is not supported yet: use tokenizer_source: base',
-  chat_template: 'chat_template is not supported yet: edit tokenizer_config.json of the output',
   residual_weight: 'residual_weight is not supported yet',
 };
 
@@ -172,6 +201,54 @@ class ConfigChecker {
     return [a, b];
   }
 
+  /** base | union | a model folder */
+  tokenizerSource(raw: unknown, path: ConfigPath): TokenizerSpec['source'] {
+    const name = this.string(raw, path, 'base, union or a model folder');
+    return name === 'base' || name === 'union' ? name : this.modelRef(name, path);
+  }
+
+  /** mergekit's TokenizerConfig: source (default union), tokens, pad_to_multiple_of. */
+  tokenizerBlock(raw: unknown, path: ConfigPath): TokenizerSpec {
+    const o = this.object(raw, path, TOKENIZER_KEYS);
+    const spec: TokenizerSpec = { source: 'union', tokens: new Map(), where: this.where(path) };
+    if (o.source !== undefined && o.source !== null) spec.source = this.tokenizerSource(o.source, [...path, 'source']);
+    if (o.pad_to_multiple_of !== undefined && o.pad_to_multiple_of !== null) {
+      const n = o.pad_to_multiple_of;
+      if (!Number.isSafeInteger(n) || (n as number) < 1) this.fail([...path, 'pad_to_multiple_of'], `expected a positive whole number, got ${describe(n)}`);
+      spec.padToMultipleOf = n as number;
+    }
+    if (o.tokens !== undefined && o.tokens !== null) {
+      const at = [...path, 'tokens'];
+      if (!isPlainObject(o.tokens)) this.fail(at, `expected a mapping of token text to {source, force}, got ${describe(o.tokens)}`);
+      for (const [token, entry] of Object.entries(o.tokens)) spec.tokens.set(token, this.tokenSetting(entry, [...at, token]));
+    }
+    return spec;
+  }
+
+  private tokenSetting(raw: unknown, path: ConfigPath): TokenSetting {
+    const o = this.object(raw, path, TOKEN_KEYS);
+    // mergekit accepts a missing source but then fails when the row is built: say so here
+    if (o.source === undefined || o.source === null) this.fail(path, 'each token needs a source: a model folder, {kind: zero} or {kind: model_token, model, token | token_id}');
+    if (o.force !== undefined && typeof o.force !== 'boolean') this.fail([...path, 'force'], `force must be true or false, got ${describe(o.force)}`);
+    return { source: this.tokenSource(o.source, [...path, 'source']), force: o.force === true, where: this.where(path) };
+  }
+
+  private tokenSource(raw: unknown, path: ConfigPath): TokenSource {
+    if (typeof raw === 'string') return { kind: 'model', model: this.modelRef(raw, path) };
+    const o = this.object(raw, path, TOKEN_SOURCE_KEYS);
+    if (o.kind === 'zero') {
+      if (Object.keys(o).length > 1) this.fail(path, '{kind: zero} takes no other keys');
+      return { kind: 'zero' };
+    }
+    if (o.kind !== 'model_token') this.fail([...path, 'kind'], `expected kind: zero or kind: model_token, got ${describe(o.kind)}`);
+    const model = this.modelRef(o.model, [...path, 'model']);
+    const hasId = o.token_id !== undefined && o.token_id !== null;
+    const hasToken = o.token !== undefined && o.token !== null;
+    if (hasId === hasToken) this.fail(path, 'a model_token source needs exactly one of token (its text) or token_id');
+    if (hasId && !(Number.isSafeInteger(o.token_id) && (o.token_id as number) >= 0)) this.fail([...path, 'token_id'], `expected a non-negative whole number, got ${describe(o.token_id)}`);
+    return hasId ? { kind: 'model_token', model, tokenId: o.token_id as number } : { kind: 'model_token', model, token: this.string(o.token, [...path, 'token'], 'the token text') };
+  }
+
   private get methodDef(): MergeMethodDef {
     if (!this.method) throw new Error('config: parameters are read after merge_method');
     return this.method;
@@ -251,12 +328,14 @@ function checkConfig(raw: unknown, base: ConfigChecker, file: string, text: stri
   config.dtype = c.dtype(top.dtype, ['dtype']);
   config.outDtype = c.dtype(top.out_dtype, ['out_dtype']);
 
-  if (top.tokenizer_source !== undefined && top.tokenizer_source !== null) {
-    if (top.tokenizer_source !== 'base') {
-      c.fail(['tokenizer_source'], `only tokenizer_source: base is supported (the base model's tokenizer is copied as is); "union" and other models need vocabulary merging, which is not supported yet`);
-    }
-    if (!config.baseModel) c.fail(['tokenizer_source'], 'tokenizer_source: base needs a base_model');
-    config.tokenizerSource = 'base';
+  const hasSource = top.tokenizer_source !== undefined && top.tokenizer_source !== null;
+  const hasBlock = top.tokenizer !== undefined && top.tokenizer !== null;
+  if (hasSource && hasBlock) c.fail(['tokenizer'], 'give either tokenizer_source or a tokenizer: block, not both (as in mergekit)');
+  if (hasSource) config.tokenizer = { source: c.tokenizerSource(top.tokenizer_source, ['tokenizer_source']), tokens: new Map(), where: c.where(['tokenizer_source']) };
+  if (hasBlock) config.tokenizer = c.tokenizerBlock(top.tokenizer, ['tokenizer']);
+  if (top.chat_template !== undefined && top.chat_template !== null) {
+    config.chatTemplate = c.string(top.chat_template, ['chat_template'], 'auto, a template name or a Jinja template');
+    config.chatTemplateWhere = c.where(['chat_template']);
   }
 
   const hasModels = top.models !== undefined && top.models !== null;

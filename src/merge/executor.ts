@@ -17,6 +17,8 @@ import { createCompute, type MergeInput } from './compute.js';
 import type { MergeConfig } from './config.js';
 import { planMerge, type MergePlan } from './plan.js';
 import { openModels, type SourceModel } from './sources.js';
+import { buildOutputVocab, type OutputVocab } from './vocab.js';
+import { tokenizerFiles } from './tokenizer-files.js';
 import { runCommand } from '../pipeline/run.js';
 import type { OnProgress } from '../progress.js';
 
@@ -98,16 +100,18 @@ function outputModelConfig(plan: MergePlan, models: SourceModel[]): Record<strin
       });
     }
   }
-  // embeddings cut to a common size: config.json must say the size the tensors have, or the output does not load
-  const embed = plan.tensors.find((t) => /(^|\.)embed_tokens\.weight$/.test(t.name));
+  // embeddings cut to a common size or built for a new vocabulary: config.json must say the size the tensors have, or the output does not load
+  const embed = plan.tensors.find((t) => t.remap) ?? plan.tensors.find((t) => /(^|\.)embed_tokens\.weight$/.test(t.name));
   const rows = embed?.shape[0];
   const text = out.text_config as Record<string, unknown> | undefined;
   const holder = text && typeof text.vocab_size === 'number' ? text : out;
   if (rows !== undefined && typeof holder.vocab_size === 'number' && holder.vocab_size !== rows) {
+    if (!embed?.remap) {
     plan.notes.push(
       `config.json vocab_size set to ${rows}, the merged embedding rows (${models[plan.donor].path} says ${holder.vocab_size}); ` +
         `its tokenizer is copied as it is: ids from ${rows} on have no row — make the model with the fewest tokens base_model (or list it first)`,
     );
+    }
     holder.vocab_size = rows;
   }
   return out;
@@ -118,12 +122,20 @@ function outputModelConfig(plan: MergePlan, models: SourceModel[]): Record<strin
  * donor's, i.e. base_model's, else the first model's), its config.json rewritten, and the merge
  * config, into `dir`; returns the names written.
  */
-function writeSideFiles(dir: string, config: MergeConfig, plan: MergePlan, models: SourceModel[]): Promise<string[]> {
+async function writeSideFiles(dir: string, config: MergeConfig, plan: MergePlan, models: SourceModel[], vocab: OutputVocab | undefined): Promise<string[]> {
+  const tokenizer = await tokenizerFiles({
+    vocab,
+    chatTemplate: config.chatTemplate === undefined ? undefined : { value: config.chatTemplate, where: config.chatTemplateWhere ?? config.file },
+    donor: models[plan.donor].path,
+    models: models.map((m) => m.path),
+  });
+  plan.notes.push(...tokenizer.notes);
   return writeModelSideFiles(dir, {
     source: models[plan.donor].path,
     config: outputModelConfig(plan, models),
     dtype: config.outDtype ?? config.dtype,
-    own: { [CONFIG_COPY_FILE]: config.text },
+    own: { ...tokenizer.own, [CONFIG_COPY_FILE]: config.text },
+    skip: tokenizer.skip,
   });
 }
 
@@ -157,11 +169,13 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
       keep(compute);
       return keep(await openModels(config, opts.cwd ?? process.cwd()));
     },
-    plan: (opened) => {
-      const plan = planMerge(config, opened);
+    plan: async (opened) => {
+      const vocab = await buildOutputVocab(config, opened, opts.cwd ?? process.cwd());
+      const plan = planMerge(config, opened, vocab);
+      if (vocab) plan.notes.push(...vocab.notes);
       assertNotInput(opts.out, opened.models.flatMap((m) => (m.adapter ? [m.path, m.adapter] : [m.path])));
       compute.prepare(plan.tensors.map((t) => t.context));
-      return { ...plan, items: plan.tensors };
+      return { ...plan, vocab, items: plan.tensors };
     },
     output: {
       dir: opts.out,
@@ -172,7 +186,7 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
           plan: plan.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype })),
         }),
     },
-    load: (t, { res }) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: res.models[inp.model].checkpoint, tensor: inp.tensor }))),
+    load: (t, { res }) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: res.models[inp.model].checkpoint, tensor: inp.tensor })), t.remap),
     // one more than the workers can take, queued so that a worker that finishes goes on at once
     readAhead: { depth: compute.concurrency, budget: { bytes: MAX_INFLIGHT_BYTES, cost: (t) => t.context.numel * 4 * t.inputs.length } },
     overlap: true,
@@ -184,7 +198,7 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
       const { models } = opened;
       await sink.finish();
       const shards = sink.writtenFiles();
-      const side = await writeSideFiles(tmpPath, config, plan, models);
+      const side = await writeSideFiles(tmpPath, config, plan, models, plan.vocab);
       return {
         out: opts.out,
         method: plan.method.name,

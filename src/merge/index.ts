@@ -18,7 +18,7 @@ export { kthLargestMagnitude } from '../tensor/top-k.js';
 export interface MergeModelsOptions extends MergeRunOptions {
   /**
    * a path to a YAML file, or the same data as a plain object (mergekit's keys: merge_method,
-   * base_model, models | slices, parameters, dtype, tokenizer_source)
+   * base_model, models | slices, parameters, dtype, tokenizer_source | tokenizer, chat_template)
  */
   config: string | Record<string, unknown>;
 }

@@ -16,8 +16,11 @@ import { isPreLayerTensor } from './layers.js';
 import { UsageError } from '../errors.js';
 import { InputParamError, type MergeMethodDef, type TensorContext } from './methods.js';
 import { resolveParameter, type ParameterMap, type Scalar } from './params.js';
-import { planInputShapes, shapeNumel } from './shapes.js';
+import { planInputShapes, shapeNumel, type ShapePlan } from './shapes.js';
 import type { OpenedModels, SourceModel } from './sources.js';
+import { isEmbeddingLike } from '../delta/targets.js';
+import { planRowRemap, type RowRemap } from './embed-rows.js';
+import type { OutputVocab } from './vocab.js';
 
 export interface PlannedInput {
   /** index into the opened models */
@@ -32,6 +35,8 @@ export interface PlannedTensor {
   dtype: FloatDType;
   inputs: PlannedInput[];
   context: TensorContext;
+  /** embedding rows moved into the output vocabulary as they are read (a tokenizer setting) */
+  remap?: RowRemap;
 }
 
 export interface MergePlan {
@@ -77,6 +82,7 @@ class Planner {
   constructor(
     private readonly config: MergeConfig,
     private readonly opened: OpenedModels,
+    private readonly vocab?: OutputVocab,
   ) {
     this.models = opened.models;
     this.method = config.method;
@@ -203,7 +209,8 @@ class Planner {
     const all = slice.sources.map((s, i): PlannedInput => ({ model: s.model, tensor: inputNames[i] }));
     const infos = all.map((inp) => this.info(inp, output));
     const baseIndex = slice.base === undefined ? -1 : slice.sources.findIndex((s) => s.model === slice.base);
-    const shapes = planInputShapes({
+    const remapped = this.vocab && isEmbeddingLike(output, infos[0].shape) ? this.remapRows(output, all, infos, baseIndex) : undefined;
+    const shapes = remapped?.shapes ?? planInputShapes({
       tensor: output,
       method: this.method.name,
       rule: this.method.shapeMismatch,
@@ -237,7 +244,32 @@ class Planner {
       throw new UsageError(`${where}: ${(err as Error).message}`);
     }
     const dtype = this.config.outDtype ?? this.config.dtype ?? (infos[baseIndex >= 0 ? baseIndex : 0].dtype as FloatDType);
-    this.tensors.push({ name: output, shape: shapes.shape, dtype, inputs, context });
+    this.tensors.push({ name: output, shape: shapes.shape, dtype, inputs, context, remap: remapped?.remap });
+  }
+
+  /** An embedding under a tokenizer setting: every input's rows moved into the output vocabulary (embed-rows.ts). */
+  private remapRows(output: string, all: PlannedInput[], infos: TensorInfo[], baseIndex: number): { shapes: ShapePlan; remap: RowRemap } {
+    const vocab = this.vocab as OutputVocab;
+    const spec = this.config.tokenizer!;
+    const cols = infos[0].shape[1];
+    const odd = infos.findIndex((x) => x.shape.length !== 2 || x.shape[1] !== cols);
+    if (odd >= 0) {
+      throw new Error(`tensor "${output}" has shape ${fmtShape(infos[0].shape)} in ${this.models[all[0].model].path} but ${fmtShape(infos[odd].shape)} in ${this.models[all[odd].model].path}: embeddings need one width to be merged into one vocabulary`);
+    }
+    const { remap, notes } = planRowRemap({
+      vocab,
+      tokens: spec.tokens,
+      padToMultipleOf: spec.padToMultipleOf,
+      tensor: output,
+      models: all.map((inp) => inp.model),
+      base: baseIndex >= 0 ? baseIndex : undefined,
+      storedRows: infos.map((x) => x.shape[0]),
+      labels: all.map((inp) => this.models[inp.model].path),
+      indexOf: (ref) => this.opened.indexOf(ref),
+    });
+    this.cropped.push(...notes);
+    const keep = all.map((_, i) => i);
+    return { shapes: { shape: [remap.rows, cols], keep, dropped: [], cropped: false }, remap };
   }
 
   private addNonLayer(slice: PlanSlice, pre: boolean): void {
@@ -300,6 +332,6 @@ class Planner {
 }
 
 /** Plans the merge: every output tensor with its inputs and resolved parameters, checked. */
-export function planMerge(config: MergeConfig, opened: OpenedModels): MergePlan {
-  return new Planner(config, opened).plan();
+export function planMerge(config: MergeConfig, opened: OpenedModels, vocab?: OutputVocab): MergePlan {
+  return new Planner(config, opened, vocab).plan();
 }

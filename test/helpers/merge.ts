@@ -22,7 +22,7 @@ export interface TinyModelOptions {
   dtype?: FloatDType;
   /** extra config.json keys */
   config?: Record<string, unknown>;
-  /** write tokenizer.json / tokenizer_config.json / generation_config.json with this marker */
+  /** write tokenizer.json (t0, t1, … one per row) / tokenizer_config.json / generation_config.json with this marker */
   tokenizer?: string;
   maxShardBytes?: number;
 }
@@ -76,7 +76,9 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions): Promi
     },
   });
   if (opts.tokenizer !== undefined) {
-    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify({ marker: opts.tokenizer }));
+    // a BPE vocabulary of one token per embedding row, so a tokenizer setting finds the same tokens in every model
+    const vocab = Object.fromEntries(Array.from({ length: opts.vocab ?? 12 }, (_, i) => [`t${i}`, i]));
+    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify({ marker: opts.tokenizer, added_tokens: [], model: { type: 'BPE', vocab, merges: [] } }));
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ marker: opts.tokenizer }));
     await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ marker: opts.tokenizer }));
   }

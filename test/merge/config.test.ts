@@ -40,11 +40,30 @@ tokenizer_source: base
     assert.equal(c.method.name, 'ties');
     assert.equal(c.baseModel?.name, './base');
     assert.equal(c.dtype, 'F16');
-    assert.equal(c.tokenizerSource, 'base');
+    assert.equal(c.tokenizer?.source, 'base');
     assert.deepEqual(c.models?.map((m) => m.model.name), ['./a', './b']);
     assert.deepEqual(c.models?.[0].parameters, { weight: [0.2, 0.8], density: [{ filter: 'mlp', value: 0.3 }, { value: 0.6 }] });
     assert.deepEqual(c.parameters, { normalize: false, lambda: 1.5 });
     assert.match(c.models?.[1].model.where ?? '', /^merge\.yaml:8:12: models\[1\]\.model$/);
+  });
+
+  it('reads tokenizer_source, the tokenizer: block (mergekit defaults) and chat_template', () => {
+    const top = 'merge_method: linear\nmodels: [{model: ./a}, {model: ./b}]\n';
+    assert.equal(parseMergeConfig(`${top}tokenizer_source: union\n`).tokenizer?.source, 'union');
+    assert.equal((parseMergeConfig(`${top}tokenizer_source: ./b\n`).tokenizer?.source as { name: string }).name, './b');
+    const c = parseMergeConfig(`${top}chat_template: auto\ntokenizer:\n  pad_to_multiple_of: 64\n  tokens:\n    "<|im_end|>": {source: ./b, force: true}\n    "<x>": {source: {kind: zero}}\n    "<y>": {source: {kind: model_token, model: ./a, token_id: 3}}\n`);
+    assert.equal(c.chatTemplate, 'auto');
+    assert.equal(c.tokenizer?.source, 'union');
+    assert.equal(c.tokenizer?.padToMultipleOf, 64);
+    assert.deepEqual([...(c.tokenizer?.tokens.keys() ?? [])], ['<|im_end|>', '<x>', '<y>']);
+    assert.equal(c.tokenizer?.tokens.get('<|im_end|>')?.force, true);
+    assert.deepEqual(c.tokenizer?.tokens.get('<x>')?.source, { kind: 'zero' });
+    assert.equal((c.tokenizer?.tokens.get('<y>')?.source as { tokenId: number }).tokenId, 3);
+    assert.match(parseError(`${top}tokenizer_source: base\ntokenizer: {source: union}\n`), /either tokenizer_source or a tokenizer: block, not both/);
+    assert.match(parseError(`${top}tokenizer: {pad_to_multiple_of: 0}\n`), /merge\.yaml:3:33: tokenizer\.pad_to_multiple_of: expected a positive whole number/);
+    assert.match(parseError(`${top}tokenizer: {tokens: {"<x>": {force: true}}}\n`), /each token needs a source/);
+    assert.match(parseError(`${top}tokenizer: {tokens: {"<x>": {source: {kind: model_token, model: ./a}}}}\n`), /exactly one of token .* or token_id/);
+    assert.match(parseError(`${top}tokenizer: {tokens: {"<x>": {source: {kind: mean}}}}\n`), /expected kind: zero or kind: model_token/);
   });
 
   it('reads slices with layer ranges and per-slice parameters', () => {
@@ -102,7 +121,6 @@ slices:
     assert.match(parseError('merge_method: linear\nmodules: {}\nmodels: [{model: ./a}]\n'), /modules: per-module configs are not supported yet/);
     assert.match(parseError('merge_method: linear\nmodel: ./a\n'), /unknown key "model"; valid keys here: merge_method, base_model, models, slices/);
     assert.match(parseError('merge_method: linear\ndtype: int8\nmodels: [{model: ./a}]\n'), /unknown dtype "int8"; valid: bfloat16, float16, float32/);
-    assert.match(parseError('merge_method: linear\ntokenizer_source: union\nmodels: [{model: ./a}]\n'), /only tokenizer_source: base is supported/);
     assert.match(parseError('merge_method: passthrough\nslices: [{sources: [{model: ./a, layer_range: [5, 2]}]}]\n'), /merge\.yaml:2:47: .*layer_range \[5, 2\] ends before it starts/);
     assert.match(parseError('merge_method: passthrough\nslices: [{sources: [{model: ./a, layer_range: [0]}]}]\n'), /expected \[first, end\] layer indices/);
     assert.match(parseError('merge_method: passthrough\nslices: [{sources: [{model: ./a}]}]\n'), /each source needs a layer_range/);
