@@ -25,6 +25,8 @@ interface MergeAdaptersFlags {
   out: string;
   density?: string;
   majoritySign?: MajoritySign;
+  gamma?: string;
+  epsilon?: string;
   svdRank?: string;
   svdClamp?: string;
   seed?: string;
@@ -93,11 +95,13 @@ export function registerMergeAdapters(program: Command): void {
     .requiredOption('--adapter <dir[:weight]>', 'a PEFT adapter folder and its weight (1 if left out); repeat for each adapter', collect)
     .addOption(new Option('--method <name>', 'merge method (see below)').choices(METHOD_NAMES).makeOptionMandatory())
     .requiredOption('--out <dir>', 'output folder (created atomically)')
-    .option('--density <d>', 'fraction of entries kept by ties / dare_* / magnitude_prune (default: 0.5)')
-    .addOption(new Option('--majority-sign <how>', 'TIES sign election: sign of the sum or of the sign count').choices(MAJORITY_SIGNS).default(undefined, 'total'))
+    .option('--density <d>', 'fraction of entries kept by ties / dare_* / magnitude_prune / breadcrumbs* / della* (default: 0.5)')
+    .addOption(new Option('--majority-sign <how>', 'TIES sign election (ties*, dare_ties*, breadcrumbs_ties_svd, della_svd): sign of the sum or of the sign count').choices(MAJORITY_SIGNS).default(undefined, 'total'))
+    .option('--gamma <g>', 'breadcrumbs*: fraction of largest-magnitude entries dropped as outliers (default: 0.01)')
+    .option('--epsilon <e>', "della*: keep probabilities run from density − epsilon to density + epsilon by magnitude rank in each row (default: 0.15)")
     .option('--svd-rank <n>', 'output rank of the SVD merges (default: the largest input rank; linear --exact: lossless)')
     .option('--svd-clamp <q>', 'clamp the SVD factors at this quantile of their entries, as PEFT svd_clamp')
-    .option('--seed <n>', 'seed of the DARE masks (default: 0)')
+    .option('--seed <n>', 'seed of the DARE masks and della draws (default: 0)')
     .option('--exact', 'merge the true deltas w_i·s_i·B_i·A_i and re-factorise: no cross terms, no double scaling')
     .addOption(new Option('--format <f>', 'output format').choices(ADAPTER_FORMATS).default('peft'))
     .addOption(dtypeOption('storage dtype of the new factors', 'f32'))
@@ -114,12 +118,14 @@ ${METHOD_HELP}
   100% off). The *_svd methods reproduce PEFT 5d602fd, which applies each adapter's scaling twice.
   --exact merges the true deltas instead (for *_svd: what PEFT does after PR #3111) and re-factorises
   with an SVD; svd and linear --exact never form the out×in delta. With one adapter every method is
-  linear, as in PEFT. DoRA adapters cannot be merged yet.
+  linear, as in PEFT. DoRA adapters cannot be merged yet. breadcrumbs*_svd and della*_svd (not in PEFT
+  or mergekit) sparsify each scaled delta with mergekit's breadcrumbs / della, where ties_svd prunes.
 
 Examples:
   loraforge merge-adapters --adapter ./math:0.7 --adapter ./code:0.3 --method cat --out ./merged
   loraforge merge-adapters --adapter ./a --adapter ./b:-0.5 --method svd --exact --svd-rank 32 --out ./merged
-  loraforge merge-adapters --adapter ./a --adapter ./b --method ties_svd --density 0.3 --out ./merged --json`,
+  loraforge merge-adapters --adapter ./a --adapter ./b --method ties_svd --density 0.3 --out ./merged --json
+  loraforge merge-adapters --adapter ./a --adapter ./b --method della_svd --density 0.4 --epsilon 0.1 --seed 7 --out ./merged`,
     )
     .action(async (flags: MergeAdaptersFlags) => {
       const adapters = flags.adapter.map((spec) => {
@@ -130,6 +136,8 @@ Examples:
       const options = {
         density: parseFloatFlag('--density', flags.density, [0, 1]),
         majoritySign: flags.majoritySign,
+        gamma: parseFloatFlag('--gamma', flags.gamma, [0, 1]),
+        epsilon: parseFloatFlag('--epsilon', flags.epsilon, [0, 1]),
         svdRank: parseIntFlag('--svd-rank', flags.svdRank, 1),
         svdClamp: parseFloatFlag('--svd-clamp', flags.svdClamp, [0, 1]),
         seed: parseIntFlag('--seed', flags.seed, 0),

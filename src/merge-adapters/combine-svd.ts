@@ -1,7 +1,7 @@
 /**
  * Merges that combine the adapters' deltas Δ_i = s_i·B_i·A_i and re-factorise the result with a
- * truncated SVD (PEFT's svd, ties_svd, dare_*_svd, magnitude_prune_svd; and every method under
- * --exact).
+ * truncated SVD (PEFT's svd, ties_svd, dare_*_svd, magnitude_prune_svd; loraforge's
+ * breadcrumbs*_svd and della*_svd; and every method under --exact).
  *
  * When the combination is a plain weighted sum, Σ c_i·B_i·A_i is a product of stacked factors and
  * its SVD comes from thin QRs of those (stackedProductSvd): O((m+n)·R²) with R = Σ r_i, never the
@@ -16,7 +16,7 @@ import { fromSvd } from '../lowrank/low-rank.js';
 import type { Svd } from '../linalg/svd-small.js';
 import { stackedProductSvd } from '../linalg/product-svd.js';
 import { randomizedSvd } from '../linalg/rsvd.js';
-import { combineTaskTensors } from './prune.js';
+import { combineTaskTensors, maskStream } from './prune.js';
 import { roundoffFloor } from './exact.js';
 import type { ElementwiseStep, LowRank, MergeTerm, ModuleMergeContext } from './types.js';
 
@@ -107,7 +107,7 @@ async function truncatedSvd(ctx: ModuleMergeContext, m: Matrix, rank: number): P
 /**
  * The matrix PEFT hands to its SVD in ties_svd, dare_*_svd and magnitude_prune_svd (and their
  * --exact forms): Δ_i = s_i·B_i·A_i formed on the backend, then `step` applied entry-wise with
- * the delta weights.
+ * the delta weights. breadcrumbs*_svd and della*_svd sparsify the same Δ_i at the same point.
  */
 export async function combinedDeltas(ctx: ModuleMergeContext, step: ElementwiseStep): Promise<Matrix> {
   const { terms } = ctx;
@@ -124,6 +124,12 @@ export async function combinedDeltas(ctx: ModuleMergeContext, step: ElementwiseS
     density: ctx.density,
     majoritySign: ctx.majoritySign,
     mask: (i) => ctx.masks({ module: ctx.module, target: 'delta', adapter: terms[i].adapter, size: m * n }),
+    gamma: ctx.gamma,
+    epsilon: ctx.epsilon,
+    // della ranks within each row of the base weight: Δ's rows, or for an embedding (Δ is its
+    // transpose here) Δ's columns, which dim 1 of [1, m, n] runs along
+    shape: ctx.kind === 'embedding' ? [1, m, n] : [m, n],
+    rng: (i) => maskStream(ctx.seed ?? 0, ctx.module, 'delta', terms[i].adapter),
   });
   return matrix(m, n, combined);
 }

@@ -15,7 +15,11 @@ import { runCommand } from '../pipeline/run.js';
 import { transpose } from '../tensor/matrix.js';
 import { compareToWeightedSum } from './exact.js';
 import { unequalRanksProblem } from './combine-factors.js';
+import { outlierCounts } from '../merge/index.js';
 import {
+  DEFAULT_DENSITY,
+  DEFAULT_EPSILON,
+  DEFAULT_GAMMA,
   MERGE_METHODS,
   acceptedParams,
   checkMethodOptions,
@@ -30,7 +34,6 @@ import type { LowRank, MajoritySign, MaskSource, MergeTerm } from './types.js';
 import type { OnProgress } from '../progress.js';
 
 export const REPORT_FILE = 'report.json';
-const DEFAULT_DENSITY = 0.5;
 const DEFAULT_MAJORITY_SIGN: MajoritySign = 'total';
 const DEFAULT_SEED = 0;
 
@@ -81,6 +84,8 @@ export interface MergeReport {
   adapters: Array<{ path: string; weight: number; modules: number; ranks: number[] }>;
   density?: number;
   majoritySign?: MajoritySign;
+  gamma?: number;
+  epsilon?: number;
   /** output rank of the SVD paths (null: keep every non-zero singular value) */
   svdRank?: number | null;
   svdClamp?: number;
@@ -218,6 +223,27 @@ function lowerRankNote(asked: number | undefined, modules: readonly ModuleReport
   ];
 }
 
+/**
+ * breadcrumbs keeps nothing where ⌊gamma·n⌋ = 0 (mergekit's `[n_bot:-n_top]` slice) or
+ * ⌊density·n⌋ = 0, which on an adapter would silently drop a module's whole update: refused
+ * before any work, naming the first such module and the setting that works for it.
+ */
+function breadcrumbsProblem(plans: readonly ModulePlan[], density: number, gamma: number): string | undefined {
+  if (density >= 1) return undefined;
+  for (const p of plans) {
+    const { outFeatures, inFeatures } = p.sources[0].info;
+    const n = outFeatures * inFeatures;
+    if (outlierCounts(density, gamma, n).kept > 0) continue;
+    const where = `the ${n} entries of module "${p.name}"'s ${outFeatures}×${inFeatures} delta`;
+    if (Math.trunc(density * n) <= 0) return `--density ${density} keeps none of ${where}: use --density ≥ 1/${n}`;
+    return (
+      `--gamma ${gamma} marks no outlier among ${where} (⌊gamma·${n}⌋ = 0), and breadcrumbs then keeps nothing, as in mergekit: ` +
+      `use --gamma ≥ 1/${n}, or magnitude_prune_svd to drop no outliers`
+    );
+  }
+  return undefined;
+}
+
 /** Merges PEFT LoRA adapters into one new adapter; see docs/usage/merge-adapters.md. */
 export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
   const started = performance.now();
@@ -230,6 +256,8 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
   const uses = (p: MethodParam) => acceptedParams(method, exact).includes(p);
   const density = opts.density ?? DEFAULT_DENSITY;
   const seed = opts.seed ?? DEFAULT_SEED;
+  const gamma = opts.gamma ?? DEFAULT_GAMMA;
+  const epsilon = opts.epsilon ?? DEFAULT_EPSILON;
   const masks = opts.masks ?? seededMaskSource(seed, density);
 
   return runCommand({
@@ -246,6 +274,8 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
       const fullTensors = planFullTensors(adapters);
       const maxInputRank = Math.max(...plans.flatMap((p) => p.sources.map((s) => s.info.rank)));
       const rank = opts.svdRank ?? defaultSvdRank(method, exact, maxInputRank);
+      const problem = uses('gamma') ? breadcrumbsProblem(plans, density, gamma) : undefined;
+      if (problem) throw new Error(problem);
       if (method.family === 'factors' && !exact) {
         for (const p of plans) {
           const sources = p.sources.map((s) => ({ label: opts.adapters[s.adapter].path, rank: s.info.rank }));
@@ -280,6 +310,10 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
         svdClamp: opts.svdClamp,
         exact,
         masks,
+        gamma,
+        epsilon,
+        seed,
+        kind: plan.kind,
       });
       const cmp = await compareToWeightedSum(backend, merged, terms);
       const inputRanks = opts.adapters.map((_, i) => plan.sources.find((s) => s.adapter === i)?.info.rank ?? null);
@@ -325,6 +359,8 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
       };
       if (uses('density')) report.density = density;
       if (uses('majoritySign')) report.majoritySign = opts.majoritySign ?? DEFAULT_MAJORITY_SIGN;
+      if (uses('gamma')) report.gamma = gamma;
+      if (uses('epsilon')) report.epsilon = epsilon;
       if (uses('seed')) report.seed = seed;
       if (uses('svdRank')) report.svdRank = Number.isFinite(rank) ? rank : null;
       if (opts.svdClamp !== undefined) report.svdClamp = opts.svdClamp;

@@ -4,7 +4,14 @@
  */
 import { catFactors, mergeFactorsSeparately } from './combine-factors.js';
 import { svdOfCombinedDeltas, svdOfWeightedSum, type SvdMerge } from './combine-svd.js';
+import { dellaParamError } from '../merge/index.js';
 import type { ElementwiseStep, LowRank, MajoritySign, ModuleMergeContext } from './types.js';
+
+/** PEFT's examples use 0.5; ours, for every pruning method. */
+export const DEFAULT_DENSITY = 0.5;
+/** mergekit's defaults for breadcrumbs' gamma and della's epsilon. */
+export const DEFAULT_GAMMA = 0.01;
+export const DEFAULT_EPSILON = 0.15;
 
 export const METHOD_NAMES = [
   'cat',
@@ -18,11 +25,15 @@ export const METHOD_NAMES = [
   'dare_ties_svd',
   'magnitude_prune',
   'magnitude_prune_svd',
+  'breadcrumbs_svd',
+  'breadcrumbs_ties_svd',
+  'della_svd',
+  'della_linear_svd',
 ] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 
 /** Options a method may take besides the adapters and their weights. */
-export type MethodParam = 'density' | 'majoritySign' | 'svdRank' | 'svdClamp' | 'seed';
+export type MethodParam = 'density' | 'majoritySign' | 'gamma' | 'epsilon' | 'svdRank' | 'svdClamp' | 'seed';
 
 /**
  * - cat: stacks the factors (exact, rank Σ r_i)
@@ -45,6 +56,10 @@ const PRUNE_PARAMS: Record<ElementwiseStep, MethodParam[]> = {
   ties: ['density', 'majoritySign'],
   dare_linear: ['density', 'seed'],
   dare_ties: ['density', 'majoritySign', 'seed'],
+  breadcrumbs: ['density', 'gamma'],
+  breadcrumbs_ties: ['density', 'gamma', 'majoritySign'],
+  della: ['density', 'epsilon', 'majoritySign', 'seed'],
+  della_linear: ['density', 'epsilon', 'seed'],
 };
 const SVD_PARAMS: MethodParam[] = ['svdRank', 'svdClamp'];
 
@@ -65,6 +80,12 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethod>> = {
   dare_ties_svd: method('dare_ties_svd', 'svd', 'dare_ties', 'DARE + TIES on the deltas, truncated SVD'),
   magnitude_prune: method('magnitude_prune', 'factors', 'magnitude_prune', 'magnitude pruning + weighted sum on lora_A and lora_B separately (PEFT; cross terms)'),
   magnitude_prune_svd: method('magnitude_prune_svd', 'svd', 'magnitude_prune', 'magnitude pruning + weighted sum on the deltas, truncated SVD'),
+  // mergekit's sparsifiers on the deltas, named after mergekit's methods (della and breadcrumbs_ties
+  // elect signs, della_linear and breadcrumbs sum) with PEFT's _svd suffix; neither library has them for adapters
+  breadcrumbs_svd: method('breadcrumbs_svd', 'svd', 'breadcrumbs', 'breadcrumbs (drop the top --gamma and the smallest |entries|) + weighted sum on the deltas, truncated SVD'),
+  breadcrumbs_ties_svd: method('breadcrumbs_ties_svd', 'svd', 'breadcrumbs_ties', 'breadcrumbs + TIES sign election on the deltas, truncated SVD'),
+  della_svd: method('della_svd', 'svd', 'della', 'DELLA (magnitude-ranked random drop, L1 rescale) + TIES sign election on the deltas, truncated SVD'),
+  della_linear_svd: method('della_linear_svd', 'svd', 'della_linear', 'DELLA + weighted sum on the deltas, truncated SVD'),
 };
 
 export function isMethodName(name: string): name is MethodName {
@@ -102,6 +123,8 @@ export async function mergeModule(m: MergeMethod, ctx: ModuleMergeContext): Prom
 export interface MethodOptions {
   density?: number;
   majoritySign?: MajoritySign;
+  gamma?: number;
+  epsilon?: number;
   svdRank?: number;
   svdClamp?: number;
   seed?: number;
@@ -111,6 +134,8 @@ export interface MethodOptions {
 const FLAG_OF: Record<MethodParam, string> = {
   density: '--density',
   majoritySign: '--majority-sign',
+  gamma: '--gamma',
+  epsilon: '--epsilon',
   svdRank: '--svd-rank',
   svdClamp: '--svd-clamp',
   seed: '--seed',
@@ -130,6 +155,16 @@ export function checkMethodOptions(m: MergeMethod, opts: MethodOptions): string 
   }
   if (opts.density !== undefined && !(opts.density > 0 && opts.density <= 1)) {
     return `--density must be in (0, 1] (the fraction of entries kept), got ${opts.density}`;
+  }
+  if (opts.gamma !== undefined && !(opts.gamma > 0 && opts.gamma < 1)) {
+    return `--gamma must be in (0, 1) (the fraction of largest entries dropped), got ${opts.gamma}`;
+  }
+  if (opts.epsilon !== undefined && !(opts.epsilon >= 0 && opts.epsilon < 1)) {
+    return `--epsilon must be in [0, 1) (the spread of della's keep probabilities), got ${opts.epsilon}`;
+  }
+  if (accepted.includes('epsilon')) {
+    const problem = dellaParamError(opts.density ?? DEFAULT_DENSITY, opts.epsilon ?? DEFAULT_EPSILON);
+    if (problem) return `${m.name}: ${problem}`;
   }
   if (opts.svdRank !== undefined && !(Number.isInteger(opts.svdRank) && opts.svdRank >= 1)) {
     return `--svd-rank must be an integer ≥ 1, got ${opts.svdRank}`;

@@ -1,14 +1,18 @@
 /**
  * Element-wise task-tensor merging as PEFT's merge_utils does it: magnitude pruning, DARE
- * (random drop + rescale), TIES (trim, elect sign, disjoint merge) and the weighted sum.
+ * (random drop + rescale), TIES (trim, elect sign, disjoint merge) and the weighted sum. Beside
+ * them, mergekit's breadcrumbs and della sparsifiers, from src/merge's own implementation, each
+ * followed by PEFT's weighted sum or TIES election + disjoint merge (neither library offers these
+ * for adapters).
  *
  * Arithmetic is f32 like PEFT's (every intermediate is stored in a Float32Array or passed through
  * Math.fround; an f32 product or sum rounded from the exact double result is the IEEE f32 result),
  * and the weights are rounded to f32 first, as torch.tensor(weights) does.
  */
-import { createRng, fnv1a32 } from '../linalg/random.js';
+import { createRng, fnv1a32, type Rng } from '../linalg/random.js';
+import { sparsifyDella, sparsifyOutliers } from '../merge/index.js';
 import { bitsOf, kthLargestMagnitude } from '../tensor/top-k.js';
-import type { ElementwiseStep, MajoritySign, MaskSource } from './types.js';
+import type { ElementwiseStep, MajoritySign, MaskSource, MaskTarget } from './types.js';
 
 /** Calls keep(i) for the k entries of largest |t[i]| and drop(i) for the others, in index order. */
 function selectTopK(t: Float32Array, k: number, keep: (i: number) => void, drop: (i: number) => void): void {
@@ -108,11 +112,43 @@ export interface CombineOptions {
   majoritySign: MajoritySign;
   /** DARE keep-mask for the i-th tensor */
   mask: (i: number) => Uint8Array;
+  /** breadcrumbs*: fraction of largest |entries| dropped */
+  gamma?: number;
+  /** della*: half-width of the keep probabilities */
+  epsilon?: number;
+  /** della*: the tensors' shape (it ranks along dim 1) and the i-th tensor's stream */
+  shape?: readonly number[];
+  rng?: (i: number) => Rng;
+}
+
+/** A breadcrumbs / della setting the caller must supply (the method table declares it). */
+function required<T>(value: T | undefined, name: string, step: ElementwiseStep): T {
+  if (value === undefined) throw new Error(`merge-adapters/prune.ts: ${step} needs ${name}`);
+  return value;
 }
 
 /**
- * PEFT's task_arithmetic / magnitude_prune / ties / dare_linear / dare_ties over equally shaped
- * task tensors. The tensors are pruned in place: pass copies of anything still needed.
+ * mergekit's breadcrumbs (magnitude_outliers, no rescale) or della (della_magprune, rescaled to
+ * the L1 norm), its defaults for `rescale`, in place on every tensor.
+ */
+function sparsifyAll(step: 'breadcrumbs' | 'breadcrumbs_ties' | 'della' | 'della_linear', tensors: Float32Array[], opts: CombineOptions): Float32Array[] {
+  if (step === 'breadcrumbs' || step === 'breadcrumbs_ties') {
+    const gamma = required(opts.gamma, 'gamma', step);
+    for (const t of tensors) sparsifyOutliers(t, opts.density, gamma, false);
+    return tensors;
+  }
+  const epsilon = required(opts.epsilon, 'epsilon', step);
+  const shape = required(opts.shape, 'a shape', step);
+  const rng = required(opts.rng, 'an RNG', step);
+  const probs = new Float32Array(tensors[0].length);
+  tensors.forEach((t, i) => sparsifyDella(t, shape, opts.density, epsilon, true, rng(i), probs));
+  return tensors;
+}
+
+/**
+ * PEFT's task_arithmetic / magnitude_prune / ties / dare_linear / dare_ties, and breadcrumbs /
+ * della sparsification + weighted sum (breadcrumbs, della_linear) or + PEFT's TIES election and
+ * disjoint merge (breadcrumbs_ties, della), over equally shaped task tensors. The tensors are pruned in place: pass copies of anything still needed.
  */
 export function combineTaskTensors(
   step: ElementwiseStep,
@@ -139,17 +175,30 @@ export function combineTaskTensors(
       const dropped = tensors.map((t, i) => dareInPlace(t, opts.mask(i), opts.density));
       return disjointMerge(dropped, weights, electSign(dropped, opts.majoritySign));
     }
+    case 'breadcrumbs':
+    case 'della_linear':
+      return weightedSum(sparsifyAll(step, tensors, opts), weights);
+    case 'breadcrumbs_ties':
+    case 'della': {
+      const sparse = sparsifyAll(step, tensors, opts);
+      return disjointMerge(sparse, weights, electSign(sparse, opts.majoritySign));
+    }
   }
 }
 
 /**
- * DARE masks from loraforge's seeded RNG: entry i is kept when next() < density. Each mask has its
- * own stream, seeded with fnv1a32(`${seed}/${module}/${target}/${adapter}`), so a mask does not
- * depend on which other modules are merged or in what order.
+ * The seeded stream of one adapter's tensor in one module, seeded with
+ * fnv1a32(`${seed}/${module}/${target}/${adapter}`), so its draws do not depend on which other
+ * modules are merged or in what order. DARE's masks and della's keep draws come from it.
  */
+export function maskStream(seed: number, module: string, target: MaskTarget, adapter: number): Rng {
+  return createRng(fnv1a32(`${seed}/${module}/${target}/${adapter}`));
+}
+
+/** DARE masks from loraforge's seeded RNG (maskStream): entry i is kept when next() < density. */
 export function seededMaskSource(seed: number, density: number): MaskSource {
   return ({ module, target, adapter, size }) => {
-    const rng = createRng(fnv1a32(`${seed}/${module}/${target}/${adapter}`));
+    const rng = maskStream(seed, module, target, adapter);
     const mask = new Uint8Array(size);
     for (let i = 0; i < size; i++) mask[i] = rng.next() < density ? 1 : 0;
     return mask;

@@ -8,6 +8,7 @@
  */
 import type { LinalgBackend } from '../linalg/backend.js';
 import type { LowRank } from '../lowrank/low-rank.js';
+import type { LoraKind } from '../lora/adapter.js';
 
 export type { LowRank };
 
@@ -21,8 +22,21 @@ export interface MergeTerm extends LowRank {
   weight: number;
 }
 
-/** The element-wise operation applied to the task tensors before they are summed. */
-export type ElementwiseStep = 'sum' | 'ties' | 'dare_linear' | 'dare_ties' | 'magnitude_prune';
+/**
+ * The element-wise operation applied to the task tensors before they are summed: PEFT's, and
+ * mergekit's breadcrumbs and della sparsifiers (with a TIES sign election in breadcrumbs_ties
+ * and della, as in mergekit).
+ */
+export type ElementwiseStep =
+  | 'sum'
+  | 'ties'
+  | 'dare_linear'
+  | 'dare_ties'
+  | 'magnitude_prune'
+  | 'breadcrumbs'
+  | 'breadcrumbs_ties'
+  | 'della'
+  | 'della_linear';
 
 /** TIES sign election: sign of the sum of the entries, or of the count of their signs. */
 export type MajoritySign = 'total' | 'frequency';
@@ -62,4 +76,12 @@ export interface ModuleMergeContext {
   /** merge the true deltas (w_i · s_i·B_i·A_i) instead of PEFT's formulas */
   exact: boolean;
   masks: MaskSource;
+  /** breadcrumbs_*: fraction of largest |entries| dropped as outliers (mergekit's gamma) */
+  gamma?: number;
+  /** della_*: half-width of the keep probabilities around density (mergekit's epsilon) */
+  epsilon?: number;
+  /** della_*: seed of the keep draws (default 0), streamed per module and adapter like DARE's masks */
+  seed?: number;
+  /** della_* ranks each row of the base weight: a linear delta's rows, an embedding delta's columns (default linear) */
+  kind?: LoraKind;
 }
