@@ -15,7 +15,7 @@ import { runCommand } from '../pipeline/run.js';
 import { transpose } from '../tensor/matrix.js';
 import { compareToWeightedSum } from './exact.js';
 import { unequalRanksProblem } from './combine-factors.js';
-import { outlierCounts } from '../merge/index.js';
+import { outlierCounts } from '../sparsify/breadcrumbs.js';
 import {
   DEFAULT_DENSITY,
   DEFAULT_EPSILON,

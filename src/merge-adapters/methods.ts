@@ -4,7 +4,7 @@
  */
 import { catFactors, mergeFactorsSeparately } from './combine-factors.js';
 import { svdOfCombinedDeltas, svdOfWeightedSum, type SvdMerge } from './combine-svd.js';
-import { dellaParamError } from '../merge/index.js';
+import { dellaParamError } from '../sparsify/della.js';
 import type { ElementwiseStep, LowRank, MajoritySign, ModuleMergeContext } from './types.js';
 
 /** PEFT's examples use 0.5; ours, for every pruning method. */

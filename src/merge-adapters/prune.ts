@@ -10,7 +10,8 @@
  * and the weights are rounded to f32 first, as torch.tensor(weights) does.
  */
 import { createRng, fnv1a32, type Rng } from '../linalg/random.js';
-import { sparsifyDella, sparsifyOutliers } from '../merge/index.js';
+import { sparsifyOutliers } from '../sparsify/breadcrumbs.js';
+import { sparsifyDella } from '../sparsify/della.js';
 import { bitsOf, kthLargestMagnitude } from '../tensor/top-k.js';
 import type { ElementwiseStep, MajoritySign, MaskSource, MaskTarget } from './types.js';
 

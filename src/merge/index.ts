@@ -12,10 +12,7 @@ export { evaluateSetting, resolveParameter, type ParameterSetting, type Conditio
 export { maskRng } from './mask-rng.js';
 export { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
 export { slerpInto, slerpCoefficients, SLERP_DOT_THRESHOLD } from './slerp.js';
-export { sparsifyMagnitude, sparsifyRandom, selectTopK, applyTopK, type TopK } from './sparsify.js';
-// merge-adapters' breadcrumbs_*_svd and della_*_svd sparsify adapter deltas with these
-export { sparsifyOutliers, outlierCounts } from './breadcrumbs.js';
-export { sparsifyDella, dellaParamError } from './della.js';
+export { sparsifyMagnitude, sparsifyRandom, selectTopK, applyTopK, type TopK } from '../sparsify/sparsify.js';
 export { kthLargestMagnitude } from '../tensor/top-k.js';
 
 export interface MergeModelsOptions extends MergeRunOptions {

@@ -8,7 +8,7 @@
  * source order, and may overwrite them (it returns the array holding the result, often an input).
  */
 import type { Rng } from '../linalg/random.js';
-import { dellaParamError } from './della.js';
+import { dellaParamError } from '../sparsify/della.js';
 import { arceeFusionInto } from './arcee-fusion.js';
 import { karcherInto } from './karcher.js';
 import { mergeLinear } from './linear.js';
@@ -20,7 +20,7 @@ import type { Scalar } from './params.js';
 import { passthroughTensor } from './passthrough.js';
 import { mergeSce } from './sce.js';
 import { slerpInto } from './slerp.js';
-import { magnitudeKeepCount } from './sparsify.js';
+import { magnitudeKeepCount } from '../sparsify/sparsify.js';
 import { ramInto } from './ram.js';
 import { ramplusTlInto } from './ramplus-tl.js';
 import type { ShapeMismatchRule } from './shapes.js';

@@ -11,7 +11,7 @@
  * Per-model config weights play no part (mergekit ignores them too). Arithmetic is f32 in mergekit's
  * order (models summed first to last), so results agree with it to the last bits or nearly.
  */
-import { keptBy, selectTopK, subtract } from './sparsify.js';
+import { keptBy, selectTopK, subtract } from '../sparsify/sparsify.js';
 import { bitsOf } from '../tensor/top-k.js';
 
 /** mergekit's floors: below this the energy weights are uniform, and the agreeing weight sum is clamped to it. */

@@ -18,9 +18,9 @@
  * TIES threshold are masked while summing instead of being zeroed in a pass of their own.
  */
 import type { Rng } from '../linalg/random.js';
-import { sparsifyOutliers } from './breadcrumbs.js';
-import { sparsifyDella } from './della.js';
-import { keepAll, keptBy, magnitudeKeepCount, selectTopK, sparsifyMagnitude, sparsifyRandom, subtract, type TopK } from './sparsify.js';
+import { sparsifyOutliers } from '../sparsify/breadcrumbs.js';
+import { sparsifyDella } from '../sparsify/della.js';
+import { keepAll, keptBy, magnitudeKeepCount, selectTopK, sparsifyMagnitude, sparsifyRandom, subtract, type TopK } from '../sparsify/sparsify.js';
 
 export interface TaskVector {
   /** the model's tensor; overwritten with its (sparsified) task vector */

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { dellaKeepProbabilities } from '../../src/merge/della.js';
+import { dellaKeepProbabilities } from '../../src/sparsify/della.js';
 import { MERGE_METHODS, METHOD_NAMES } from '../../src/merge/methods.js';
 import { MERGEKIT_TOLERANCE, loadMergekitFixture, relativeError, replayTensor, replayable, runFixtureTensor, type FixtureCase } from '../helpers/mergekit-fixture.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createRng } from '../../src/linalg/random.js';
-import { applyTopK, selectTopK, sparsifyMagnitude, sparsifyRandom } from '../../src/merge/sparsify.js';
+import { applyTopK, selectTopK, sparsifyMagnitude, sparsifyRandom } from '../../src/sparsify/sparsify.js';
 
 function gaussian(n: number, seed: number): Float32Array {
   const x = new Float32Array(n);
