@@ -13,7 +13,7 @@ import { BufferPool } from '../pipeline/buffer-pool.js';
 import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
-import { runMethod } from './run-method.js';
+import { runMethod, scratchArrays } from './run-method.js';
 import { readInShape } from './shapes.js';
 import type { MergeReply, MergeRequest } from './worker.js';
 
@@ -148,18 +148,21 @@ class WorkerCompute extends InlineCompute {
       this.idle.push(worker);
       return;
     }
-    // arrays are taken only now, so a queued job holds no memory
+    // arrays are taken only now, so a queued job holds no memory; the worker's scratch too, so
+    // that no worker keeps working arrays of its own between tensors
     const arrays = job.inputs.map(() => this.pool.acquire(job.context.numel));
+    const scratch = Array.from({ length: scratchArrays(this.method) }, () => this.pool.acquire(job.context.numel));
     this.running.add(job);
-    worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed }).then(
+    worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, scratch, seed: this.seed }).then(
       (output) => {
         this.running.delete(job);
+        scratch.forEach((a) => this.pool.release(a));
         job.resolve(this.keepResult(arrays, output));
         this.dispatch(worker);
       },
       (err: Error) => {
         this.running.delete(job);
-        arrays.forEach((a) => this.pool.release(a));
+        [...arrays, ...scratch].forEach((a) => this.pool.release(a));
         job.reject(err);
         this.dispatch(worker);
       },

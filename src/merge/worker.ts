@@ -18,6 +18,8 @@ export interface MergeRequest {
   inputs: TensorLocation[];
   /** shared arrays of context.numel entries, one per input, to read into and merge in place */
   arrays: Float32Array[];
+  /** shared arrays of context.numel entries, the method's working arrays (merge/run-method.ts) */
+  scratch: Float32Array[];
   seed: number;
 }
 
@@ -29,7 +31,7 @@ const reader = new RawTensorReader();
 serveRequests<MergeRequest, MergeReply>({
   request(m) {
     m.inputs.forEach((loc, i) => readInShape(loc.shape, m.context.shape, m.arrays[i], pool, (into) => reader.readFiniteF32(loc, into)));
-    return runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool);
+    return runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool, m.scratch);
   },
   close: () => reader.close(),
 });
