@@ -1,17 +1,20 @@
 /**
- * Whole-model merge benchmark: `npx tsx bench/merge.ts [--layers N] [--vocab N] [--keep]`
- * (or `npm run bench:merge`).
+ * Whole-model merge benchmark: `npx tsx bench/merge.ts [--layers N] [--vocab N] [--models 2|3]
+ * [--methods ties,linear,…] [--rounds N] [--keep]` (or `npm run bench:merge`).
  *
- * Writes two 1B-shaped bf16 checkpoints (Llama 3.2 1B layout: hidden 2048, intermediate 8192,
- * 32 query / 8 key-value heads, 16 layers by default; a small vocabulary to save time) into
- * os.tmpdir(), then merges them with TIES (base + one fine-tune, density 0.5) and compares the time
- * with the I/O floors measured in the same run, each reading both inputs and writing one output
+ * Writes `--models` 1B-shaped bf16 checkpoints (Llama 3.2 1B layout: hidden 2048, intermediate 8192,
+ * 32 query / 8 key-value heads, 16 layers by default; a small vocabulary to save time; a base and
+ * fine-tunes of it) into os.tmpdir(), then merges them with each of `--methods` (default ties; every
+ * per-model weight 1/n, density 0.5, t 0.5) and compares the time with the I/O floors measured in
+ * the same run, each reading every input and writing one output
  * of the same size: the files' bytes read into one reused buffer and written back (no decoding:
  * the disk and page cache alone); decoded to f32 by checkpoint.readInto (our JavaScript decoder,
  * about a third of the byte read's speed) and written as bf16, one tensor ahead; and the same
  * with the blocking SIMD reader the merge workers use. The merge itself reads and decodes in its
- * worker threads. Each measurement runs in a child process, so its peak RSS is its own. Goal:
- * merge ÷ decoding I/O ≤ 1.5, peak RSS a few tensors. `--layers 1 --vocab 256` for a quick check.
+ * worker threads. Each measurement runs in a child process, so its peak RSS is its own; each
+ * method's peak is also given in copies of the largest tensor as f32 (the executor's budget is
+ * counted in those: merge/executor.ts). Goal: merge ÷ decoding I/O ≤ 1.5, peak RSS a few tensors
+ * and the same at 2 and 8 layers. `--layers 1 --vocab 256` for a quick check.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -21,17 +24,19 @@ import { fileURLToPath } from 'node:url';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { RawTensorReader } from '../src/io/raw-read.js';
 import { createSafetensorsSink } from '../src/io/safetensors.js';
-import { mergeModels } from '../src/merge/index.js';
+import { MERGE_METHODS, METHOD_NAMES, mergeModels, type MethodName } from '../src/merge/index.js';
 import { prefetch } from '../src/pipeline/prefetch.js';
 import { plainRead, safetensorsFiles } from './plain-read.js';
 import { HIDDEN, INTERMEDIATE, modelTensors } from './model-1b.js';
 
-const ROUNDS = 3;
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
 }
+
+/** The models' folder names: the base, then its fine-tunes. */
+const modelNames = (count: number): string[] => ['base', ...Array.from({ length: count - 1 }, (_, i) => `tuned${i + 1}`)];
 
 /** Uniform noise from a 32-bit xorshift: the bench needs volume, not Gaussian quality. */
 function fillNoise(out: Float32Array, state: { s: number }, scale: number, add?: Float32Array): void {
@@ -46,10 +51,10 @@ function fillNoise(out: Float32Array, state: { s: number }, scale: number, add?:
   state.s = s;
 }
 
-/** The base and a fine-tune (base + small noise), both bf16, sharded like a Hub checkpoint. */
-async function generate(dir: string, layers: number, vocab: number): Promise<void> {
+/** The base and `count` − 1 fine-tunes (base + small noise), all bf16, sharded like a Hub checkpoint. */
+async function generate(dir: string, layers: number, vocab: number, count: number): Promise<void> {
   const plan = modelTensors(layers, vocab).map((t) => ({ ...t, dtype: 'BF16' as const }));
-  const sinks = await Promise.all(['base', 'tuned'].map(async (m) => {
+  const sinks = await Promise.all(modelNames(count).map(async (m) => {
     const d = join(dir, m);
     await mkdir(d);
     await writeFile(join(d, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: HIDDEN, intermediate_size: INTERMEDIATE, num_hidden_layers: layers, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: vocab }));
@@ -60,21 +65,24 @@ async function generate(dir: string, layers: number, vocab: number): Promise<voi
     const n = t.shape.reduce((a, b) => a * b, 1);
     const base = new Float32Array(n);
     fillNoise(base, state, 0.1);
+    await sinks[0].add(t.name, t.shape, base);
     const tuned = new Float32Array(n);
-    fillNoise(tuned, state, 0.002, base);
-    await Promise.all([sinks[0].add(t.name, t.shape, base), sinks[1].add(t.name, t.shape, tuned)]);
+    for (const sink of sinks.slice(1)) {
+      fillNoise(tuned, state, 0.002, base);
+      await sink.add(t.name, t.shape, tuned);
+    }
   }
   await Promise.all(sinks.map((s) => s.finish()));
 }
 
 /**
- * The I/O floor: read both inputs to f32 and write one output, pipelined like the merge. `simd`:
+ * The I/O floor: read every input to f32 and write one output, pipelined like the merge. `simd`:
  * read with the blocking reader and bf16 SIMD kernels the merge workers use (faster than
  * readInto's JS decoding, so a lower floor), else with checkpoint.readInto.
  */
-async function ioBaseline(dir: string, out: string, simd: boolean): Promise<void> {
-  const [a, b] = await Promise.all([openCheckpoint(join(dir, 'base')), openCheckpoint(join(dir, 'tuned'))]);
-  const tensors = a.list();
+async function ioBaseline(dir: string, out: string, simd: boolean, count: number): Promise<void> {
+  const models = await Promise.all(modelNames(count).map((m) => openCheckpoint(join(dir, m))));
+  const tensors = models[0].list();
   await mkdir(out);
   const sink = await createSafetensorsSink(out, { plan: tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: 'BF16' as const })), maxShardBytes: 5e9 });
   // recycled buffers, as the merge does, so the floor is not inflated by fresh-memory page faults
@@ -84,8 +92,8 @@ async function ioBaseline(dir: string, out: string, simd: boolean): Promise<void
   const reader = new RawTensorReader();
   const load = async (t: (typeof tensors)[number]) => {
     const n = t.shape.reduce((x, y) => x * y, 1);
-    if (simd) return [reader.readF32(a.locate(t.name), take(n)), reader.readF32(b.locate(t.name), take(n))];
-    return Promise.all([a.readInto(t.name, take(n)), b.readInto(t.name, take(n))]);
+    if (simd) return models.map((m) => reader.readF32(m.locate(t.name), take(n)));
+    return Promise.all(models.map((m) => m.readInto(t.name, take(n))));
   };
   let writing: Promise<void> = Promise.resolve();
   let written: Float32Array[] = [];
@@ -98,16 +106,16 @@ async function ioBaseline(dir: string, out: string, simd: boolean): Promise<void
   await writing;
   await sink.finish();
   reader.close();
-  await Promise.all([a.close(), b.close()]);
+  await Promise.all(models.map((m) => m.close()));
 }
 
-/** The byte floor: both inputs' files read into one reused buffer, the base's bytes written to one output file. */
-async function byteBaseline(dir: string, out: string): Promise<void> {
+/** The byte floor: every input's files read into one reused buffer, the base's bytes written to one output file. */
+async function byteBaseline(dir: string, out: string, count: number): Promise<void> {
   await mkdir(out);
   const base = await safetensorsFiles([join(dir, 'base')]);
   const sink = await open(join(out, 'copy.safetensors'), 'w');
   try {
-    await plainRead([...base, ...(await safetensorsFiles([join(dir, 'tuned')]))], async (index, chunk) => {
+    await plainRead([...base, ...(await safetensorsFiles(modelNames(count).slice(1).map((m) => join(dir, m))))], async (index, chunk) => {
       if (index < base.length) await sink.write(chunk);
     });
   } finally {
@@ -115,16 +123,29 @@ async function byteBaseline(dir: string, out: string): Promise<void> {
   }
 }
 
-async function tiesMerge(dir: string, out: string): Promise<void> {
-  await mergeModels({ config: { merge_method: 'ties', base_model: join(dir, 'base'), models: [{ model: join(dir, 'tuned'), parameters: { weight: 1, density: 0.5 } }], dtype: 'bfloat16' }, out });
+/**
+ * A config of `method` over the generated models, or why the method cannot take `count` models.
+ * Listed models: the fine-tunes (base_model is added by the methods that need it), plus the base
+ * where the method does not add it; every required parameter gets a middling value.
+ */
+function methodConfig(method: MethodName, dir: string, count: number): Record<string, unknown> | string {
+  const def = MERGE_METHODS[method];
+  if (def.base === 'unused') return 'it merges nothing (one model per tensor)';
+  const tuned = modelNames(count).slice(1);
+  const listed = def.base === 'optional' ? ['base', ...tuned] : def.inputs === 2 ? tuned.slice(0, 1) : tuned;
+  if (def.models && (listed.length < def.models.min || listed.length > (def.models.max ?? Infinity))) return `it takes ${def.models.min}${def.models.max === def.models.min ? '' : '+'} models besides the base (--models ${def.models.min + 1})`;
+  const value = (name: string) => (name === 'weight' ? 1 / listed.length : 0.5);
+  const parameters = Object.fromEntries(def.params.filter((p) => p.required).map((p) => [p.name, value(p.name)]));
+  const models = listed.map((m) => ({ model: join(dir, m), parameters: Object.fromEntries(def.tensorParams.filter((p) => p.required || p.name === 'density').map((p) => [p.name, value(p.name)])) }));
+  return { merge_method: method, base_model: join(dir, 'base'), models, parameters, dtype: 'bfloat16' };
 }
 
 /** Child mode: run one measurement and print {seconds, maxRssBytes}. */
-async function child(kind: string, dir: string, out: string): Promise<void> {
+async function child(kind: string, dir: string, out: string, count: number): Promise<void> {
   const t0 = performance.now();
-  if (kind === 'merge') await tiesMerge(dir, out);
-  else if (kind === 'bytes') await byteBaseline(dir, out);
-  else await ioBaseline(dir, out, kind === 'io-simd');
+  if (kind.startsWith('merge:')) await mergeModels({ config: methodConfig(kind.slice(6) as MethodName, dir, count) as Record<string, unknown>, out });
+  else if (kind === 'bytes') await byteBaseline(dir, out, count);
+  else await ioBaseline(dir, out, kind === 'io-simd', count);
   const seconds = (performance.now() - t0) / 1000;
   const { userCPUTime, systemCPUTime, maxRSS } = process.resourceUsage();
   process.stdout.write(JSON.stringify({ seconds, cpuSeconds: (userCPUTime + systemCPUTime) / 1e6, maxRssBytes: maxRSS * 1024 }) + '\n');
@@ -137,51 +158,73 @@ interface Measurement {
   maxRssBytes: number;
 }
 
-type Kind = 'bytes' | 'io' | 'io-simd' | 'merge';
+type Floor = 'bytes' | 'io' | 'io-simd';
 
-function measure(kind: Kind, dir: string, out: string): Measurement {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', kind, dir, out], { encoding: 'utf8', maxBuffer: 1 << 20 });
+function measure(kind: string, dir: string, out: string, count: number): Measurement {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', kind, dir, out, String(count)], { encoding: 'utf8', maxBuffer: 1 << 20 });
   if (r.status !== 0) throw new Error(`bench/merge.ts: the ${kind} run failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop() as string);
 }
 
 async function main(): Promise<void> {
   const ci = process.argv.indexOf('--child');
-  if (ci >= 0) return child(process.argv[ci + 1], process.argv[ci + 2], process.argv[ci + 3]);
+  if (ci >= 0) return child(process.argv[ci + 1], process.argv[ci + 2], process.argv[ci + 3], Number(process.argv[ci + 4]));
   const layers = flag('--layers', 16);
   const vocab = flag('--vocab', 8192);
+  const count = flag('--models', 2);
+  const rounds = flag('--rounds', 3);
+  const mi = process.argv.indexOf('--methods');
+  const methods = (mi >= 0 ? process.argv[mi + 1].split(',') : ['ties']) as MethodName[];
+  const unknown = methods.filter((m) => !(METHOD_NAMES as readonly string[]).includes(m));
+  if (unknown.length > 0 || !(count >= 2)) throw new Error(`bench/merge.ts: --methods takes ${METHOD_NAMES.join(',')}; --models 2 or more`);
   const dir = await mkdtemp(join(tmpdir(), 'loraforge-bench-merge-'));
   try {
     const params = modelTensors(layers, vocab).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
+    const largest = Math.max(...modelTensors(layers, vocab).map((t) => t.shape.reduce((a, b) => a * b, 1))) * 4;
+    // bf16 bytes moved: every input read, one output written
+    const moved = params * 2 * (count + 1);
     console.log(`merge bench: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`);
-    console.log(`two bf16 checkpoints: ${layers} layers, hidden ${HIDDEN}, intermediate ${INTERMEDIATE}, vocab ${vocab}: ${(params / 1e9).toFixed(2)}B parameters, ${((params * 2) / 1e9).toFixed(2)} GB each`);
+    console.log(`${count} bf16 checkpoints: ${layers} layers, hidden ${HIDDEN}, intermediate ${INTERMEDIATE}, vocab ${vocab}: ${(params / 1e9).toFixed(2)}B parameters, ${((params * 2) / 1e9).toFixed(2)} GB each`);
     const t = performance.now();
-    await generate(dir, layers, vocab);
+    await generate(dir, layers, vocab, count);
     console.log(`generated in ${((performance.now() - t) / 1000).toFixed(1)} s (in ${dir})\n`);
     const none: Measurement = { seconds: Infinity, cpuSeconds: Infinity, maxRssBytes: 0 };
-    const best: Record<Kind, Measurement> = { bytes: none, io: none, 'io-simd': none, merge: none };
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const kind of ['bytes', 'io', 'io-simd', 'merge'] as const) {
-        const out = join(dir, `out-${kind}-${round}`);
-        const r = measure(kind, dir, out);
+    const kinds = [...(['bytes', 'io', 'io-simd'] as const), ...methods.map((m) => `merge:${m}`)];
+    const best: Record<string, Measurement> = Object.fromEntries(kinds.map((k) => [k, none]));
+    const skipped = new Map<string, string>(methods.flatMap((m): Array<[string, string]> => {
+      const c = methodConfig(m, dir, count);
+      return typeof c === 'string' ? [[`merge:${m}`, c]] : [];
+    }));
+    for (let round = 0; round < rounds; round++) {
+      for (const kind of kinds) {
+        if (skipped.has(kind)) continue;
+        const out = join(dir, `out-${round}`);
+        const r = measure(kind, dir, out, count);
         await rm(out, { recursive: true, force: true });
-        console.log(`  round ${round + 1} ${kind.padEnd(7)} ${r.seconds.toFixed(2)} s (CPU ${r.cpuSeconds.toFixed(2)} s), peak RSS ${(r.maxRssBytes / 1e6).toFixed(0)} MB`);
+        console.log(`  round ${round + 1} ${kind.padEnd(20)} ${r.seconds.toFixed(2)} s (CPU ${r.cpuSeconds.toFixed(2)} s), peak RSS ${(r.maxRssBytes / 1e6).toFixed(0)} MB`);
         if (r.seconds < best[kind].seconds) best[kind] = r;
       }
     }
-    const gbs = (params * 2 * 3) / 1e9 / best.merge.seconds;
-    const floors: Array<[string, Measurement]> = [
-      ['plain bytes (one reused buffer, no decoding)', best.bytes],
-      ['decoding read (checkpoint.readInto, JS bf16 → f32)', best.io],
-      ['SIMD reader (the merge workers\' decoder)', best['io-simd']],
+    const floors: Array<[Floor, string]> = [
+      ['bytes', 'plain bytes (one reused buffer, no decoding)'],
+      ['io', 'decoding read (checkpoint.readInto, JS bf16 → f32)'],
+      ['io-simd', "SIMD reader (the merge workers' decoder)"],
     ];
-    console.log(`\nI/O floors (read 2 inputs + write 1 output):`);
-    for (const [label, m] of floors) console.log(`  ${label.padEnd(52)} ${m.seconds.toFixed(2)} s (${((params * 2 * 3) / 1e9 / m.seconds).toFixed(2)} GB/s), peak RSS ${(m.maxRssBytes / 1e6).toFixed(0)} MB`);
-    console.log(`ties merge: ${best.merge.seconds.toFixed(2)} s, peak RSS ${(best.merge.maxRssBytes / 1e6).toFixed(0)} MB (${gbs.toFixed(2)} GB/s of bf16 in+out); largest tensor ${((HIDDEN * INTERMEDIATE * 4) / 1e6).toFixed(0)} MB as f32`);
-    for (const [label, m] of floors) {
-      console.log(`  merge ÷ ${label}: ${(best.merge.seconds / m.seconds).toFixed(2)} wall, ${(best.merge.cpuSeconds / m.cpuSeconds).toFixed(2)} CPU`);
+    const rss = (m: Measurement) => `peak RSS ${(m.maxRssBytes / 1e6).toFixed(0)} MB = ${(m.maxRssBytes / largest).toFixed(1)} × largest`;
+    console.log(`\nI/O floors (read ${count} inputs + write 1 output); largest tensor ${(largest / 1e6).toFixed(0)} MB as f32:`);
+    for (const [kind, label] of floors) console.log(`  ${label.padEnd(52)} ${best[kind].seconds.toFixed(2)} s (${(moved / 1e9 / best[kind].seconds).toFixed(2)} GB/s), ${rss(best[kind])}`);
+    console.log(`\nmethod               s       GB/s   ÷ bytes  ÷ decoding  ÷ SIMD   peak RSS`);
+    for (const m of methods) {
+      const why = skipped.get(`merge:${m}`);
+      if (why) {
+        console.log(`  ${m.padEnd(18)} skipped: ${why}`);
+        continue;
+      }
+      const r = best[`merge:${m}`];
+      const ratio = (f: Floor) => (r.seconds / best[f].seconds).toFixed(2).padStart(8);
+      console.log(`  ${m.padEnd(18)} ${r.seconds.toFixed(2).padStart(6)}  ${(moved / 1e9 / r.seconds).toFixed(2).padStart(5)}  ${ratio('bytes')}  ${ratio('io')}  ${ratio('io-simd')}   ${rss(r)}`);
     }
-    console.log(`  (goal: merge ÷ decoding read ≤ 1.5)`);
+    console.log(`  (goal: merge ÷ decoding read ≤ 1.5; peak RSS a few × largest, the same at any layer count)`);
   } finally {
     if (!process.argv.includes('--keep')) await rm(dir, { recursive: true, force: true });
   }

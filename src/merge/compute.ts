@@ -14,7 +14,7 @@ import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
 import { AdaptedCheckpoint } from './adapted-source.js';
 import type { MergeMethodDef, TensorContext } from './methods.js';
-import { runMethod } from './run-method.js';
+import { runMethod, scratchArrays } from './run-method.js';
 import { readInShape, shapeNumel } from './shapes.js';
 import { applyRowRemap, type RowRemap } from './embed-rows.js';
 import type { MergeReply, MergeRequest } from './worker.js';
@@ -173,8 +173,10 @@ class WorkerCompute extends InlineCompute {
       this.idle.push(worker);
       return;
     }
-    // arrays are taken only now, so a queued job holds no memory
+    // arrays are taken only now, so a queued job holds no memory; the worker's scratch too, so
+    // that no worker keeps working arrays of its own between tensors
     const arrays = job.inputs.map(() => this.pool.acquire(job.context.numel));
+    const scratch = Array.from({ length: scratchArrays(this.method) }, () => this.pool.acquire(job.context.numel));
     this.running.add(job);
     // A tensor seen through a LoRA adapter (MODEL+ADAPTER) has no file location: it is read and
     // adapted here, into the shared array the worker would have filled, and the worker reads the
@@ -182,15 +184,16 @@ class WorkerCompute extends InlineCompute {
     // its variant checks (DoRA norms) and the GEMM backend in every worker; here the view is open
     // already, and memory is the same: the job's own arrays plus one update while it is applied.
     const adapted = job.locations.flatMap((loc, i) => (loc ? [] : [this.readInput(job.context, job.inputs[i], arrays[i])]));
-    Promise.all(adapted).then(() => worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, seed: this.seed, remap: job.remap })).then(
+    Promise.all(adapted).then(() => worker.request({ method: this.method.name, context: job.context, inputs: job.locations, arrays, scratch, seed: this.seed, remap: job.remap })).then(
       (output) => {
         this.running.delete(job);
+        scratch.forEach((a) => this.pool.release(a));
         job.resolve(this.keepResult(arrays, output));
         this.dispatch(worker);
       },
       (err: Error) => {
         this.running.delete(job);
-        arrays.forEach((a) => this.pool.release(a));
+        [...arrays, ...scratch].forEach((a) => this.pool.release(a));
         job.reject(err);
         this.dispatch(worker);
       },

@@ -3,7 +3,7 @@
  * output tensor is due, a few tensors are read and merged at once by worker threads (see
  * compute.ts) while the main thread writes finished results straight into their place in the
  * output shards (the sink knows the whole layout up front). Memory stays at a few tensors
- * (bounded by MAX_INFLIGHT_BYTES), whatever the model size.
+ * whatever the model size, the method and the number of models (mergeBudget).
  *
  * The output folder is written atomically: shards (+ index), the donor model's side files with its
  * config.json's layer count updated (io/model-folder.ts), and the merge config as mergekit_config.yml.
@@ -15,7 +15,8 @@ import { writeModelSideFiles } from '../io/model-folder.js';
 import { dtypeByteSize } from '../tensor/dtype.js';
 import { createCompute, type MergeInput } from './compute.js';
 import type { MergeConfig } from './config.js';
-import { planMerge, type MergePlan } from './plan.js';
+import { planMerge, type MergePlan, type PlannedTensor } from './plan.js';
+import { scratchArrays } from './run-method.js';
 import { openModels, type SourceModel } from './sources.js';
 import { buildOutputVocab, type OutputVocab } from './vocab.js';
 import { tokenizerFiles } from './tokenizer-files.js';
@@ -73,12 +74,23 @@ export interface MergeModelsReport {
   notes: string[];
 }
 
+/** Merges of the largest tensor in flight at once: one merging while the next is read. */
+export const IN_FLIGHT_MERGES = 2;
+
 /**
- * Input bytes (as f32) that may be in flight at once: with several workers, tensors are read and
- * merged concurrently, but not so many that memory grows beyond a few tensors. Two tensors (one
- * merging, the next being read) are always allowed, however large.
+ * The memory rule. A tensor being read and merged holds its inputs and the method's working arrays
+ * as f32 (`cost`); loads start while the costs in flight stay within IN_FLIGHT_MERGES of the
+ * largest (two always start, however large: prefetch's rule), and the one tensor being written
+ * holds only its result. The buffer pool keeps no more than that (`poolBytes`), so peak memory is
+ * about (2·(inputs + scratch) + 1) × the largest tensor as f32, flat in the layer count and the
+ * number of workers.
  */
-const MAX_INFLIGHT_BYTES = 2 ** 31;
+export function mergeBudget(tensors: readonly PlannedTensor[], scratch: number): { cost(t: PlannedTensor): number; bytes: number; poolBytes: number } {
+  const cost = (t: PlannedTensor) => t.context.numel * 4 * (t.inputs.length + scratch);
+  const largest = tensors.reduce((m, t) => Math.max(m, cost(t)), 0);
+  const output = tensors.reduce((m, t) => Math.max(m, t.context.numel * 4), 0);
+  return { cost, bytes: IN_FLIGHT_MERGES * largest, poolBytes: IN_FLIGHT_MERGES * largest + output };
+}
 
 /** The donor's config.json with the output's layer count (and per-layer lists). */
 function outputModelConfig(plan: MergePlan, models: SourceModel[]): Record<string, unknown> | undefined {
@@ -151,7 +163,7 @@ function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: 
 
 /**
  * Opens the models, plans, streams every tensor into `opts.out` and commits it. Tensors are read
- * and merged (in workers) up to `compute.concurrency` at a time within MAX_INFLIGHT_BYTES, and
+ * and merged (in workers) up to `compute.concurrency` at a time within mergeBudget, and
  * written in order as they finish: the main thread encodes and writes tensor i while workers read
  * and merge i+1, i+2.
  */
@@ -162,6 +174,8 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
   if (!Number.isSafeInteger(seed)) return Promise.reject(new UsageError(`merge: the seed must be an integer, got ${seed}`));
   // starts nothing until prepare(): the workers then load while the first tensors are read
   const compute = createCompute(config.method, seed, { worker: opts.worker });
+  // set once the plan knows the largest tensor
+  const inFlight = { bytes: Infinity, cost: mergeBudget([], scratchArrays(config.method)).cost };
   return runCommand({
     // the models are known once the config's paths are resolved: the plan checks the output against them
     inputs: [],
@@ -175,6 +189,9 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
       if (vocab) plan.notes.push(...vocab.notes);
       assertNotInput(opts.out, opened.models.flatMap((m) => (m.adapter ? [m.path, m.adapter] : [m.path])));
       compute.prepare(plan.tensors.map((t) => t.context));
+      const budget = mergeBudget(plan.tensors, scratchArrays(plan.method));
+      inFlight.bytes = budget.bytes;
+      compute.pool.limit = budget.poolBytes;
       return { ...plan, vocab, items: plan.tensors };
     },
     output: {
@@ -188,7 +205,7 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
     },
     load: (t, { res }) => compute.merge(t.context, t.inputs.map((inp): MergeInput => ({ checkpoint: res.models[inp.model].checkpoint, tensor: inp.tensor })), t.remap),
     // one more than the workers can take, queued so that a worker that finishes goes on at once
-    readAhead: { depth: compute.concurrency, budget: { bytes: MAX_INFLIGHT_BYTES, cost: (t) => t.context.numel * 4 * t.inputs.length } },
+    readAhead: { depth: compute.concurrency, budget: inFlight },
     overlap: true,
     each: async (t, out, { sink }) => {
       await sink.add(t.name, t.shape, out, t.dtype);

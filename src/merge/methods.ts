@@ -126,6 +126,8 @@ export interface MergeMethodDef {
   shapeMismatch?: ShapeMismatchRule;
   /** draws from the --seed RNG */
   randomized: boolean;
+  /** most working arrays merge() takes from env.scratch() per tensor (default 0): the executor budgets memory by it */
+  scratch?: number;
   /** merge-wide: set at the top level or per slice */
   params: readonly ParamDef[];
   /** per model: set under a model (or at the top level / per slice as a default for all models) */
@@ -196,6 +198,8 @@ function taskArithmeticMethod(spec: {
     base: 'required',
     shapeMismatch: 'base-shape',
     randomized: spec.sparsification === 'random' || della,
+    // TIES' sign election: sum, mixed and divisor (else one sum); della: its keep probabilities besides
+    scratch: (spec.consensus ? 3 : 1) + (della ? 1 : 0),
     params: [
       { name: 'normalize', kind: 'boolean', required: false, default: spec.normalize, help: 'divide the summed task vectors by the sum of the (agreeing) weights' },
       { name: 'lambda', kind: 'number', required: false, default: 1, help: 'scale of the merged task vector' },
@@ -391,6 +395,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     summary: 'task-vector entries of largest variance across models kept (select_topk), weighted by mean square, TIES sign election',
     base: 'required',
     randomized: false,
+    scratch: 3,
     params: [
       { name: 'select_topk', kind: 'number', required: false, default: 1, help: 'fraction of entries (of those whose task vectors differ) kept, by variance across the models', range: { min: 0, max: 1, minExclusive: true } },
       { name: 'int8_mask', kind: 'boolean', required: false, default: false, help: 'accepted for mergekit compatibility; no effect (no masks are stored)' },
@@ -509,6 +514,7 @@ export const MERGE_METHODS: Readonly<Record<MethodName, MergeMethodDef>> = {
     inputs: 2,
     shapeMismatch: 'common-submatrix',
     randomized: false,
+    scratch: 2,
     params: [],
     tensorParams: [],
     merge(ctx, inputs, env) {

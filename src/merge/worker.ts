@@ -19,6 +19,8 @@ export interface MergeRequest {
   inputs: Array<TensorLocation | null>;
   /** shared arrays of context.numel entries, one per input, to read into and merge in place */
   arrays: Float32Array[];
+  /** shared arrays of context.numel entries, the method's working arrays (merge/run-method.ts) */
+  scratch: Float32Array[];
   seed: number;
   /** embedding rows moved into the output vocabulary as they are read */
   remap?: RowRemap;
@@ -48,7 +50,7 @@ serveRequests<MergeRequest, MergeReply>({
     // WorkerCompute merges a remapped tensor with an adapted input on its own thread
     if (m.remap) readRemapped(m, m.inputs.map(locatedInput), m.remap);
     else m.inputs.forEach((loc, i) => loc && readInShape(loc.shape, m.context.shape, m.arrays[i], pool, (into) => reader.readFiniteF32(loc, into)));
-    return runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool);
+    return runMethod(MERGE_METHODS[m.method], m.context, m.arrays, m.seed, pool, m.scratch);
   },
   close: () => reader.close(),
 });

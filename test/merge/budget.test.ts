@@ -1,0 +1,57 @@
+/**
+ * The merge memory rule (executor.ts mergeBudget): whatever the method and the number of models,
+ * the tensors being read and merged never cost more than IN_FLIGHT_MERGES of the largest, and a
+ * method cannot take more working arrays than it declares (or the budget would not bound it).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { IN_FLIGHT_MERGES, mergeBudget } from '../../src/merge/executor.js';
+import { MERGE_METHODS, type MergeMethodDef } from '../../src/merge/methods.js';
+import type { PlannedTensor } from '../../src/merge/plan.js';
+import { runMethod, scratchArrays } from '../../src/merge/run-method.js';
+import { BufferPool } from '../../src/pipeline/buffer-pool.js';
+import { prefetch } from '../../src/pipeline/prefetch.js';
+
+/** A 1B-like layer sequence: large, small and tiny tensors, `inputs` models each. */
+function plan(layers: number, inputs: number): PlannedTensor[] {
+  const sizes = [16, 4, 1, 1, 4, 64, 64, 64, 0.001];
+  return Array.from({ length: layers }, (_, l) => sizes.map((mib, i) => ({ name: `l${l}.t${i}`, inputs: Array.from({ length: inputs }, (_, m) => ({ model: m, tensor: '' })), context: { numel: Math.ceil(mib * 2 ** 18) } }) as unknown as PlannedTensor)).flat();
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('merge memory budget', () => {
+  for (const [method, inputs] of [['linear', 2], ['ties', 3], ['della', 3], ['model_stock', 4]] as const) {
+    it(`${method}, ${inputs} models: loads in flight stay within ${IN_FLIGHT_MERGES} of the largest, for a slow sink`, async () => {
+      const tensors = plan(3, inputs);
+      const budget = mergeBudget(tensors, scratchArrays(MERGE_METHODS[method]));
+      const largest = Math.max(...tensors.map(budget.cost));
+      assert.equal(budget.bytes, IN_FLIGHT_MERGES * largest);
+      let inFlight = 0;
+      let most = 0;
+      // depth 4: as many loads as four workers would take, were it not for the budget
+      for await (const { item } of prefetch(tensors, async (t) => {
+        inFlight += budget.cost(t);
+        most = Math.max(most, inFlight);
+        await tick();
+        return t;
+      }, { depth: 4, budget })) {
+        // the sink is slow: every load that may start does, before this tensor is written
+        for (let i = 0; i < 10; i++) await tick();
+        inFlight -= budget.cost(item);
+      }
+      assert.ok(most <= budget.bytes, `${most} bytes in flight, budget ${budget.bytes}`);
+      assert.ok(most > largest, 'two large tensors were in flight at once (reading overlaps merging)');
+    });
+  }
+
+  it('a method taking more working arrays than it declares fails, and lent arrays are used first', () => {
+    const context = { tensor: 't', numel: 1 << 18, shape: [1 << 18], base: 0, params: {}, inputParams: [{}], inputLabels: ['a'] };
+    const greedy = { ...MERGE_METHODS.linear, scratch: 1, merge: (_c, inputs, env) => (env.scratch(), env.scratch(), inputs[0]) } satisfies MergeMethodDef;
+    assert.throws(() => runMethod(greedy, context, [new Float32Array(1 << 18)], 0, new BufferPool()), /linear takes more working arrays than the 1 it declares/);
+    const pool = new BufferPool();
+    const one = { ...greedy, merge: (_c, inputs, env) => (env.scratch(), inputs[0]) } satisfies MergeMethodDef;
+    runMethod(one, context, [new Float32Array(1 << 18)], 0, pool, [new Float32Array(1 << 18)]);
+    assert.equal(pool.heldBytes, 0, 'the lent array served');
+  });
+});
