@@ -64,16 +64,15 @@ export interface AttentionOptions {
 
 /**
  * Attention of n new queries (q: n × heads·headDim, already rotated) at positions
- * [cache.length − n, cache.length) over every cached position; returns n × heads·headDim.
+ * [cache.length − n, cache.length) over every cached position, into `out` (n × heads·headDim).
  */
-export async function attend(backend: LinalgBackend, q: Float32Array, n: number, cache: KvCache, o: AttentionOptions): Promise<Float32Array> {
+export async function attend(backend: LinalgBackend, q: Float32Array, n: number, cache: KvCache, o: AttentionOptions, out: Float32Array = new Float32Array(q.length)): Promise<Float32Array> {
   const { heads, headDim: hd, scale, softcap, window } = o;
   const kvHeads = cache.k.length;
   const rep = heads / kvHeads;
   const len = cache.length;
   const first = len - n;
   const width = heads * hd;
-  const out = new Float32Array(n * width);
   const qg = new Float32Array(rep * n * hd);
   for (let j = 0; j < kvHeads; j++) {
     for (let r = 0; r < rep; r++) {
