@@ -36,7 +36,7 @@
       (v128.andnot (local.get $p) (f32x4.lt (local.get $in) (f32x4.splat (f32.const -87.4))))
       (f32x4.gt (local.get $in) (f32x4.splat (f32.const 88.7)))))
 
-;; cap·tanh(x/cap) of four f32 (Cephes tanhf): with z = x/cap, x + x·z²·P(z²) below |z| = 0.625,
+  ;; cap·tanh(x/cap) of four f32 (Cephes tanhf): with z = x/cap, x + x·z²·P(z²) below |z| = 0.625,
   ;; where cap·(1 − 2/(exp(2|z|) + 1)) would lose the low bits to cancellation (and x itself is kept
   ;; rather than cap·(x/cap), one rounding fewer); that above, with x's sign. ±cap past |z| = 44.
   (func $softcap (param $x v128) (param $cap v128) (result v128)
