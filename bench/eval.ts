@@ -166,7 +166,7 @@ async function main(): Promise<void> {
     if (evalOnly) {
       console.log(`perplexity, ${ours.windows} windows × ${CTX} tokens + BOS (${ours.tokens} tokens):`);
       for (const [n, m] of [[layers, ours], [small, oursSmall]] as const) {
-        console.log(`  ours, ${n} layers: ${m.seconds.toFixed(2)} s, ${(m.tokens / m.seconds).toFixed(1)} tokens/s, peak RSS ${mb(m.maxRssBytes)}`);
+        console.log(`  ours, ${n} layers: ${m.seconds.toFixed(2)} s, ${(m.tokens / m.seconds).toFixed(1)} tokens/s, GEMM ${((100 * m.gemmSeconds) / m.seconds).toFixed(1)} % (${m.gemmSeconds.toFixed(2)} s), peak RSS ${mb(m.maxRssBytes)}`);
       }
       return;
     }

@@ -12,6 +12,7 @@ const WABT = 'wabt@1.0.39';
 const MODULES = [
   ['src/tensor/wasm/bf16-kernels.wat', 'BF16_KERNELS_WASM'],
   ['src/eval/wasm/softmax-kernels.wat', 'SOFTMAX_KERNELS_WASM'],
+  ['src/model/wasm/act-kernels.wat', 'ACT_KERNELS_WASM'],
 ];
 
 const dir = mkdtempSync(join(tmpdir(), 'loraforge-wabt-'));

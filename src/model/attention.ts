@@ -9,6 +9,7 @@
  */
 import type { LinalgBackend } from '../linalg/backend.js';
 import { matrix } from '../tensor/matrix.js';
+import { causalSoftmax } from './kernels.js';
 import { product } from './small-product.js';
 
 export interface KvCache {
@@ -63,16 +64,15 @@ export interface AttentionOptions {
 
 /**
  * Attention of n new queries (q: n × heads·headDim, already rotated) at positions
- * [cache.length − n, cache.length) over every cached position; returns n × heads·headDim.
+ * [cache.length − n, cache.length) over every cached position, into `out` (n × heads·headDim).
  */
-export async function attend(backend: LinalgBackend, q: Float32Array, n: number, cache: KvCache, o: AttentionOptions): Promise<Float32Array> {
+export async function attend(backend: LinalgBackend, q: Float32Array, n: number, cache: KvCache, o: AttentionOptions, out: Float32Array = new Float32Array(q.length)): Promise<Float32Array> {
   const { heads, headDim: hd, scale, softcap, window } = o;
   const kvHeads = cache.k.length;
   const rep = heads / kvHeads;
   const len = cache.length;
   const first = len - n;
   const width = heads * hd;
-  const out = new Float32Array(n * width);
   const qg = new Float32Array(rep * n * hd);
   for (let j = 0; j < kvHeads; j++) {
     for (let r = 0; r < rep; r++) {
@@ -82,30 +82,7 @@ export async function attend(backend: LinalgBackend, q: Float32Array, n: number,
     const K = matrix(len, hd, cache.k[j]!.subarray(0, len * hd));
     const V = matrix(len, hd, cache.v[j]!.subarray(0, len * hd));
     const s = (await product(backend, matrix(rep * n, hd, qg), K, { transB: true })).data;
-    for (let r = 0; r < rep; r++) {
-      for (let i = 0; i < n; i++) {
-        const row = (r * n + i) * len;
-        const last = first + i;
-        const lo = window ? Math.max(0, last - window + 1) : 0;
-        let max = -Infinity;
-        for (let t = lo; t <= last; t++) {
-          let x = s[row + t]! * scale;
-          if (softcap) x = softcap * Math.tanh(x / softcap);
-          s[row + t] = x;
-          if (x > max) max = x;
-        }
-        let sum = 0;
-        for (let t = lo; t <= last; t++) {
-          const e = Math.exp(s[row + t]! - max);
-          s[row + t] = e;
-          sum += e;
-        }
-        const inv = 1 / sum;
-        for (let t = 0; t < lo; t++) s[row + t] = 0;
-        for (let t = lo; t <= last; t++) s[row + t]! *= inv;
-        for (let t = last + 1; t < len; t++) s[row + t] = 0;
-      }
-    }
+    for (let r = 0; r < rep; r++) causalSoftmax(s.subarray(r * n * len, (r + 1) * n * len), n, len, first, { scale, softcap, window });
     const ctx = (await product(backend, matrix(rep * n, len, s), V)).data;
     for (let r = 0; r < rep; r++) {
       const h = j * rep + r;

@@ -20,7 +20,7 @@ import { HEAD_BLOCK_ROWS, headProduct, type Head } from './head.js';
 import { RawTensorReader } from '../io/raw-read.js';
 import { expertDims, expertWeight, readExpert } from './expert-slice.js';
 import { rmsNorm, softcap } from './kernels.js';
-import { layerForward, type Batch, type LayerWeights } from './layer.js';
+import { layerForward, layerScratch, type Batch, type LayerWeights } from './layer.js';
 import { gatherRows } from './row-read.js';
 import { modelSpec, type ModelSpec } from './spec.js';
 import { join } from 'node:path';
@@ -186,8 +186,9 @@ export class Engine {
 
   /** Runs every layer on the batch in place, then the final norm. */
   async forward(b: Batch, onLayer?: (l: number) => void): Promise<void> {
+    const scratch = layerScratch(this.spec, b.rows);
     for (let l = 0; l < this.spec.layers; l++) {
-      await layerForward(this.backend, this.spec, l, this.layer(l), b);
+      await layerForward(this.backend, this.spec, l, this.layer(l), b, scratch);
       onLayer?.(l);
     }
     const { hidden: d, eps } = this.spec;

@@ -25,9 +25,11 @@ export async function headProduct(backend: LinalgBackend, raw: () => RawTensorRe
   // equal blocks: a short last block could fall under the native GEMM's threshold and sum differently
   const size = Math.ceil(vocab / Math.ceil(vocab / head.blockRows));
   const out = new Float32Array(rows * vocab);
+  // one block's memory for every block: a fresh 64 MB each cost page faults and collections
+  const weights = new Float32Array(Math.min(size, vocab) * cols);
   for (let v0 = 0; v0 < vocab; v0 += size) {
     const n = Math.min(size, vocab - v0);
-    const block = await linear(backend, x, rows, matrix(n, cols, readRowRange(raw(), head.stored, cols, v0, n)));
+    const block = await linear(backend, x, rows, matrix(n, cols, readRowRange(raw(), head.stored, cols, v0, weights.subarray(0, n * cols))));
     for (let r = 0; r < rows; r++) out.set(block.subarray(r * n, (r + 1) * n), r * vocab + v0);
   }
   return out;

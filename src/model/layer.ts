@@ -33,6 +33,21 @@ export function batchSequence(spec: ModelSpec, offset: number, n: number, pos0 =
   return { offset, n, pos0, rope: ropeTable(spec.invFreq, pos0, n), caches };
 }
 
+/**
+ * Buffers that every layer of one forward pass reuses (the normed input, the attention heads'
+ * output): fresh ones each layer were 32 MB a layer at 4 × 512 tokens for the collector.
+ */
+export interface LayerScratch {
+  /** rows × hidden */
+  h: Float32Array;
+  /** rows × heads·headDim */
+  heads: Float32Array;
+}
+
+export function layerScratch(spec: ModelSpec, rows: number): LayerScratch {
+  return { h: new Float32Array(rows * spec.hidden), heads: new Float32Array(rows * spec.heads * spec.headDim) };
+}
+
 /** A layer's tensors by their path under `model.layers.N.`, read on first use. */
 export interface LayerWeights {
   has(suffix: string): boolean;
@@ -47,7 +62,7 @@ export async function linear(backend: LinalgBackend, x: Float32Array, rows: numb
   return (await product(backend, matrix(rows, W.cols, x), W, { transB: true })).data;
 }
 
-async function attentionSublayer(backend: LinalgBackend, spec: ModelSpec, l: number, w: LayerWeights, b: Batch, h: Float32Array): Promise<Float32Array> {
+async function attentionSublayer(backend: LinalgBackend, spec: ModelSpec, l: number, w: LayerWeights, b: Batch, h: Float32Array, out: Float32Array): Promise<Float32Array> {
   const { heads, kvHeads, headDim: hd } = spec;
   const q = await linear(backend, h, b.rows, await w.matrix('self_attn.q_proj.weight'));
   const k = await linear(backend, h, b.rows, await w.matrix('self_attn.k_proj.weight'));
@@ -61,7 +76,6 @@ async function attentionSublayer(backend: LinalgBackend, spec: ModelSpec, l: num
   }
   const qw = heads * hd;
   const kw = kvHeads * hd;
-  const out = new Float32Array(b.rows * qw);
   for (const s of b.seqs) {
     const qs = q.subarray(s.offset * qw, (s.offset + s.n) * qw);
     const ks = k.subarray(s.offset * kw, (s.offset + s.n) * kw);
@@ -69,8 +83,8 @@ async function attentionSublayer(backend: LinalgBackend, spec: ModelSpec, l: num
     applyRope(ks, s.n, kvHeads, s.rope);
     const cache = s.caches?.[l] ?? newKvCache(kvHeads, hd, s.n);
     appendKv(cache, ks, v.subarray(s.offset * kw, (s.offset + s.n) * kw), s.n, hd);
-    const a = await attend(backend, qs, s.n, cache, { heads, headDim: hd, scale: spec.attnScale, softcap: spec.attnSoftcap, window: spec.window(l) });
-    out.set(a, s.offset * qw);
+    const o = { heads, headDim: hd, scale: spec.attnScale, softcap: spec.attnSoftcap, window: spec.window(l) };
+    await attend(backend, qs, s.n, cache, o, out.subarray(s.offset * qw, (s.offset + s.n) * qw));
   }
   return linear(backend, out, b.rows, await w.matrix('self_attn.o_proj.weight'));
 }
@@ -140,11 +154,11 @@ async function moeMlp(backend: LinalgBackend, spec: ModelSpec, w: LayerWeights, 
 }
 
 /** Runs layer `l` on the batch, updating its hidden states in place. */
-export async function layerForward(backend: LinalgBackend, spec: ModelSpec, l: number, w: LayerWeights, b: Batch): Promise<void> {
+export async function layerForward(backend: LinalgBackend, spec: ModelSpec, l: number, w: LayerWeights, b: Batch, scratch = layerScratch(spec, b.rows)): Promise<void> {
   const { hidden: d, eps } = spec;
   const plusOne = spec.facts.normPlusOne ?? false;
-  const h = rmsNorm(b.x, b.rows, d, await w.vector('input_layernorm.weight'), eps, plusOne, new Float32Array(b.rows * d));
-  const attn = await attentionSublayer(backend, spec, l, w, b, h);
+  const h = rmsNorm(b.x, b.rows, d, await w.vector('input_layernorm.weight'), eps, plusOne, scratch.h);
+  const attn = await attentionSublayer(backend, spec, l, w, b, h, scratch.heads);
   if (spec.facts.sandwich) rmsNorm(attn, b.rows, d, await w.vector('post_attention_layernorm.weight'), eps, plusOne, attn);
   addInto(b.x, attn);
   const preMlp = spec.facts.sandwich ? 'pre_feedforward_layernorm.weight' : 'post_attention_layernorm.weight';

@@ -19,9 +19,10 @@ export function readElements(raw: RawTensorReader, loc: TensorLocation, start: n
   return out;
 }
 
-/** Rows [row0, row0 + count) of a (rows × cols) table. */
-export function readRowRange(raw: RawTensorReader, loc: TensorLocation, cols: number, row0: number, count: number): Float32Array {
-  return readElements(raw, loc, row0 * cols, new Float32Array(count * cols), count === 1 ? `row ${row0}` : `rows ${row0}–${row0 + count - 1}`);
+/** Rows [row0, row0 + out.length / cols) of a (rows × cols) table into `out`. */
+export function readRowRange(raw: RawTensorReader, loc: TensorLocation, cols: number, row0: number, out: Float32Array): Float32Array {
+  const count = out.length / cols;
+  return readElements(raw, loc, row0 * cols, out, count === 1 ? `row ${row0}` : `rows ${row0}–${row0 + count - 1}`);
 }
 
 /** Row ids[i] of a (rows × cols) table into row i of `out`, each distinct row read once. */
