@@ -19,6 +19,7 @@ import { readJsonFileIfPresent } from '../io/json-file.js';
 import type { MergeConfig, ModelRef } from './config.js';
 import type { OpenedModels } from './sources.js';
 import { resolveModelPath } from './sources.js';
+import { vocabEntries } from '../tokenizer/vocab-entries.js';
 
 export type Json = Record<string, unknown>;
 
@@ -56,15 +57,6 @@ export interface OutputVocab {
 
 const ADDED_DEFAULTS = { single_word: false, lstrip: false, rstrip: false, normalized: true, special: false };
 
-function modelVocabEntries(json: Json, file: string): Array<[string, number]> {
-  const model = json.model as Json | undefined;
-  const vocab = model?.vocab;
-  // Unigram: a list of [piece, score], the id being the position; BPE / WordPiece / WordLevel: token → id
-  if (Array.isArray(vocab)) return vocab.map((e, i) => [String((e as unknown[])[0]), i]);
-  if (vocab && typeof vocab === 'object') return Object.entries(vocab as Record<string, number>);
-  throw new InputError(`${file}: no model.vocab in tokenizer.json; restore the file from the model's release`, { file });
-}
-
 /** Largest id + 1 (a loop: a spread of 150k ids overflows the call stack). */
 function idCount(vocab: Map<string, number>): number {
   let n = 0;
@@ -84,7 +76,7 @@ async function readModelTokenizer(folder: string, config: Json | undefined): Pro
   const json = (await readJsonFileIfPresent(file)) as Json | undefined;
   if (json === undefined) return undefined;
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new InputError(`${file}: expected a JSON object; restore the file from the model's release`, { file });
-  const vocab = new Map(modelVocabEntries(json, file));
+  const vocab = new Map(vocabEntries(json, file));
   const added = new Map<string, Json>();
   for (const entry of (json.added_tokens as Json[] | undefined) ?? []) {
     added.set(String(entry.content), entry);

@@ -21,6 +21,7 @@ import { ggufFacts, type GgufArch } from '../arch/index.js';
 import type { TokenizerKvs } from './tokenizer-gguf.js';
 import { readJsonFileIfPresent } from '../io/json-file.js';
 import { readInputBytes, readInputText } from '../io/inputs.js';
+import { tokenContent } from '../tokenizer/special-tokens.js';
 
 /** GGUF token types (gguf-py TokenType; SentencePiece uses the same numbers). */
 export enum TokenType {
@@ -230,12 +231,6 @@ function specialTokenContents(tokenizerConfig: Json | undefined, added: AddedTok
     if (c !== undefined) out.add(c);
   }
   return out;
-}
-
-function tokenContent(entry: unknown): string | undefined {
-  if (typeof entry === 'string') return entry;
-  if (typeof entry === 'object' && entry !== null && typeof (entry as Json)['content'] === 'string') return (entry as Json)['content'] as string;
-  return undefined;
 }
 
 /** gguf-py LlamaHfVocab: base vocabulary in id order, then added tokens past it; scores are a -1000 placeholder. */

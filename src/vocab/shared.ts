@@ -5,8 +5,8 @@
  */
 import { join } from 'node:path';
 import { readJsonFile } from '../io/json-file.js';
-import { InputError } from '../errors.js';
 import { tokenSurface, vocabKind, type VocabKind } from './surface.js';
+import { vocabEntries } from '../tokenizer/vocab-entries.js';
 
 /** How a pair matched: the same token string; the same text under another space marker (▁ vs Ġ); a byte-fallback token on one side; or the same non-ASCII text in each tokenizer's own byte encoding. */
 export type MatchKind = 'identical' | 'space-marker' | 'byte' | 'byte-encoding';
@@ -38,18 +38,9 @@ interface Vocab {
 async function readVocab(folder: string): Promise<Vocab> {
   const path = join(folder, 'tokenizer.json');
   const json = (await readJsonFile(path)) as Record<string, unknown>;
-  const model = json['model'] as { vocab?: unknown } | undefined;
-  const raw = model?.vocab;
   const added = new Set(((json['added_tokens'] as Array<{ id: number }> | undefined) ?? []).map((t) => t.id));
   const tokens = new Map<number, string>();
-  if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
-    for (const [token, id] of Object.entries(raw as Record<string, number>)) if (!added.has(id)) tokens.set(id, token);
-  } else if (Array.isArray(raw)) {
-    // Unigram: [token, score] pairs, id = position
-    raw.forEach((entry, id) => Array.isArray(entry) && typeof entry[0] === 'string' && !added.has(id) && tokens.set(id, entry[0]));
-  } else {
-    throw new InputError(`${path}: no model.vocab to read tokens from; transplant needs a Hugging Face tokenizer.json`, { file: path });
-  }
+  for (const [token, id] of vocabEntries(json, path)) if (!added.has(id)) tokens.set(id, token);
   return { kind: vocabKind(json), tokens };
 }
 
