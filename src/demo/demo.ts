@@ -91,7 +91,8 @@ export interface DemoResult {
 
 type Tensor = { shape: number[]; data: Float32Array };
 
-function gaussian(rng: Rng, count: number, std: number): Float32Array {
+/** count entries of N(0, std²) from the seeded stream. */
+export function gaussian(rng: Rng, count: number, std: number): Float32Array {
   const data = new Float32Array(count);
   rng.fillNormal(data);
   for (let i = 0; i < count; i++) data[i] *= std;

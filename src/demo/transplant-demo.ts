@@ -18,7 +18,7 @@ import { createRng, type Rng } from '../linalg/random.js';
 import { roundTo } from '../tensor/dtype.js';
 import { transplantEmbeddings, type TransplantReport } from '../transplant/transplant.js';
 import type { OnProgress } from '../progress.js';
-import { llamaConfig, llamaTensorShapes } from './demo.js';
+import { gaussian, llamaConfig, llamaTensorShapes } from './demo.js';
 import { writeDemoTokenizer } from './demo-tokenizer.js';
 
 const SHAPE = { layers: 2, intermediate: 176, heads: 4, kvHeads: 2, vocab: 512 } as const;
@@ -40,13 +40,6 @@ export interface TransplantDemoResult {
   /** the alignment found the planted map (residual and scale) and the guard saw no change */
   recovered: boolean;
   buildSeconds: number;
-}
-
-function gaussian(rng: Rng, count: number, std: number): Float32Array {
-  const data = new Float32Array(count);
-  rng.fillNormal(data);
-  for (let i = 0; i < count; i++) data[i]! *= std;
-  return data;
 }
 
 /** A seeded shuffle of 0..n-1. */

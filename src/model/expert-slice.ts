@@ -8,7 +8,7 @@ import type { RawConfig } from '../arch/index.js';
 import { InputError } from '../errors.js';
 import type { RawTensorReader } from '../io/raw-read.js';
 import type { TensorLocation } from '../io/types.js';
-import { matrix, type Matrix } from '../tensor/matrix.js';
+import { matrix, transpose, type Matrix } from '../tensor/matrix.js';
 import { readElements } from './row-read.js';
 
 /** Checks that `shape` holds expert `e` in three dimensions; returns the per-expert (rows, cols) as stored. */
@@ -33,8 +33,6 @@ export function readExpert(raw: RawTensorReader, loc: TensorLocation, e: number)
 export function expertWeight(config: RawConfig | undefined, name: string, shape: readonly number[], data: Float32Array): Matrix {
   const [rows, cols] = [shape[1]!, shape[2]!];
   const param = name.replace(/\.weight$/, '').split('.').pop()!;
-  if (expertLayout(config, param, shape) === 'out-in') return matrix(rows, cols, data);
-  const t = new Float32Array(data.length);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = data[i * cols + j]!;
-  return matrix(cols, rows, t);
+  const stored = matrix(rows, cols, data);
+  return expertLayout(config, param, shape) === 'out-in' ? stored : transpose(stored);
 }
