@@ -77,6 +77,11 @@ function describePositions(p: KlPositions | undefined): string {
   return !p || p === 'all' ? 'all scored positions' : `the last ${p.tail} scored positions of each window`;
 }
 
+/** Hidden-state rows a group of windows may hold: about 64 MB of f32 activations whatever the width. */
+export function groupRows(hidden: number): number {
+  return Math.max(512, Math.floor((16 << 20) / hidden));
+}
+
 /** Groups of consecutive windows whose rows fit the activation budget. */
 export function groups(wins: Window[], budgetRows: number): Window[][] {
   const out: Window[][] = [];
@@ -118,7 +123,7 @@ function scoredRows(b: Batch, seqIndex: number, positions: number[], d: number):
 
 export async function scoreWindows(engine: Engine, ref: Engine | undefined, wins: Window[], opts: ScoringOptions): Promise<WindowScore[]> {
   const d = engine.spec.hidden;
-  const budget = opts.batchTokens ?? Math.max(512, Math.floor((16 << 20) / Math.max(d, ref?.spec.hidden ?? 0)));
+  const budget = opts.batchTokens ?? groupRows(Math.max(d, ref?.spec.hidden ?? 0));
   const plan = groups(wins, budget);
   const layers = engine.spec.layers + (ref?.spec.layers ?? 0);
   const total = plan.length * layers;

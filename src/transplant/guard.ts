@@ -8,10 +8,10 @@
 import { freemem } from 'node:os';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { Engine } from '../model/engine.js';
-import { groups, hiddenStates, scoreWindow, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../eval/scoring.js';
+import { groupRows, groups, hiddenStates, scoreWindow, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../eval/scoring.js';
 import { promptWindow, type Window } from '../eval/windows.js';
 import type { Batch } from '../model/layer.js';
-import { loadTokenizer } from '../tokenizer/tokenizer.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 
 export const EMBED = 'model.embed_tokens.weight';
 export const HEAD = 'lm_head.weight';
@@ -50,8 +50,10 @@ export class Guard {
     private readonly opts: GuardOptions,
   ) {}
 
+  /** `tok` is the base's tokenizer, loaded once by the caller. */
   static async open(
     base: string,
+    tok: Tokenizer,
     prompts: readonly string[],
     backend: LinalgBackend,
     opts: GuardOptions,
@@ -60,11 +62,9 @@ export class Guard {
     const engine = await Engine.open(base, [], backend, keep);
     // the same weights serve every trial: keep them when they fit, else each check streams them
     if (engine.f32Bytes() <= RESIDENT_SHARE * freemem()) engine.resident();
-    const tok = await loadTokenizer(base);
     const bos = tok.addBos ? tok.bosId : undefined;
     const wins = prompts.map((p) => promptWindow(tok.encode(p, { addSpecialTokens: false }), bos)).filter((w) => w.input.length > 1);
-    const budget = Math.max(512, Math.floor((16 << 20) / engine.spec.hidden));
-    return new Guard(engine, wins, groups(wins, budget), opts);
+    return new Guard(engine, wins, groups(wins, groupRows(engine.spec.hidden)), opts);
   }
 
   private async statesOf(embed: Float32Array | undefined): Promise<Batch[]> {

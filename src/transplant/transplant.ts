@@ -350,7 +350,7 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
       const untrainedEmb = findUntrainedRows(baseEmbed.data, baseEmbed.rows, baseEmbed.width, tokenizer.vocabSize, initRange);
       const ctx: TrialContext = {
         emb: await prepareStage(backend, 'embeddings', baseEmbed, donorEmbed, pairs, untrainedEmb),
-        guard: await Guard.open(opts.base, prompts, backend, { klTopK: opts.klTopK ?? 512, klPositions: opts.klPositions ?? { tail: 8 }, cacheHidden: opts.cacheHidden }, keep),
+        guard: await Guard.open(opts.base, tokenizer, prompts, backend, { klTopK: opts.klTopK ?? 512, klPositions: opts.klPositions ?? { tail: 8 }, cacheHidden: opts.cacheHidden }, keep),
         pplCap,
       };
       if (tied) notes.push('the base ties lm_head to its embeddings: Stage B (lm_head) does not apply; the embedding stage changes both');
