@@ -8,14 +8,15 @@ import { writeFile } from 'node:fs/promises';
 import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { withAtomicOutput } from '../io/atomic.js';
-import { readInputText, withInputTracking } from '../io/inputs.js';
+import { withInputTracking } from '../io/inputs.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { Engine } from '../model/engine.js';
 import { generateGreedy } from '../model/generate.js';
+import { readPrompts } from '../eval/windows.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
-import { InputError, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import type { OnProgress } from '../progress.js';
 
 export interface CompareSide {
@@ -124,8 +125,7 @@ export async function compareModels(opts: CompareOptions): Promise<CompareReport
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new UsageError(`--max-new-tokens must be a positive integer, got ${maxNewTokens}`);
   return withInputTracking(async () => {
     const backend = opts.backend ?? (await getBackend());
-    const prompts = (await readInputText(opts.prompts)).split('\n').filter((l) => l.trim() !== '');
-    if (prompts.length === 0) throw new InputError(`${opts.prompts}: no prompts (one per line)`, { file: opts.prompts });
+    const prompts = await readPrompts(opts.prompts);
     const maxMemory = opts.maxMemory ?? Math.floor(FREE_SHARE * freemem());
     if (!(maxMemory > 0)) throw new UsageError(`--max-memory must be a positive size, got ${maxMemory}`);
     const warnings: string[] = [];

@@ -16,7 +16,7 @@ import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { InputError, UsageError } from '../errors.js';
 import type { OnProgress } from '../progress.js';
 import { scoreWindows, summarize, type KlPositions } from './scoring.js';
-import { promptWindow, textStream, windows as cutWindows, type Window } from './windows.js';
+import { promptLines, promptWindow, textStream, windows as cutWindows, type Window } from './windows.js';
 
 export type { KlPositions } from './scoring.js';
 
@@ -131,8 +131,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     let streamTokens: number | undefined;
     let bytesPerToken: number | undefined;
     if (opts.text === undefined) {
-      promptTexts = text.split('\n').filter((l) => l.trim() !== '');
-      if (promptTexts.length === 0) throw new InputError(`${sourceFile}: no prompts (one per line)`, { file: sourceFile });
+      promptTexts = promptLines(text, sourceFile);
       wins = promptTexts.map((p) => promptWindow(tok.encode(p, { addSpecialTokens: false }), bos));
     } else {
       const stream = textStream(tok, text, opts.lines ?? false, opts.maxTokens);

@@ -15,6 +15,8 @@
  * the HF guide's rule, so each token is scored once, with ctx − stride tokens of context at least
  * (without a BOS a window's first token is never scored: nothing before it predicts it).
  */
+import { InputError } from '../errors.js';
+import { readInputText } from '../io/inputs.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 
 export interface Window {
@@ -59,4 +61,16 @@ export function promptWindow(ids: readonly number[], bos: number | undefined): W
   const targets = new Int32Array(input.length).fill(-1);
   for (let i = 0; i + 1 < input.length; i++) targets[i] = input[i + 1]!;
   return { input, targets };
+}
+
+/** Prompts, one per line (blank lines skipped), from `text` read out of `file`; an InputError when there are none. */
+export function promptLines(text: string, file: string): string[] {
+  const prompts = text.split('\n').filter((l) => l.trim() !== '');
+  if (prompts.length === 0) throw new InputError(`${file}: no prompts (one per line)`, { file });
+  return prompts;
+}
+
+/** The prompts of a file (see promptLines), noted as an input of the run. */
+export async function readPrompts(file: string): Promise<string[]> {
+  return promptLines(await readInputText(file), file);
 }

@@ -26,7 +26,6 @@ import type { Matrix } from '../tensor/matrix.js';
 import { EMBED, Guard, HEAD } from './guard.js';
 import { runCommand } from '../pipeline/run.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
-import { readInputText } from '../io/inputs.js';
 import { sharedVocabulary, type MatchKind, type SharedVocabulary } from '../vocab/shared.js';
 import { InputError, UsageError } from '../errors.js';
 import type { FloatDType } from '../io/types.js';
@@ -35,6 +34,7 @@ import type { OnProgress } from '../progress.js';
 import { fitAlignment, mapRows, type Alignment } from './align.js';
 import { blendRows, gatherRows, normStats, pairCosines, planStage, rowNorm, softClip, type StageParams, type UntrainedRule } from './blend.js';
 import { DEFAULT_PROMPTS } from './default-prompts.js';
+import { readPrompts } from '../eval/windows.js';
 import { findUntrainedRows } from './untrained.js';
 
 
@@ -244,7 +244,8 @@ interface Trial {
   params: TransplantParams;
   stages: StageReport[];
   accepted: Map<string, Float32Array>;
-  final: ScoreTotals['reference'] & { perplexity: number };
+  /** the candidate's perplexity beside the base's (the guard's reference) */
+  final: NonNullable<ScoreTotals['reference']> & { basePerplexity: number };
 }
 
 async function runTrial(index: number, params: TransplantParams, ctx: TrialContext): Promise<Trial> {
@@ -274,7 +275,7 @@ async function runTrial(index: number, params: TransplantParams, ctx: TrialConte
     stages.push(b.report);
   }
   if (accepted.size === 0) last = await ctx.guard.check({});
-  return { index, params, stages, accepted, final: { ...last.reference!, perplexity: last.perplexity } };
+  return { index, params, stages, accepted, final: { ...last.reference!, basePerplexity: last.reference!.perplexity, perplexity: last.perplexity } };
 }
 
 interface TrialContext {
@@ -339,8 +340,7 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
       const config = modelConfig(base.config);
       const tied = config.tieWordEmbeddings ?? !base.has(HEAD);
       const tokenizer = await loadTokenizer(opts.base);
-      const prompts = opts.prompts ? (await readInputText(opts.prompts)).split('\n').filter((l) => l.trim() !== '') : [...DEFAULT_PROMPTS];
-      if (prompts.length === 0) throw new InputError(`${opts.prompts}: no prompts (one per line)`, { file: opts.prompts });
+      const prompts = opts.prompts ? await readPrompts(opts.prompts) : [...DEFAULT_PROMPTS];
       const baseEmbed = await readTable(base, EMBED);
       const donorEmbed = await readTable(donor, EMBED);
       const vocab = await sharedVocabulary(opts.base, opts.donor, opts.maxShared ?? Infinity);
@@ -400,7 +400,7 @@ export async function transplantEmbeddings(opts: TransplantOptions): Promise<Tra
         out: opts.out,
         shared: { pairs: plan.pairs, counts: plan.vocab.counts, baseKind: plan.vocab.baseKind, donorKind: plan.vocab.donorKind, capped: plan.vocab.capped },
         stages: best.stages,
-        final: { basePerplexity: best.final.perplexity / best.final.pplRatio, perplexity: best.final.perplexity, pplRatio: best.final.pplRatio, kl: best.final.kl, top1Agreement: best.final.top1Agreement },
+        final: { basePerplexity: best.final.basePerplexity, perplexity: best.final.perplexity, pplRatio: best.final.pplRatio, kl: best.final.kl, top1Agreement: best.final.top1Agreement },
         params: best.params,
         ...(trials > 1
           ? {
