@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { compareModels } from '../src/compare/compare.js';
 import { evaluate } from '../src/eval/eval.js';
-import { textStream, windows } from '../src/eval/windows.js';
+import { textStream, windows } from '../src/scoring/windows.js';
 import type { LinalgBackend } from '../src/linalg/backend.js';
 import { getBackend } from '../src/linalg/index.js';
 import { convertToGguf } from '../src/to-gguf/to-gguf.js';

@@ -11,7 +11,7 @@ const WABT = 'wabt@1.0.39';
 /** [.wat source, exported constant] */
 const MODULES = [
   ['src/tensor/wasm/bf16-kernels.wat', 'BF16_KERNELS_WASM'],
-  ['src/eval/wasm/softmax-kernels.wat', 'SOFTMAX_KERNELS_WASM'],
+  ['src/scoring/wasm/softmax-kernels.wat', 'SOFTMAX_KERNELS_WASM'],
   ['src/model/wasm/act-kernels.wat', 'ACT_KERNELS_WASM'],
 ];
 

@@ -2,7 +2,7 @@
  * Flags several commands share, defined once so that they parse and read the same in every --help.
  */
 import { existsSync } from 'node:fs';
-import type { KlPositions } from '../eval/scoring.js';
+import type { KlPositions } from '../scoring/scoring.js';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';

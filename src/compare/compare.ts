@@ -14,7 +14,7 @@ import type { LinalgBackend } from '../linalg/backend.js';
 import type { AdapterSpec } from '../lora/adapter-spec.js';
 import { Engine } from '../model/engine.js';
 import { generateGreedy } from '../model/generate.js';
-import { readPrompts } from '../eval/windows.js';
+import { readPrompts } from '../scoring/windows.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { UsageError } from '../errors.js';
 import type { OnProgress } from '../progress.js';

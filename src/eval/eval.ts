@@ -15,10 +15,10 @@ import { Engine } from '../model/engine.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { InputError, UsageError } from '../errors.js';
 import type { OnProgress } from '../progress.js';
-import { scoreWindows, summarize, type KlPositions } from './scoring.js';
-import { promptLines, promptWindow, textStream, windows as cutWindows, type Window } from './windows.js';
+import { scoreWindows, summarize, type KlPositions } from '../scoring/scoring.js';
+import { promptLines, promptWindow, textStream, windows as cutWindows, type Window } from '../scoring/windows.js';
 
-export type { KlPositions } from './scoring.js';
+export type { KlPositions } from '../scoring/scoring.js';
 
 export interface EvalOptions {
   /** model folder */

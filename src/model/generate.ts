@@ -2,7 +2,7 @@
  * Greedy decoding with a KV cache: the prompt is run once, then one token per step, each the
  * argmax of the last position's logits (lowest id on an exact tie, as torch.argmax).
  */
-import { argmax, topMargin } from '../eval/score.js';
+import { argmax, topMargin } from '../scoring/score.js';
 import { newKvCache } from './attention.js';
 import type { Engine } from './engine.js';
 import { batchSequence } from './layer.js';

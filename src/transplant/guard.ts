@@ -8,8 +8,8 @@
 import { freemem } from 'node:os';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { Engine } from '../model/engine.js';
-import { groupRows, groups, hiddenStates, scoreWindow, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../eval/scoring.js';
-import { promptWindow, type Window } from '../eval/windows.js';
+import { groupRows, groups, hiddenStates, scoreWindow, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../scoring/scoring.js';
+import { promptWindow, type Window } from '../scoring/windows.js';
 import type { Batch } from '../model/layer.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 

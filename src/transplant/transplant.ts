@@ -20,7 +20,7 @@ import { writeModelSideFiles } from '../io/model-folder.js';
 import { modelConfig } from '../arch/index.js';
 import { getBackend } from '../linalg/index.js';
 import type { LinalgBackend } from '../linalg/backend.js';
-import type { KlPositions, ScoreTotals } from '../eval/scoring.js';
+import type { KlPositions, ScoreTotals } from '../scoring/scoring.js';
 import { createRng, type Rng } from '../linalg/random.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { EMBED, Guard, HEAD } from './guard.js';
@@ -34,7 +34,7 @@ import type { OnProgress } from '../progress.js';
 import { fitAlignment, mapRows, type Alignment } from './align.js';
 import { blendRows, gatherRows, normStats, pairCosines, planStage, rowNorm, softClip, type StageParams, type UntrainedRule } from './blend.js';
 import { DEFAULT_PROMPTS } from './default-prompts.js';
-import { readPrompts } from '../eval/windows.js';
+import { readPrompts } from '../scoring/windows.js';
 import { findUntrainedRows } from './untrained.js';
 
 

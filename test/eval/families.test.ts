@@ -20,7 +20,7 @@ import { createAdapterSink, GGUF_LORA_FILE } from '../../src/lora/sink.js';
 import { Engine } from '../../src/model/engine.js';
 import { generateGreedy } from '../../src/model/generate.js';
 import { batchSequence } from '../../src/model/layer.js';
-import { argmax } from '../../src/eval/score.js';
+import { argmax } from '../../src/scoring/score.js';
 import { createRng } from '../../src/linalg/random.js';
 import { convertToGguf } from '../../src/to-gguf/to-gguf.js';
 import { llamaLogits, plantLowRankDeltas, referenceLogits, tinyLlamaConfig, tinyLlamaWeights, useLlamaCppVocab, writeTinyLlama } from '../helpers/llamacpp.js';

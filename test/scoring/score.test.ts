@@ -1,12 +1,12 @@
 /**
- * The WebAssembly SIMD log-sum-exp and KL (eval/softmax-simd.ts) against the f64 JS loops they
+ * The WebAssembly SIMD log-sum-exp and KL (scoring/softmax-simd.ts) against the f64 JS loops they
  * replace, on rows shaped like logits and on the edge cases: one huge logit, large negative values
  * (no -Inf), lengths that are not a multiple of the kernels' group, a row wider than any before.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { klDivergence, logSumExp } from '../../src/eval/score.js';
-import { softmaxKernels } from '../../src/eval/softmax-simd.js';
+import { klDivergence, logSumExp } from '../../src/scoring/score.js';
+import { softmaxKernels } from '../../src/scoring/softmax-simd.js';
 
 /** Deterministic pseudo-random logits in [-scale, scale] (mulberry32). */
 function logits(n: number, seed: number, scale = 8): Float32Array {
