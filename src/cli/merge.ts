@@ -44,7 +44,7 @@ export function registerMerge(program: Command): void {
   const command = helpStyle(program.command('merge <config> [out]'))
     .description(
       `Merge whole models as a mergekit-style YAML config describes (${METHOD_NAMES.join(', ')}). ` +
-        'Streams one tensor at a time: memory stays at a few tensors whatever the model size.',
+        'Streams one tensor at a time: memory is bounded by the largest tensor (about 2 × (models + working arrays) + 1 copies of it as f32), whatever the model size.',
     )
     .option('--out <dir>', 'output model folder, created atomically (required: here or as the second argument, as mergekit-yaml takes it)')
     .option('--shard-size <size>', 'largest output shard, e.g. 5GB, 500MB, 2GiB', '5GB')

@@ -29,8 +29,8 @@ const MERGEKIT_FLAGS: readonly MergekitFlag[] = [
   { name: 'lazy-unpickle', on: { note: 'loraforge reads safetensors lazily, one tensor at a time, and never unpickles; ignored' } },
   {
     name: 'low-cpu-memory',
-    on: { note: 'loraforge always streams: memory stays at a few tensors whatever the model size; ignored' },
-    off: { note: 'loraforge always streams: memory stays at a few tensors whatever the model size; ignored' },
+    on: { note: 'loraforge always streams: memory is bounded by the largest tensor, whatever the model size; ignored' },
+    off: { note: 'loraforge always streams: memory is bounded by the largest tensor, whatever the model size; ignored' },
   },
   {
     name: 'allow-crimes',
