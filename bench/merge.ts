@@ -1,11 +1,13 @@
 /**
  * Whole-model merge benchmark: `npx tsx bench/merge.ts [--layers N] [--vocab N] [--models 2|3]
- * [--methods ties,linear,…] [--rounds N] [--keep]` (or `npm run bench:merge`).
+ * [--methods ties,linear,…] [--merges 1,2] [--rounds N] [--keep]` (or `npm run bench:merge`).
  *
  * Writes `--models` 1B-shaped bf16 checkpoints (Llama 3.2 1B layout: hidden 2048, intermediate 8192,
  * 32 query / 8 key-value heads, 16 layers by default; a small vocabulary to save time; a base and
  * fine-tunes of it) into os.tmpdir(), then merges them with each of `--methods` (default ties; every
- * per-model weight 1/n, density 0.5, t 0.5) and compares the time with the I/O floors measured in
+ * per-model weight 1/n, density 0.5, t 0.5), each with `--merges` merges of the largest tensor in
+ * flight (maxMemory; default 1, the executor's default; `--merges 1,2` shows the memory/speed
+ * trade-off in one run), and compares the time with the I/O floors measured in
  * the same run, each reading every input and writing one output
  * of the same size: the files' bytes read into one reused buffer and written back (no decoding:
  * the disk and page cache alone); decoded to f32 by checkpoint.readInto (our JavaScript decoder,
@@ -25,6 +27,7 @@ import { openCheckpoint } from '../src/io/checkpoint.js';
 import { RawTensorReader } from '../src/io/raw-read.js';
 import { createSafetensorsSink } from '../src/io/safetensors.js';
 import { MERGE_METHODS, METHOD_NAMES, mergeModels, type MethodName } from '../src/merge/index.js';
+import { scratchArrays } from '../src/merge/run-method.js';
 import { prefetch } from '../src/pipeline/prefetch.js';
 import { plainRead, safetensorsFiles } from './plain-read.js';
 import { HIDDEN, INTERMEDIATE, modelTensors } from './model-1b.js';
@@ -140,10 +143,21 @@ function methodConfig(method: MethodName, dir: string, count: number): Record<st
   return { merge_method: method, base_model: join(dir, 'base'), models, parameters, dtype: 'bfloat16' };
 }
 
+/** The merge's maxMemory for `merges` merges of the largest tensor in flight plus the result being written (merge/executor.ts mergeBudget). */
+function maxMemory(method: MethodName, count: number, merges: number): number {
+  const def = MERGE_METHODS[method];
+  const largest = Math.max(...modelTensors(1, flag('--vocab', 8192)).map((t) => t.shape.reduce((a, b) => a * b, 1))) * 4;
+  const inputs = def.inputs === 2 ? 2 : count;
+  return largest * (merges * (inputs + scratchArrays(def)) + 1);
+}
+
 /** Child mode: run one measurement and print {seconds, maxRssBytes}. */
 async function child(kind: string, dir: string, out: string, count: number): Promise<void> {
   const t0 = performance.now();
-  if (kind.startsWith('merge:')) await mergeModels({ config: methodConfig(kind.slice(6) as MethodName, dir, count) as Record<string, unknown>, out });
+  if (kind.startsWith('merge:')) {
+    const [method, merges] = kind.slice(6).split('@');
+    await mergeModels({ config: methodConfig(method as MethodName, dir, count) as Record<string, unknown>, out, maxMemory: maxMemory(method as MethodName, count, Number(merges)) });
+  }
   else if (kind === 'bytes') await byteBaseline(dir, out, count);
   else await ioBaseline(dir, out, kind === 'io-simd', count);
   const seconds = (performance.now() - t0) / 1000;
@@ -175,6 +189,8 @@ async function main(): Promise<void> {
   const rounds = flag('--rounds', 3);
   const mi = process.argv.indexOf('--methods');
   const methods = (mi >= 0 ? process.argv[mi + 1].split(',') : ['ties']) as MethodName[];
+  const gi = process.argv.indexOf('--merges');
+  const merges = gi >= 0 ? process.argv[gi + 1].split(',').map(Number) : [1];
   const unknown = methods.filter((m) => !(METHOD_NAMES as readonly string[]).includes(m));
   if (unknown.length > 0 || !(count >= 2)) throw new Error(`bench/merge.ts: --methods takes ${METHOD_NAMES.join(',')}; --models 2 or more`);
   const dir = await mkdtemp(join(tmpdir(), 'loraforge-bench-merge-'));
@@ -189,11 +205,12 @@ async function main(): Promise<void> {
     await generate(dir, layers, vocab, count);
     console.log(`generated in ${((performance.now() - t) / 1000).toFixed(1)} s (in ${dir})\n`);
     const none: Measurement = { seconds: Infinity, cpuSeconds: Infinity, maxRssBytes: 0 };
-    const kinds = [...(['bytes', 'io', 'io-simd'] as const), ...methods.map((m) => `merge:${m}`)];
+    const runs = methods.flatMap((m) => merges.map((g) => ({ method: m, label: merges.length > 1 ? `${m} ×${g}` : m, kind: `merge:${m}@${g}` })));
+    const kinds = [...(['bytes', 'io', 'io-simd'] as const), ...runs.map((r) => r.kind)];
     const best: Record<string, Measurement> = Object.fromEntries(kinds.map((k) => [k, none]));
-    const skipped = new Map<string, string>(methods.flatMap((m): Array<[string, string]> => {
-      const c = methodConfig(m, dir, count);
-      return typeof c === 'string' ? [[`merge:${m}`, c]] : [];
+    const skipped = new Map<string, string>(runs.flatMap(({ method, kind }): Array<[string, string]> => {
+      const c = methodConfig(method, dir, count);
+      return typeof c === 'string' ? [[kind, c]] : [];
     }));
     for (let round = 0; round < rounds; round++) {
       for (const kind of kinds) {
@@ -214,13 +231,13 @@ async function main(): Promise<void> {
     console.log(`\nI/O floors (read ${count} inputs + write 1 output); largest tensor ${(largest / 1e6).toFixed(0)} MB as f32:`);
     for (const [kind, label] of floors) console.log(`  ${label.padEnd(52)} ${best[kind].seconds.toFixed(2)} s (${(moved / 1e9 / best[kind].seconds).toFixed(2)} GB/s), ${rss(best[kind])}`);
     console.log(`\nmethod               s       GB/s   ÷ bytes  ÷ decoding  ÷ SIMD   peak RSS`);
-    for (const m of methods) {
-      const why = skipped.get(`merge:${m}`);
+    for (const { label: m, kind } of runs) {
+      const why = skipped.get(kind);
       if (why) {
         console.log(`  ${m.padEnd(18)} skipped: ${why}`);
         continue;
       }
-      const r = best[`merge:${m}`];
+      const r = best[kind];
       const ratio = (f: Floor) => (r.seconds / best[f].seconds).toFixed(2).padStart(8);
       console.log(`  ${m.padEnd(18)} ${r.seconds.toFixed(2).padStart(6)}  ${(moved / 1e9 / r.seconds).toFixed(2).padStart(5)}  ${ratio('bytes')}  ${ratio('io')}  ${ratio('io-simd')}   ${rss(r)}`);
     }

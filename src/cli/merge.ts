@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { METHOD_NAMES, describeMethods, executeMerge, readMergeConfig, type MergeModelsReport } from '../merge/index.js';
 import { referencedPaths } from '../merge/sources.js';
+import { parseShardSize } from '../io/safetensors.js';
 import { UsageError, parseIntFlag } from './errors.js';
 import { formatBytes } from './format.js';
 import { addMergekitFlags, MERGEKIT_FLAG_NAMES, mergekitFlagNotes } from './mergekit-flags.js';
@@ -13,6 +14,7 @@ interface MergeFlags {
   out?: string;
   shardSize: string;
   seed?: string;
+  maxMemory?: string;
   force?: boolean;
   json?: boolean;
   quiet?: boolean;
@@ -30,6 +32,14 @@ function summaryLines(r: MergeModelsReport): string[] {
   return lines;
 }
 
+function parseMaxMemory(value: string): number {
+  try {
+    return parseShardSize(value);
+  } catch {
+    throw new UsageError(`--max-memory: "${value}" is not a size; use e.g. 8GB, 512MB, 2GiB or a number of bytes`);
+  }
+}
+
 /** The output folder: `merge config.yml ./out` (mergekit-yaml's order) or --out; both only if they agree. */
 function outFolder(positional: string | undefined, flag: string | undefined): string {
   if (positional !== undefined && flag !== undefined && resolve(positional) !== resolve(flag)) {
@@ -44,11 +54,16 @@ export function registerMerge(program: Command): void {
   const command = helpStyle(program.command('merge <config> [out]'))
     .description(
       `Merge whole models as a mergekit-style YAML config describes (${METHOD_NAMES.join(', ')}). ` +
-        'Streams one tensor at a time: memory is bounded by the largest tensor (about 2 × (models + working arrays) + 1 copies of it as f32), whatever the model size.',
+        'Streams one tensor at a time: memory is bounded by the largest tensor (about models + working arrays + 2 copies of it as f32), whatever the model size.',
     )
     .option('--out <dir>', 'output model folder, created atomically (required: here or as the second argument, as mergekit-yaml takes it)')
     .option('--shard-size <size>', 'largest output shard, e.g. 5GB, 500MB, 2GiB', '5GB')
-    .option('--seed <n>', 'seed of the random masks of dare_* and della* (default: 0)');
+    .option('--seed <n>', 'seed of the random masks of dare_* and della* (default: 0)')
+    .option(
+      '--max-memory <size>',
+      'tensor data held at once, as f32, e.g. 8GB: the tensors being merged and the one being written (default: one merge of the largest tensor; ' +
+        'more lets large tensors merge in parallel, faster with spare cores)',
+    );
   addOutputFlags(addMergekitFlags(command), { threads: false, json: 'print the summary as JSON' })
     .addHelpText(
       'after',
@@ -83,6 +98,7 @@ Examples:
       const out = outFolder(outArg, flags.out);
       const maxShardBytes = parseShardSizeFlag(flags.shardSize);
       const seed = parseIntFlag('--seed', flags.seed, 0);
+      const maxMemory = flags.maxMemory === undefined ? undefined : parseMaxMemory(flags.maxMemory);
       for (const note of mergekitFlagNotes(flags as unknown as Record<string, unknown>)) process.stderr.write(`loraforge: note: ${note}\n`);
       const config = await readMergeConfig(configPath);
       // the models (and adapters) are inputs too: an --out inside one is a usage error now, not a failure after the plan
@@ -93,6 +109,7 @@ Examples:
         out,
         maxShardBytes,
         seed,
+        maxMemory,
         overwrite: flags.force ?? false,
         onProgress: progress.tick,
       }).finally(progress.done);

@@ -2,8 +2,8 @@
  * Runs a merge plan out of core: each input tensor is read (and decoded to f32) only when its
  * output tensor is due, a few tensors are read and merged at once by worker threads (see
  * compute.ts) while the main thread writes finished results straight into their place in the
- * output shards (the sink knows the whole layout up front). Memory stays at a few tensors
- * whatever the model size, the method and the number of models (mergeBudget).
+ * output shards (the sink knows the whole layout up front). Memory stays at one merge of the
+ * largest tensor plus one result, whatever the model size (mergeBudget; more with maxMemory).
  *
  * The output folder is written atomically: shards (+ index), the donor model's side files with its
  * config.json's layer count updated (io/model-folder.ts), and the merge config as mergekit_config.yml.
@@ -43,6 +43,12 @@ export interface MergeRunOptions {
   cwd?: string;
   /** merge large tensors in worker threads, overlapping reading and writing; default true when there is a second core */
   worker?: boolean;
+  /**
+   * bytes of tensor data (as f32) held at once: the tensors being read and merged (inputs and
+   * working arrays) and the one being written; default: one merge of the largest tensor and one
+   * result. One merge always runs, however large; more lets large tensors merge in parallel.
+   */
+  maxMemory?: number;
   /** called after each output tensor is written */
   onProgress?: OnProgress;
 }
@@ -74,22 +80,26 @@ export interface MergeModelsReport {
   notes: string[];
 }
 
-/** Merges of the largest tensor in flight at once: one merging while the next is read. */
-export const IN_FLIGHT_MERGES = 2;
-
 /**
  * The memory rule. A tensor being read and merged holds its inputs and the method's working arrays
- * as f32 (`cost`); loads start while the costs in flight stay within IN_FLIGHT_MERGES of the
- * largest (two always start, however large: prefetch's rule), and the one tensor being written
- * holds only its result. The buffer pool keeps no more than that (`poolBytes`), so peak memory is
- * about (2·(inputs + scratch) + 1) × the largest tensor as f32, flat in the layer count and the
- * number of workers.
+ * as f32 (`cost`); the tensor being written holds only its result. `maxMemory` bounds the two
+ * together: loads start while the costs in flight stay within it, less the largest result, and one
+ * always starts however large (prefetch's `always: 1`), so the default, one merge of the largest
+ * tensor plus one result, keeps peak memory at about (inputs + working arrays + 1) × the largest
+ * tensor as f32 (plus the runtime), flat in the layer count and the number of workers, while small
+ * tensors still merge several at a time. A larger `maxMemory` lets large tensors merge in parallel
+ * too (faster with spare cores). The buffer pool keeps no more than that (`poolBytes`).
  */
-export function mergeBudget(tensors: readonly PlannedTensor[], scratch: number): { cost(t: PlannedTensor): number; bytes: number; poolBytes: number } {
+export function mergeBudget(
+  tensors: readonly PlannedTensor[],
+  scratch: number,
+  maxMemory?: number,
+): { cost(t: PlannedTensor): number; bytes: number; always: number; poolBytes: number } {
   const cost = (t: PlannedTensor) => t.context.numel * 4 * (t.inputs.length + scratch);
   const largest = tensors.reduce((m, t) => Math.max(m, cost(t)), 0);
   const output = tensors.reduce((m, t) => Math.max(m, t.context.numel * 4), 0);
-  return { cost, bytes: IN_FLIGHT_MERGES * largest, poolBytes: IN_FLIGHT_MERGES * largest + output };
+  const bytes = Math.max(0, (maxMemory ?? largest + output) - output);
+  return { cost, bytes, always: 1, poolBytes: Math.max(bytes, largest) + output };
 }
 
 /** The donor's config.json with the output's layer count (and per-layer lists). */
@@ -172,10 +182,11 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
   const started = performance.now();
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed)) return Promise.reject(new UsageError(`merge: the seed must be an integer, got ${seed}`));
+  if (opts.maxMemory !== undefined && !(opts.maxMemory > 0)) return Promise.reject(new UsageError(`merge: the memory budget must be a positive number of bytes, got ${opts.maxMemory}`));
   // starts nothing until prepare(): the workers then load while the first tensors are read
   const compute = createCompute(config.method, seed, { worker: opts.worker });
   // set once the plan knows the largest tensor
-  const inFlight = { bytes: Infinity, cost: mergeBudget([], scratchArrays(config.method)).cost };
+  const inFlight = { bytes: Infinity, always: 1, cost: mergeBudget([], scratchArrays(config.method)).cost };
   return runCommand({
     // the models are known once the config's paths are resolved: the plan checks the output against them
     inputs: [],
@@ -189,7 +200,7 @@ export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsRe
       if (vocab) plan.notes.push(...vocab.notes);
       assertNotInput(opts.out, opened.models.flatMap((m) => (m.adapter ? [m.path, m.adapter] : [m.path])));
       compute.prepare(plan.tensors.map((t) => t.context));
-      const budget = mergeBudget(plan.tensors, scratchArrays(plan.method));
+      const budget = mergeBudget(plan.tensors, scratchArrays(plan.method), opts.maxMemory);
       inFlight.bytes = budget.bytes;
       compute.pool.limit = budget.poolBytes;
       return { ...plan, vocab, items: plan.tensors };

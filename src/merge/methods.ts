@@ -198,8 +198,8 @@ function taskArithmeticMethod(spec: {
     base: 'required',
     shapeMismatch: 'base-shape',
     randomized: spec.sparsification === 'random' || della,
-    // TIES' sign election: sum, mixed and divisor (else one sum); della: its keep probabilities besides
-    scratch: (spec.consensus ? 3 : 1) + (della ? 1 : 0),
+    // della's keep probabilities; the sums (and TIES' sign election) run chunk by chunk in small arrays of their own
+    scratch: della ? 1 : 0,
     params: [
       { name: 'normalize', kind: 'boolean', required: false, default: spec.normalize, help: 'divide the summed task vectors by the sum of the (agreeing) weights' },
       { name: 'lambda', kind: 'number', required: false, default: 1, help: 'scale of the merged task vector' },

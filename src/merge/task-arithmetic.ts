@@ -73,64 +73,84 @@ function taskVector(base: Float32Array, tv: TaskVector, opts: TaskArithmeticOpti
   return keepAll(x.length);
 }
 
-/** acc[i] (+)= c·x[i] over the entries `keep` keeps (`assign`: = instead of +=). */
-function accumulateKept(acc: Float32Array, x: Float32Array, keep: TopK, c: number, assign: boolean): void {
+/**
+ * Entries the summing passes take at a time: their working arrays (sum, mixed, divisor) are this
+ * small whatever the tensor's size, so a merge holds only its inputs, and they stay in cache
+ * between passes. Every entry is computed as it would be in one pass, so results are the same bit
+ * for bit.
+ */
+const CHUNK_ENTRIES = 1 << 14;
+
+/** acc[i − off] (+)= c·x[i] for i in [from, to), over the entries `keep` keeps (`assign`: = instead of +=). */
+function accumulateKept(acc: Float32Array, off: number, x: Float32Array, from: number, to: number, keep: TopK, c: number, assign: boolean): void {
   const bits = new Int32Array(x.buffer, x.byteOffset, x.length);
   const { threshold, lastTie } = keep;
-  if (assign) for (let i = 0; i < x.length; i++) acc[i] = keptBy(bits[i] & 0x7fffffff, i, threshold, lastTie) * x[i] * c;
-  else for (let i = 0; i < x.length; i++) acc[i] += keptBy(bits[i] & 0x7fffffff, i, threshold, lastTie) * x[i] * c;
+  if (assign) for (let i = from; i < to; i++) acc[i - off] = keptBy(bits[i] & 0x7fffffff, i, threshold, lastTie) * x[i] * c;
+  else for (let i = from; i < to; i++) acc[i - off] += keptBy(bits[i] & 0x7fffffff, i, threshold, lastTie) * x[i] * c;
 }
 
 /**
- * mixed[i] += w·x[i] and divisor[i] += w where the kept entry x[i] is non-zero and w·x[i] has the
- * sign of sum[i] (compared on sign bits: w < 0 flips the entry's sign).
+ * mixed[i − from] += w·x[i] and divisor[i − from] += w, for i in [from, to), where the kept entry
+ * x[i] is non-zero and w·x[i] has the sign of sum[i − from] (compared on sign bits: w < 0 flips the
+ * entry's sign).
  */
-function accumulateAgreeing(mixed: Float32Array, divisor: Float32Array, sum: Float32Array, x: Float32Array, keep: TopK, w: number): void {
+function accumulateAgreeing(mixed: Float32Array, divisor: Float32Array, sum: Float32Array, x: Float32Array, from: number, to: number, keep: TopK, w: number): void {
   const bits = new Int32Array(x.buffer, x.byteOffset, x.length);
   const sumBits = new Int32Array(sum.buffer, sum.byteOffset, sum.length);
   const flip = w < 0 ? -0x80000000 : 0;
   const { threshold, lastTie } = keep;
-  for (let i = 0; i < x.length; i++) {
+  for (let i = from; i < to; i++) {
     const b = bits[i];
     const a = b & 0x7fffffff;
+    const k = i - from;
     // same sign: the top bit of b ^ sum ^ flip is clear; non-zero: −a < 0
-    const agree = keptBy(a, i, threshold, lastTie) & (((b ^ sumBits[i] ^ flip) >>> 31) ^ 1) & (-a >>> 31);
-    mixed[i] += agree * w * x[i];
-    divisor[i] += agree * w;
+    const agree = keptBy(a, i, threshold, lastTie) & (((b ^ sumBits[k] ^ flip) >>> 31) ^ 1) & (-a >>> 31);
+    mixed[k] += agree * w * x[i];
+    divisor[k] += agree * w;
   }
 }
 
-function mergeWithConsensus(base: Float32Array, deltas: Float32Array[], keep: TopK[], w: number[], opts: TaskArithmeticOptions, scratch: () => Float32Array): void {
+function mergeWithConsensus(base: Float32Array, deltas: Float32Array[], keep: TopK[], w: number[], opts: TaskArithmeticOptions): void {
+  const n = base.length;
   if (deltas.length === 1) {
     // one task vector always agrees with its own sign: mixed = w·δ over non-zero entries, divisor w
-    if (w[0] !== 0) accumulateKept(base, deltas[0], keep[0], (opts.normalize ? 1 : w[0]) * opts.lambda, false);
+    if (w[0] !== 0) accumulateKept(base, 0, deltas[0], 0, n, keep[0], (opts.normalize ? 1 : w[0]) * opts.lambda, false);
     return;
   }
-  const sum = scratch();
-  deltas.forEach((d, j) => accumulateKept(sum, d, keep[j], w[j], j === 0));
-  const mixed = scratch().fill(0);
-  const divisor = scratch().fill(0);
-  deltas.forEach((d, j) => accumulateAgreeing(mixed, divisor, sum, d, keep[j], w[j]));
+  const size = Math.min(n, CHUNK_ENTRIES);
+  const [sum, mixed, divisor] = [0, 1, 2].map(() => new Float32Array(size));
   const { lambda } = opts;
-  if (opts.normalize) for (let i = 0; i < base.length; i++) base[i] += (mixed[i] / (divisor[i] === 0 ? 1 : divisor[i])) * lambda;
-  else for (let i = 0; i < base.length; i++) base[i] += mixed[i] * lambda;
+  for (let from = 0; from < n; from += CHUNK_ENTRIES) {
+    const to = Math.min(n, from + CHUNK_ENTRIES);
+    deltas.forEach((d, j) => accumulateKept(sum, from, d, from, to, keep[j], w[j], j === 0));
+    mixed.fill(0);
+    divisor.fill(0);
+    deltas.forEach((d, j) => accumulateAgreeing(mixed, divisor, sum, d, from, to, keep[j], w[j]));
+    if (opts.normalize) for (let i = from; i < to; i++) base[i] += (mixed[i - from] / (divisor[i - from] === 0 ? 1 : divisor[i - from])) * lambda;
+    else for (let i = from; i < to; i++) base[i] += mixed[i - from] * lambda;
+  }
 }
 
-function mergeSum(base: Float32Array, deltas: Float32Array[], keep: TopK[], w: number[], opts: TaskArithmeticOptions, scratch: () => Float32Array): void {
+function mergeSum(base: Float32Array, deltas: Float32Array[], keep: TopK[], w: number[], opts: TaskArithmeticOptions): void {
+  const n = base.length;
   const total = w.reduce((s, x) => s + x, 0);
   const scale = (opts.normalize ? 1 / (Math.abs(total) < MIN_DIVISOR ? 1 : total) : 1) * opts.lambda;
   if (deltas.length === 1) {
-    accumulateKept(base, deltas[0], keep[0], w[0] * scale, false);
+    accumulateKept(base, 0, deltas[0], 0, n, keep[0], w[0] * scale, false);
     return;
   }
-  const mixed = scratch();
-  deltas.forEach((d, j) => accumulateKept(mixed, d, keep[j], w[j], j === 0));
-  accumulateKept(base, mixed, keepAll(base.length), scale, false);
+  const mixed = new Float32Array(Math.min(n, CHUNK_ENTRIES));
+  for (let from = 0; from < n; from += CHUNK_ENTRIES) {
+    const to = Math.min(n, from + CHUNK_ENTRIES);
+    deltas.forEach((d, j) => accumulateKept(mixed, from, d, from, to, keep[j], w[j], j === 0));
+    for (let i = from; i < to; i++) base[i] += mixed[i - from] * scale;
+  }
 }
 
 /**
  * Merges the task vectors into `base` (in place) and returns it; with no task vector, `base` is
- * the result. `scratch` supplies working arrays of base.length entries (contents undefined).
+ * the result. `scratch` supplies della's one working array of base.length entries (contents undefined);
+ * the summing passes work chunk by chunk in small arrays of their own (CHUNK_ENTRIES).
  */
 export function mergeTaskVectors(
   base: Float32Array,
@@ -148,7 +168,7 @@ export function mergeTaskVectors(
   const keep = tvs.map((tv) => taskVector(base, tv, opts, lend));
   const deltas = tvs.map((tv) => tv.data);
   const w = tvs.map((tv) => tv.weight);
-  if (opts.consensus) mergeWithConsensus(base, deltas, keep, w, opts, scratch);
-  else mergeSum(base, deltas, keep, w, opts, scratch);
+  if (opts.consensus) mergeWithConsensus(base, deltas, keep, w, opts);
+  else mergeSum(base, deltas, keep, w, opts);
   return base;
 }

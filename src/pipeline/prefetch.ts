@@ -7,21 +7,24 @@ export interface ReadAhead<T> {
   /** items loaded ahead of the one being worked on (default 1) */
   depth?: number;
   /**
-   * Bytes a loaded item holds, and how many may be loaded at once: beyond the item being worked
-   * on and the next one (always taken on, however large), loads start only within `budget`.
+   * Bytes a loaded item holds, and how many may be loaded at once: beyond the first `always`
+   * loads in flight (default 2: the next item and the one after it, taken on however large),
+   * loads start only within `bytes`. `always: 1` keeps one large load in flight while the caller
+   * works on the item before it, when memory matters more than a second load overlapping.
    */
-  budget?: { bytes: number; cost(item: T): number };
+  budget?: { bytes: number; cost(item: T): number; always?: number };
 }
 
 export async function* prefetch<T, R>(items: readonly T[], load: (item: T) => Promise<R>, ahead: ReadAhead<T> = {}): AsyncGenerator<{ item: T; value: R; index: number }> {
   const depth = ahead.depth ?? 1;
   const cost = ahead.budget?.cost ?? (() => 0);
+  const always = Math.max(1, ahead.budget?.always ?? 2);
   const pending: Array<Promise<R>> = [];
   let pendingBytes = 0;
   let next = 0;
   const fill = () => {
     while (pending.length <= depth && next < items.length) {
-      if (ahead.budget && pending.length > 1 && pendingBytes + cost(items[next]) > ahead.budget.bytes) break;
+      if (ahead.budget && pending.length >= always && pendingBytes + cost(items[next]) > ahead.budget.bytes) break;
       const p = load(items[next]);
       // a rejection is surfaced when awaited below; this keeps Node from flagging it as unhandled meanwhile
       p.catch(() => {});

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../helpers/cli.js';
@@ -87,5 +87,18 @@ describe('loraforge merge', () => {
     assert.ok(!(await readdir(join(dir, 'busy'))).includes('x'));
     assert.match(forced.stdout, /merged 2 model\(s\) with ties into busy/);
     assert.match(forced.stdout, /wrote 30 tensors \(3 layers; BF16×30\), .* in 1 shard\(s\)/);
+  });
+
+  it('--max-memory: any size merges the same bytes (one merge always runs); a size it cannot read is exit 2', async () => {
+    const [small, bad] = await Promise.all([
+      runCli(['merge', 'ties.yaml', '--out', 'tight', '--max-memory', '1KB', '--quiet'], { cwd: dir }),
+      runCli(['merge', 'ties.yaml', '--out', 'never', '--max-memory', 'plenty'], { cwd: dir }),
+    ]);
+    assert.equal(small.code, 0, small.stderr);
+    const wide = await runCli(['merge', 'ties.yaml', '--out', 'wide-budget', '--max-memory', '1GB', '--quiet'], { cwd: dir });
+    assert.equal(wide.code, 0, wide.stderr);
+    assert.deepEqual(await readFile(join(dir, 'tight', 'model.safetensors')), await readFile(join(dir, 'wide-budget', 'model.safetensors')));
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--max-memory: "plenty" is not a size/);
   });
 });
