@@ -98,3 +98,13 @@ export function classifyTensor(name: string, shape: readonly number[], sel: Targ
   }
   return { kind: 'other' };
 }
+
+/**
+ * Whether a tensor may become a target, from its name alone: what a download needs before any
+ * header is read (the shards of a Hub model to fetch). Over-inclusive where only the shape could
+ * tell (a 2-D linear weight or a 3-D expert stack); embeddings and the LM head as asked.
+ */
+export function mayBeTarget(name: string, sel: TargetSelection, embeddings: boolean): boolean {
+  if (EMBEDDING.test(name) || LM_HEAD.test(name)) return embeddings;
+  return classifyTensor(name, [0, 0], sel).kind !== 'other' || classifyTensor(name, [0, 0, 0], sel).kind !== 'other';
+}

@@ -35,10 +35,12 @@ class ShardedCheckpoint implements Checkpoint {
     readonly dir: string,
     readonly config: Record<string, unknown> | undefined,
     private readonly shards: SafetensorsFile[],
+    private readonly keep: (name: string) => boolean = () => true,
   ) {
     this.owner = new Map();
     for (const shard of shards) {
       for (const t of shard.list()) {
+        if (!keep(t.name)) continue;
         const other = this.owner.get(t.name);
         if (other) throw new Error(`${path}: tensor "${t.name}" is stored twice, in ${other.path} and in ${shard.path}: corrupt checkpoint`);
         this.owner.set(t.name, shard);
@@ -52,7 +54,7 @@ class ShardedCheckpoint implements Checkpoint {
 
   /** Tensors shard by shard, each shard in data order (sequential reads when iterated). */
   list(): TensorInfo[] {
-    return this.shards.flatMap((s) => s.list());
+    return this.shards.flatMap((s) => s.list().filter((t) => this.keep(t.name)));
   }
 
   has(name: string): boolean {
@@ -107,8 +109,11 @@ function adapterError(path: string): Error {
   return new Error(`${path} is a LoRA adapter (${ADAPTER_FILE}), not a model checkpoint: pass it where an adapter is expected, and a full model here`);
 }
 
-/** Shard files named by the index, in first-mention order, each checked to exist inside `dir`. */
-async function shardsFromIndex(indexPath: string, dir: string): Promise<{ files: string[]; weightMap: Record<string, string> }> {
+/**
+ * Shard files named by the index, in first-mention order, each checked to exist inside `dir`; with
+ * `keep`, only the shards holding a tensor it accepts (the others may be absent).
+ */
+async function shardsFromIndex(indexPath: string, dir: string, keep?: (name: string) => boolean): Promise<{ files: string[]; weightMap: Record<string, string> }> {
   const index = await readJsonFile(indexPath);
   const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
@@ -120,7 +125,7 @@ async function shardsFromIndex(indexPath: string, dir: string): Promise<{ files:
     if (typeof file !== 'string' || file === '' || isAbsolute(file) || normalize(file).split(/[/\\]/).includes('..')) {
       throw new Error(`${indexPath}: tensor "${tensor}" maps to ${JSON.stringify(file)}, which is not a file name inside ${dir}`);
     }
-    if (!files.includes(file)) files.push(file);
+    if ((!keep || keep(tensor)) && !files.includes(file)) files.push(file);
   }
   for (const file of files) {
     if ((await kindOf(join(dir, file))) !== 'file') {
@@ -157,12 +162,21 @@ async function pickSingleFile(dir: string): Promise<string> {
   throw new Error(`${dir} has no ${INDEX_FILE}, ${SINGLE_FILE} or other .safetensors file${hint}`);
 }
 
+export interface OpenCheckpointOptions {
+  /**
+   * Only these tensors are listed, and of a sharded checkpoint only the shards holding one are
+   * opened (the rest may be missing): a Hub snapshot downloaded for these tensors alone.
+   */
+  tensors?: (name: string) => boolean;
+}
+
 /**
  * Opens a model checkpoint: a folder (sharded via model.safetensors.index.json, else
  * model.safetensors, else its only .safetensors file) or a single .safetensors file.
  * Reads headers and config.json only; tensors are read on demand.
  */
-export async function openCheckpoint(path: string): Promise<Checkpoint> {
+export async function openCheckpoint(path: string, opts: OpenCheckpointOptions = {}): Promise<Checkpoint> {
+  const keep = opts.tensors;
   const abs = resolve(path);
   noteInput(abs);
   const kind = await kindOf(abs);
@@ -171,12 +185,12 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
     if (basename(abs) === ADAPTER_FILE) throw adapterError(abs);
     if (!abs.endsWith('.safetensors')) throw new Error(`${path}: expected a model folder or a .safetensors file`);
     const dir = dirname(abs);
-    return new ShardedCheckpoint(abs, dir, await readConfig(dir), await openShards([abs]));
+    return new ShardedCheckpoint(abs, dir, await readConfig(dir), await openShards([abs]), keep);
   }
   const config = await readConfig(abs);
   const indexPath = join(abs, INDEX_FILE);
   if ((await kindOf(indexPath)) !== 'file') {
-    return new ShardedCheckpoint(abs, abs, config, await openShards([await pickSingleFile(abs)]));
+    return new ShardedCheckpoint(abs, abs, config, await openShards([await pickSingleFile(abs)]), keep);
   }
   if ((await kindOf(join(abs, SINGLE_FILE))) === 'file') {
     // transformers loads model.safetensors and ignores the index; which one is stale only the user knows
@@ -185,14 +199,15 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
         `remove the stale one, or pass ${join(path, SINGLE_FILE)} itself`,
     );
   }
-  const { files, weightMap } = await shardsFromIndex(indexPath, abs);
+  const { files, weightMap } = await shardsFromIndex(indexPath, abs, keep);
   const shards = await openShards(files.map((f) => join(abs, f)));
   try {
     for (const [tensor, file] of Object.entries(weightMap)) {
+      if (keep && !keep(tensor)) continue;
       const shard = shards[files.indexOf(file)];
       if (!shard.has(tensor)) throw new Error(`${indexPath} places tensor "${tensor}" in ${file}, but that file does not contain it: corrupt checkpoint`);
     }
-    return new ShardedCheckpoint(abs, abs, config, shards);
+    return new ShardedCheckpoint(abs, abs, config, shards, keep);
   } catch (err) {
     await Promise.all(shards.map((s) => s.close()));
     throw err;

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { classifyTensor } from '../../src/delta/targets.js';
+import { classifyTensor, mayBeTarget } from '../../src/delta/targets.js';
 import { editDelta } from '../../src/edit/edit.js';
 import { extractLora } from '../../src/extract/index.js';
 import { getBackend } from '../../src/linalg/index.js';
@@ -81,5 +81,19 @@ describe('one target classifier', () => {
     const edit = await runCli(['edit', '--model-a', pair.a, '--model-b', pair.b, '--rank', '2', '--zero', '0', '--out', join(root, 'edit-cli'), '--quiet']);
     assert.equal(edit.code, 0, edit.stderr);
     assert.match(edit.stdout, /3 tensor\(s\) outside the LoRA targets differ, not written \(as extract\): model\.layers\.0\.mlp\.gate\.weight/);
+  });
+});
+
+describe('mayBeTarget (which tensors a Hub download must bring, before shapes are known)', () => {
+  it('accepts what classifyTensor could target with some shape, and embeddings only when asked', () => {
+    const sel = { targetModules: ['q_proj', 'gate_up_proj'] };
+    assert.equal(mayBeTarget('model.layers.0.self_attn.q_proj.weight', sel, false), true);
+    assert.equal(mayBeTarget('model.layers.0.self_attn.k_proj.weight', sel, false), false);
+    assert.equal(mayBeTarget('model.layers.0.mlp.experts.gate_up_proj', sel, false), true);
+    assert.equal(mayBeTarget('model.norm.weight', sel, false), false);
+    assert.equal(mayBeTarget('model.embed_tokens.weight', sel, false), false);
+    assert.equal(mayBeTarget('lm_head.weight', sel, true), true);
+    assert.equal(mayBeTarget('model.layers.1.self_attn.q_proj.weight', { include: /layers\.0\./ }, false), false);
+    assert.equal(mayBeTarget('model.layers.0.self_attn.q_proj.weight', { include: /layers\.0\./ }, false), true);
   });
 });

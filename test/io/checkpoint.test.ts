@@ -123,6 +123,20 @@ describe('openCheckpoint', () => {
     await rejectsWith(openCheckpoint(dir), new RegExp(`names shard ${files[1]}, which is missing`), /incomplete/);
   });
 
+  it('opens only the shards holding the chosen tensors, and lists only those (a Hub snapshot downloaded for them)', async () => {
+    const dir = sub();
+    const files = await writeModelFolder(dir, tinyModel(), { maxShardBytes: 1100 });
+    const index = JSON.parse(await readFile(join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+    const [first, firstShard] = Object.entries(index.weight_map)[0];
+    for (const f of files.filter((f) => f !== firstShard && f.endsWith('.safetensors'))) await unlink(join(dir, f));
+    const ckpt = await openCheckpoint(dir, { tensors: (name) => name === first });
+    assert.deepEqual(ckpt.list().map((t) => t.name), [first]);
+    assert.ok(ckpt.has(first));
+    assert.equal((await ckpt.read(first)).length, ckpt.info(first).shape.reduce((a, b) => a * b, 1));
+    await ckpt.close();
+    await rejectsWith(openCheckpoint(dir), /which is missing/);
+  });
+
   it('refuses an index that disagrees with the shards, or points outside the folder', async () => {
     const dir = sub();
     const files = await writeModelFolder(dir, tinyModel(), { maxShardBytes: 1100 });
