@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
@@ -6,9 +5,9 @@ import {
   MAJORITY_SIGNS,
   MERGE_METHODS,
   METHOD_NAMES,
-  REPORT_FILE,
   checkMethodOptions,
   mergeAdapters,
+  mergeReportPath,
   type MajoritySign,
   type MergeReport,
   type MethodName,
@@ -31,7 +30,7 @@ interface MergeAdaptersFlags {
   svdClamp?: string;
   seed?: string;
   exact?: boolean;
-  format: AdapterFormat;
+  format?: AdapterFormat;
   dtype?: FloatDType;
   baseConfig?: string;
   force?: boolean;
@@ -80,7 +79,7 @@ function summaryLines(report: MergeReport): string[] {
   ];
   if (report.carriedTensors.length) lines.push(`copied full tensors (modules_to_save): ${report.carriedTensors.join(', ')}`);
   for (const note of report.notes) lines.push(`note: ${note}`);
-  lines.push(`report: ${join(report.out, REPORT_FILE)}`);
+  lines.push(`report: ${mergeReportPath(report.out)}`);
   return lines;
 }
 
@@ -92,9 +91,9 @@ export function registerMergeAdapters(program: Command): void {
       'Merge LoRA adapters into one with PEFT add_weighted_adapter semantics (default) or exactly (--exact). Writes the new adapter ' +
         '(r = lora_alpha, scaling 1) and report.json with each module\'s relative error against the exact weighted sum Σ w_i·s_i·B_i·A_i.',
     )
-    .requiredOption('--adapter <dir[:weight]>', 'a PEFT adapter folder and its weight (1 if left out); repeat for each adapter', collect)
+    .requiredOption('--adapter <path[:weight]>', 'a PEFT adapter folder, or a kohya/diffusers LoRA .safetensors file, and its weight (1 if left out); repeat for each adapter', collect)
     .addOption(new Option('--method <name>', 'merge method (see below)').choices(METHOD_NAMES).makeOptionMandatory())
-    .requiredOption('--out <dir>', 'output folder (created atomically)')
+    .requiredOption('--out <path>', 'output folder (created atomically); for LoRA-file inputs, a .safetensors file in their layout')
     .option('--density <d>', 'fraction of entries kept by ties / dare_* / magnitude_prune / breadcrumbs* / della* (default: 0.5)')
     .addOption(new Option('--majority-sign <how>', 'TIES sign election (ties*, dare_ties*, breadcrumbs_ties_svd, della_svd): sign of the sum or of the sign count').choices(MAJORITY_SIGNS).default(undefined, 'total'))
     .option('--gamma <g>', 'breadcrumbs*: fraction of largest-magnitude entries dropped as outliers (default: 0.01)')
@@ -103,7 +102,7 @@ export function registerMergeAdapters(program: Command): void {
     .option('--svd-clamp <q>', 'clamp the SVD factors at this quantile of their entries, as PEFT svd_clamp')
     .option('--seed <n>', 'seed of the DARE masks and della draws (default: 0)')
     .option('--exact', 'merge the true deltas w_i·s_i·B_i·A_i and re-factorise: no cross terms, no double scaling')
-    .addOption(new Option('--format <f>', 'output format').choices(ADAPTER_FORMATS).default('peft'))
+    .addOption(new Option('--format <f>', 'output format of PEFT-folder inputs').choices(ADAPTER_FORMATS).default(undefined, 'peft'))
     .addOption(dtypeOption('storage dtype of the new factors', 'f32'))
     .option('--base-config <path>', "the base model's config.json (or its folder); needed for --format gguf|both");
   addOutputFlags(command, { threads: false, json: 'print the report as JSON' })
@@ -121,11 +120,17 @@ ${METHOD_HELP}
   linear, as in PEFT. DoRA adapters cannot be merged yet. breadcrumbs*_svd and della*_svd (not in PEFT
   or mergekit) sparsify each scaled delta with mergekit's breadcrumbs / della, where ties_svd prunes.
 
+Image-model LoRA files (kohya's lora_unet_…/lora_te…_ keys, or diffusers' unet./transformer./text_encoder….
+keys; SD 1.5, SDXL, Flux) merge into one .safetensors file in the same layout. Each module's scale
+alpha/r is applied once (the *_svd methods weight (alpha/r)·up·down by w_i, with no PEFT double scaling);
+conv LoRAs merge as their flattened out × (in·kh·kw) deltas and are written back 4-D.
+
 Examples:
   loraforge merge-adapters --adapter ./math:0.7 --adapter ./code:0.3 --method cat --out ./merged
   loraforge merge-adapters --adapter ./a --adapter ./b:-0.5 --method svd --exact --svd-rank 32 --out ./merged
   loraforge merge-adapters --adapter ./a --adapter ./b --method ties_svd --density 0.3 --out ./merged --json
-  loraforge merge-adapters --adapter ./a --adapter ./b --method della_svd --density 0.4 --epsilon 0.1 --seed 7 --out ./merged`,
+  loraforge merge-adapters --adapter ./a --adapter ./b --method della_svd --density 0.4 --epsilon 0.1 --seed 7 --out ./merged
+  loraforge merge-adapters --adapter style.safetensors:0.8 --adapter pixel.safetensors:0.5 --method svd --svd-rank 32 --out merged.safetensors`,
     )
     .action(async (flags: MergeAdaptersFlags) => {
       const adapters = flags.adapter.map((spec) => {
@@ -145,7 +150,7 @@ Examples:
       };
       const problem = checkMethodOptions(method, options);
       if (problem) throw new UsageError(problem);
-      if (flags.format !== 'peft' && !flags.baseConfig) {
+      if (flags.format !== undefined && flags.format !== 'peft' && !flags.baseConfig) {
         throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model's config: pass --base-config`);
       }
       await checkOutFlag(flags.out, adapters.map((a) => a.path), flags.force === true);

@@ -42,6 +42,13 @@ export interface LoraModule extends LowRank {
   magnitude?: Float32Array;
   /** EDoRA: the trained r × r latent R; ΔW = s·B·R·A. */
   latent?: Matrix;
+  /** A conv LoRA (kohya/diffusers files): A is r × (in·kh·kw), and ΔW reshapes to out × in × kh × kw. */
+  conv?: LoraConv;
+}
+
+/** A conv layer's kernel: [kh, kw] ([1, 1] for a 1×1 conv, still stored 4-D). */
+export interface LoraConv {
+  kernel: [number, number];
 }
 
 /** The parts of `adapter_config.json` loraforge reads; everything else is carried through untouched. */
@@ -113,6 +120,8 @@ export interface LoraModuleInfo {
   scaling: number;
   hasMagnitude: boolean;
   hasLatent: boolean;
+  /** set for a conv LoRA: then `inFeatures` is in·kh·kw */
+  conv?: LoraConv;
   /**
    * Set when the module holds the LoRA of a targeted parameter (target_parameters), e.g. a 3-D
    * MoE expert stack. Then `name` is the PEFT wrapper path the factors are stored under,

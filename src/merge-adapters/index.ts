@@ -1,6 +1,7 @@
 /** merge-adapters as a library: merge PEFT LoRA adapters the way PEFT does, or exactly. */
 export {
   mergeAdapters,
+  mergeReportPath,
   REPORT_FILE,
   type AdapterInput,
   type MergeAdaptersOptions,

@@ -4,15 +4,20 @@
  * through the adapter sink with r = alpha (scaling 1, as PEFT does) and report how far each module
  * is from the exact weighted sum.
  */
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { atomicWriteFile } from '../io/atomic.js';
+import { UsageError } from '../errors.js';
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
-import { openPeftAdapter, type LoraKind, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
-import { createAdapterSink, type AdapterFormat } from '../lora/sink.js';
+import { openPeftAdapter, type LoraConv, type LoraKind, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { createAdapterSink, type AdapterFormat, type ModuleSink } from '../lora/sink.js';
+import { LoraFile, openLoraFile } from '../lora/lora-file.js';
+import { createLoraFileWriter } from '../lora/lora-file-writer.js';
+import type { LoraFileFormat } from '../lora/lora-file-format.js';
 import { runCommand } from '../pipeline/run.js';
-import { transpose } from '../tensor/matrix.js';
+import { matrix, transpose } from '../tensor/matrix.js';
 import { compareToWeightedSum } from './exact.js';
 import { unequalRanksProblem } from './combine-factors.js';
 import { outlierCounts } from '../sparsify/breadcrumbs.js';
@@ -38,7 +43,7 @@ const DEFAULT_MAJORITY_SIGN: MajoritySign = 'total';
 const DEFAULT_SEED = 0;
 
 export interface AdapterInput {
-  /** PEFT adapter folder (adapter_config.json + adapter_model.safetensors) */
+  /** PEFT adapter folder (adapter_config.json + adapter_model.safetensors), or a kohya/diffusers LoRA `.safetensors` file */
   path: string;
   weight: number;
 }
@@ -46,7 +51,9 @@ export interface AdapterInput {
 export interface MergeAdaptersOptions extends MethodOptions {
   adapters: AdapterInput[];
   method: MethodName;
+  /** output folder; for LoRA-file inputs, the output `.safetensors` file (written in the inputs' layout) */
   out: string;
+  /** PEFT-folder inputs only */
   format?: AdapterFormat;
   dtype?: FloatDType;
   /** base model config.json, needed for GGUF output */
@@ -91,7 +98,8 @@ export interface MergeReport {
   svdClamp?: number;
   seed?: number;
   out: string;
-  format: AdapterFormat;
+  /** a LoRA file's layout (kohya, diffusers) when the inputs were such files */
+  format: AdapterFormat | LoraFileFormat;
   modules: ModuleReport[];
   /** modules_to_save tensors copied from the one adapter that has them */
   carriedTensors: string[];
@@ -103,14 +111,26 @@ export interface MergeReport {
 interface ModulePlan {
   name: string;
   kind: LoraKind;
+  /** a conv LoRA (kohya/diffusers files): merged as its flattened out × (in·kh·kw) delta */
+  conv?: LoraConv;
   /** (adapter index, module info) for every adapter that has the module */
   sources: Array<{ adapter: number; info: LoraModuleInfo }>;
 }
 
 const DORA_MESSAGE = 'DoRA adapters cannot be merged yet; convert them to LoRA first with `loraforge convert`';
 
+/** What merge-adapters reads: PEFT folders, or kohya/diffusers LoRA files (all inputs of one kind). */
+type MergeInput = PeftAdapter | LoraFile;
+
+/** Module shapes as messages show them: `linear 8×16`, `conv 3×3 8×(4·3·3)`. */
+function shapeOf(i: LoraModuleInfo): string {
+  if (!i.conv) return `${i.kind} ${i.outFeatures}×${i.inFeatures}`;
+  const [kh, kw] = i.conv.kernel;
+  return `conv ${kh}×${kw} ${i.outFeatures}×(${i.inFeatures / (kh * kw)}·${kh}·${kw})`;
+}
+
 /** Modules in first-seen order over the adapters, with shapes and kinds checked to agree. */
-function planModules(adapters: PeftAdapter[]): ModulePlan[] {
+function planModules(adapters: MergeInput[]): ModulePlan[] {
   const plans = new Map<string, ModulePlan>();
   adapters.forEach((adapter, index) => {
     for (const info of adapter.modules) {
@@ -123,14 +143,13 @@ function planModules(adapters: PeftAdapter[]): ModulePlan[] {
       }
       const plan = plans.get(info.name);
       if (!plan) {
-        plans.set(info.name, { name: info.name, kind: info.kind, sources: [{ adapter: index, info }] });
+        plans.set(info.name, { name: info.name, kind: info.kind, conv: info.conv, sources: [{ adapter: index, info }] });
         continue;
       }
       const first = plan.sources[0];
-      const shape = (i: LoraModuleInfo) => `${i.kind} ${i.outFeatures}×${i.inFeatures}`;
-      if (info.kind !== plan.kind || info.outFeatures !== first.info.outFeatures || info.inFeatures !== first.info.inFeatures) {
+      if (shapeOf(info) !== shapeOf(first.info)) {
         throw new Error(
-          `module "${info.name}" is ${shape(first.info)} in ${adapters[first.adapter].dir} but ${shape(info)} in ${adapter.dir}: ` +
+          `module "${info.name}" is ${shapeOf(first.info)} in ${adapters[first.adapter].dir} but ${shapeOf(info)} in ${adapter.dir}: ` +
             'adapters for different base models (or layers) cannot be merged',
         );
       }
@@ -141,7 +160,7 @@ function planModules(adapters: PeftAdapter[]): ModulePlan[] {
 }
 
 /** modules_to_save tensors: carried over when one adapter has them, refused when several do (as PEFT). */
-function planFullTensors(adapters: PeftAdapter[]): Array<{ adapter: number; name: string; shape: number[] }> {
+function planFullTensors(adapters: MergeInput[]): Array<{ adapter: number; name: string; shape: number[] }> {
   const owners = new Map<string, number>();
   const out: Array<{ adapter: number; name: string; shape: number[] }> = [];
   adapters.forEach((adapter, index) => {
@@ -160,8 +179,29 @@ function planFullTensors(adapters: PeftAdapter[]): Array<{ adapter: number; name
   return out;
 }
 
+/**
+ * A LoRA file's module as a merge term: √|s| folded into each factor (the sign into A) and scaling 1.
+ * Then cat and the factor-wise methods compute exactly PEFT's formulas (√|w·s| on each factor), and
+ * the *_svd methods weight each delta s·B·A by w alone: the scale counts once, as kohya applies it;
+ * PEFT's double scaling (w·s on s·B·A) has no precedent for these files.
+ */
+async function loadFileTerm(file: LoraFile, index: number, info: LoraModuleInfo, weight: number): Promise<MergeTerm> {
+  const m = await file.load(info.name);
+  if (info.scaling === 1) return { adapter: index, A: m.A, B: m.B, scaling: 1, weight };
+  const root = Math.sqrt(Math.abs(info.scaling));
+  const signed = info.scaling < 0 ? -root : root;
+  return {
+    adapter: index,
+    A: matrix(m.A.rows, m.A.cols, m.A.data.map((x) => x * signed)),
+    B: matrix(m.B.rows, m.B.cols, m.B.data.map((x) => x * root)),
+    scaling: 1,
+    weight,
+  };
+}
+
 /** A module as a merge term, in PEFT's orientation (embeddings swapped), EDoRA latents folded into B. */
-async function loadTerm(backend: LinalgBackend, adapter: PeftAdapter, index: number, info: LoraModuleInfo, weight: number): Promise<MergeTerm> {
+async function loadTerm(backend: LinalgBackend, adapter: MergeInput, index: number, info: LoraModuleInfo, weight: number): Promise<MergeTerm> {
+  if (adapter instanceof LoraFile) return loadFileTerm(adapter, index, info, weight);
   const m = await adapter.load(info.name);
   const B = m.latent ? await backend.gemm(m.B, m.latent) : m.B; // ΔW = s·B·R·A = s·(B·R)·A
   const f = m.kind === 'embedding' ? { A: transpose(B), B: transpose(m.A) } : { A: m.A, B };
@@ -169,10 +209,60 @@ async function loadTerm(backend: LinalgBackend, adapter: PeftAdapter, index: num
 }
 
 /** Back from PEFT's orientation to the base weight's, as LoraModule wants. */
-function toLoraModule(name: string, kind: LoraKind, f: LowRank): LoraModule {
+function toLoraModule(plan: ModulePlan, f: LowRank): LoraModule {
   const rank = f.A.rows;
-  const factors = kind === 'embedding' ? { A: transpose(f.B), B: transpose(f.A) } : f;
-  return { name, kind, A: factors.A, B: factors.B, alpha: rank };
+  const factors = plan.kind === 'embedding' ? { A: transpose(f.B), B: transpose(f.A) } : f;
+  const m: LoraModule = { name: plan.name, kind: plan.kind, A: factors.A, B: factors.B, alpha: rank };
+  if (plan.conv) m.conv = plan.conv;
+  return m;
+}
+
+/** The report's path: report.json in the output folder, or `<name>.report.json` beside an output file. */
+export function mergeReportPath(out: string): string {
+  return isLoraFilePath(out) ? out.replace(/\.safetensors$/i, '.report.json') : join(out, REPORT_FILE);
+}
+
+function isLoraFilePath(path: string): boolean {
+  return /\.safetensors$/i.test(path);
+}
+
+/**
+ * Whether the inputs are LoRA files (true) or PEFT folders (false), with the output checked to match:
+ * one kind of input per run, and a `.safetensors` output for files.
+ */
+async function inputKind(opts: MergeAdaptersOptions): Promise<boolean> {
+  const isFile = await Promise.all(opts.adapters.map(async (a) => isLoraFilePath(a.path) && (await stat(a.path).catch(() => undefined))?.isFile() === true));
+  const files = isFile.filter(Boolean).length;
+  if (files > 0 && files < isFile.length) {
+    const file = opts.adapters[isFile.indexOf(true)].path;
+    const dir = opts.adapters[isFile.indexOf(false)].path;
+    throw new UsageError(`${file} is a LoRA file but ${dir} is not: merge PEFT folders with PEFT folders, and kohya/diffusers files with files of the same layout`);
+  }
+  if (files === 0) return false;
+  if (!isLoraFilePath(opts.out)) throw new UsageError(`--out ${opts.out}: the inputs are LoRA files, so the output is one too: give a path ending in .safetensors`);
+  if (opts.format !== undefined) throw new UsageError(`--format ${opts.format} applies to PEFT folders; LoRA files are written in their inputs' layout (kohya or diffusers)`);
+  if (!opts.overwrite && (await stat(opts.out).catch(() => undefined))) {
+    throw new UsageError(`--out ${opts.out} exists: choose another file or pass --force to replace it`);
+  }
+  return true;
+}
+
+/** All LoRA files in one layout (their names differ otherwise); returns it. */
+function commonFileFormat(files: LoraFile[]): LoraFileFormat {
+  const other = files.find((f) => f.format !== files[0].format);
+  if (other) {
+    throw new UsageError(
+      `${files[0].path} is a ${files[0].format} LoRA file but ${other.path} is ${other.format}: module names differ between the layouts; ` +
+        'merge files of one layout',
+    );
+  }
+  return files[0].format;
+}
+
+/** The header entries kohya's own merge carries from its inputs (the base model), taken from the first file. */
+function carriedMetadata(file: LoraFile): Record<string, string> {
+  const keep = ['ss_base_model_version', 'ss_v2'];
+  return Object.fromEntries(keep.filter((k) => file.metadata[k] !== undefined).map((k) => [k, file.metadata[k]]));
 }
 
 function validate(opts: MergeAdaptersOptions): void {
@@ -186,7 +276,7 @@ function validate(opts: MergeAdaptersOptions): void {
   if (problem) throw new Error(problem);
 }
 
-function notesFor(resolved: MethodName, requested: MethodName, exact: boolean, adapterCount: number): string[] {
+function notesFor(resolved: MethodName, requested: MethodName, exact: boolean, adapterCount: number, files: boolean): string[] {
   const m = MERGE_METHODS[resolved];
   const notes: string[] = [];
   if (adapterCount === 1 && requested !== 'linear') {
@@ -198,7 +288,9 @@ function notesFor(resolved: MethodName, requested: MethodName, exact: boolean, a
         'the weighted sum of the adapters; --exact merges the deltas and re-factorises instead',
     );
   }
-  if (m.family === 'svd' && !exact) {
+  if (m.family === 'svd' && !exact && files) {
+    notes.push(`${resolved} on LoRA files weights each delta (alpha/r)·up·down by w_i, applying each module's scale once, as kohya does`);
+  } else if (m.family === 'svd' && !exact) {
     notes.push(
       `${resolved} reproduces PEFT at 5d602fd, which applies each adapter's scaling twice (weights w_i·s_i on deltas s_i·B_i·A_i); ` +
         '--exact uses w_i, as PEFT does after PR #3111',
@@ -249,7 +341,7 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
   const started = performance.now();
   validate(opts);
   const exact = opts.exact ?? false;
-  const format = opts.format ?? 'peft';
+  const files = await inputKind(opts);
   // PEFT: with one adapter every combination type becomes linear
   const resolvedName: MethodName = opts.adapters.length === 1 ? 'linear' : opts.method;
   const method = MERGE_METHODS[resolvedName];
@@ -264,11 +356,12 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
     inputs: opts.adapters.map((a) => a.path),
     open: async (keep) => {
       const backend = opts.backend ?? (await getBackend());
-      const adapters: PeftAdapter[] = [];
-      for (const a of opts.adapters) adapters.push(keep(await openPeftAdapter(a.path)));
+      const adapters: MergeInput[] = [];
+      for (const a of opts.adapters) adapters.push(keep(files ? await openLoraFile(a.path) : await openPeftAdapter(a.path)));
       return { backend, adapters };
     },
     plan: ({ adapters }) => {
+      const format: AdapterFormat | LoraFileFormat = files ? commonFileFormat(adapters as LoraFile[]) : (opts.format ?? 'peft');
       const plans = planModules(adapters);
       if (plans.length === 0) throw new Error('the adapters have no LoRA modules to merge');
       const fullTensors = planFullTensors(adapters);
@@ -283,19 +376,24 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
           if (problem) throw new Error(problem);
         }
       }
-      return { items: plans, fullTensors, rank };
+      return { items: plans, fullTensors, rank, format };
     },
     output: {
-      dir: opts.out,
-      overwrite: opts.overwrite,
-      sink: (tmpPath, { res: { adapters } }) =>
-        createAdapterSink(tmpPath, {
-          format,
+      ...(files ? { file: opts.out } : { dir: opts.out, overwrite: opts.overwrite }),
+      sink: async (tmpPath, { res: { adapters }, plan: { items, format } }): Promise<ModuleSink> => {
+        const first = adapters[0];
+        if (first instanceof LoraFile) {
+          const moduleNames = items.map((p) => p.name);
+          return createLoraFileWriter(tmpPath, { format: format as LoraFileFormat, dtype: opts.dtype, metadata: carriedMetadata(first), moduleNames });
+        }
+        return createAdapterSink(tmpPath, {
+          format: format as AdapterFormat,
           dtype: opts.dtype,
-          baseModel: (adapters[0].config.base_model_name_or_path as string | null | undefined) ?? undefined,
+          baseModel: (first.config.base_model_name_or_path as string | null | undefined) ?? undefined,
           baseConfig: opts.baseConfig,
           useRslora: false, // r = alpha gives scaling 1 only without rsLoRA (PEFT keeps rsLoRA here: its quirk 8)
-        }),
+        });
+      },
     },
     load: (p, { res: { backend, adapters } }) =>
       Promise.all(p.sources.map((s) => loadTerm(backend, adapters[s.adapter], s.adapter, s.info, opts.adapters[s.adapter].weight))),
@@ -328,14 +426,14 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
       };
       if (merged.clampHi !== undefined) row.clampHi = merged.clampHi;
       if (merged.A.rows === 0) row.omitted = 'the merged delta is zero (the adapters cancel here); nothing to write';
-      else await sink.addModule(toLoraModule(plan.name, plan.kind, merged));
+      else await sink.addModule(toLoraModule(plan, merged));
       return row;
     },
-    finish: async (modules, { res: { adapters }, plan: { fullTensors, rank }, sink, tmpPath }) => {
+    finish: async (modules, { res: { adapters }, plan: { fullTensors, rank, format }, sink, tmpPath }) => {
       if (modules.every((m) => m.omitted)) {
         throw new Error('the merged adapter is zero in every module (the weighted adapters cancel out); there is nothing to write');
       }
-      for (const t of fullTensors) await sink.addFull(t.name, t.shape, await adapters[t.adapter].readFull(t.name));
+      for (const t of fullTensors) await sink.addFull(t.name, t.shape, await (adapters[t.adapter] as PeftAdapter).readFull(t.name)); // LoRA files have none
       await sink.finish();
 
       const errors = modules.map((m) => m.relError).filter((e): e is number => e !== null);
@@ -353,7 +451,7 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
         format,
         modules,
         carriedTensors: fullTensors.map((t) => t.name),
-        notes: [...notesFor(resolvedName, opts.method, exact, opts.adapters.length), ...lowerRankNote(uses('svdRank') ? opts.svdRank : undefined, modules)],
+        notes: [...notesFor(resolvedName, opts.method, exact, opts.adapters.length, files), ...lowerRankNote(uses('svdRank') ? opts.svdRank : undefined, modules)],
         maxRelError: errors.length ? Math.max(...errors) : null,
         seconds: 0,
       };
@@ -365,7 +463,10 @@ export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeRe
       if (uses('svdRank')) report.svdRank = Number.isFinite(rank) ? rank : null;
       if (opts.svdClamp !== undefined) report.svdClamp = opts.svdClamp;
       report.seconds = (performance.now() - started) / 1000;
-      await writeFile(join(tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+      const json = JSON.stringify(report, null, 2) + '\n';
+      // a file output is already in place (its writer renamed it on finish): the report goes beside it
+      if (files) await atomicWriteFile(mergeReportPath(opts.out), json);
+      else await writeFile(join(tmpPath, REPORT_FILE), json);
       return report;
     },
     onProgress: opts.onProgress,

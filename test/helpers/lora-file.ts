@@ -1,0 +1,109 @@
+/**
+ * Synthetic image-model LoRA files (SDXL- and Flux-shaped subsets with real module names, small
+ * widths), written key by key as kohya's sd-scripts and diffusers save them, independently of
+ * loraforge's writer: kohya's names are made here from the module paths by kohya's own rule
+ * (prefix + "." + path, then "." → "_").
+ */
+import { writeSafetensorsFile } from '../../src/io/safetensors.js';
+import type { FloatDType } from '../../src/io/types.js';
+import { createRng } from '../../src/linalg/random.js';
+
+export interface PlantedModule {
+  /** kohya: the stem (lora_unet_…); diffusers: unet.… / text_encoder.… */
+  stem: string;
+  out: number;
+  in: number;
+  rank: number;
+  /** conv kernel [kh, kw]; absent: linear */
+  kernel?: [number, number];
+  /** absent: no alpha tensor (alpha = rank) */
+  alpha?: number;
+}
+
+/** kohya's name for a module: prefix + "." + path, every "." then "_" (networks/lora.py). */
+export function kohyaName(prefix: string, path: string): string {
+  return `${prefix}.${path}`.replaceAll('.', '_');
+}
+
+/** SDXL (sgm names, as kohya's SDXL LoRAs): a linear attention projection, a 3×3 conv, both text encoders. */
+export function sdxlModules(): PlantedModule[] {
+  return [
+    { stem: kohyaName('lora_unet', 'input_blocks.4.1.transformer_blocks.0.attn1.to_q'), out: 12, in: 12, rank: 4, alpha: 2 },
+    { stem: kohyaName('lora_unet', 'input_blocks.4.1.proj_in'), out: 12, in: 12, rank: 4, alpha: 2 },
+    { stem: kohyaName('lora_unet', 'input_blocks.1.0.in_layers.2'), out: 6, in: 5, rank: 3, kernel: [3, 3], alpha: 1.5 },
+    { stem: kohyaName('lora_te1', 'text_model.encoder.layers.0.self_attn.q_proj'), out: 8, in: 8, rank: 4, alpha: 4 },
+    { stem: kohyaName('lora_te2', 'text_model.encoder.layers.0.mlp.fc1'), out: 16, in: 8, rank: 4 },
+  ];
+}
+
+/** Flux (BFL names, as kohya's lora_flux): fused qkv, a single block's linear1, CLIP-L. */
+export function fluxModules(): PlantedModule[] {
+  return [
+    { stem: kohyaName('lora_unet', 'double_blocks.0.img_attn.qkv'), out: 18, in: 6, rank: 2, alpha: 1 },
+    { stem: kohyaName('lora_unet', 'single_blocks.0.linear1'), out: 24, in: 6, rank: 2, alpha: 1 },
+    { stem: kohyaName('lora_te1', 'text_model.encoder.layers.0.self_attn.k_proj'), out: 8, in: 8, rank: 2, alpha: 1 },
+  ];
+}
+
+/** SD 1.5 in diffusers' layout: PEFT keys, a 3×3 resnet conv, the text encoder. */
+export function diffusersModules(): PlantedModule[] {
+  return [
+    { stem: 'unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q', out: 10, in: 10, rank: 3 },
+    { stem: 'unet.down_blocks.0.resnets.0.conv1', out: 6, in: 4, rank: 2, kernel: [3, 3] },
+    { stem: 'text_encoder.text_model.encoder.layers.0.self_attn.q_proj', out: 8, in: 8, rank: 2 },
+  ];
+}
+
+export interface PlantedFactors {
+  /** r × (in·kh·kw), row-major as the down tensor's bytes */
+  down: Float32Array;
+  /** out × r */
+  up: Float32Array;
+}
+
+export function plantFactors(m: PlantedModule, seed: number): PlantedFactors {
+  const rng = createRng(seed);
+  const k = m.kernel ? m.kernel[0] * m.kernel[1] : 1;
+  const down = Float32Array.from({ length: m.rank * m.in * k }, () => rng.normal() * 0.5);
+  const up = Float32Array.from({ length: m.out * m.rank }, () => rng.normal() * 0.5);
+  return { down, up };
+}
+
+/** Writes the modules in kohya's or diffusers' keys; returns each module's factors by stem. */
+export async function writeLoraFile(
+  path: string,
+  format: 'kohya' | 'diffusers',
+  modules: PlantedModule[],
+  seed: number,
+  opts: { dtype?: FloatDType; metadata?: Record<string, string> } = {},
+): Promise<Map<string, PlantedFactors>> {
+  const dtype = opts.dtype ?? 'F32';
+  const factors = new Map<string, PlantedFactors>();
+  const tensors: Array<{ name: string; shape: number[]; data: Float32Array; dtype: FloatDType }> = [];
+  modules.forEach((m, i) => {
+    const f = plantFactors(m, seed * 1000 + i);
+    factors.set(m.stem, f);
+    const downShape = m.kernel ? [m.rank, m.in, ...m.kernel] : [m.rank, m.in];
+    const upShape = m.kernel ? [m.out, m.rank, 1, 1] : [m.out, m.rank];
+    const [down, up] = format === 'kohya' ? ['lora_down.weight', 'lora_up.weight'] : ['lora_A.weight', 'lora_B.weight'];
+    tensors.push({ name: `${m.stem}.${down}`, shape: downShape, data: f.down, dtype });
+    tensors.push({ name: `${m.stem}.${up}`, shape: upShape, data: f.up, dtype });
+    if (m.alpha !== undefined) tensors.push({ name: `${m.stem}.alpha`, shape: [], data: Float32Array.of(m.alpha), dtype });
+  });
+  await writeSafetensorsFile(path, tensors, opts.metadata);
+  return factors;
+}
+
+/** ΔW = s·up·down in f64, out × (in·kh·kw). */
+export function deltaOf(m: PlantedModule, f: PlantedFactors, scale: number): Float64Array {
+  const cols = f.down.length / m.rank;
+  const d = new Float64Array(m.out * cols);
+  for (let o = 0; o < m.out; o++) {
+    for (let j = 0; j < cols; j++) {
+      let s = 0;
+      for (let r = 0; r < m.rank; r++) s += f.up[o * m.rank + r] * f.down[r * cols + j];
+      d[o * cols + j] = scale * s;
+    }
+  }
+  return d;
+}
