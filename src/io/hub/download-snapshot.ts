@@ -52,7 +52,7 @@ const folderOf = (path: string): string => path.slice(0, path.lastIndexOf('/') +
  */
 async function narrowToShards(chosen: string[], all: Set<string>, readIndex: (path: string) => Promise<string>, req: SnapshotRequest, where: string): Promise<string[]> {
   const indexes = chosen.filter(isSafetensorsIndex);
-  if (indexes.length === 0) return chosen;
+  if (indexes.length === 0) return [...chosen].sort();
   const shards = new Set<string>();
   for (const index of indexes) for (const s of shardsFor(index, await readIndex(index), req.tensors)) shards.add(s);
   for (const s of shards) {
@@ -108,7 +108,7 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
         const file = files[next++]!;
         let item = 0;
         let lastEvent = 0;
-        downloadedBytes += await downloadBlob({
+        const fetched = await downloadBlob({
           opts, req: r, repoDir, commit, file,
           onBytes(n) {
             item += n;
@@ -120,6 +120,7 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
             }
           },
         });
+        downloadedBytes += fetched; // after the await: `x += await` would drop the other workers' bytes
         // a blob already in the cache (shared with another revision, or Python's) counts as done
         done += file.size - item;
         await linkIntoSnapshot(repoDir, commit, file.path, file.etag);
