@@ -11,6 +11,10 @@ export interface ProgressEvent {
   total: number;
   /** the tensor or module just finished */
   name: string;
+  /** phases that move bytes (Hub downloads): the current item's bytes so far and size, and the whole phase's */
+  bytes?: { item: number; itemTotal: number; done: number; total: number };
+  /** an update inside an item not finished yet (only `bytes` moved): item counters skip it */
+  partial?: boolean;
 }
 
 export type OnProgress = (event: ProgressEvent) => void;
