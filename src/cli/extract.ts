@@ -7,7 +7,7 @@ import type { ExtractEvalReport } from '../extract/evaluate.js';
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS } from '../lora/sink.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
-import { dtypeOption, helpStyle } from './options.js';
+import { dtypeOption, helpStyle, hubOptions, HUB_IDS_HELP } from './options.js';
 import { formatBytes, formatPercent as pct, formatRange, tensorTable } from './format.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
@@ -40,6 +40,7 @@ interface ExtractFlags {
   evalLines?: boolean;
   evalCtx?: string;
   evalMaxTokens?: string;
+  offline?: boolean;
 }
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -96,6 +97,7 @@ export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
   const targetModules = f.targetModules?.split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (targetModules !== undefined && targetModules.length === 0) throw new UsageError('--target-modules needs at least one module name, e.g. q_proj,v_proj');
   return {
+    hub: hubOptions(f),
     modelA: f.modelA,
     modelB: f.modelB,
     out: f.out,
@@ -225,17 +227,20 @@ export function registerExtract(program: Command): void {
     .option('--force', 'replace a non-empty --out')
     .option('--json', 'print the report as JSON on stdout instead of the table')
     .option('--quiet', 'no progress bar')
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
 Examples:
+  loraforge extract --model-a meta-llama/Llama-3.2-1B --model-b ./my-finetune --out ./adapter --target-modules q_proj,v_proj
   loraforge extract --model-a ./Llama-3.2-1B-Instruct --model-b ./my-finetune --out ./adapter
   loraforge extract --model-a base --model-b tuned --out adapter --energy 0.95 --max-rank 64
   loraforge extract --model-a base --model-b tuned --out adapter --rank 32 --target-modules q_proj,v_proj --format both
   loraforge extract --model-a base --model-b tuned --out adapter --embeddings full --json | jq .totals
   loraforge extract --model-a base --model-b tuned --out adapter --eval-text wiki.txt --eval-max-tokens 8192
 
-Exit codes: 0 done, 1 bad input (files, shapes, NaN), 2 bad command line.`,
+Exit codes: 0 done, 1 bad input (files, shapes, NaN), 2 bad command line.
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: ExtractFlags) => {
       const opts = extractOptionsFromFlags(flags);

@@ -12,6 +12,7 @@ import { parseAdapterSpec, type AdapterSpec } from '../lora/adapter-spec.js';
 import { noteInput, readInputText } from '../io/inputs.js';
 import { UsageError } from './errors.js';
 import { parseJsonText } from '../io/json-file.js';
+import type { HubOptions } from '../io/hub/index.js';
 
 /** Every spelling users bring (ours, llama.cpp's, torch's, numpy's) of the three float types we write. */
 const DTYPE_SPELLINGS: Readonly<Record<FloatDType, readonly string[]>> = {
@@ -132,3 +133,20 @@ export function parseKlPositions(text: string): KlPositions {
   if (!m || Number(m[1]) < 1) throw new UsageError(`--kl-positions must be "all" or "tail:N" with N ≥ 1, got "${text}"`);
   return { tail: Number(m[1]) };
 }
+
+/** `--offline`, for every command that takes models or adapters (which may be Hub ids). */
+export function addHubFlag(command: Command): Command {
+  return command.option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)');
+}
+
+/** The library's Hub options from the command line (the environment adds the rest). */
+export function hubOptions(flags: { offline?: boolean }): HubOptions | undefined {
+  return flags.offline ? { offline: true } : undefined;
+}
+
+/** The --help paragraph of every command that takes models or adapters. */
+export const HUB_IDS_HELP = `
+Models and adapters may be local paths or Hugging Face Hub ids: org/name, org/name@revision (branch,
+tag or commit), org/name/sub/file.safetensors. A local path that exists always wins over a Hub id.
+Hub files go into the cache transformers and PEFT share (HF_HUB_CACHE, else HF_HOME/hub), only those
+the command reads; HF_TOKEN (or huggingface-cli login) for gated or private repos.`;

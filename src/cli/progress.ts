@@ -2,7 +2,8 @@
  * A progress bar on stderr. Silent when stderr is not a terminal (logs, CI, pipes) or with --quiet,
  * so scripted runs only ever see the final summary.
  */
-import type { OnProgress } from '../progress.js';
+import type { OnProgress, ProgressEvent } from '../progress.js';
+import { formatBytes } from './format.js';
 
 export interface Progress {
   tick(label?: string): void;
@@ -63,18 +64,55 @@ export function createProgress(title: string, total: number, opts: { quiet?: boo
   };
 }
 
+/** A bar of bytes (Hub downloads): the whole phase's bytes, and the file now arriving with its own. */
+function createByteProgress(title: string, opts: { quiet?: boolean; stream?: ProgressStream }): { update(p: ProgressEvent): void; done(): void } {
+  const stream = opts.stream ?? process.stderr;
+  if (opts.quiet || !stream.isTTY) return { update() {}, done() {} };
+  let lastDraw = 0;
+  let drawn = false;
+  return {
+    update(p) {
+      const now = Date.now();
+      if (!p.bytes || (now - lastDraw <= 100 && p.partial)) return;
+      lastDraw = now;
+      const { done, total, item, itemTotal } = p.bytes;
+      const filled = total > 0 ? Math.min(BAR_WIDTH, Math.round((Math.min(done, total) / total) * BAR_WIDTH)) : 0;
+      const line = `${title} [${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}] ${formatBytes(done)}/${formatBytes(total)} file ${p.index + 1}/${p.total} ${p.name} ${formatBytes(item)}/${formatBytes(itemTotal)}`;
+      const width = lineWidth(stream);
+      stream.write(`\r${line.slice(0, width).padEnd(width)}`);
+      drawn = true;
+    },
+    done() {
+      if (drawn) stream.write('\r' + ' '.repeat(lineWidth(stream)) + '\r');
+      drawn = false;
+    },
+  };
+}
+
+/** The phase of Hub downloads: its events carry bytes and go to a byte bar of their own. */
+const DOWNLOAD_PHASE = 'download';
+
 /**
  * A bar created on the first tick, when the total is known; done() clears it (safe to call when
- * nothing ticked). `tick` is any library entry point's `onProgress`.
+ * nothing ticked). `tick` is any library entry point's `onProgress`; Hub downloads before the
+ * command's work (phase 'download') get a byte bar, cleared when the work begins.
  */
 export function lazyProgress(title: string, quiet: boolean, stream?: ProgressStream): { tick: OnProgress; done: () => void } {
   let bar: Progress | undefined;
+  let download: ReturnType<typeof createByteProgress> | undefined;
   return {
     tick(p) {
+      if (p.phase === DOWNLOAD_PHASE) {
+        download ??= createByteProgress('download', { quiet, stream });
+        download.update(p);
+        return;
+      }
+      download?.done();
       bar ??= createProgress(title, p.total, { quiet, stream });
       bar.tick(p.name);
     },
     done() {
+      download?.done();
       bar?.done();
     },
   };

@@ -23,6 +23,9 @@ import { runCommand } from '../pipeline/run.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import type { OnProgress } from '../progress.js';
 import { UsageError } from '../errors.js';
+import { isHubInput, localInput } from '../io/local-inputs.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { mayBeTarget } from '../delta/targets.js';
 import { checkEvalOptions, evaluateExtraction, type ExtractEvalOptions } from './evaluate.js';
 
 export interface ExtractOptions {
@@ -67,7 +70,9 @@ export interface ExtractOptions {
    * the report's `eval`. PEFT output only (the adapter evaluated is the PEFT one).
    */
   evalText?: ExtractEvalOptions;
-  /** called after each tensor, then (phase 'eval …') after each layer of the evaluation */
+  /** how Hub ids among the models are fetched (offline, cache, endpoint, token) */
+  hub?: HubOptions;
+  /** called after each tensor, then (phase 'eval …') after each layer of the evaluation; downloads as phase 'download' */
   onProgress?: OnProgress;
 }
 
@@ -91,12 +96,13 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
     if (opts.format === 'gguf') throw new UsageError('evaluating the extracted adapter is not supported for a GGUF LoRA: use --format peft or both');
     await checkEvalOptions(opts.evalText);
   }
-  const report = await extractAdapter(opts);
+  const local = await localPair(opts);
+  const report = await extractAdapter({ ...opts, modelA: local.modelA, modelB: local.modelB }, local.tensors);
   if (!opts.evalText) return report;
   try {
     report.eval = await evaluateExtraction({
-      modelA: opts.modelA,
-      modelB: opts.modelB,
+      modelA: local.modelA,
+      modelB: local.modelB,
       adapter: opts.out,
       eval: opts.evalText,
       backend: opts.backend ?? (await getBackend({ threads: opts.threads })),
@@ -111,7 +117,22 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
   return report;
 }
 
-function extractAdapter(opts: ExtractOptions): Promise<ExtractReport> {
+/**
+ * The two models as local paths. When a model comes from the Hub and the targets are narrowed
+ * (--target-modules, --include), only the shards that may hold a target are downloaded, and both
+ * models are then read as those tensors alone, so that the two sides still pair up.
+ */
+async function localPair(opts: ExtractOptions): Promise<{ modelA: string; modelB: string; tensors?: (name: string) => boolean }> {
+  const narrowed = opts.targetModules !== undefined || opts.include !== undefined;
+  const fromHub = (await isHubInput(opts.modelA)) || (await isHubInput(opts.modelB));
+  const selection = { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude };
+  const embeddings = (opts.embeddings ?? 'skip') !== 'skip';
+  const tensors = narrowed && fromHub ? (name: string) => mayBeTarget(name, selection, embeddings) : undefined;
+  const how = { hub: opts.hub, onProgress: opts.onProgress, tensors };
+  return { modelA: await localInput(opts.modelA, 'model', how), modelB: await localInput(opts.modelB, 'model', how), tensors };
+}
+
+function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolean): Promise<ExtractReport> {
   const started = performance.now();
   const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
   const format = opts.format ?? 'peft';
@@ -129,8 +150,8 @@ function extractAdapter(opts: ExtractOptions): Promise<ExtractReport> {
   return runCommand({
     inputs: [opts.modelA, opts.modelB, ...(opts.evalText ? [opts.evalText.text] : [])],
     open: async (keep) => {
-      const a = keep(await openCheckpoint(opts.modelA));
-      const b = keep(await openCheckpoint(opts.modelB));
+      const a = keep(await openCheckpoint(opts.modelA, { tensors }));
+      const b = keep(await openCheckpoint(opts.modelB, { tensors }));
       // the reader thread starts up while the plan, the GEMM backend and the output are prepared
       const loading = startPairLoader();
       keep({ close: () => loading.cancel() });
@@ -145,6 +166,7 @@ function extractAdapter(opts: ExtractOptions): Promise<ExtractReport> {
         saveModules: opts.saveModules ?? false,
         skip3d: opts.skip3d ?? false,
       });
+      if (tensors) plan.notes.push('a model came from the Hub with narrowed targets: only the shards that may hold a target were downloaded, so tensors outside the targets were not compared');
       const backend = opts.backend ?? (await getBackend({ threads: opts.threads }));
       return { items: plan.jobs, extraction: plan, backend, dtype: opts.dtype ?? defaultDtype(plan) };
     },
