@@ -7,28 +7,22 @@
  * - a vocabulary that was stripped or extended rewrites tokenizer.json (its added_tokens) and
  *   tokenizer_config.json's added_tokens_decoder; added_tokens.json, which would list stale ids, is left out;
  * - chat_template: "auto" takes the template most of the merged models use (the first of equally
- *   common ones), "chatml" the ChatML template, anything else is the template itself; it is written
- *   into tokenizer_config.json and the chat_template.jinja / .json files that would override it are left out.
+ *   common ones), a built-in name (chat-templates.ts) that template, anything else is the template
+ *   itself, as written; it goes into tokenizer_config.json and the chat_template.jinja / .json files
+ *   that would override it are left out.
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { readJsonFileIfPresent } from '../io/json-file.js';
 import { pickChatTemplate } from '../tokenizer/chat-template.js';
+import { BUILTIN_CHAT_TEMPLATE_NAMES, builtinChatTemplate } from './chat-templates.js';
 import type { Json, OutputVocab } from './vocab.js';
 
 /** The files a tokenizer is saved as (transformers' names, the slow tokenizers' vocab files included). */
 export const TOKENIZER_FILE = /^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja))$/;
 
 const TEMPLATE_FILE = /^chat_template\.(json|jinja)$/;
-
-/** ChatML, mergekit's "chatml" built-in. */
-const CHATML =
-  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}" +
-  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-
-/** mergekit's other built-in names, not shipped here. */
-const OTHER_BUILTINS = ['alpaca', 'llama3', 'mistral', 'exaone'];
 
 export interface TokenizerFilesParams {
   vocab?: OutputVocab;
@@ -70,9 +64,13 @@ async function chooseTemplate(value: string, where: string, models: readonly str
     for (const [t, n] of counts) if (best === undefined || n > (counts.get(best) as number)) best = t;
     return best;
   }
-  if (value === 'chatml') return CHATML;
-  if (OTHER_BUILTINS.includes(value)) throw new UsageError(`${where}: the built-in template "${value}" is not shipped with loraforge (only chatml is): paste the template text as chat_template, or use auto`);
-  if (value.length < 20 || !value.includes('{')) throw new UsageError(`${where}: "${value}" is neither auto, chatml nor a Jinja template (mergekit's rule: at least 20 characters with a "{")`);
+  const builtin = builtinChatTemplate(value);
+  if (builtin !== undefined) return builtin;
+  // mergekit's rule for a template given as text; it is written as it is
+  if (value.length < 20 || !value.includes('{')) {
+    const shown = JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+    throw new UsageError(`${where}: unknown chat_template ${shown}: use auto, one of ${BUILTIN_CHAT_TEMPLATE_NAMES.join(', ')}, or a Jinja template (at least 20 characters with a "{")`);
+  }
   return value;
 }
 
