@@ -5,6 +5,7 @@
  * transformers' apply_chat_template (trim_blocks and lstrip_blocks on). Ours keep all text inside
  * {{ }} so they render the same whatever those settings are (transformers, @huggingface/jinja, llama.cpp).
  */
+import { UsageError } from '../errors.js';
 
 /** ChatML: <|im_start|>role\ncontent<|im_end|>\n per message; no BOS. */
 const CHATML =
@@ -77,4 +78,17 @@ export const BUILTIN_CHAT_TEMPLATE_NAMES: readonly string[] = Object.keys(BUILTI
 /** The built-in template called `name`, or undefined. */
 export function builtinChatTemplate(name: string): string | undefined {
   return Object.hasOwn(BUILTIN, name) ? BUILTIN[name] : undefined;
+}
+
+/**
+ * Refuses a chat_template that is neither auto, a built-in name, nor template text (mergekit's
+ * rule: text of at least 20 characters with a "{"), at its YAML line; checked when the config is
+ * read, so a typo costs no merge.
+ */
+export function checkChatTemplateSetting(value: string, where: string): void {
+  if (value === 'auto' || builtinChatTemplate(value) !== undefined) return;
+  if (value.length < 20 || !value.includes('{')) {
+    const shown = JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+    throw new UsageError(`${where}: unknown chat_template ${shown}: use auto, one of ${BUILTIN_CHAT_TEMPLATE_NAMES.join(', ')}, or a Jinja template (at least 20 characters with a "{")`);
+  }
 }

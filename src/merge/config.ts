@@ -30,6 +30,7 @@ import type { FloatDType } from '../io/types.js';
 import { MERGE_METHODS, METHOD_NAMES, describeRange, inRange, isMethodName, type MergeMethodDef, type ParamDef } from './methods.js';
 import type { ConditionalParameter, ParameterMap, ParameterSetting, Scalar } from './params.js';
 import { readInputText } from '../io/inputs.js';
+import { checkChatTemplateSetting } from './chat-templates.js';
 
 /** A model as named in the config, with where it was named (for messages). */
 export interface ModelRef {
@@ -336,6 +337,7 @@ function checkConfig(raw: unknown, base: ConfigChecker, file: string, text: stri
   if (top.chat_template !== undefined && top.chat_template !== null) {
     config.chatTemplate = c.string(top.chat_template, ['chat_template'], 'auto, a template name or a Jinja template');
     config.chatTemplateWhere = c.where(['chat_template']);
+    checkChatTemplateSetting(config.chatTemplate, config.chatTemplateWhere);
   }
 
   const hasModels = top.models !== undefined && top.models !== null;

@@ -13,10 +13,9 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UsageError } from '../errors.js';
 import { readJsonFileIfPresent } from '../io/json-file.js';
 import { pickChatTemplate } from '../tokenizer/chat-template.js';
-import { BUILTIN_CHAT_TEMPLATE_NAMES, builtinChatTemplate } from './chat-templates.js';
+import { builtinChatTemplate, checkChatTemplateSetting } from './chat-templates.js';
 import type { Json, OutputVocab } from './vocab.js';
 
 /** The files a tokenizer is saved as (transformers' names, the slow tokenizers' vocab files included). */
@@ -64,15 +63,10 @@ async function chooseTemplate(value: string, where: string, models: readonly str
     for (const [t, n] of counts) if (best === undefined || n > (counts.get(best) as number)) best = t;
     return best;
   }
-  const builtin = builtinChatTemplate(value);
-  if (builtin !== undefined) return builtin;
-  // mergekit's rule for a template given as text; it is written as it is
-  if (value.length < 20 || !value.includes('{')) {
-    const shown = JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-    throw new UsageError(`${where}: unknown chat_template ${shown}: use auto, one of ${BUILTIN_CHAT_TEMPLATE_NAMES.join(', ')}, or a Jinja template (at least 20 characters with a "{")`);
-  }
-  return value;
+  checkChatTemplateSetting(value, where);
+  return builtinChatTemplate(value) ?? value;
 }
+
 
 /** tokenizer_config.json's added_tokens_decoder, as transformers writes it from tokenizer.json's added_tokens. */
 function addedTokensDecoder(json: Json): Json {
