@@ -23,6 +23,8 @@ import { runCommand } from '../pipeline/run.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { writeModelSideFiles } from '../io/model-folder.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localAdapters, localInput } from '../io/local-inputs.js';
 
 export type { AppliedUpdate } from '../lora/adapted-model.js';
 
@@ -40,6 +42,8 @@ export interface ApplyOptions {
   /** replace a non-empty --out */
   overwrite?: boolean;
   backend?: LinalgBackend;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   /** called after each output tensor is written */
   onProgress?: OnProgress;
 }
@@ -79,7 +83,8 @@ function outputTensors(base: Checkpoint, model: AdaptedModel, requested: FloatDT
 }
 
 /** Merges the adapters into the base and writes a full model folder. */
-export async function applyAdapters(opts: ApplyOptions): Promise<ApplyReport> {
+export async function applyAdapters(params: ApplyOptions): Promise<ApplyReport> {
+  const opts = { ...params, base: await localInput(params.base, 'model', params), adapters: await localAdapters(params.adapters, params) };
   const started = Date.now();
   if (opts.adapters.length === 0) throw new Error('apply: give at least one adapter');
   return runCommand({

@@ -18,6 +18,8 @@ import { readPrompts } from '../scoring/windows.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { UsageError } from '../errors.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localAdapters, localInput } from '../io/local-inputs.js';
 
 export interface CompareSide {
   model: string;
@@ -43,6 +45,8 @@ export interface CompareOptions {
   /** a model over the budget: one line per such model, before it answers */
   onWarning?: (message: string) => void;
   backend?: LinalgBackend;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   onProgress?: OnProgress;
 }
 
@@ -119,7 +123,12 @@ async function answerAll(
   }
 }
 
-export async function compareModels(opts: CompareOptions): Promise<CompareReport> {
+export async function compareModels(params: CompareOptions): Promise<CompareReport> {
+  const local = async (side: CompareSide): Promise<CompareSide> => ({
+    model: await localInput(side.model, 'model', params),
+    adapters: side.adapters && (await localAdapters(side.adapters, params)),
+  });
+  const opts = { ...params, model: await local(params.model), against: await local(params.against) };
   const started = Date.now();
   const maxNewTokens = opts.maxNewTokens ?? 128;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new UsageError(`--max-new-tokens must be a positive integer, got ${maxNewTokens}`);

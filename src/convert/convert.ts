@@ -31,6 +31,8 @@ import { asOutIn, resolveModuleTarget } from '../lora/module-target.js';
 import { checkAdapterVariant } from '../lora/variant.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 export const DEFAULT_ENERGY = 0.99;
 /**
@@ -55,6 +57,8 @@ export interface ConvertOptions {
   seed?: number;
   overwrite?: boolean;
   backend?: LinalgBackend;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   /** called after each module */
   onProgress?: OnProgress;
 }
@@ -100,7 +104,8 @@ interface Loaded {
 }
 
 /** Converts a DoRA/EDoRA adapter to plain LoRA (PEFT and/or GGUF), reporting each module's error. */
-export async function convertAdapter(opts: ConvertOptions): Promise<ConvertReport> {
+export async function convertAdapter(params: ConvertOptions): Promise<ConvertReport> {
+  const opts = { ...params, adapter: await localInput(params.adapter, 'adapter', params), base: params.base === undefined ? undefined : await localInput(params.base, 'model', params) };
   const started = Date.now();
   if ((opts.to ?? 'lora') !== 'lora') throw new Error(`convert: --to ${opts.to} is not supported; loraforge converts to plain LoRA (--to lora)`);
   if (opts.policy) checkPolicy(opts.policy);

@@ -61,6 +61,8 @@ export {
   type SigmaEdit,
 } from './sigma-edit.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 export interface ModuleEditReport {
   name: string;
@@ -104,6 +106,8 @@ interface EditOptionsBase {
   baseConfig?: Record<string, unknown>;
   /** replace a non-empty `out` */
   overwrite?: boolean;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   onProgress?: OnProgress;
 }
 
@@ -279,7 +283,8 @@ async function planAdapterEdit(adapter: PeftAdapter, opts: EditAdapterOptions) {
  * unselected modules and modules_to_save tensors are copied unchanged. MoE expert stacks
  * (target_parameters) are selected by their parameter's path and edited expert by expert.
  */
-export function editAdapter(opts: EditAdapterOptions): Promise<EditSummary> {
+export async function editAdapter(params: EditAdapterOptions): Promise<EditSummary> {
+  const opts = { ...params, adapter: await localInput(params.adapter, 'adapter', params) };
   const format = opts.format ?? 'peft';
   return runCommand({
     inputs: [opts.adapter],
@@ -409,7 +414,8 @@ function planDeltaEdit(a: Checkpoint, b: Checkpoint, opts: EditDeltaOptions) {
  * stack (target_parameters, as extract writes it), extracted whole when --include picks any of
  * its experts, selected by its parameter's path and edited expert by expert.
  */
-export function editDelta(opts: EditDeltaOptions): Promise<EditSummary> {
+export async function editDelta(params: EditDeltaOptions): Promise<EditSummary> {
+  const opts = { ...params, modelA: await localInput(params.modelA, 'model', params), modelB: await localInput(params.modelB, 'model', params) };
   const select = opts.select ?? {};
   const format = opts.format ?? 'peft';
   if (!Number.isInteger(opts.rank) || opts.rank < 1) return Promise.reject(new Error(`spectrum/edit.ts: rank must be an integer ≥ 1, got ${opts.rank}`));

@@ -28,6 +28,8 @@ import { weightNorms } from '../lora/weight-update.js';
 import { edoraReconstrConfig, RECONSTR_CONFIG_FILE } from '../lora/variant.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 export const DEFAULT_EDORA_SIGMA = 1e-5;
 export const DEFAULT_EDORA_POWER_ITERS = 4;
@@ -50,6 +52,8 @@ export interface EdoraInitOptions {
   dtype?: FloatDType;
   overwrite?: boolean;
   backend?: LinalgBackend;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   /** called after each module */
   onProgress?: OnProgress;
 }
@@ -110,7 +114,8 @@ function selectModules(base: Checkpoint, targets: string[], rank: number): Selec
   return selected;
 }
 
-export async function edoraInit(opts: EdoraInitOptions): Promise<EdoraInitReport> {
+export async function edoraInit(params: EdoraInitOptions): Promise<EdoraInitReport> {
+  const opts = { ...params, base: await localInput(params.base, 'model', params) };
   const started = Date.now();
   const seed = opts.seed ?? 0;
   const sigma = opts.sigma ?? DEFAULT_EDORA_SIGMA;

@@ -17,6 +17,8 @@ import { InputError, UsageError } from '../errors.js';
 import type { OnProgress } from '../progress.js';
 import { scoreWindows, summarize, type KlPositions } from '../scoring/scoring.js';
 import { promptLines, promptWindow, textStream, windows as cutWindows, type Window } from '../scoring/windows.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localAdapters, localInput } from '../io/local-inputs.js';
 
 export type { KlPositions } from '../scoring/scoring.js';
 
@@ -50,6 +52,8 @@ export interface EvalOptions {
   /** hidden-state rows per group of windows (default from the model's width: about 64 MB of activations) */
   batchTokens?: number;
   backend?: LinalgBackend;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   onProgress?: OnProgress;
 }
 
@@ -102,7 +106,9 @@ export interface EvalReport extends PerplexityStats {
   seconds: number;
 }
 
-export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
+export async function evaluate(params: EvalOptions): Promise<EvalReport> {
+  const reference = params.reference && { ...params.reference, model: await localInput(params.reference.model, 'model', params), adapters: params.reference.adapters && (await localAdapters(params.reference.adapters, params)) };
+  const opts = { ...params, model: await localInput(params.model, 'model', params), adapters: params.adapters && (await localAdapters(params.adapters, params)), reference };
   const started = Date.now();
   const sources = [opts.text, opts.prompts, opts.promptTexts].filter((x) => x !== undefined).length;
   if (sources !== 1) throw new UsageError('eval: give one of a text file (--text), a prompt file (--prompts) or prompt texts');

@@ -59,3 +59,10 @@ export async function localInputList(texts: readonly string[], kind: InputKind, 
   for (const t of texts) out.push(await localInput(t, kind, opts));
   return out;
 }
+
+/** Adapter arguments (`{ dir }`, with a weight or scale) with each folder made local. */
+export async function localAdapters<T extends { dir: string }>(specs: readonly T[], opts: LocalInputOptions = {}): Promise<T[]> {
+  const out: T[] = [];
+  for (const s of specs) out.push({ ...s, dir: await localInput(s.dir, 'adapter', opts) });
+  return out;
+}

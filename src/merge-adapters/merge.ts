@@ -37,6 +37,8 @@ import {
 import { seededMaskSource } from './prune.js';
 import type { LowRank, MajoritySign, MaskSource, MergeTerm } from './types.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 export const REPORT_FILE = 'report.json';
 const DEFAULT_MAJORITY_SIGN: MajoritySign = 'total';
@@ -63,6 +65,8 @@ export interface MergeAdaptersOptions extends MethodOptions {
   backend?: LinalgBackend;
   /** where DARE masks come from; default: the seeded RNG (`seed`) */
   masks?: MaskSource;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   /** called after each module */
   onProgress?: OnProgress;
 }
@@ -337,7 +341,10 @@ function breadcrumbsProblem(plans: readonly ModulePlan[], density: number, gamma
 }
 
 /** Merges PEFT LoRA adapters into one new adapter; see docs/usage/merge-adapters.md. */
-export async function mergeAdapters(opts: MergeAdaptersOptions): Promise<MergeReport> {
+export async function mergeAdapters(params: MergeAdaptersOptions): Promise<MergeReport> {
+  const adapters: AdapterInput[] = [];
+  for (const a of params.adapters) adapters.push({ ...a, path: await localInput(a.path, 'adapter', params) });
+  const opts = { ...params, adapters };
   const started = performance.now();
   validate(opts);
   const exact = opts.exact ?? false;

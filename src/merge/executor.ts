@@ -22,6 +22,8 @@ import { buildOutputVocab, type OutputVocab } from './vocab.js';
 import { tokenizerFiles } from './tokenizer-files.js';
 import { runCommand } from '../pipeline/run.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localizeHubRefs } from './hub-refs.js';
 
 /** mergekit's default output shard size (out_shard_size "5B"). */
 export const DEFAULT_SHARD_BYTES = 5e9;
@@ -49,6 +51,8 @@ export interface MergeRunOptions {
    * result. One merge always runs, however large; more lets large tensors merge in parallel.
    */
   maxMemory?: number;
+  /** how Hub ids among the models are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   /** called after each output tensor is written */
   onProgress?: OnProgress;
 }
@@ -177,8 +181,10 @@ function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: 
  * written in order as they finish: the main thread encodes and writes tensor i while workers read
  * and merge i+1, i+2.
  */
-export function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsReport> {
-  const { config, ...opts } = params;
+export async function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsReport> {
+  const { config: given, ...opts } = params;
+  // Hub ids become local snapshot folders first; the caller's config is left as it was
+  const config = await localizeHubRefs(given, opts.cwd ?? process.cwd(), opts);
   const started = performance.now();
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed)) return Promise.reject(new UsageError(`merge: the seed must be an integer, got ${seed}`));

@@ -1,7 +1,7 @@
 /**
  * The models a merge config names, resolved to local folders and opened once each (headers only).
- * Paths are relative to the working directory, as in mergekit. Hub ids are recognised and refused
- * with a clear message until downloading is supported.
+ * Paths are relative to the working directory, as in mergekit. Hub ids were already replaced by
+ * their local snapshot folders (hub-refs.ts) when the merge began.
  *
  * `MODEL+ADAPTER` (mergekit's syntax) is the model with a PEFT adapter applied on the fly
  * (adapted-source.ts). A name that exists as a path, as given, is that path, `+` and all; otherwise
@@ -33,17 +33,10 @@ export interface SourceModel {
   layers: LayerStack;
 }
 
-/** `org/name` or `org/name@revision`: what a Hugging Face Hub id looks like. */
-const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(@[\w./-]+)?$/;
-
-const hubIdError = (ref: ModelRef, name: string) =>
-  new UsageError(`${ref.where}: "${name}" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder`);
-
 /** The absolute path of a plain model reference, or a UsageError (a mistake in the config, at its line) saying why it cannot be used. */
 export async function resolveModelPath(ref: ModelRef, cwd: string): Promise<string> {
   const path = resolve(cwd, ref.name);
   if (await pathExists(path, 'input')) return path;
-  if (HUB_ID.test(ref.name)) throw hubIdError(ref, ref.name);
   throw new UsageError(`${ref.where}: model folder "${ref.name}" does not exist (looked for ${path})`);
 }
 
@@ -65,11 +58,7 @@ export async function resolveModelRef(ref: ModelRef, cwd: string): Promise<Resol
       return { path: await resolveModelPath({ ...ref, name: name.slice(0, i) }, cwd), adapter };
     }
   }
-  const [left, right] = [name.slice(0, last), name.slice(last + 1)];
-  // org/model+org/lora: Hub references, on either side, are refused as Hub ids
-  for (const side of [right, left]) {
-    if (HUB_ID.test(side) && !(await pathExists(resolve(cwd, side), 'input'))) throw hubIdError(ref, side);
-  }
+  const right = name.slice(last + 1);
   const config = join(resolve(cwd, right), ADAPTER_CONFIG_FILE);
   throw new UsageError(
     `${ref.where}: "${name}" is neither a model folder nor MODEL+ADAPTER: "${right}" after its last "+" is not a PEFT adapter folder (no ${config}); ` +

@@ -16,6 +16,8 @@ import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { layerIndexOf, moduleTypeOf, naturalCompare } from '../lora/module-names.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 /** Energy fractions at which the effective rank is reported. */
 export const ENERGY_THRESHOLDS = [0.9, 0.95, 0.99] as const;
@@ -73,6 +75,8 @@ interface CommonOptions {
   top?: number;
   /** only tensors/modules whose name matches */
   include?: RegExp;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   /** called after each tensor */
   onProgress?: OnProgress;
 }
@@ -144,7 +148,8 @@ function adapterEntries(modules: readonly LoraModuleInfo[]): AdapterEntry[] {
  * Exact singular values of every module ΔW = scaling·B·A of a PEFT adapter folder. An expert
  * stack (target_parameters) gives one entry per expert, `<parameter>[e]`, of its ΔW_e.
  */
-export async function adapterSpectrum(opts: AdapterSpectrumOptions): Promise<SpectrumResult> {
+export async function adapterSpectrum(params: AdapterSpectrumOptions): Promise<SpectrumResult> {
+  const opts = { ...params, adapter: await localInput(params.adapter, 'adapter', params) };
   const dir = opts.adapter;
   const backend = opts.backend ?? (await getBackend());
   const top = checkTop(opts.top ?? DEFAULT_TOP);
@@ -196,7 +201,8 @@ export async function adapterSpectrum(opts: AdapterSpectrumOptions): Promise<Spe
  * by pair. A 3-D MoE expert tensor gives one entry per expert, `<tensor without .weight>[e]`, of
  * its ΔW_e (out × in).
  */
-export async function deltaSpectrum(opts: DeltaSpectrumOptions): Promise<SpectrumResult> {
+export async function deltaSpectrum(params: DeltaSpectrumOptions): Promise<SpectrumResult> {
+  const opts = { ...params, modelA: await localInput(params.modelA, 'model', params), modelB: await localInput(params.modelB, 'model', params) };
   const { modelA, modelB } = opts;
   const backend = opts.backend ?? (await getBackend());
   const top = checkTop(opts.top ?? DEFAULT_TOP);

@@ -24,6 +24,8 @@ import { tokenizerKvsFromFolder } from './tokenizer-folder.js';
 import { tokenizerKvsFromGguf, type TokenizerKvs } from './tokenizer-gguf.js';
 import { slidingWindowNote } from './sliding-window.js';
 import type { OnProgress } from '../progress.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 export interface ToGgufOptions {
   /** the checkpoint: a folder, or a .safetensors file with config.json beside it */
@@ -36,6 +38,8 @@ export interface ToGgufOptions {
   vocabFrom?: string;
   /** general.name; default the model folder's name (as the converter does). */
   name?: string;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   /** called after each tensor is written, with its GGUF name */
   onProgress?: OnProgress;
 }
@@ -115,7 +119,8 @@ function embeddingRows(planned: PlannedTensor[], where: string): number {
  * Converts the checkpoint at `params.model` to a GGUF model at `params.out`, atomically (the file
  * appears only when complete).
  */
-export function convertToGguf(params: ToGgufOptions): Promise<ToGgufResult> {
+export async function convertToGguf(given: ToGgufOptions): Promise<ToGgufResult> {
+  const params = { ...given, model: await localInput(given.model, 'model', given) };
   const { model: modelPath, out: outPath } = params;
   const dtype = params.dtype ?? 'F16';
   return runCommand({

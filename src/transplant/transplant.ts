@@ -36,6 +36,8 @@ import { blendRows, gatherRows, normStats, pairCosines, planStage, rowNorm, soft
 import { DEFAULT_PROMPTS } from './default-prompts.js';
 import { readPrompts } from '../scoring/windows.js';
 import { findUntrainedRows } from './untrained.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 
 export interface TransplantParams {
@@ -76,6 +78,8 @@ export interface TransplantOptions {
   cacheHidden?: boolean;
   overwrite?: boolean;
   backend?: LinalgBackend;
+  /** how Hub ids among the inputs are fetched (offline, cache folder, endpoint, token); downloads report as phase 'download' */
+  hub?: HubOptions;
   onProgress?: OnProgress;
 }
 
@@ -317,7 +321,8 @@ function trialSummary(t: Trial): Record<string, unknown> {
   return { trial: t.index, params: t.params, stages: t.stages, pplRatio: t.final.pplRatio, symmetricKl: t.final.kl.symmetric, kl: t.final.kl, top1Agreement: t.final.top1Agreement };
 }
 
-export async function transplantEmbeddings(opts: TransplantOptions): Promise<TransplantReport> {
+export async function transplantEmbeddings(given: TransplantOptions): Promise<TransplantReport> {
+  const opts = { ...given, base: await localInput(given.base, 'model', given), donor: await localInput(given.donor, 'model', given) };
   const started = Date.now();
   const params = mergeParams(opts.params);
   const pplCap = opts.pplCap ?? 3;

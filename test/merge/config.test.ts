@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { HubError } from '../../src/io/hub/index.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -150,13 +151,13 @@ slices:
 describe('model references', () => {
   const usage = (message: RegExp) => (err: Error) => err instanceof UsageError && message.test(err.message);
 
-  it('refuses Hub ids, MODEL+ADAPTER references without an adapter folder and missing folders with a clear message (config mistakes: UsageError, exit 2)', async () => {
+  it('takes Hub ids to the Hub (here: offline, nothing cached), and refuses MODEL+ADAPTER references without an adapter folder and missing folders with a clear message (config mistakes: UsageError, exit 2)', async () => {
     const dir = await makeTempDir('loraforge-merge-cfg-');
     try {
       const out = join(dir, 'out');
       await assert.rejects(
-        mergeModels({ config: { merge_method: 'linear', models: [{ model: 'meta-llama/Llama-3.2-1B', parameters: { weight: 1 } }] }, out, cwd: dir }),
-        usage(/"meta-llama\/Llama-3\.2-1B" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet; download the model and pass a folder/),
+        mergeModels({ config: { merge_method: 'linear', models: [{ model: 'meta-llama/Llama-3.2-1B', parameters: { weight: 1 } }] }, out, cwd: dir, hub: { offline: true, cacheDir: join(dir, 'hub') } }),
+        (err: Error) => err instanceof HubError && err.kind === 'offline-miss' && /models\[0\]\.model: meta-llama\/Llama-3\.2-1B@main is not in the cache/.test(err.message),
       );
       await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './m+./lora', parameters: { weight: 1 } }] }, out, cwd: dir }), usage(/"\.\/m\+\.\/lora" is neither a model folder nor MODEL\+ADAPTER: "\.\/lora" after its last "\+" is not a PEFT adapter folder/));
       await assert.rejects(mergeModels({ config: { merge_method: 'linear', models: [{ model: './nope', parameters: { weight: 1 } }] }, out, cwd: dir }), usage(/model folder "\.\/nope" does not exist/));

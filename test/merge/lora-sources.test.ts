@@ -5,6 +5,7 @@
  * that do not fit and right sides that are not adapters are refused clearly.
  */
 import assert from 'node:assert/strict';
+import { HubError } from '../../src/io/hub/index.js';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -113,12 +114,17 @@ describe('PATH+ADAPTER sources: the model with a PEFT adapter applied on the fly
     await assert.rejects(mergeModels({ config: configs.linear('./a+./lora'), out: join(dir, 'lora', 'merged'), cwd: dir }), /is inside the input .*lora/);
   });
 
-  it('refuses a right side that is not an adapter folder, and Hub ids on either side (config mistakes: UsageError)', async () => {
+  it('refuses a right side that is not an adapter folder (config mistakes: UsageError); takes Hub ids on either side to the Hub', async () => {
     const refuses = (model: string, message: RegExp) =>
       assert.rejects(mergeModels({ config: configs.ties(model), out: out(), cwd: dir }), (err: Error) => err instanceof UsageError && message.test(err.message));
     await refuses('./a+./b', /"\.\/a\+\.\/b" is neither a model folder nor MODEL\+ADAPTER: "\.\/b" after its last "\+" is not a PEFT adapter folder \(no .*b\/adapter_config\.json\)/);
-    await refuses('org/model+org/lora', /"org\/lora" is not a local folder and looks like a Hugging Face Hub id: Hub ids are not supported yet/);
-    await refuses('org/model+./lora', /"org\/model" is not a local folder and looks like a Hugging Face Hub id/);
+    const offline = { offline: true, cacheDir: join(dir, 'no-hub-cache') };
+    for (const [model, missing] of [['org/model+org/lora', 'org/model'], ['./a+org/lora', 'org/lora'], ['org/model+./lora', 'org/model']]) {
+      await assert.rejects(
+        mergeModels({ config: configs.ties(model), out: out(), cwd: dir, hub: offline }),
+        (err: Error) => err instanceof HubError && err.kind === 'offline-miss' && err.message.includes(`${missing}@main is not in the cache`),
+      );
+    }
     await refuses('./nope+./lora', /model folder "\.\/nope" does not exist/);
   });
 
