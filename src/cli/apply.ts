@@ -4,11 +4,12 @@ import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, collect, dtypeOption, helpStyle, parseAdapterFlag, parseShardSizeFlag } from './options.js';
+import { addOutputFlags, collect, dtypeOption, helpStyle, parseAdapterFlag, parseShardSizeFlag, hubOptions, HUB_IDS_HELP } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
 
 interface ApplyFlags {
+  offline?: boolean;
   base: string;
   adapter: string[];
   out: string;
@@ -53,6 +54,7 @@ export function registerApply(program: Command): void {
     .addOption(dtypeOption('output dtype of every tensor', "each tensor keeps the base's"))
     .option('--shard-size <size>', 'maximum size of a weight shard', '5GB');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -68,7 +70,8 @@ config.json, the tokenizer and other non-weight files are copied from the base.
 Examples:
   loraforge apply --base ./Llama-3.2-1B --adapter ./my-dora --out ./merged
   loraforge apply --base ./Qwen2.5-7B --adapter ./math:0.7 --adapter ./style:0.3 --out ./merged --dtype bf16
-  loraforge apply --base ./base --adapter ./edora/checkpoint-500 --out ./merged --shard-size 2GB --json`,
+  loraforge apply --base ./base --adapter ./edora/checkpoint-500 --out ./merged --shard-size 2GB --json
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: ApplyFlags) => {
       const adapters = flags.adapter.map((spec) => parseAdapterFlag(spec));
@@ -77,6 +80,7 @@ Examples:
       await checkOutFlag(flags.out, [flags.base, ...adapters.map((a) => a.dir)], flags.force === true);
       const progress = lazyProgress('apply', Boolean(flags.quiet || flags.json));
       const report = await applyAdapters({
+        hub: hubOptions(flags),
         base: flags.base,
         adapters,
         out: flags.out,

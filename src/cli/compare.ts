@@ -3,11 +3,12 @@ import { compareMarkdown, compareModels, type CompareReport } from '../compare/c
 import { getBackend } from '../linalg/index.js';
 import { parseShardSize } from '../io/safetensors.js';
 import { parseIntFlag, UsageError } from './errors.js';
-import { addOutputFlags, collect, helpStyle, parseAdapterFlag } from './options.js';
+import { addOutputFlags, collect, helpStyle, parseAdapterFlag, hubOptions, HUB_IDS_HELP } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
 
 interface CompareFlags {
+  offline?: boolean;
   model: string;
   adapter?: string[];
   against: string;
@@ -55,6 +56,7 @@ export function registerCompare(program: Command): void {
     .option('--max-memory <size>', 'keep a model in memory while it answers only if its f32 weights fit in this, e.g. 4GB, 512MB (default: 70% of the free memory)')
     .option('--out <dir>', 'also write results.jsonl and results.md there (atomically)');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -69,7 +71,8 @@ two close models part).
 
 Examples:
   loraforge compare --model ./base --adapter ./my-lora --against ./base --prompts prompts.txt
-  loraforge compare --model ./merged --against ./fine-tuned --prompts prompts.txt --chat --max-new-tokens 64 --out ./cmp`,
+  loraforge compare --model ./merged --against ./fine-tuned --prompts prompts.txt --chat --max-new-tokens 64 --out ./cmp
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: CompareFlags) => {
       const threads = parseIntFlag('--threads', flags.threads, 1);
@@ -81,6 +84,7 @@ Examples:
       }
       const progress = lazyProgress('compare', Boolean(flags.quiet || flags.json));
       const report = await compareModels({
+        hub: hubOptions(flags),
         model,
         against,
         prompts: flags.prompts,

@@ -5,7 +5,7 @@ import { describePolicy, type RankPolicy } from '../lowrank/rank-policy.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
-import { addOutputFlags, dtypeOption, helpStyle } from './options.js';
+import { addOutputFlags, dtypeOption, helpStyle, hubOptions, HUB_IDS_HELP } from './options.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
@@ -13,6 +13,7 @@ import { table } from './format.js';
 import { readJsonFile } from '../io/json-file.js';
 
 interface ConvertFlags {
+  offline?: boolean;
   adapter: string;
   base?: string;
   to: string;
@@ -78,6 +79,7 @@ export function registerConvert(program: Command): void {
     .addOption(dtypeOption('storage dtype of A and B', 'f32'))
     .option('--seed <n>', 'seed of the randomized SVD (default: 0)');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -91,7 +93,8 @@ are, unless --rank or --energy is given: then they are re-factored exactly and t
 Examples:
   loraforge convert --adapter ./my-dora --base ./Llama-3.1-8B --to lora --out ./as-lora --energy 0.99
   loraforge convert --adapter ./my-edora --base ./Qwen2.5-7B --out ./as-lora --rank 64 --format both
-  loraforge convert --adapter ./my-dora --base ./base --out ./as-lora --json | jq '.modules[] | .relError'`,
+  loraforge convert --adapter ./my-dora --base ./base --out ./as-lora --json | jq '.modules[] | .relError'
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: ConvertFlags) => {
       if (flags.rank !== undefined && flags.energy !== undefined) throw new UsageError('give either --rank or --energy, not both');
@@ -113,6 +116,7 @@ Examples:
       await checkOutFlag(flags.out, [flags.adapter, ...(flags.base ? [flags.base] : [])], flags.force === true);
       const progress = lazyProgress('convert', Boolean(flags.quiet || flags.json));
       const report = await convertAdapter({
+        hub: hubOptions(flags),
         adapter: flags.adapter,
         base: flags.base,
         out: flags.out,

@@ -7,7 +7,7 @@ import { parseIndexList, parseNameList, parseRegexFlag, parseScaleList } from '.
 import type { ModuleSelector } from '../edit/selectors.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, dtypeOption, helpStyle, readBaseConfig } from './options.js';
+import { addOutputFlags, dtypeOption, helpStyle, readBaseConfig, hubOptions, HUB_IDS_HELP } from './options.js';
 import { sourceFlags } from './spectrum.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
@@ -16,6 +16,7 @@ import { lazyProgress } from './progress.js';
 const TABLE_ROWS = 20;
 
 interface EditFlags {
+  offline?: boolean;
   adapter?: string;
   modelA?: string;
   modelB?: string;
@@ -92,6 +93,7 @@ export function registerEdit(program: Command): void {
     .addOption(dtypeOption('storage dtype of the factors', "the input's"))
     .option('--base-config <path>', "base model config.json (or its folder), needed for --format gguf|both with --adapter");
   addOutputFlags(command, { threads: true, json: 'print a JSON summary on stdout' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -107,7 +109,8 @@ Examples:
   loraforge edit --adapter ./my-lora --out ./my-lora-no-top --zero 0
   loraforge edit --adapter ./my-lora --out ./my-lora-top8 --keep 0-7 --layers 20-31 --modules q_proj,v_proj
   loraforge edit --adapter ./my-lora --out ./my-lora-noisy --perturb 0.1 --seed 7
-  loraforge edit --model-a ./base --model-b ./tuned --rank 16 --out ./edited --scale 0:0.5,1:2`,
+  loraforge edit --model-a ./base --model-b ./tuned --rank 16 --out ./edited --scale 0:0.5,1:2
+${HUB_IDS_HELP}`,
     )
     .action(async (opts: EditFlags) => {
       const source = sourceFlags(opts);
@@ -118,7 +121,7 @@ Examples:
       if (!ADAPTER_FORMATS.includes(opts.format as AdapterFormat)) throw new UsageError(`--format must be one of ${ADAPTER_FORMATS.join(', ')}, got "${opts.format}"`);
       const format = opts.format as AdapterFormat;
       const dtype = opts.dtype;
-      const baseConfig = opts.baseConfig !== undefined ? await readBaseConfig(opts.baseConfig) : undefined;
+      const baseConfig = opts.baseConfig !== undefined ? await readBaseConfig(opts.baseConfig, hubOptions(opts)) : undefined;
       const inputs = 'adapter' in source ? [source.adapter] : [source.modelA, source.modelB];
       if ('adapter' in source) {
         if (opts.rank !== undefined) throw new UsageError('--rank applies to --model-a/--model-b; an adapter keeps its own ranks');
@@ -133,7 +136,7 @@ Examples:
 
       const backend = await getBackend({ threads });
       const progress = lazyProgress('edit', opts.quiet === true);
-      const common = { out: opts.out, edit, select, seed, format, dtype, baseConfig, overwrite: opts.force === true, onProgress: progress.tick };
+      const common = { hub: hubOptions(opts), out: opts.out, edit, select, seed, format, dtype, baseConfig, overwrite: opts.force === true, onProgress: progress.tick };
       let summary: EditSummary;
       try {
         summary =

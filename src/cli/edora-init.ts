@@ -2,13 +2,14 @@ import type { Command } from 'commander';
 import { DEFAULT_EDORA_POWER_ITERS, DEFAULT_EDORA_SIGMA, edoraInit, type EdoraInitReport } from '../edora-init/edora-init.js';
 import type { FloatDType } from '../io/types.js';
 import { getBackend } from '../linalg/index.js';
-import { addOutputFlags, dtypeOption, helpStyle } from './options.js';
+import { addOutputFlags, dtypeOption, helpStyle, hubOptions, HUB_IDS_HELP } from './options.js';
 import { checkOutFlag, printReport } from './output.js';
 import { lazyProgress } from './progress.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { formatRange, tensorTable } from './format.js';
 
 interface EdoraInitFlags {
+  offline?: boolean;
   base: string;
   rank: string;
   targetModules: string;
@@ -63,6 +64,7 @@ export function registerEdoraInit(program: Command): void {
     .option('--seed <n>', 'seed of the SVD and of R (default: 0)')
     .addOption(dtypeOption('storage dtype of A and B (R and the magnitude stay f32)', 'f32'));
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -74,7 +76,8 @@ the adapter; loraforge reads it from either place.
 
 Examples:
   loraforge edora-init --base ./Llama-3.2-1B --rank 16 --target-modules q_proj,k_proj,v_proj,o_proj --out ./edora-init
-  loraforge edora-init --base ./Qwen2.5-7B --rank 32 --target-modules q_proj,v_proj --out ./edora --seed 42 --json`,
+  loraforge edora-init --base ./Qwen2.5-7B --rank 32 --target-modules q_proj,v_proj --out ./edora --seed 42 --json
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: EdoraInitFlags) => {
       const rank = parseIntFlag('--rank', flags.rank, 1);
@@ -84,6 +87,7 @@ Examples:
       await checkOutFlag(flags.out, [flags.base], flags.force === true);
       const progress = lazyProgress('edora-init', Boolean(flags.quiet || flags.json));
       const report = await edoraInit({
+        hub: hubOptions(flags),
         base: flags.base,
         rank,
         targetModules,

@@ -4,11 +4,12 @@ import { getBackend } from '../linalg/index.js';
 import { UsageError } from '../errors.js';
 import { parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, collect, helpStyle, parseAdapterFlag, parseKlPositions } from './options.js';
+import { addOutputFlags, collect, helpStyle, parseAdapterFlag, parseKlPositions, hubOptions, HUB_IDS_HELP } from './options.js';
 import { lazyProgress } from './progress.js';
 import { printReport } from './output.js';
 
 interface EvalFlags {
+  offline?: boolean;
   model: string;
   adapter?: string[];
   text?: string;
@@ -76,6 +77,7 @@ export function registerEval(program: Command): void {
     .option('--kl-topk <k>', "approximate KL over the reference's K most likely tokens plus one bucket for the rest (default: exact)")
     .option('--kl-positions <all|tail:N>', 'positions KL is measured on: all scored ones, or the last N of each window', 'all');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -97,7 +99,8 @@ activations whatever the model's depth.
 Examples:
   loraforge eval --model ./Llama-3.2-1B --text wiki.test.raw --ctx 512
   loraforge eval --model ./base --adapter ./my-lora --text eval.txt --lines --ctx 128 --ref-model ./fine-tuned
-  loraforge eval --model ./merged --prompts prompts.txt --ref-model ./base --kl-topk 512 --kl-positions tail:8 --json`,
+  loraforge eval --model ./merged --prompts prompts.txt --ref-model ./base --kl-topk 512 --kl-positions tail:8 --json
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: EvalFlags) => {
       if ((flags.text === undefined) === (flags.prompts === undefined)) throw new UsageError('eval: give either --text FILE or --prompts FILE');
@@ -105,6 +108,7 @@ Examples:
       const threads = parseIntFlag('--threads', flags.threads, 1);
       const progress = lazyProgress('eval', Boolean(flags.quiet || flags.json));
       const report = await evaluate({
+        hub: hubOptions(flags),
         model: flags.model,
         adapters: (flags.adapter ?? []).map((a) => parseAdapterFlag(a)),
         text: flags.text,

@@ -14,11 +14,12 @@ import {
 } from '../merge-adapters/index.js';
 import { UsageError, parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, collect, dtypeOption, helpStyle, parseAdapterFlag, readBaseConfig } from './options.js';
+import { addOutputFlags, collect, dtypeOption, helpStyle, parseAdapterFlag, readBaseConfig, hubOptions, HUB_IDS_HELP } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
 
 interface MergeAdaptersFlags {
+  offline?: boolean;
   adapter: string[];
   method: MethodName;
   out: string;
@@ -106,6 +107,7 @@ export function registerMergeAdapters(program: Command): void {
     .addOption(dtypeOption('storage dtype of the new factors', 'f32'))
     .option('--base-config <path>', "the base model's config.json (or its folder); needed for --format gguf|both");
   addOutputFlags(command, { threads: false, json: 'print the report as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -130,7 +132,8 @@ Examples:
   loraforge merge-adapters --adapter ./a --adapter ./b:-0.5 --method svd --exact --svd-rank 32 --out ./merged
   loraforge merge-adapters --adapter ./a --adapter ./b --method ties_svd --density 0.3 --out ./merged --json
   loraforge merge-adapters --adapter ./a --adapter ./b --method della_svd --density 0.4 --epsilon 0.1 --seed 7 --out ./merged
-  loraforge merge-adapters --adapter style.safetensors:0.8 --adapter pixel.safetensors:0.5 --method svd --svd-rank 32 --out merged.safetensors`,
+  loraforge merge-adapters --adapter style.safetensors:0.8 --adapter pixel.safetensors:0.5 --method svd --svd-rank 32 --out merged.safetensors
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: MergeAdaptersFlags) => {
       const adapters = flags.adapter.map((spec) => {
@@ -154,9 +157,10 @@ Examples:
         throw new UsageError(`--format ${flags.format} writes GGUF, which needs the base model's config: pass --base-config`);
       }
       await checkOutFlag(flags.out, adapters.map((a) => a.path), flags.force === true);
-      const baseConfig = flags.baseConfig ? await readBaseConfig(flags.baseConfig) : undefined;
+      const baseConfig = flags.baseConfig ? await readBaseConfig(flags.baseConfig, hubOptions(flags)) : undefined;
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await mergeAdapters({
+        hub: hubOptions(flags),
         ...options,
         adapters,
         method: flags.method,

@@ -6,11 +6,12 @@ import { parseShardSize } from '../io/safetensors.js';
 import { UsageError, parseIntFlag } from './errors.js';
 import { formatBytes } from './format.js';
 import { addMergekitFlags, MERGEKIT_FLAG_NAMES, mergekitFlagNotes } from './mergekit-flags.js';
-import { addOutputFlags, helpStyle, parseShardSizeFlag } from './options.js';
+import { addOutputFlags, helpStyle, parseShardSizeFlag, hubOptions, HUB_IDS_HELP } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
 
 interface MergeFlags {
+  offline?: boolean;
   out?: string;
   shardSize: string;
   seed?: string;
@@ -65,6 +66,7 @@ export function registerMerge(program: Command): void {
         'more lets large tensors merge in parallel, faster with spare cores)',
     );
   addOutputFlags(addMergekitFlags(command), { threads: false, json: 'print the summary as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -92,7 +94,8 @@ Examples:
 
   loraforge merge merge.yaml ./merged
   loraforge merge stack.yaml --out ./frankenmerge --shard-size 2GB --json
-  loraforge merge dare.yaml --out ./merged --seed 42 --force`,
+  loraforge merge dare.yaml --out ./merged --seed 42 --force
+${HUB_IDS_HELP}`,
     )
     .action(async (configPath: string, outArg: string | undefined, flags: MergeFlags) => {
       const out = outFolder(outArg, flags.out);
@@ -105,6 +108,7 @@ Examples:
       await checkOutFlag(out, await referencedPaths(config, process.cwd()), flags.force === true);
       const progress = lazyProgress('merging', Boolean(flags.quiet || flags.json));
       const report = await executeMerge({
+        hub: hubOptions(flags),
         config,
         out,
         maxShardBytes,

@@ -13,6 +13,7 @@ import { noteInput, readInputText } from '../io/inputs.js';
 import { UsageError } from './errors.js';
 import { parseJsonText } from '../io/json-file.js';
 import type { HubOptions } from '../io/hub/index.js';
+import { localInput } from '../io/local-inputs.js';
 
 /** Every spelling users bring (ours, llama.cpp's, torch's, numpy's) of the three float types we write. */
 const DTYPE_SPELLINGS: Readonly<Record<FloatDType, readonly string[]>> = {
@@ -70,8 +71,9 @@ export function parseAdapterFlag(text: string, flag = '--adapter'): AdapterSpec 
   return spec;
 }
 
-/** --base-config: a config.json, or a model folder holding one. */
-export async function readBaseConfig(path: string): Promise<Record<string, unknown>> {
+/** --base-config: a config.json, or a model folder holding one, or a Hub model (its config.json alone is fetched). */
+export async function readBaseConfig(given: string, hub?: HubOptions): Promise<Record<string, unknown>> {
+  const path = await localInput(given, 'config', { hub });
   noteInput(path); // a folder named here is protected from --out as a whole, not only its config.json
   const file = (await stat(path).catch(() => undefined))?.isDirectory() ? join(path, 'config.json') : path;
   let text: string;

@@ -6,7 +6,7 @@ import { parseRegexFlag } from './selector-flags.js';
 import { adapterSpectrum, deltaSpectrum, DEFAULT_TOP, type SpectrumResult } from '../spectrum/spectrum.js';
 import { parseIntFlag, UsageError } from './errors.js';
 import { formatPercent, table } from './format.js';
-import { addOutputFlags, helpStyle } from './options.js';
+import { addOutputFlags, helpStyle, hubOptions, HUB_IDS_HELP } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag } from './output.js';
 
@@ -54,6 +54,7 @@ function changedVectorLines(result: SpectrumResult): string[] {
 }
 
 interface SpectrumFlags {
+  offline?: boolean;
   adapter?: string;
   modelA?: string;
   modelB?: string;
@@ -82,6 +83,7 @@ export function registerSpectrum(program: Command): void {
     .option('--seed <n>', 'seed of the randomized SVD (checkpoint deltas)', '0')
     .option('--no-png', 'write the charts as SVG only');
   addOutputFlags(command, { threads: true, json: 'print a JSON summary on stdout' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -90,7 +92,8 @@ Examples:
   loraforge spectrum --model-a ./Llama-3.2-1B --model-b ./Llama-3.2-1B-Instruct --out ./spec --top 32
   loraforge spectrum --adapter ./my-lora --out ./spec --include 'self_attn' --json | jq '.moduleTypes'
 
-Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are the same charts as files.`,
+Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are the same charts as files.
+${HUB_IDS_HELP}`,
     )
     .action(async (opts: SpectrumFlags) => {
       const source = sourceFlags(opts);
@@ -107,8 +110,8 @@ Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are 
       try {
         result =
           'adapter' in source
-            ? await adapterSpectrum({ backend, adapter: source.adapter, top, include, onProgress: progress.tick })
-            : await deltaSpectrum({ backend, modelA: source.modelA, modelB: source.modelB, top, include, seed, onProgress: progress.tick });
+            ? await adapterSpectrum({ hub: hubOptions(opts), backend, adapter: source.adapter, top, include, onProgress: progress.tick })
+            : await deltaSpectrum({ hub: hubOptions(opts), backend, modelA: source.modelA, modelB: source.modelB, top, include, seed, onProgress: progress.tick });
       } finally {
         progress.done();
       }

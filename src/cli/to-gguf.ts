@@ -7,9 +7,10 @@ import type { FloatDType } from '../io/types.js';
 import { lazyProgress } from './progress.js';
 import { UsageError } from './errors.js';
 import { pathExists } from '../io/paths.js';
-import { DTYPE_VALUES, dtypeOption, helpStyle, parseDtype } from './options.js';
+import { DTYPE_VALUES, dtypeOption, helpStyle, parseDtype, hubOptions, HUB_IDS_HELP } from './options.js';
 
 interface ToGgufFlags {
+  offline?: boolean;
   model?: string;
   out?: string;
   outfile?: string;
@@ -59,6 +60,7 @@ export function registerToGguf(program: Command): void {
     .option('--force', 'replace --out if it exists')
     .option('--json', 'print a JSON summary on stdout')
     .option('--quiet', 'no progress bar')
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -74,7 +76,8 @@ Examples:
   loraforge to-gguf --model ./Llama-3.2-1B --out llama-3.2-1b-f16.gguf
   loraforge to-gguf --model ./tiny-llama --out tiny.gguf --dtype f32 --vocab-from ggml-vocab-llama-spm.gguf
   loraforge to-gguf --model ./Qwen2.5-0.5B --out qwen.gguf --dtype bf16 --json
-  loraforge to-gguf ./Qwen2.5-0.5B --outfile qwen.gguf --outtype bf16      # llama.cpp's spelling`,
+  loraforge to-gguf ./Qwen2.5-0.5B --outfile qwen.gguf --outtype bf16      # llama.cpp's spelling
+${HUB_IDS_HELP}`,
     )
     .action(async (modelArg: string | undefined, flags: ToGgufFlags) => {
       const model = oneOf('model folders', ['the model argument', modelArg], ['--model', flags.model], samePath);
@@ -96,6 +99,7 @@ Examples:
       const progress = lazyProgress('to-gguf', Boolean(flags.quiet || flags.json));
       const started = Date.now();
       const result = await convertToGguf({
+        hub: hubOptions(flags),
         model,
         out,
         dtype,

@@ -5,11 +5,12 @@ import { getBackend } from '../linalg/index.js';
 import { UsageError } from '../errors.js';
 import { parseFloatFlag, parseIntFlag } from './errors.js';
 import { table } from './format.js';
-import { addOutputFlags, helpStyle, parseKlPositions } from './options.js';
+import { addOutputFlags, helpStyle, parseKlPositions, hubOptions, HUB_IDS_HELP } from './options.js';
 import { lazyProgress } from './progress.js';
 import { checkOutFlag, printReport } from './output.js';
 
 interface TransplantFlags {
+  offline?: boolean;
   base: string;
   donor: string;
   out: string;
@@ -104,6 +105,7 @@ export function registerTransplant(program: Command): void {
     .option('--seed <n>', 'seed of the search', '0')
     .option('--save-topk <k>', 'with --trials: also write the K best trials as models under OUT/topk/', '0');
   addOutputFlags(command, { threads: true, json: 'print the report as JSON' })
+    .option('--offline', 'Hub ids: use only what the Hugging Face cache holds, never the network (as HF_HUB_OFFLINE=1)')
     .addHelpText(
       'after',
       `
@@ -124,7 +126,8 @@ what the guard kept — to best.json; the model written is the best trial's. The
 
 Examples:
   loraforge transplant --base ./Qwen2.5-0.5B --donor ./Llama-3.2-1B --out ./qwen-with-llama-rows
-  loraforge transplant --base ./base --donor ./donor --out ./merged --prompts my-domain.txt --ppl-cap 1.5 --untrained-rows donor --json`,
+  loraforge transplant --base ./base --donor ./donor --out ./merged --prompts my-domain.txt --ppl-cap 1.5 --untrained-rows donor --json
+${HUB_IDS_HELP}`,
     )
     .action(async (flags: TransplantFlags) => {
       const threads = parseIntFlag('--threads', flags.threads, 1);
@@ -150,6 +153,7 @@ Examples:
       await checkOutFlag(flags.out, [flags.base, flags.donor, ...(flags.prompts ? [flags.prompts] : [])], flags.force === true);
       const progress = lazyProgress('transplant', Boolean(flags.quiet || flags.json));
       const report = await transplantEmbeddings({
+        hub: hubOptions(flags),
         base: flags.base,
         donor: flags.donor,
         out: flags.out,
