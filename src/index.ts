@@ -42,6 +42,8 @@ export {
 export { writeSpectrumOutputs, type SpectrumOutputOptions } from './spectrum/output.js';
 export { editAdapter, editDelta, type EditAdapterOptions, type EditDeltaOptions, type EditSummary, type SigmaEdit } from './edit/edit.js';
 export type { ModuleSelector } from './edit/selectors.js';
+export { editLoraFile, type EditLoraFileOptions } from './edit/edit-lora-file.js';
+export { LORA_FILE_OUT_FORMATS, type LoraFileOutFormat } from './lora/lora-file-output.js';
 export { applyAdapters, type ApplyOptions, type ApplyReport } from './apply/apply.js';
 export { evaluate, type EvalOptions, type EvalReport, type KlPositions, type PromptScore, type ReferenceComparison } from './eval/eval.js';
 export { loadTokenizer, type Tokenizer } from './tokenizer/tokenizer.js';

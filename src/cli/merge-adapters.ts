@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS, type AdapterFormat } from '../lora/sink.js';
+import { LORA_FILE_OUT_FORMATS, type LoraFileOutFormat } from '../lora/lora-file-output.js';
 import {
   MAJORITY_SIGNS,
   MERGE_METHODS,
@@ -32,6 +33,7 @@ interface MergeAdaptersFlags {
   seed?: string;
   exact?: boolean;
   format?: AdapterFormat;
+  outFormat?: LoraFileOutFormat;
   dtype?: FloatDType;
   baseConfig?: string;
   force?: boolean;
@@ -104,6 +106,11 @@ export function registerMergeAdapters(program: Command): void {
     .option('--seed <n>', 'seed of the DARE masks and della draws (default: 0)')
     .option('--exact', 'merge the true deltas w_i·s_i·B_i·A_i and re-factorise: no cross terms, no double scaling')
     .addOption(new Option('--format <f>', 'output format of PEFT-folder inputs').choices(ADAPTER_FORMATS).default(undefined, 'peft'))
+    .addOption(
+      new Option('--out-format <f>', 'layout written from kohya/diffusers LoRA files (peft: a folder; diffusers-named inputs of one component only)')
+        .choices(LORA_FILE_OUT_FORMATS)
+        .default(undefined, "the inputs' layout"),
+    )
     .addOption(dtypeOption('storage dtype of the new factors', 'f32'))
     .option('--base-config <path>', "the base model's config.json (or its folder); needed for --format gguf|both");
   addOutputFlags(command, { threads: false, json: 'print the report as JSON' })
@@ -123,7 +130,11 @@ ${METHOD_HELP}
   or mergekit) sparsify each scaled delta with mergekit's breadcrumbs / della, where ties_svd prunes.
 
 Image-model LoRA files (kohya's lora_unet_…/lora_te…_ keys, or diffusers' unet./transformer./text_encoder….
-keys; SD 1.5, SDXL, Flux) merge into one .safetensors file in the same layout. Each module's scale
+keys; SD 1.5, SDXL, Flux) merge into one .safetensors file in the same layout, or the one --out-format
+names: diffusers → kohya renames mechanically (unet. → lora_unet_, text_encoder. → lora_te_/lora_te1_);
+kohya → diffusers or peft is refused (kohya's "_"-joined names have no exact module path); peft writes
+a PEFT folder for one component's modules (module paths without the unet./text_encoder. prefix,
+target_modules the full paths, task_type null). Each module's scale
 alpha/r is applied once (the *_svd methods weight (alpha/r)·up·down by w_i, with no PEFT double scaling);
 conv LoRAs merge as their flattened out × (in·kh·kw) deltas and are written back 4-D.
 
@@ -166,6 +177,7 @@ ${HUB_IDS_HELP}`,
         method: flags.method,
         out: flags.out,
         format: flags.format,
+        outFormat: flags.outFormat,
         dtype: flags.dtype ?? 'F32',
         baseConfig,
         overwrite: flags.force ?? false,

@@ -74,7 +74,7 @@ export function registerSpectrum(program: Command): void {
     .description(
       'Per-tensor singular values of a LoRA adapter (exact, from its factors) or of the difference of two checkpoints (randomized SVD): energy captured per rank, effective ranks, and an offline HTML report with charts.',
     )
-    .option('--adapter <dir>', 'PEFT LoRA adapter folder (required: this, or --model-a and --model-b)')
+    .option('--adapter <path>', 'PEFT LoRA adapter folder, or kohya/diffusers LoRA .safetensors file (required: this, or --model-a and --model-b)')
     .option('--model-a <path>', 'first checkpoint (folder or .safetensors): Δ = B − A (required without --adapter)')
     .option('--model-b <path>', 'second checkpoint (required without --adapter)')
     .requiredOption('--out <dir>', 'output folder: spectrum.json, report.html, charts/')
@@ -91,6 +91,12 @@ Examples:
   loraforge spectrum --adapter ./my-lora --out ./my-lora-spectrum
   loraforge spectrum --model-a ./Llama-3.2-1B --model-b ./Llama-3.2-1B-Instruct --out ./spec --top 32
   loraforge spectrum --adapter ./my-lora --out ./spec --include 'self_attn' --json | jq '.moduleTypes'
+
+  loraforge spectrum --adapter sdxl-style.safetensors --out ./style-spectrum
+
+kohya/diffusers LoRA files (SD 1.5, SDXL, Flux): each module's (alpha/r)·up·down, a conv one as its
+out × (in·kh·kw) delta; the layer is the index after "blocks"/"layers" in the name (input_blocks_4_… → 4,
+double_blocks_7_… → 7), the module type the name after its last index (attn1_to_q, conv1, img_attn_qkv).
 
 Open <out>/report.html in a browser (works offline); charts/*.svg and *.png are the same charts as files.
 ${HUB_IDS_HELP}`,

@@ -50,6 +50,7 @@ import { changedTensors, streamDifferences, type ChangedTensor } from '../delta/
 import { withoutWeightSuffix } from '../delta/targets.js';
 import { baseModelNameOrPath } from '../lora/base-model.js';
 import { runCommand } from '../pipeline/run.js';
+import type { LoraFileOutFormat } from '../lora/lora-file-output.js';
 
 export {
   applySigmaEdit,
@@ -76,7 +77,8 @@ export interface ModuleEditReport {
 
 export interface EditSummary {
   out: string;
-  format: AdapterFormat;
+  /** LoRA-file inputs: the layout written (kohya, diffusers, or a PEFT folder) */
+  format: AdapterFormat | LoraFileOutFormat;
   dtype: FloatDType;
   modules: ModuleEditReport[];
   edited: number;
@@ -139,11 +141,11 @@ async function deltaSvd(backend: LinalgBackend, delta: Matrix, opts: EditDeltaOp
 }
 
 /** Number of singular triplets the SVD of a rank-r product of an out×in update has. */
-function componentCount(rank: number, out: number, inF: number): number {
+export function componentCount(rank: number, out: number, inF: number): number {
   return Math.min(rank, out, inF);
 }
 
-function checkIndices(e: SigmaEdit, selectedCounts: number[], where: string): void {
+export function checkIndices(e: SigmaEdit, selectedCounts: number[], where: string): void {
   if (isEmptyEdit(e)) throw new Error(`${where}: no edit given: pass --zero, --keep, --scale or --perturb`);
   if (selectedCounts.length === 0) throw new Error(`${where}: --layers/--modules select no module; nothing would be edited`);
   const most = Math.max(...selectedCounts);
@@ -155,14 +157,14 @@ function checkIndices(e: SigmaEdit, selectedCounts: number[], where: string): vo
 }
 
 /** Draws this module's noise when perturbing (every module draws, selected or not, so the stream is fixed). */
-function drawNoise(rng: Rng | undefined, count: number): Float64Array | undefined {
+export function drawNoise(rng: Rng | undefined, count: number): Float64Array | undefined {
   if (!rng) return undefined;
   const noise = new Float64Array(count);
   for (let i = 0; i < count; i++) noise[i] = rng.normal();
   return noise;
 }
 
-async function dominantDType(weightsPath: string): Promise<FloatDType> {
+export async function dominantDType(weightsPath: string): Promise<FloatDType> {
   const file = await openSafetensors(weightsPath);
   try {
     const counts = new Map<string, number>();
@@ -174,9 +176,9 @@ async function dominantDType(weightsPath: string): Promise<FloatDType> {
   }
 }
 
-function summarize(
+export function summarize(
   out: string,
-  format: AdapterFormat,
+  format: EditSummary['format'],
   dtype: FloatDType,
   modules: ModuleEditReport[],
   fullTensors: number,

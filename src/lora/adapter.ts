@@ -598,6 +598,12 @@ export interface PeftWriterOptions {
   extraConfig?: Record<string, unknown>;
   /** The parameters that may get expert stacks; without them addExpertStack refuses. */
   experts?: ExpertTargets;
+  /**
+   * An adapter of a diffusion model's component (a UNet, a text encoder) from a LoRA file:
+   * task_type null (no PEFT task wrapper fits it) and target_modules the full module paths, as
+   * diffusers derives them from a state dict, so no other module with the same last name is wrapped.
+   */
+  diffusionComponent?: boolean;
 }
 
 /**
@@ -689,7 +695,7 @@ export class PeftAdapterWriter {
       await this.sink.add(`${key}.lora_embedding_A`, [r, m.B.rows], transpose(m.B).data, dtype);
       await this.sink.add(`${key}.lora_embedding_B`, [m.A.cols, r], transpose(m.A).data, dtype);
     } else {
-      await this.addFactors(m.name, m.A, m.B);
+      await this.addFactors(m.name, m.A, m.B, m.conv?.kernel);
     }
     // magnitude and latent stay f32: they are tiny and DoRA's normalisation is sensitive to them
     if (m.magnitude) await this.sink.add(`${key}.lora_magnitude_vector`, [m.magnitude.length], m.magnitude, 'F32');
@@ -739,10 +745,12 @@ export class PeftAdapterWriter {
     if (this.updates.has(key)) throw new Error(`adapter writer: module "${key}" added twice`);
   }
 
-  private async addFactors(name: string, A: Matrix, B: Matrix): Promise<void> {
+  /** A conv LoRA's factors are PEFT's Conv2d weights: lora_A r × in × kh × kw, lora_B out × r × 1 × 1. */
+  private async addFactors(name: string, A: Matrix, B: Matrix, kernel?: readonly [number, number]): Promise<void> {
     const key = PEFT_PREFIX + name;
-    await this.sink.add(`${key}.lora_A.weight`, [A.rows, A.cols], A.data, this.opts.dtype);
-    await this.sink.add(`${key}.lora_B.weight`, [B.rows, B.cols], B.data, this.opts.dtype);
+    const aShape = kernel ? [A.rows, A.cols / (kernel[0] * kernel[1]), ...kernel] : [A.rows, A.cols];
+    await this.sink.add(`${key}.lora_A.weight`, aShape, A.data, this.opts.dtype);
+    await this.sink.add(`${key}.lora_B.weight`, kernel ? [B.rows, B.cols, 1, 1] : [B.rows, B.cols], B.data, this.opts.dtype);
   }
 
   private buildConfig(): PeftConfig {
@@ -769,13 +777,14 @@ export class PeftAdapterWriter {
       if (u.rank !== r) rankPattern[patternKey(u.path)] = u.rank;
       if (u.alpha !== alpha) alphaPattern[patternKey(u.path)] = u.alpha;
     }
-    const targets = [...new Set(updates.filter((u) => !u.stack).map((u) => moduleSuffix(u.path)))].sort();
+    const targetName = this.opts.diffusionComponent ? (path: string) => path : moduleSuffix;
+    const targets = [...new Set(updates.filter((u) => !u.stack).map((u) => targetName(u.path)))].sort();
     const saved = [...new Set(this.saved.map(moduleSuffix))].sort();
     const targetParameters = this.opts.experts?.source === 'new' ? this.newTargetParameters() : undefined;
     return {
       ...this.opts.extraConfig,
       peft_type: 'LORA',
-      task_type: 'CAUSAL_LM',
+      task_type: this.opts.diffusionComponent ? null : 'CAUSAL_LM',
       base_model_name_or_path: this.opts.baseModel ?? null,
       r,
       lora_alpha: alpha,

@@ -102,3 +102,37 @@ export function kohyaStemFromDiffusers(stem: string, hasSecondTextEncoder: boole
       'write it in the diffusers layout',
   );
 }
+
+/**
+ * Report grouping for both layouts (spectrum's charts, edit's --layers/--modules). The layer is the
+ * index after the first `blocks` or `layers` path part, `_`- or `.`-joined: SDXL's
+ * `input_blocks_4_1_…` → 4, diffusers' `down_blocks.1.…` → 1, Flux's `double_blocks_7_…` /
+ * `single_blocks_7_…` → 7, a text encoder's `encoder_layers_3_…` → 3; none (null) for modules
+ * outside a block stack (`mid_block`, `conv_in`, `time_embedding`). The module type is the part of
+ * the path after its last index, in kohya's "_" spelling for both layouts, so one --modules list
+ * fits both: `…transformer_blocks_0_attn1_to_q` and `….transformer_blocks.0.attn1.to_q` → attn1_to_q,
+ * `…_resnets_0_conv1` → conv1, `lora_unet_conv_in` → conv_in.
+ */
+export function loraFileLayerIndex(stem: string): number | null {
+  const m = /(?:blocks|layers)[._](\d+)(?:[._]|$)/.exec(stem);
+  return m ? Number(m[1]) : null;
+}
+
+export function loraFileModuleType(stem: string): string {
+  const path = (/^lora_(?:unet|te\d*)_/.exec(stem) ? stem.replace(/^lora_(?:unet|te\d*)_/, '') : stem.slice(stem.indexOf('.') + 1)).replaceAll('.', '_');
+  const parts = path.split('_');
+  let last = -1;
+  parts.forEach((p, i) => {
+    if (/^\d+$/.test(p) && i < parts.length - 1) last = i;
+  });
+  return parts.slice(last + 1).join('_');
+}
+
+/** A module's stem in `format` (see the rules above); a UsageError where no exact rule exists. */
+export function loraFileStem(format: LoraFileFormat, name: string, hasSecondTextEncoder: boolean): string {
+  if (parseLoraKey(format, `${name}.alpha`)) return name;
+  if (format === 'kohya' && parseLoraKey('diffusers', `${name}.alpha`)) return kohyaStemFromDiffusers(name, hasSecondTextEncoder);
+  throw new UsageError(
+    `module "${name}" cannot be written in the ${format} layout: kohya's "_"-joined names have no exact diffusers spelling; ` + 'write it in the kohya layout',
+  );
+}

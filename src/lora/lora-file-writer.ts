@@ -19,10 +19,11 @@
 import type { FloatDType } from '../io/types.js';
 import { writeSafetensorsFile } from '../io/safetensors.js';
 import { UsageError } from '../errors.js';
+import { DIFFUSERS_METADATA_KEY } from './lora-file.js';
 import { matrix } from '../tensor/matrix.js';
 import type { LoraModule } from './adapter.js';
 import type { ModuleSink } from './sink.js';
-import { kohyaStemFromDiffusers, parseLoraKey, type LoraFileFormat } from './lora-file-format.js';
+import { loraFileStem, type LoraFileFormat } from './lora-file-format.js';
 
 export interface LoraFileWriterOptions {
   format: LoraFileFormat;
@@ -69,13 +70,7 @@ export class LoraFileWriter implements ModuleSink {
 
   /** The stem a module is written under in this file's layout. */
   stemOf(name: string): string {
-    const { format } = this.opts;
-    if (parseLoraKey(format, `${name}.alpha`)) return name;
-    if (format === 'kohya' && parseLoraKey('diffusers', `${name}.alpha`)) return kohyaStemFromDiffusers(name, this.secondTextEncoder);
-    throw new UsageError(
-      `module "${name}" cannot be written in the ${format} layout: kohya's "_"-joined names have no exact diffusers spelling; ` +
-        'write it in the kohya layout',
-    );
+    return loraFileStem(this.opts.format, name, this.secondTextEncoder);
   }
 
   async addModule(m: LoraModule): Promise<void> {
@@ -121,6 +116,10 @@ export class LoraFileWriter implements ModuleSink {
 
   private header(): Record<string, string> {
     const meta: Record<string, string> = { ...this.opts.metadata };
+    // the scale alpha/r is folded into lora_B here: a carried PEFT config would make diffusers apply it again
+    if (this.opts.format === 'diffusers') delete meta[DIFFUSERS_METADATA_KEY];
+    // hashes of an input file (kohya's sshs_model_hash, sshs_legacy_hash) are not this file's
+    for (const k of Object.keys(meta)) if (k.startsWith('sshs_')) delete meta[k];
     if (this.opts.format !== 'kohya' || this.written.length === 0) return meta;
     const linear = this.written.filter((w) => !w.convKxK);
     const conv = this.written.filter((w) => w.convKxK);

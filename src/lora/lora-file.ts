@@ -3,6 +3,7 @@
  * with the reading surface merge-adapters uses from PeftAdapter: modules listed at once, each
  * loaded on demand in the base weight's orientation, A r × in (a conv's r × (in·kh·kw)), B out × r.
  */
+import { stat } from 'node:fs/promises';
 import { matrix } from '../tensor/matrix.js';
 import type { TensorInfo } from '../io/types.js';
 import { openSafetensors, type SafetensorsFile } from '../io/safetensors.js';
@@ -87,6 +88,11 @@ export class LoraFile {
   close(): Promise<void> {
     return this.file.close();
   }
+}
+
+/** Whether `path` names a LoRA single file (an existing `.safetensors` file) rather than a PEFT folder. */
+export async function isLoraFile(path: string): Promise<boolean> {
+  return /\.safetensors$/i.test(path) && (await stat(path).catch(() => undefined))?.isFile() === true;
 }
 
 export function openLoraFile(path: string): Promise<LoraFile> {

@@ -14,7 +14,7 @@ import { getBackend } from '../linalg/index.js';
 import { openPeftAdapter, type LoraConv, type LoraKind, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
 import { createAdapterSink, type AdapterFormat, type ModuleSink } from '../lora/sink.js';
 import { LoraFile, openLoraFile } from '../lora/lora-file.js';
-import { createLoraFileWriter } from '../lora/lora-file-writer.js';
+import { checkLoraFileOutPath, checkLoraFileOutput, createLoraFileOutput, type LoraFileOutFormat } from '../lora/lora-file-output.js';
 import type { LoraFileFormat } from '../lora/lora-file-format.js';
 import { runCommand } from '../pipeline/run.js';
 import { matrix, transpose } from '../tensor/matrix.js';
@@ -57,6 +57,8 @@ export interface MergeAdaptersOptions extends MethodOptions {
   out: string;
   /** PEFT-folder inputs only */
   format?: AdapterFormat;
+  /** LoRA-file inputs: kohya, diffusers (`.safetensors` --out) or peft (a folder); default the inputs' layout */
+  outFormat?: LoraFileOutFormat;
   dtype?: FloatDType;
   /** base model config.json, needed for GGUF output */
   baseConfig?: Record<string, unknown>;
@@ -102,8 +104,8 @@ export interface MergeReport {
   svdClamp?: number;
   seed?: number;
   out: string;
-  /** a LoRA file's layout (kohya, diffusers) when the inputs were such files */
-  format: AdapterFormat | LoraFileFormat;
+  /** the layout written from LoRA-file inputs (kohya, diffusers, or a PEFT folder) */
+  format: AdapterFormat | LoraFileOutFormat;
   modules: ModuleReport[];
   /** modules_to_save tensors copied from the one adapter that has them */
   carriedTensors: string[];
@@ -223,6 +225,7 @@ function toLoraModule(plan: ModulePlan, f: LowRank): LoraModule {
 
 /** The report's path: report.json in the output folder, or `<name>.report.json` beside an output file. */
 export function mergeReportPath(out: string): string {
+  // (a PEFT folder's path never ends in .safetensors: checkLoraFileOutPath refuses it)
   return isLoraFilePath(out) ? out.replace(/\.safetensors$/i, '.report.json') : join(out, REPORT_FILE);
 }
 
@@ -242,9 +245,16 @@ async function inputKind(opts: MergeAdaptersOptions): Promise<boolean> {
     const dir = opts.adapters[isFile.indexOf(false)].path;
     throw new UsageError(`${file} is a LoRA file but ${dir} is not: merge PEFT folders with PEFT folders, and kohya/diffusers files with files of the same layout`);
   }
-  if (files === 0) return false;
-  if (!isLoraFilePath(opts.out)) throw new UsageError(`--out ${opts.out}: the inputs are LoRA files, so the output is one too: give a path ending in .safetensors`);
-  if (opts.format !== undefined) throw new UsageError(`--format ${opts.format} applies to PEFT folders; LoRA files are written in their inputs' layout (kohya or diffusers)`);
+  if (files === 0) {
+    if (opts.outFormat !== undefined && opts.outFormat !== 'peft') throw new UsageError(`--out-format ${opts.outFormat} applies to kohya/diffusers LoRA files; PEFT folders are written with --format`);
+    return false;
+  }
+  if (opts.format !== undefined) throw new UsageError(`--format ${opts.format} applies to PEFT folders; LoRA files are written in their inputs' layout, or the one --out-format names`);
+  if (opts.outFormat === 'peft') {
+    checkLoraFileOutPath(opts.out, 'peft');
+    return true;
+  }
+  if (!isLoraFilePath(opts.out)) throw new UsageError(`--out ${opts.out}: the inputs are LoRA files, so the output is one too: give a path ending in .safetensors (or --out-format peft for a folder)`);
   if (!opts.overwrite && (await stat(opts.out).catch(() => undefined))) {
     throw new UsageError(`--out ${opts.out} exists: choose another file or pass --force to replace it`);
   }
@@ -368,9 +378,12 @@ export async function mergeAdapters(params: MergeAdaptersOptions): Promise<Merge
       return { backend, adapters };
     },
     plan: ({ adapters }) => {
-      const format: AdapterFormat | LoraFileFormat = files ? commonFileFormat(adapters as LoraFile[]) : (opts.format ?? 'peft');
+      // files share one layout (their module names must meet), whatever layout is written
+      const layout = files ? commonFileFormat(adapters as LoraFile[]) : undefined;
+      const format: AdapterFormat | LoraFileOutFormat = layout ? (opts.outFormat ?? layout) : (opts.format ?? 'peft');
       const plans = planModules(adapters);
       if (plans.length === 0) throw new Error('the adapters have no LoRA modules to merge');
+      if (files) checkLoraFileOutput({ format: format as LoraFileOutFormat, moduleNames: plans.map((p) => p.name) });
       const fullTensors = planFullTensors(adapters);
       const maxInputRank = Math.max(...plans.flatMap((p) => p.sources.map((s) => s.info.rank)));
       const rank = opts.svdRank ?? defaultSvdRank(method, exact, maxInputRank);
@@ -386,12 +399,12 @@ export async function mergeAdapters(params: MergeAdaptersOptions): Promise<Merge
       return { items: plans, fullTensors, rank, format };
     },
     output: {
-      ...(files ? { file: opts.out } : { dir: opts.out, overwrite: opts.overwrite }),
+      ...(files && opts.outFormat !== 'peft' ? { file: opts.out } : { dir: opts.out, overwrite: opts.overwrite }),
       sink: async (tmpPath, { res: { adapters }, plan: { items, format } }): Promise<ModuleSink> => {
         const first = adapters[0];
         if (first instanceof LoraFile) {
           const moduleNames = items.map((p) => p.name);
-          return createLoraFileWriter(tmpPath, { format: format as LoraFileFormat, dtype: opts.dtype, metadata: carriedMetadata(first), moduleNames });
+          return createLoraFileOutput(tmpPath, { format: format as LoraFileOutFormat, dtype: opts.dtype, metadata: carriedMetadata(first), moduleNames });
         }
         return createAdapterSink(tmpPath, {
           format: format as AdapterFormat,
@@ -472,7 +485,7 @@ export async function mergeAdapters(params: MergeAdaptersOptions): Promise<Merge
       report.seconds = (performance.now() - started) / 1000;
       const json = JSON.stringify(report, null, 2) + '\n';
       // a file output is already in place (its writer renamed it on finish): the report goes beside it
-      if (files) await atomicWriteFile(mergeReportPath(opts.out), json);
+      if (files && format !== 'peft') await atomicWriteFile(mergeReportPath(opts.out), json);
       else await writeFile(join(tmpPath, REPORT_FILE), json);
       return report;
     },

@@ -11,7 +11,9 @@ import { assertFiniteSpectrum } from '../linalg/finite-spectrum.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { expertDelta, planDeltaTensors, type ExpertDeltaTensor } from '../delta/pair-plan.js';
 import { changedTensors, streamDifferences, type ChangedTensor } from '../delta/pair-stream.js';
-import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModuleInfo } from '../lora/adapter.js';
+import { openPeftAdapter, type LoraExpertsModule, type LoraModule, type LoraModuleInfo, type PeftAdapter } from '../lora/adapter.js';
+import { isLoraFile, openLoraFile, type LoraFile } from '../lora/lora-file.js';
+import { loraFileLayerIndex, loraFileModuleType } from '../lora/lora-file-format.js';
 import { scaledLeftFactor } from '../lora/scaled-left-factor.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { layerIndexOf, moduleTypeOf, naturalCompare } from '../lora/module-names.js';
@@ -82,7 +84,7 @@ interface CommonOptions {
 }
 
 export interface AdapterSpectrumOptions extends CommonOptions {
-  /** the PEFT adapter folder */
+  /** the PEFT adapter folder, or a kohya/diffusers LoRA `.safetensors` file */
   adapter: string;
 }
 
@@ -146,14 +148,19 @@ function adapterEntries(modules: readonly LoraModuleInfo[]): AdapterEntry[] {
 
 /**
  * Exact singular values of every module ΔW = scaling·B·A of a PEFT adapter folder. An expert
- * stack (target_parameters) gives one entry per expert, `<parameter>[e]`, of its ΔW_e.
+ * stack (target_parameters) gives one entry per expert, `<parameter>[e]`, of its ΔW_e. A kohya or
+ * diffusers LoRA file gives ΔW = (alpha/r)·up·down per module, a conv one as its flattened
+ * out × (in·kh·kw) delta, grouped by the image-model naming rule (lora-file-format.ts).
  */
 export async function adapterSpectrum(params: AdapterSpectrumOptions): Promise<SpectrumResult> {
   const opts = { ...params, adapter: await localInput(params.adapter, 'adapter', params) };
   const dir = opts.adapter;
   const backend = opts.backend ?? (await getBackend());
   const top = checkTop(opts.top ?? DEFAULT_TOP);
-  const adapter = await openPeftAdapter(dir);
+  const file = await isLoraFile(dir);
+  const adapter: PeftAdapter | LoraFile = file ? await openLoraFile(dir) : await openPeftAdapter(dir);
+  const layerOf = file ? loraFileLayerIndex : layerIndexOf;
+  const typeOf = file ? loraFileModuleType : moduleTypeOf;
   try {
     const entries = adapterEntries(adapter.modules)
       .filter((x) => !opts.include || opts.include.test(x.name))
@@ -163,6 +170,12 @@ export async function adapterSpectrum(params: AdapterSpectrumOptions): Promise<S
       notes.push('DoRA adapter: spectra are of the low-rank update scaling·B·A, before DoRA rescales each output row by its magnitude vector.');
     }
     if (entries.some((x) => x.info.hasLatent)) notes.push('EDoRA adapter: spectra are of scaling·B·R·A (the latent R folded in).');
+    if (entries.some((x) => x.info.conv)) {
+      notes.push('Conv LoRA modules: spectra are of the delta flattened to out × (in·kh·kw), the matrix up·down multiplies out.');
+    }
+    if (file) {
+      notes.push('Layers and module types from the module names: the index after the first "blocks"/"layers" part is the layer, the part after the last index the type.');
+    }
     if (entries.some((x) => x.expert !== undefined)) {
       notes.push('MoE expert stacks (PEFT target_parameters): one entry per expert, <parameter>[e], with the spectrum of that expert\'s ΔW_e; rank is per expert.');
     }
@@ -173,7 +186,7 @@ export async function adapterSpectrum(params: AdapterSpectrumOptions): Promise<S
       let m: LoraModule;
       if (expert === undefined) m = await adapter.load(info.name);
       else {
-        if (stack?.name !== info.name) stack = await adapter.loadExperts(info.name);
+        if (stack?.name !== info.name) stack = await (adapter as PeftAdapter).loadExperts(info.name);
         m = stack.experts[expert];
       }
       const svd = await productSvd(backend, await scaledLeftFactor(backend, m, info.scaling), m.A);
@@ -182,8 +195,8 @@ export async function adapterSpectrum(params: AdapterSpectrumOptions): Promise<S
       for (const s of svd.S) total += s * s;
       tensors.push({
         name,
-        layer: layerIndexOf(name),
-        moduleType: moduleTypeOf(name),
+        layer: layerOf(name),
+        moduleType: typeOf(name),
         shape: [info.outFeatures, info.inFeatures],
         rank: info.experts?.rank ?? info.rank,
         ...summarizeSpectrum(svd.S, total, top),

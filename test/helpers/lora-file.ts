@@ -107,3 +107,42 @@ export function deltaOf(m: PlantedModule, f: PlantedFactors, scale: number): Flo
   }
   return d;
 }
+
+/**
+ * Singular values (descending) of a row-major rows × cols f64 matrix by one-sided Jacobi on its
+ * columns, in f64: an SVD independent of loraforge's linalg, for small test matrices.
+ */
+export function singularValuesOf(d: Float64Array, rows: number, cols: number): number[] {
+  // work on the smaller side: the columns of the transpose when rows < cols
+  const [n, m] = rows >= cols ? [cols, rows] : [rows, cols];
+  const col = Array.from({ length: n }, (_, j) => Float64Array.from({ length: m }, (_, i) => (rows >= cols ? d[i * cols + j] : d[j * cols + i])));
+  for (let sweep = 0; sweep < 60; sweep++) {
+    let off = 0;
+    for (let p = 0; p < n; p++) {
+      for (let q = p + 1; q < n; q++) {
+        let a = 0;
+        let b = 0;
+        let c = 0;
+        for (let i = 0; i < m; i++) {
+          a += col[p][i] ** 2;
+          b += col[q][i] ** 2;
+          c += col[p][i] * col[q][i];
+        }
+        if (Math.abs(c) <= 1e-15 * Math.sqrt(a * b) || c === 0) continue;
+        off = Math.max(off, Math.abs(c) / Math.sqrt(a * b));
+        const zeta = (b - a) / (2 * c);
+        const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+        const cs = 1 / Math.sqrt(1 + t * t);
+        const sn = cs * t;
+        for (let i = 0; i < m; i++) {
+          const x = col[p][i];
+          const y = col[q][i];
+          col[p][i] = cs * x - sn * y;
+          col[q][i] = sn * x + cs * y;
+        }
+      }
+    }
+    if (off < 1e-14) break;
+  }
+  return col.map((v) => Math.sqrt(v.reduce((s, x) => s + x * x, 0))).sort((x, y) => y - x);
+}

@@ -116,3 +116,41 @@ test('CLI: a NaN in a kohya file exits 1 naming the file and tensor; mixed layou
   assert.equal(folderOut.code, 2, folderOut.stderr);
   assert.match(folderOut.stderr, /\.safetensors/);
 });
+
+test('--out-format: two diffusers files merge into kohya keys (mechanical rule) or a PEFT folder; kohya inputs to diffusers and mixed components to peft are refused', async () => {
+  const dir = await folder('out-format');
+  const modules = diffusersModules();
+  const paths = [join(dir, 'a.safetensors'), join(dir, 'b.safetensors')];
+  await writeLoraFile(paths[0], 'diffusers', modules, 21);
+  await writeLoraFile(paths[1], 'diffusers', modules, 22);
+  const adapters = paths.map((path) => ({ path, weight: 0.5 }));
+  const kohyaOut = join(dir, 'merged.safetensors');
+  const report = await mergeAdapters({ adapters, method: 'linear', exact: true, out: kohyaOut, outFormat: 'kohya' });
+  assert.equal(report.format, 'kohya');
+  const file = await openSafetensors(kohyaOut);
+  const keys = file.list().map((t) => t.name);
+  await file.close();
+  // kohya's names derived here from the module paths, not by the writer: prefix + path with "." → "_"
+  const stems = modules.map((m) => (m.stem.startsWith('unet.') ? 'lora_unet_' : 'lora_te_') + m.stem.slice(m.stem.indexOf('.') + 1).replaceAll('.', '_'));
+  assert.deepEqual(keys.sort(), stems.flatMap((s) => [`${s}.alpha`, `${s}.lora_down.weight`, `${s}.lora_up.weight`]).sort());
+
+  const unet = modules.filter((m) => m.stem.startsWith('unet.'));
+  const unetPaths = [join(dir, 'ua.safetensors'), join(dir, 'ub.safetensors')];
+  await writeLoraFile(unetPaths[0], 'diffusers', unet, 23);
+  await writeLoraFile(unetPaths[1], 'diffusers', unet, 24);
+  const peftOut = join(dir, 'peft');
+  const res = await runCli(['merge-adapters', '--adapter', unetPaths[0], '--adapter', unetPaths[1], '--method', 'cat', '--out-format', 'peft', '--out', peftOut, '--quiet']);
+  assert.equal(res.code, 0, res.stderr);
+  const config = JSON.parse(await readFile(join(peftOut, 'adapter_config.json'), 'utf8'));
+  assert.deepEqual(config.target_modules, unet.map((m) => m.stem.slice('unet.'.length)).sort());
+  assert.ok(JSON.parse(await readFile(join(peftOut, 'report.json'), 'utf8')).format === 'peft');
+
+  const mixed = await runCli(['merge-adapters', '--adapter', paths[0], '--adapter', paths[1], '--method', 'cat', '--out-format', 'peft', '--out', join(dir, 'p2')]);
+  assert.equal(mixed.code, 2, mixed.stderr);
+  assert.match(mixed.stderr, /a PEFT adapter wraps one model/);
+  const { paths: kohyaPaths } = await twoKohyaFiles(await folder('out-format-kohya'));
+  await assert.rejects(
+    mergeAdapters({ adapters: kohyaPaths.map((path) => ({ path, weight: 1 })), method: 'svd', out: join(dir, 'd.safetensors'), outFormat: 'diffusers' }),
+    /no exact diffusers spelling/,
+  );
+});
