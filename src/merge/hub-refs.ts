@@ -25,9 +25,20 @@ async function usable(side: string, cwd: string): Promise<boolean> {
   return side !== '' && ((await pathExists(resolve(cwd, side), 'input')) || (await isHubInput(side)));
 }
 
+/** Whether a reference names something on the Hub (a Hub id, or MODEL+ADAPTER with one on either side): it is not a local input. */
+export async function isHubReference(name: string, cwd: string): Promise<boolean> {
+  if (await pathExists(resolve(cwd, name), 'input')) return false;
+  if (await isHubInput(name)) return true;
+  for (let i = name.lastIndexOf('+'); i > 0; i = name.lastIndexOf('+', i - 1)) {
+    const [model, adapter] = [name.slice(0, i), name.slice(i + 1)];
+    if (((await isHubInput(model)) || (await isHubInput(adapter))) && (await usable(model, cwd)) && (await usable(adapter, cwd))) return true;
+  }
+  return false;
+}
+
 /** The local name for one reference, downloading what it names on the Hub. */
 async function localName(name: string, cwd: string, opts: LocalInputOptions): Promise<string> {
-  if (await pathExists(resolve(cwd, name), 'input')) return name;
+  if (!(await isHubReference(name, cwd))) return name;
   if (await isHubInput(name)) return localInput(name, 'model', opts);
   for (let i = name.lastIndexOf('+'); i > 0; i = name.lastIndexOf('+', i - 1)) {
     const [model, adapter] = [name.slice(0, i), name.slice(i + 1)];

@@ -17,6 +17,7 @@ import type { MergeConfig, ModelRef } from './config.js';
 import { AdaptedCheckpoint } from './adapted-source.js';
 import { findLayerStack, type LayerStack } from './layers.js';
 import { pathExists } from '../io/paths.js';
+import { isHubReference } from './hub-refs.js';
 import { UsageError } from '../errors.js';
 
 export interface SourceModel {
@@ -70,6 +71,8 @@ export async function resolveModelRef(ref: ModelRef, cwd: string): Promise<Resol
 export async function referencedPaths(config: MergeConfig, cwd: string): Promise<string[]> {
   const paths: string[] = [];
   for (const ref of referencedModels(config)) {
+    // read from the Hub cache, which no --out can be inside by accident; checked again once local
+    if (await isHubReference(ref.name, cwd)) continue;
     const { path, adapter } = await resolveModelRef(ref, cwd);
     paths.push(path, ...(adapter ? [adapter] : []));
   }

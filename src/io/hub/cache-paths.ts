@@ -30,3 +30,15 @@ export function blobLinkTarget(repoDir: string, commit: string, path: string, et
   const link = join(snapshotDir(repoDir, commit), ...path.split('/'));
   return relative(dirname(link), blobPath(repoDir, etag));
 }
+
+/**
+ * The Hub id a folder of the cache stands for: `org/name` for `…/models--org--name/snapshots/<commit>`
+ * (or a folder inside it: `org/name/sub`), undefined for any other path. Repo names never hold
+ * `--`, so the folder name splits one way only.
+ */
+export function hubIdOfCachePath(path: string): string | undefined {
+  const m = /(?:^|[/\\])models--([^/\\]+)[/\\]snapshots[/\\][0-9a-f]{40}((?:[/\\][^/\\]+)*)[/\\]?$/.exec(path);
+  if (!m) return undefined;
+  const inside = m[2].split(/[/\\]/).filter(Boolean);
+  return [...m[1].split('--'), ...inside].join('/');
+}

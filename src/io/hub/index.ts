@@ -5,3 +5,4 @@ export { resolveHubOptions, type HubOptions, type ResolvedHubOptions } from './o
 export { downloadSnapshot, type Snapshot, type SnapshotRequest } from './download-snapshot.js';
 export { readRemoteSafetensorsHeader } from './read-remote-safetensors-header.js';
 export { MODEL_FILES, ADAPTER_FILES, inFolder } from './file-choice.js';
+export { hubIdOfCachePath } from './cache-paths.js';
