@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { extractLora, type ExtractOptions } from '../extract/index.js';
+import { extractLora, isLoraFileOut, loraFileReportPath, type ExtractOptions } from '../extract/index.js';
 import { DEFAULT_MAX_RANK, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
 import { EMBEDDINGS_MODES, type EmbeddingsMode } from '../extract/plan.js';
 import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extract/report.js';
@@ -25,8 +25,8 @@ interface ExtractFlags {
   targetModules?: string;
   include?: string;
   exclude?: string;
-  format: string;
-  embeddings: string;
+  format?: string;
+  embeddings?: string;
   dtype?: FloatDType;
   seed: string;
   threads?: string;
@@ -41,6 +41,9 @@ interface ExtractFlags {
   evalCtx?: string;
   evalMaxTokens?: string;
   offline?: boolean;
+  convRank?: string;
+  conv_dim?: string;
+  textEncoders?: boolean;
 }
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -91,7 +94,36 @@ function evalFlags(f: ExtractFlags, format: string): ExtractOptions['evalText'] 
 }
 
 /** Refuses at once an --out that is an input or a non-empty folder without --force. */
+/** --conv-rank N (kohya's --conv_dim): the rank of k×k conv modules, diffusion checkpoints only. */
+function convFlags(f: ExtractFlags): Pick<ExtractOptions, 'convPolicy' | 'textEncoders'> {
+  if (f.convRank !== undefined && f.conv_dim !== undefined) throw new UsageError('--conv-rank and --conv_dim are the same flag: pass one');
+  const conv = f.convRank ?? f.conv_dim;
+  const diffusionOnly = [conv !== undefined && (f.convRank !== undefined ? '--conv-rank' : '--conv_dim'), f.textEncoders && '--text-encoders'].filter(Boolean);
+  if (diffusionOnly.length && !isLoraFileOut(f.out)) {
+    throw new UsageError(`${diffusionOnly.join(' and ')} apply to diffusion checkpoints, whose LoRA is one kohya file: give --out a path ending in .safetensors`);
+  }
+  return {
+    ...(conv !== undefined ? { convPolicy: { mode: 'rank' as const, rank: parseIntFlag(f.convRank !== undefined ? '--conv-rank' : '--conv_dim', conv, 1) } } : {}),
+    ...(f.textEncoders ? { textEncoders: true } : {}),
+  };
+}
+
+/** LLM-adapter flags a kohya file output (diffusion checkpoints) has no use for. */
+function checkLoraFileFlags(f: ExtractFlags): void {
+  if (!isLoraFileOut(f.out)) return;
+  const given = [
+    f.format !== undefined && '--format',
+    f.embeddings !== undefined && '--embeddings',
+    f.targetModules !== undefined && '--target-modules',
+    f.saveModules && '--save-modules',
+    f.skip3d && '--skip-3d',
+    f.evalText !== undefined && '--eval-text',
+  ].filter(Boolean);
+  if (given.length) throw new UsageError(`--out ${f.out} is a kohya LoRA file (diffusion checkpoints): ${given.join(', ')} apply only to LLM adapter folders`);
+}
+
 export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
+  checkLoraFileFlags(f);
   const alpha = f.alpha === undefined ? undefined : parseFloatFlag('--alpha', f.alpha, [0, Infinity]);
   if (alpha === 0) throw new UsageError('--alpha must be above 0, e.g. 16');
   const targetModules = f.targetModules?.split(',').map((s) => s.trim()).filter((s) => s !== '');
@@ -106,8 +138,8 @@ export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
     targetModules,
     include: regexFlag('--include', f.include),
     exclude: regexFlag('--exclude', f.exclude),
-    format: oneOf('--format', f.format, ADAPTER_FORMATS),
-    embeddings: oneOf<EmbeddingsMode>('--embeddings', f.embeddings, EMBEDDINGS_MODES),
+    format: f.format === undefined ? undefined : oneOf('--format', f.format, ADAPTER_FORMATS),
+    embeddings: f.embeddings === undefined ? undefined : oneOf<EmbeddingsMode>('--embeddings', f.embeddings, EMBEDDINGS_MODES),
     dtype: f.dtype,
     seed: parseIntFlag('--seed', f.seed, 0),
     threads: f.threads === undefined ? undefined : parseIntFlag('--threads', f.threads, 1),
@@ -115,7 +147,8 @@ export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
     skip3d: f.skip3d === true,
     verify: f.verify === true,
     overwrite: f.force === true,
-    evalText: evalFlags(f, f.format),
+    evalText: evalFlags(f, f.format ?? 'peft'),
+    ...convFlags(f),
   };
 }
 
@@ -193,7 +226,7 @@ export function formatExtractReport(r: ExtractReport): string {
   lines.push(
     '',
     `${t.params.toLocaleString('en-US')} adapter parameters; read ${formatBytes(t.bytesRead)} in ${t.seconds.toFixed(2)} s ` +
-      `(computing ${t.computeSeconds.toFixed(2)} s, waiting for reads ${t.readWaitSeconds.toFixed(2)} s); full report: ${REPORT_FILE}`,
+      `(computing ${t.computeSeconds.toFixed(2)} s, waiting for reads ${t.readWaitSeconds.toFixed(2)} s); full report: ${r.format === 'kohya' ? loraFileReportPath(r.out) : REPORT_FILE}`,
   );
   return lines.join('\n');
 }
@@ -203,7 +236,7 @@ export function registerExtract(program: Command): void {
     .description('Extract the LoRA adapter that turns model A into model B (two fine-tunes of one base): ΔW = W_B − W_A ≈ B·A by truncated SVD, streamed tensor by tensor.')
     .requiredOption('--model-a <path>', 'the model the adapter applies to (folder or .safetensors file)')
     .requiredOption('--model-b <path>', 'the model the adapter should turn A into')
-    .requiredOption('--out <dir>', 'output folder for the adapter (written atomically)')
+    .requiredOption('--out <path>', 'output folder for the adapter (written atomically); for diffusion checkpoints (SDXL, Flux, SD diffusers U-Net) one kohya LoRA file: a path ending in .safetensors')
     .option('--rank <n>', `fixed LoRA rank for every module (default: ${DEFAULT_RANK})`)
     .option('--energy <f>', 'per module, the smallest rank capturing this fraction of ‖ΔW‖², e.g. 0.95')
     .option('--max-rel-error <f>', 'per module, the smallest rank with ‖ΔW − B·A‖/‖ΔW‖ at most this, e.g. 0.05')
@@ -212,8 +245,11 @@ export function registerExtract(program: Command): void {
     .option('--target-modules <list>', 'comma-separated module names to extract (default: every linear weight of the decoder layers)')
     .option('--include <regex>', 'only tensors whose name matches are extracted')
     .option('--exclude <regex>', 'tensors whose name matches are not extracted')
-    .option('--format <format>', `adapter format: ${ADAPTER_FORMATS.join(', ')}`, 'peft')
-    .option('--embeddings <mode>', 'embed_tokens / lm_head: skip, lora, or full (saved whole, needed when the vocabularies differ)', 'skip')
+    .option('--format <format>', `adapter format: ${ADAPTER_FORMATS.join(', ')} (default: peft)`)
+    .option('--embeddings <mode>', 'embed_tokens / lm_head: skip, lora, or full (saved whole, needed when the vocabularies differ) (default: skip)')
+    .option('--conv-rank <n>', 'diffusion: also extract k×k convs (ResNet blocks, down/upsamplers) at this rank, as kohya’s conv_dim (default: they are skipped and reported)')
+    .option('--conv_dim <n>', 'alias of --conv-rank (kohya’s name)')
+    .option('--text-encoders', 'diffusion: also extract the text encoders (SDXL: CLIP-L te1; the OpenCLIP te2 is reported, not extracted)')
     .addOption(dtypeOption('adapter dtype', 'model B’s'))
     .option('--save-modules', 'save differing non-target tensors (norms, biases) whole, as PEFT modules_to_save')
     .option('--skip-3d', 'leave 3-D MoE expert tensors out (default: one LoRA per expert, PEFT target_parameters)')
@@ -238,6 +274,8 @@ Examples:
   loraforge extract --model-a base --model-b tuned --out adapter --rank 32 --target-modules q_proj,v_proj --format both
   loraforge extract --model-a base --model-b tuned --out adapter --embeddings full --json | jq .totals
   loraforge extract --model-a base --model-b tuned --out adapter --eval-text wiki.txt --eval-max-tokens 8192
+  loraforge extract --model-a sd_xl_base_1.0.safetensors --model-b my-sdxl.safetensors --out lora.safetensors --rank 32 --conv-rank 16
+  loraforge extract --model-a flux1-dev.safetensors --model-b my-flux.safetensors --out flux-lora.safetensors --rank 16
 
 Exit codes: 0 done, 1 bad input (files, shapes, NaN), 2 bad command line.
 ${HUB_IDS_HELP}`,

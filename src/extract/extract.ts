@@ -6,11 +6,16 @@
  */
 import { join } from 'node:path';
 import { atomicWriteFile } from '../io/atomic.js';
-import { openCheckpoint } from '../io/checkpoint.js';
+import { stat } from 'node:fs/promises';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { createLoraFileWriter } from '../lora/lora-file-writer.js';
+import type { LoadedPair } from '../delta/load-pair.js';
+import { diffusionModelOf, planDiffusionExtraction } from './diffusion-plan.js';
+import type { Keep } from '../pipeline/run.js';
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { getBackend } from '../linalg/index.js';
-import { createAdapterSink, type AdapterFormat, type AdapterSinkOptions } from '../lora/sink.js';
+import { createAdapterSink, type AdapterFormat, type AdapterSink, type AdapterSinkOptions } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { prefetch } from '../pipeline/prefetch.js';
 import { handleJob, type JobOutcome } from './handlers.js';
@@ -74,6 +79,23 @@ export interface ExtractOptions {
   hub?: HubOptions;
   /** called after each tensor, then (phase 'eval …') after each layer of the evaluation; downloads as phase 'download' */
   onProgress?: OnProgress;
+  /**
+   * Diffusion checkpoints (SDXL, Flux, SD diffusers U-Nets; `out` a `.safetensors` file): the rank
+   * policy of k×k convs (kohya's conv_dim). Without it they are not extracted, and reported.
+   */
+  convPolicy?: RankPolicy;
+  /** Diffusion checkpoints: extract the text encoders too (SDXL's CLIP-L te1; see diffusion-targets.ts) */
+  textEncoders?: boolean;
+}
+
+/** A `.safetensors` --out asks for one kohya LoRA file: the diffusion-checkpoint flow. */
+export function isLoraFileOut(out: string): boolean {
+  return /\.safetensors$/i.test(out);
+}
+
+/** The report of a kohya output file: beside it, `<name>.report.json`. */
+export function loraFileReportPath(out: string): string {
+  return out.replace(/\.safetensors$/i, '.report.json');
 }
 
 /** The adapter dtype when none is asked for: that of model B's first target tensor. */
@@ -86,6 +108,8 @@ function defaultDtype(plan: ExtractionPlan): FloatDType {
 /** Which module type a job belongs to; the first of each type gets an exact error check. */
 function moduleType(job: Job): string | undefined {
   const p = job.plan;
+  // kohya stems have no dots: their type is the stem without its block numbers
+  if (p.action === 'lora' && p.module.startsWith('lora_')) return p.module.replace(/_\d+(?=_|$)/g, '');
   if (p.action === 'lora') return p.module.slice(p.module.lastIndexOf('.') + 1);
   if (p.action === 'experts') return `${p.param} (experts)`;
   return undefined;
@@ -94,10 +118,12 @@ function moduleType(job: Job): string | undefined {
 export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
   if (opts.evalText) {
     if (opts.format === 'gguf') throw new UsageError('evaluating the extracted adapter is not supported for a GGUF LoRA: use --format peft or both');
+    if (isLoraFileOut(opts.out)) throw new UsageError('evaluating the extracted adapter is for LLMs: a kohya LoRA file (a .safetensors --out) cannot be evaluated on text');
     await checkEvalOptions(opts.evalText);
   }
   const local = await localPair(opts);
-  const report = await extractAdapter({ ...opts, modelA: local.modelA, modelB: local.modelB }, local.tensors);
+  const localized = { ...opts, modelA: local.modelA, modelB: local.modelB };
+  const report = isLoraFileOut(opts.out) ? await extractLoraFile(localized) : await extractAdapter(localized, local.tensors);
   if (!opts.evalText) return report;
   try {
     report.eval = await evaluateExtraction({
@@ -123,7 +149,8 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
  * models are then read as those tensors alone, so that the two sides still pair up.
  */
 async function localPair(opts: ExtractOptions): Promise<{ modelA: string; modelB: string; tensors?: (name: string) => boolean }> {
-  const narrowed = opts.targetModules !== undefined || opts.include !== undefined;
+  // (a diffusion checkpoint is one file: nothing to narrow)
+  const narrowed = !isLoraFileOut(opts.out) && (opts.targetModules !== undefined || opts.include !== undefined);
   const fromHub = (await isHubInput(opts.modelA)) || (await isHubInput(opts.modelB));
   const selection = { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude };
   const embeddings = (opts.embeddings ?? 'skip') !== 'skip';
@@ -149,15 +176,9 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
   let readWaitSeconds = 0;
   return runCommand({
     inputs: [opts.modelA, opts.modelB, ...(opts.evalText ? [opts.evalText.text] : [])],
-    open: async (keep) => {
-      const a = keep(await openCheckpoint(opts.modelA, { tensors }));
-      const b = keep(await openCheckpoint(opts.modelB, { tensors }));
-      // the reader thread starts up while the plan, the GEMM backend and the output are prepared
-      const loading = startPairLoader();
-      keep({ close: () => loading.cancel() });
-      return { a, b, loading };
-    },
+    open: (keep) => openPair(opts, keep, tensors),
     plan: async ({ a, b }) => {
+      if (diffusionModelOf(a, b)) throw new UsageError(`${opts.modelA} is a diffusion checkpoint: its LoRA is one kohya file; give --out a path ending in .safetensors`);
       const plan = planExtraction(a, b, {
         policy,
         selection: { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude },
@@ -184,20 +205,7 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
           experts: plannedExperts(extraction),
         }),
     },
-    stream: async function* ({ res: { a, b, loading }, plan }) {
-      const loader = await loading.open(a, b);
-      try {
-        let waitFrom = performance.now();
-        for await (const { value: pair } of prefetch(plan.items, (job) => loader.load(pairReadOf(job)), { depth: PREFETCH_DEPTH })) {
-          readWaitSeconds += (performance.now() - waitFrom) / 1000;
-          yield pair;
-          loader.release(pair);
-          waitFrom = performance.now();
-        }
-      } finally {
-        await loader.close();
-      }
-    },
+    stream: ({ res, plan }) => streamPairs(res, plan.items, (s) => (readWaitSeconds += s)),
     each: async (job, pair, { plan: { backend, dtype }, sink }) => {
       const t0 = performance.now();
       const type = moduleType(job);
@@ -212,6 +220,113 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
       await sink.finish();
       report.totals.seconds = (performance.now() - started) / 1000;
       await atomicWriteFile(join(tmpPath, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
+      return report;
+    },
+    onProgress: opts.onProgress,
+  });
+}
+
+/** Opens both checkpoints and starts the reader thread (it starts up while the plan is made). */
+/** Opens both models (with `tensors`, only those: see localPair) and starts the reader thread while the plan, the GEMM backend and the output are prepared. */
+async function openPair(opts: ExtractOptions, keep: Keep, tensors?: (name: string) => boolean): Promise<OpenPair> {
+  const a = keep(await openCheckpoint(opts.modelA, { tensors }));
+  const b = keep(await openCheckpoint(opts.modelB, { tensors }));
+  const loading = startPairLoader();
+  keep({ close: () => loading.cancel() });
+  return { a, b, loading };
+}
+
+type OpenPair = { a: Checkpoint; b: Checkpoint; loading: ReturnType<typeof startPairLoader> };
+
+/** The jobs' pairs in order, read ahead on the reader thread; `waited` gets the seconds spent waiting for it. */
+async function* streamPairs({ a, b, loading }: OpenPair, jobs: readonly Job[], waited: (seconds: number) => void): AsyncGenerator<LoadedPair> {
+  const loader = await loading.open(a, b);
+  try {
+    let waitFrom = performance.now();
+    for await (const { value: pair } of prefetch(jobs, (job) => loader.load(pairReadOf(job)), { depth: PREFETCH_DEPTH })) {
+      waited((performance.now() - waitFrom) / 1000);
+      yield pair;
+      loader.release(pair);
+      waitFrom = performance.now();
+    }
+  } finally {
+    await loader.close();
+  }
+}
+
+/**
+ * Two diffusion checkpoints → one kohya LoRA `.safetensors` file (`opts.out`), its report beside it.
+ * The same spine, reader and decomposition as for LLMs; only the plan and the writer differ.
+ */
+async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
+  const started = performance.now();
+  const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
+  const seed = opts.seed ?? 0;
+  checkPolicy(policy);
+  if (opts.convPolicy) checkPolicy(opts.convPolicy);
+  if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
+  if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
+  const llmOnly = [
+    opts.format !== undefined && 'format',
+    opts.targetModules && 'targetModules (--target-modules)',
+    opts.embeddings !== undefined && opts.embeddings !== 'skip' && 'embeddings (--embeddings)',
+    opts.saveModules && 'saveModules (--save-modules)',
+    opts.evalText && 'evalText (--eval-text)',
+  ].filter(Boolean);
+  if (llmOnly.length) throw new UsageError(`--out ${opts.out} is a kohya LoRA file (diffusion checkpoints): ${llmOnly.join(', ')} apply(ies) to LLM adapters only`);
+  if (!opts.overwrite && (await stat(opts.out).catch(() => undefined))) throw new UsageError(`--out ${opts.out} exists: choose another file or pass --force to replace it`);
+  const checkedTypes = new Set<string>();
+  let readWaitSeconds = 0;
+  return runCommand({
+    inputs: [opts.modelA, opts.modelB],
+    open: (keep) => openPair(opts, keep),
+    plan: async ({ a, b }) => {
+      const model = diffusionModelOf(a, b);
+      if (!model) {
+        throw new UsageError(
+          `--out ${opts.out} asks for a kohya LoRA file, but ${opts.modelA} is not an SDXL, Flux or SD diffusers U-Net checkpoint (no model.diffusion_model.input_blocks…, double_blocks…, or down_blocks… tensors); ` +
+            'for an LLM give an output folder',
+        );
+      }
+      const plan = planDiffusionExtraction(a, b, model, { policy, convPolicy: opts.convPolicy, textEncoders: opts.textEncoders === true, include: opts.include, exclude: opts.exclude });
+      const backend = opts.backend ?? (await getBackend({ threads: opts.threads }));
+      return { items: plan.jobs, extraction: plan, backend, dtype: opts.dtype ?? defaultDtype(plan) };
+    },
+    output: {
+      file: opts.out,
+      sink: async (path, { plan: { extraction, dtype } }) => {
+        const { model } = extraction;
+        const writer = createLoraFileWriter(path, {
+          format: 'kohya',
+          dtype,
+          metadata: { ss_v2: model.v2 ? 'True' : 'False', ss_base_model_version: model.baseModelVersion, ss_network_module: model.networkModule },
+        });
+        const sink: AdapterSink = {
+          addModule: (m) => writer.addModule(m),
+          addFull: (name) => writer.addFull(name),
+          addExpertStack: (s) => Promise.reject(new Error(`internal error: expert stack "${s.parameter}" planned for a kohya file; please report it`)),
+          finish: () => writer.finish(),
+          abort: () => writer.abort(),
+        };
+        return sink;
+      },
+    },
+    stream: ({ res, plan }) => streamPairs(res, plan.items, (s) => (readWaitSeconds += s)),
+    each: async (job, pair, { plan: { backend, dtype }, sink }) => {
+      const t0 = performance.now();
+      const type = moduleType(job);
+      const verify = opts.verify === true || (type !== undefined && !checkedTypes.has(type));
+      if (type !== undefined) checkedTypes.add(type);
+      const outcome = await handleJob({ backend, sink, policy, alpha: opts.alpha, dtype }, { job, pair, seed: tensorSeed(seed, job.name), verify });
+      return { outcome, seconds: (performance.now() - t0) / 1000 };
+    },
+    finish: async (rows, { plan: { extraction, backend, dtype }, sink }) => {
+      const report = extractReport(rows, { opts, plan: extraction, backend, dtype, seed, policy, format: 'kohya', embeddings: 'skip', started, readWaitSeconds });
+      report.diffusion = { layout: extraction.model.layout, convPolicy: opts.convPolicy, textEncoders: opts.textEncoders === true, convSkipped: extraction.convSkipped };
+      if (!report.tensors.length) throw new Error(nothingToExtract(report));
+      await sink.finish();
+      report.totals.seconds = (performance.now() - started) / 1000;
+      await atomicWriteFile(loraFileReportPath(opts.out), JSON.stringify(report, null, 2) + '\n');
       return report;
     },
     onProgress: opts.onProgress,
@@ -255,7 +370,7 @@ interface ReportContext {
   dtype: FloatDType;
   seed: number;
   policy: RankPolicy;
-  format: AdapterFormat;
+  format: AdapterFormat | 'kohya';
   embeddings: EmbeddingsMode;
   started: number;
   /** time the loop spent waiting for the reader thread */

@@ -87,18 +87,22 @@ function factorParams(f: LowRank): number {
   return f.A.data.length + f.B.data.length;
 }
 
-async function handleLora(ctx: HandlerContext, input: JobInput, module: string, kind: 'linear' | 'embedding'): Promise<JobOutcome> {
+async function handleLora(ctx: HandlerContext, input: JobInput): Promise<JobOutcome> {
   const { job } = input;
-  const [rows, cols] = job.b.shape;
+  if (job.plan.action !== 'lora') throw new Error(`internal error: ${job.name} was planned as a LoRA but is not one; please report it`);
+  const { module, kind, conv } = job.plan;
+  // a conv weight out × in × kh × kw, row-major, is already the out × (in·kh·kw) matrix kohya decomposes
+  const [rows, ...rest] = job.b.shape;
+  const cols = rest.reduce((p, d) => p * d, 1);
   const { delta: data, stats } = deltaOf(input);
   if (stats.identical) return { identical: true, params: 0 };
   const delta = view(data, rows, cols);
-  const dec = await decompose(ctx.backend, delta, stats.frobSq, ctx.policy, input.seed);
+  const dec = await decompose(ctx.backend, delta, stats.frobSq, job.plan.policy ?? ctx.policy, input.seed);
   const alpha = ctx.alpha ?? dec.rank;
   const f = factorsOf(dec, dec.rank, dec.rank, alpha, false);
   assertFiniteResult(`tensor "${job.name}"`, dec.relError, f);
   const exact = input.verify ? await storedRelError(ctx, delta, f, alpha / dec.rank, stats.frobSq, false) : undefined;
-  const mod: LoraModule = { name: module, kind, A: f.A, B: f.B, alpha };
+  const mod: LoraModule = { name: module, kind, A: f.A, B: f.B, alpha, ...(conv ? { conv: { kernel: conv } } : {}) };
   await ctx.sink.addModule(mod);
   return {
     params: factorParams(f),
@@ -216,7 +220,7 @@ export async function handleJob(ctx: HandlerContext, input: JobInput): Promise<J
   const plan = input.job.plan;
   switch (plan.action) {
     case 'lora':
-      return handleLora(ctx, input, plan.module, plan.kind);
+      return handleLora(ctx, input);
     case 'experts':
       return handleExperts(ctx, input);
     case 'full':

@@ -1,5 +1,5 @@
 /** Public API of extraction: `extractLora` and the types around it, plus the built-in demo. */
-export { extractLora, type ExtractOptions } from './extract.js';
+export { extractLora, isLoraFileOut, loraFileReportPath, type ExtractOptions } from './extract.js';
 export type { ExtractReport, ExtractedTensor, DifferingTensor, ExtractTotals, ExpertDetail } from './report.js';
 export { REPORT_FILE } from './report.js';
 export type { ExtractEvalOptions, ExtractEvalReport } from './evaluate.js';

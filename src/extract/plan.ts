@@ -18,8 +18,11 @@ export type EmbeddingsMode = 'skip' | 'lora' | 'full';
 export const EMBEDDINGS_MODES: readonly EmbeddingsMode[] = ['skip', 'lora', 'full'];
 
 export type JobAction =
-  /** a 2-D LoRA (linear, or PEFT's embedding LoRA for input embeddings) */
-  | { action: 'lora'; module: string; kind: 'linear' | 'embedding' }
+  /**
+   * a 2-D LoRA (linear, or PEFT's embedding LoRA for input embeddings); `conv`: a 4-D conv weight,
+   * decomposed as out × (in·kh·kw); `policy`: this module's own rank policy (diffusion conv rank)
+   */
+  | { action: 'lora'; module: string; kind: 'linear' | 'embedding'; conv?: [number, number]; policy?: RankPolicy }
   /** one LoRA per expert slice of a 3-D tensor, saved PEFT's target_parameters way */
   | { action: 'experts'; module: string; param: string; layout: ExpertLayout }
   /** --embeddings full: B's tensor saved whole (modules_to_save) when it differs */
@@ -99,7 +102,7 @@ function checkDtypes(ckpt: Checkpoint, label: string, selection: TargetSelection
  * Names present in one checkpoint only. An LM head missing on one side is fine when the
  * embeddings are tied (one side saved the tied copy, the other did not).
  */
-function checkNames(a: Checkpoint, b: Checkpoint, tied: boolean, notes: string[]): Set<string> {
+export function checkNames(a: Checkpoint, b: Checkpoint, tied: boolean, notes: string[]): Set<string> {
   const onlyA = a.list().filter((t) => !b.has(t.name)).map((t) => t.name);
   const onlyB = b.list().filter((t) => !a.has(t.name)).map((t) => t.name);
   const ignored = new Set<string>();
@@ -238,6 +241,6 @@ export function pairReadOf(job: Job): PairRead {
   return { name: job.name, onlyB: !job.a, keepB: plan.action === 'full' || (plan.action === 'compare' && plan.save) };
 }
 
-function checkRank(policy: RankPolicy, name: string, rows: number, cols: number, shape: readonly number[]): void {
+export function checkRank(policy: RankPolicy, name: string, rows: number, cols: number, shape: readonly number[]): void {
   if (policy.mode === 'rank') checkFixedRankFits(policy.rank, name, rows, cols, shape);
 }

@@ -1,5 +1,6 @@
 /**
- * What an extraction did, tensor by tensor: kept in the output folder as report.json and
+ * What an extraction did, tensor by tensor: kept in the output folder as report.json (beside a
+ * kohya output file as `<name>.report.json`) and
  * summarised as a table for people.
  */
 import type { FloatDType } from '../io/types.js';
@@ -8,6 +9,7 @@ import type { ExpertLayout } from '../lora/expert-stack.js';
 import type { EmbeddingsMode } from './plan.js';
 import type { RankPolicy } from '../lowrank/rank-policy.js';
 import type { ExtractEvalReport } from './evaluate.js';
+import type { DiffusionLayout } from '../delta/diffusion-targets.js';
 
 export const REPORT_FILE = 'report.json';
 
@@ -83,7 +85,10 @@ export interface ExtractReport {
   modelA: string;
   modelB: string;
   out: string;
-  format: AdapterFormat;
+  /** 'kohya': one kohya LoRA .safetensors file (diffusion checkpoints) */
+  format: AdapterFormat | 'kohya';
+  /** diffusion checkpoints: the layout read and the conv rank policy (absent: k×k convs skipped) */
+  diffusion?: { layout: DiffusionLayout; convPolicy?: RankPolicy; textEncoders: boolean; convSkipped: string[] };
   dtype: FloatDType;
   policy: RankPolicy;
   /** the alpha given, or 'rank' when every module's alpha is its own rank (scaling 1) */

@@ -124,7 +124,7 @@ export class LoraFileWriter implements ModuleSink {
     const linear = this.written.filter((w) => !w.convKxK);
     const conv = this.written.filter((w) => w.convKxK);
     const main = linear.length ? linear : conv;
-    meta.ss_network_module = 'networks.lora';
+    meta.ss_network_module ??= 'networks.lora'; // a caller may know better (Flux: networks.lora_flux)
     meta.ss_network_dim = String(mostCommon(main.map((w) => w.rank)));
     meta.ss_network_alpha = pyFloat(mostCommon(main.map((w) => w.alpha)));
     if (conv.length) {
