@@ -18,7 +18,7 @@ import { getBackend } from '../linalg/index.js';
 import { createAdapterSink, type AdapterFormat, type AdapterSink, type AdapterSinkOptions } from '../lora/sink.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { prefetch } from '../pipeline/prefetch.js';
-import { handleJob, type JobOutcome } from './handlers.js';
+import { handleJob, type HandlerContext, type JobOutcome } from './handlers.js';
 import { startPairLoader } from '../delta/pair-loader.js';
 import { listSome, pairReadOf, planExtraction, type EmbeddingsMode, type ExtractionPlan, type Job } from './plan.js';
 import { checkPolicy, DEFAULT_RANK, type RankPolicy } from '../lowrank/rank-policy.js';
@@ -172,7 +172,7 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
   } catch (err) {
     return Promise.reject(err);
   }
-  const checkedTypes = new Set<string>();
+  const extractOne = jobExtractor(opts.verify === true, seed);
   let readWaitSeconds = 0;
   return runCommand({
     inputs: [opts.modelA, opts.modelB, ...(opts.evalText ? [opts.evalText.text] : [])],
@@ -206,14 +206,7 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
         }),
     },
     stream: ({ res, plan }) => streamPairs(res, plan.items, (s) => (readWaitSeconds += s)),
-    each: async (job, pair, { plan: { backend, dtype }, sink }) => {
-      const t0 = performance.now();
-      const type = moduleType(job);
-      const verify = opts.verify === true || (type !== undefined && !checkedTypes.has(type));
-      if (type !== undefined) checkedTypes.add(type);
-      const outcome = await handleJob({ backend, sink, policy, alpha: opts.alpha, dtype }, { job, pair, seed: tensorSeed(seed, job.name), verify });
-      return { outcome, seconds: (performance.now() - t0) / 1000 };
-    },
+    each: (job, pair, { plan: { backend, dtype }, sink }) => extractOne(job, pair, { backend, sink, policy, alpha: opts.alpha, dtype }),
     finish: async (rows, { plan: { extraction, backend, dtype }, sink, tmpPath }) => {
       const report = extractReport(rows, { opts, plan: extraction, backend, dtype, seed, policy, format, embeddings, started, readWaitSeconds });
       if (!report.tensors.length) throw new Error(nothingToExtract(report));
@@ -227,6 +220,22 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
 }
 
 /** Opens both checkpoints and starts the reader thread (it starts up while the plan is made). */
+/**
+ * The per-job operation of both extract paths: decompose and write one job, checking its error
+ * exactly by GEMM for the first tensor of each module type (every tensor with `verifyAll`).
+ */
+function jobExtractor(verifyAll: boolean, seed: number): (job: Job, pair: LoadedPair, ctx: HandlerContext) => Promise<{ outcome: JobOutcome; seconds: number }> {
+  const checkedTypes = new Set<string>();
+  return async (job, pair, ctx) => {
+    const t0 = performance.now();
+    const type = moduleType(job);
+    const verify = verifyAll || (type !== undefined && !checkedTypes.has(type));
+    if (type !== undefined) checkedTypes.add(type);
+    const outcome = await handleJob(ctx, { job, pair, seed: tensorSeed(seed, job.name), verify });
+    return { outcome, seconds: (performance.now() - t0) / 1000 };
+  };
+}
+
 /** Opens both models (with `tensors`, only those: see localPair) and starts the reader thread while the plan, the GEMM backend and the output are prepared. */
 async function openPair(opts: ExtractOptions, keep: Keep, tensors?: (name: string) => boolean): Promise<OpenPair> {
   const a = keep(await openCheckpoint(opts.modelA, { tensors }));
@@ -275,7 +284,7 @@ async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
   ].filter(Boolean);
   if (llmOnly.length) throw new UsageError(`--out ${opts.out} is a kohya LoRA file (diffusion checkpoints): ${llmOnly.join(', ')} apply(ies) to LLM adapters only`);
   if (!opts.overwrite && (await stat(opts.out).catch(() => undefined))) throw new UsageError(`--out ${opts.out} exists: choose another file or pass --force to replace it`);
-  const checkedTypes = new Set<string>();
+  const extractOne = jobExtractor(opts.verify === true, seed);
   let readWaitSeconds = 0;
   return runCommand({
     inputs: [opts.modelA, opts.modelB],
@@ -312,14 +321,7 @@ async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
       },
     },
     stream: ({ res, plan }) => streamPairs(res, plan.items, (s) => (readWaitSeconds += s)),
-    each: async (job, pair, { plan: { backend, dtype }, sink }) => {
-      const t0 = performance.now();
-      const type = moduleType(job);
-      const verify = opts.verify === true || (type !== undefined && !checkedTypes.has(type));
-      if (type !== undefined) checkedTypes.add(type);
-      const outcome = await handleJob({ backend, sink, policy, alpha: opts.alpha, dtype }, { job, pair, seed: tensorSeed(seed, job.name), verify });
-      return { outcome, seconds: (performance.now() - t0) / 1000 };
-    },
+    each: (job, pair, { plan: { backend, dtype }, sink }) => extractOne(job, pair, { backend, sink, policy, alpha: opts.alpha, dtype }),
     finish: async (rows, { plan: { extraction, backend, dtype }, sink }) => {
       const report = extractReport(rows, { opts, plan: extraction, backend, dtype, seed, policy, format: 'kohya', embeddings: 'skip', started, readWaitSeconds });
       report.diffusion = { layout: extraction.model.layout, convPolicy: opts.convPolicy, textEncoders: opts.textEncoders === true, convSkipped: extraction.convSkipped };
