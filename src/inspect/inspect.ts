@@ -1,7 +1,7 @@
 /**
  * What is inside a file or folder: tensors, dtypes, shapes, bytes, parameter count, metadata.
  * Works on safetensors (single or sharded model folders), GGUF files and PEFT adapter folders,
- * reading headers only.
+ * reading headers only; Hub ids too (inspect-hub.ts), without downloading weights.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,10 +9,15 @@ import type { TensorInfo } from '../io/types.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { openGguf } from '../io/gguf.js';
 import { openSafetensors } from '../io/safetensors.js';
-import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, missingAdapterWeights, openPeftAdapter } from '../lora/adapter.js';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, missingAdapterWeights } from '../lora/adapter.js';
 import { pathExists } from '../io/paths.js';
 import { withPath } from '../io/os-error.js';
 import { readJsonFile } from '../io/json-file.js';
+import type { HubOptions } from '../io/hub/index.js';
+import { isHubInput } from '../io/local-inputs.js';
+import { expertModules } from './expert-modules.js';
+import { inspectHeaders } from './headers.js';
+import { inspectHub } from './inspect-hub.js';
 
 export type InspectKind = 'safetensors' | 'checkpoint' | 'gguf' | 'peft-adapter';
 
@@ -51,13 +56,16 @@ export interface InspectExperts {
 const MAX_ARRAY_SHOWN = 16;
 
 export interface InspectOptions {
-  /** a model folder or file, a PEFT adapter folder, or a GGUF file */
+  /** a model folder or file, a PEFT adapter folder, a GGUF file, or a Hub id (a local path that exists wins) */
   path: string;
+  /** how Hub ids are reached (offline, cache folder, endpoint, token) */
+  hub?: HubOptions;
 }
 
 /** What is at `params.path`: its kind, tensors, metadata and (adapters) modules. */
 export async function inspectPath(params: InspectOptions): Promise<InspectResult> {
   const { path } = params;
+  if (await isHubInput(path)) return inspectHub(path, params.hub ?? {});
   // an OS error (missing, dangling link, loop) is explained by the CLI with this path
   const s = await stat(path).catch((err: unknown) => {
     throw withPath(err, path);
@@ -68,7 +76,7 @@ export async function inspectPath(params: InspectOptions): Promise<InspectResult
     if (gguf) return inspectPath({ path: gguf });
     const ckpt = await openCheckpoint(path);
     try {
-      return summarise(path, 'checkpoint', ckpt.list(), {}, ckpt.config);
+      return inspectHeaders({ path, kind: 'checkpoint', headers: [{ tensors: ckpt.list(), metadata: {} }], config: ckpt.config });
     } finally {
       await ckpt.close();
     }
@@ -78,14 +86,14 @@ export async function inspectPath(params: InspectOptions): Promise<InspectResult
     try {
       const metadata: Record<string, unknown> = {};
       for (const [k, v] of g.kv) metadata[k] = Array.isArray(v) && v.length > MAX_ARRAY_SHOWN ? `[${v.length} items]` : v;
-      return summarise(path, 'gguf', g.list(), metadata);
+      return inspectHeaders({ path, kind: 'gguf', headers: [{ tensors: g.list(), metadata }] });
     } finally {
       await g.close();
     }
   }
   const f = await openSafetensors(path);
   try {
-    return summarise(path, 'safetensors', f.list(), f.metadata);
+    return inspectHeaders({ path, kind: 'safetensors', headers: [{ tensors: f.list(), metadata: f.metadata }] });
   } finally {
     await f.close();
   }
@@ -109,44 +117,13 @@ async function inspectAdapter(dir: string): Promise<InspectResult> {
   const f = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
   let result: InspectResult;
   try {
-    result = summarise(dir, 'peft-adapter', f.list(), f.metadata, config);
+    result = inspectHeaders({ path: dir, kind: 'peft-adapter', headers: [{ tensors: f.list(), metadata: f.metadata }], config });
   } finally {
     await f.close();
   }
   // only then do the stacked tensors need PEFT's reading; an adapter that does not parse is an error worth seeing
   if (Array.isArray(config['target_parameters']) && config['target_parameters'].length) result.experts = await expertModules(dir);
   return result;
-}
-
-async function expertModules(dir: string): Promise<InspectExperts[]> {
-  const adapter = await openPeftAdapter(dir);
-  try {
-    return adapter.modules.flatMap((m) =>
-      m.experts
-        ? [{ parameter: m.experts.parameter, module: m.name, count: m.experts.count, rank: m.experts.rank, alpha: m.alpha, scaling: m.scaling, outFeatures: m.outFeatures, inFeatures: m.inFeatures }]
-        : [],
-    );
-  } finally {
-    await adapter.close();
-  }
-}
-
-function summarise(
-  path: string,
-  kind: InspectKind,
-  tensors: TensorInfo[],
-  metadata: Record<string, unknown>,
-  config?: Record<string, unknown>,
-): InspectResult {
-  const dtypes: Record<string, number> = {};
-  let totalParameters = 0;
-  let totalBytes = 0;
-  for (const t of tensors) {
-    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
-    totalParameters += t.shape.reduce((a, b) => a * b, 1);
-    totalBytes += t.bytes;
-  }
-  return { path, kind, tensors, totalParameters, totalBytes, dtypes, metadata, config };
 }
 
 async function hasGgufMagic(path: string): Promise<boolean> {
