@@ -13,6 +13,7 @@ import { assertFinite } from '../tensor/finite.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import { loraScaling, lookupPattern, type LoraConv, type LoraModule, type LoraModuleInfo } from './adapter.js';
 import { detectLoraFileFormat, parseLoraKey, type LoraFileFormat, type LoraKeyRole } from './lora-file-format.js';
+import { parseJsonText } from '../io/json-file.js';
 
 /** The header key under which diffusers stores the PEFT LoraConfig of the saved adapter(s). */
 export const DIFFUSERS_METADATA_KEY = 'lora_adapter_metadata';
@@ -159,7 +160,7 @@ function headerConfigs(path: string, metadata: Record<string, string>): HeaderLo
   if (text === undefined) return undefined;
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = parseJsonText(path, text);
   } catch {
     throw new InputError(`${path}: header entry "${DIFFUSERS_METADATA_KEY}" is not valid JSON; remove it or restore the file`, { file: path });
   }

@@ -1,5 +1,6 @@
 /** The shards a `*.safetensors.index.json` names, narrowed to those holding a wanted tensor. */
 import { InputError } from '../../errors.js';
+import { parseJsonText } from '../json-file.js';
 
 export function isSafetensorsIndex(path: string): boolean {
   return path.endsWith('.safetensors.index.json');
@@ -12,7 +13,7 @@ export function isSafetensorsIndex(path: string): boolean {
 export function shardsFor(indexPath: string, text: string, tensors?: (name: string) => boolean): string[] {
   let weightMap: unknown;
   try {
-    weightMap = (JSON.parse(text) as { weight_map?: unknown }).weight_map;
+    weightMap = (parseJsonText(indexPath, text) as { weight_map?: unknown }).weight_map;
   } catch {
     weightMap = undefined;
   }
