@@ -1,6 +1,7 @@
 /**
  * A model checkpoint as one TensorSource: a Hugging Face folder (sharded with
- * model.safetensors.index.json, or a single model.safetensors) or a lone .safetensors file.
+ * model.safetensors.index.json, or a single model.safetensors; diffusers' model folders name them
+ * diffusion_pytorch_model.safetensors[.index.json]) or a lone .safetensors file.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, normalize, resolve } from 'node:path';
@@ -13,6 +14,19 @@ import { noteInput } from './inputs.js';
 const INDEX_FILE = 'model.safetensors.index.json';
 const SINGLE_FILE = 'model.safetensors';
 const ADAPTER_FILE = 'adapter_model.safetensors';
+/** A whole diffusers pipeline: one folder per component (unet/ or transformer/, text_encoder/, vae/, …). */
+const PIPELINE_FILE = 'model_index.json';
+const DENOISER_FOLDERS = ['unet', 'transformer'];
+
+/**
+ * The weight files of one model folder, as its library names them. When both the index and the
+ * single file are present, transformers loads the single file but diffusers the shards
+ * (ModelMixin.from_pretrained looks for the index first): the refusal says which one they would use.
+ */
+const FOLDER_LAYOUTS = [
+  { index: INDEX_FILE, single: SINGLE_FILE, loader: 'transformers', loads: 'single' },
+  { index: 'diffusion_pytorch_model.safetensors.index.json', single: 'diffusion_pytorch_model.safetensors', loader: 'diffusers', loads: 'index' },
+] as const;
 
 export interface Checkpoint extends TensorSource {
   /** The folder holding the checkpoint (for a lone file: the folder it is in). */
@@ -149,7 +163,7 @@ async function openShards(paths: string[]): Promise<SafetensorsFile[]> {
 
 /** Which .safetensors files make up the model in `dir` (without an index). */
 async function pickSingleFile(dir: string): Promise<string> {
-  if ((await kindOf(join(dir, SINGLE_FILE))) === 'file') return join(dir, SINGLE_FILE);
+  for (const { single } of FOLDER_LAYOUTS) if ((await kindOf(join(dir, single))) === 'file') return join(dir, single);
   const names = await readdir(dir);
   const candidates = names.filter((n) => n.endsWith('.safetensors') && n !== ADAPTER_FILE);
   if (candidates.length === 1) return join(dir, candidates[0]);
@@ -162,6 +176,19 @@ async function pickSingleFile(dir: string): Promise<string> {
   throw new Error(`${dir} has no ${INDEX_FILE}, ${SINGLE_FILE} or other .safetensors file${hint}`);
 }
 
+/**
+ * A diffusers pipeline folder is refused rather than read through its denoiser: which component
+ * the user means (and whether the top-level single-file checkpoint some repos also carry is the one
+ * they want, as kohya's SDXL names need) is theirs to say; the message gives the exact paths.
+ */
+async function pipelineError(path: string, abs: string): Promise<Error> {
+  const choices: string[] = [];
+  for (const d of DENOISER_FOLDERS) if ((await kindOf(join(abs, d))) === 'dir') choices.push(join(path, d));
+  for (const n of (await readdir(abs)).sort()) if (n.endsWith('.safetensors')) choices.push(join(path, n));
+  const what = choices.length > 0 ? `pass its denoiser folder or a single-file checkpoint: ${choices.join(', ')}` : 'it has no unet/ or transformer/ folder: pass the folder of the model to read';
+  return new Error(`${path} is a whole diffusers pipeline (${PIPELINE_FILE}), not one model: ${what}`);
+}
+
 export interface OpenCheckpointOptions {
   /**
    * Only these tensors are listed, and of a sharded checkpoint only the shards holding one are
@@ -171,8 +198,10 @@ export interface OpenCheckpointOptions {
 }
 
 /**
- * Opens a model checkpoint: a folder (sharded via model.safetensors.index.json, else
- * model.safetensors, else its only .safetensors file) or a single .safetensors file.
+ * Opens a model checkpoint: a folder (sharded via model.safetensors.index.json or diffusers'
+ * diffusion_pytorch_model.safetensors.index.json, else model.safetensors or
+ * diffusion_pytorch_model.safetensors, else its only .safetensors file) or a single .safetensors
+ * file. A diffusers pipeline folder (model_index.json) is refused naming the component folders.
  * Reads headers and config.json only; tensors are read on demand.
  */
 export async function openCheckpoint(path: string, opts: OpenCheckpointOptions = {}): Promise<Checkpoint> {
@@ -187,16 +216,24 @@ export async function openCheckpoint(path: string, opts: OpenCheckpointOptions =
     const dir = dirname(abs);
     return new ShardedCheckpoint(abs, dir, await readConfig(dir), await openShards([abs]), keep);
   }
+  if ((await kindOf(join(abs, PIPELINE_FILE))) === 'file') throw await pipelineError(path, abs);
   const config = await readConfig(abs);
-  const indexPath = join(abs, INDEX_FILE);
-  if ((await kindOf(indexPath)) !== 'file') {
+  let layout: (typeof FOLDER_LAYOUTS)[number] | undefined;
+  for (const l of FOLDER_LAYOUTS) {
+    if ((await kindOf(join(abs, l.index))) !== 'file') continue;
+    layout = l;
+    break;
+  }
+  if (!layout) {
     return new ShardedCheckpoint(abs, abs, config, await openShards([await pickSingleFile(abs)]), keep);
   }
-  if ((await kindOf(join(abs, SINGLE_FILE))) === 'file') {
-    // transformers loads model.safetensors and ignores the index; which one is stale only the user knows
+  const indexPath = join(abs, layout.index);
+  if ((await kindOf(join(abs, layout.single))) === 'file') {
+    // which one is stale only the user knows
+    const loads = layout.loads === 'single' ? `load ${layout.single} and ignore the shards` : `load the shards and ignore ${layout.single}`;
     throw new Error(
-      `${path} has both ${SINGLE_FILE} and ${INDEX_FILE}: transformers would load ${SINGLE_FILE} and ignore the shards, so one of them is probably left over; ` +
-        `remove the stale one, or pass ${join(path, SINGLE_FILE)} itself`,
+      `${path} has both ${layout.single} and ${layout.index}: ${layout.loader} would ${loads}, so one of them is probably left over; ` +
+        `remove the stale one, or pass ${join(path, layout.single)} itself`,
     );
   }
   const { files, weightMap } = await shardsFromIndex(indexPath, abs, keep);

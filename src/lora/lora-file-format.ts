@@ -25,6 +25,15 @@
  * kohya → diffusers is never mechanical: "_" is both the separator and part of names (`to_q`,
  * `down_blocks`), so it is refused.
  *
+ * kohya files as other tools rewrite them are read under kohya's stems, as diffusers' Flux loader
+ * maps them (lora_conversion_utils.py, `_convert_kohya_flux_lora_to_diffusers` + `_custom_replace`):
+ * ComfyUI's `diffusion_model.<module path>` (what its LoRA save and extract nodes write) is
+ * `lora_unet_<path, "." → "_">`, and a `lora_unet`/`lora_te*` stem spelled with dots anywhere
+ * (`lora_unet_double_blocks.0.img_attn.qkv`, `lora_unet.foo.bar`) is its "_" spelling. Both are
+ * exact: "." → "_" is kohya's own rule, and ComfyUI loads `lora_unet_` + the original module path
+ * for every model. ComfyUI's text-encoder keys (`text_encoders.clip_l.…`) are refused: whether
+ * CLIP-L is kohya's `lora_te` or `lora_te1` depends on the model, which the file does not say.
+ *
  * Anything else is refused by name: LyCORIS (LoHa `hada_*`, LoKr `lokr_*`, `dora_scale`) is not a
  * LoRA and cannot be merged as one.
  */
@@ -35,7 +44,10 @@ export const LORA_FILE_FORMATS: readonly LoraFileFormat[] = ['kohya', 'diffusers
 
 export type LoraKeyRole = 'down' | 'up' | 'alpha';
 
-const KOHYA_STEM = /^lora_(unet|te\d*)_\w+$/;
+/** kohya's stem, also spelled with dots (`lora_unet_double_blocks.0.…`, `lora_unet.…`): part, path. */
+const KOHYA_STEM = /^lora_(unet|te\d*)[._]([\w.]+)$/;
+/** The prefix ComfyUI writes in place of `lora_unet_` (its save/extract nodes), dotted path after it. */
+const COMFY_UNET_PREFIX = 'diffusion_model.';
 const DIFFUSERS_STEM = /^(unet|transformer|text_encoder(_\d+)?)\.\S+$/;
 
 const SUFFIXES: Record<LoraFileFormat, Array<[string, LoraKeyRole]>> = {
@@ -61,9 +73,20 @@ export function parseLoraKey(format: LoraFileFormat, key: string): { stem: strin
   for (const [suffix, role] of SUFFIXES[format]) {
     if (!key.endsWith(suffix)) continue;
     const stem = key.slice(0, -suffix.length);
-    if ((format === 'kohya' ? KOHYA_STEM : DIFFUSERS_STEM).test(stem)) return { stem, role };
+    if (format === 'diffusers') {
+      if (DIFFUSERS_STEM.test(stem)) return { stem, role };
+      continue;
+    }
+    const kohya = kohyaStem(stem);
+    if (kohya) return { stem: kohya, role };
   }
   return undefined;
+}
+
+/** kohya's own spelling of a kohya stem as other tools write it (see the rules above), or undefined. */
+function kohyaStem(stem: string): string | undefined {
+  const m = KOHYA_STEM.exec(stem.startsWith(COMFY_UNET_PREFIX) ? `lora_unet_${stem.slice(COMFY_UNET_PREFIX.length)}` : stem);
+  return m ? `lora_${m[1]}_${m[2].replaceAll('.', '_')}` : undefined;
 }
 
 /** The layout of a LoRA file from its tensor names; an InputError naming the file for anything else. */
@@ -74,6 +97,14 @@ export function detectLoraFileFormat(path: string, keys: readonly string[]): Lor
       `${path}: "${lycoris}" is a LyCORIS tensor (LoHa/LoKr/DoRA/OFT), not LoRA: it cannot be merged as a LoRA; ` +
         'merge it with LyCORIS tools, or bake it into the model first',
       { file: path, tensor: lycoris },
+    );
+  }
+  const comfyTextEncoder = keys.find((k) => k.startsWith('text_encoders.'));
+  if (comfyTextEncoder) {
+    throw new InputError(
+      `${path}: "${comfyTextEncoder}" is a ComfyUI text-encoder tensor, which is not read: whether it is kohya's lora_te, lora_te1 or lora_te2 ` +
+        'depends on the model, which the file does not say; its U-Net (diffusion_model.…) tensors alone would be read',
+      { file: path, tensor: comfyTextEncoder },
     );
   }
   for (const format of LORA_FILE_FORMATS) {
@@ -130,7 +161,8 @@ export function loraFileModuleType(stem: string): string {
 
 /** A module's stem in `format` (see the rules above); a UsageError where no exact rule exists. */
 export function loraFileStem(format: LoraFileFormat, name: string, hasSecondTextEncoder: boolean): string {
-  if (parseLoraKey(format, `${name}.alpha`)) return name;
+  const own = parseLoraKey(format, `${name}.alpha`);
+  if (own) return own.stem;
   if (format === 'kohya' && parseLoraKey('diffusers', `${name}.alpha`)) return kohyaStemFromDiffusers(name, hasSecondTextEncoder);
   throw new UsageError(
     `module "${name}" cannot be written in the ${format} layout: kohya's "_"-joined names have no exact diffusers spelling; ` + 'write it in the kohya layout',

@@ -2,6 +2,7 @@
  * Scaled-down SDXL- and Flux-shaped checkpoints (real tensor names, small widths) with planted
  * low-rank deltas, written as single `.safetensors` files for extract's diffusion path.
  */
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FloatDType } from '../../src/io/types.js';
 import { writeSafetensorsFile } from '../../src/io/safetensors.js';
@@ -139,3 +140,28 @@ export async function worstRecovery(file: string, byStem: Record<string, string>
   return worst;
 }
 
+
+/**
+ * A diffusers model folder as `save_pretrained` writes it: `diffusion_pytorch_model.safetensors`,
+ * or with `shards` > 1 that many `diffusion_pytorch_model-0000i-of-0000N.safetensors` (tensors dealt
+ * in order) plus `diffusion_pytorch_model.safetensors.index.json`; and a config.json.
+ */
+export async function writeDiffusersFolder(dir: string, t: Tensors, shards = 1, dtype: FloatDType = 'F32'): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'config.json'), '{"_class_name": "UNet2DConditionModel"}\n');
+  if (shards === 1) {
+    await writeSingleFile(join(dir, 'diffusion_pytorch_model.safetensors'), t, dtype);
+    return dir;
+  }
+  const names = Object.keys(t);
+  const per = Math.ceil(names.length / shards);
+  const weightMap: Record<string, string> = {};
+  for (let s = 0; s < shards; s++) {
+    const file = `diffusion_pytorch_model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    const part = names.slice(s * per, (s + 1) * per);
+    await writeSingleFile(join(dir, file), Object.fromEntries(part.map((n) => [n, t[n]])), dtype);
+    for (const n of part) weightMap[n] = file;
+  }
+  await writeFile(join(dir, 'diffusion_pytorch_model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  return dir;
+}
