@@ -186,14 +186,16 @@ function planFullTensors(adapters: MergeInput[]): Array<{ adapter: number; name:
 }
 
 /**
- * A LoRA file's module as a merge term: √|s| folded into each factor (the sign into A) and scaling 1.
- * Then cat and the factor-wise methods compute exactly PEFT's formulas (√|w·s| on each factor), and
- * the *_svd methods weight each delta s·B·A by w alone: the scale counts once, as kohya applies it;
- * PEFT's double scaling (w·s on s·B·A) has no precedent for these files.
+ * A LoRA file's module as a merge term. The *_svd methods weight each delta s·B·A by w·s (PEFT's
+ * double scaling, which has no precedent for these files), so for them √|s| is folded into each
+ * factor (the sign into A) and the scaling set to 1: each delta is then weighted by w alone and the
+ * scale counts once, as kohya applies it. cat and the factor-wise methods get s as PEFT gets
+ * lora_alpha/r, unfolded: they then compute exactly PEFT's formulas, including TIES' 'total' sign
+ * election, which sums the unscaled factors (folded, it would sum √s_i·A_i and elect other signs).
  */
-async function loadFileTerm(file: LoraFile, index: number, info: LoraModuleInfo, weight: number): Promise<MergeTerm> {
+async function loadFileTerm(file: LoraFile, index: number, info: LoraModuleInfo, weight: number, foldScale: boolean): Promise<MergeTerm> {
   const m = await file.load(info.name);
-  if (info.scaling === 1) return { adapter: index, A: m.A, B: m.B, scaling: 1, weight };
+  if (!foldScale || info.scaling === 1) return { adapter: index, A: m.A, B: m.B, scaling: info.scaling, weight };
   const root = Math.sqrt(Math.abs(info.scaling));
   const signed = info.scaling < 0 ? -root : root;
   return {
@@ -205,9 +207,12 @@ async function loadFileTerm(file: LoraFile, index: number, info: LoraModuleInfo,
   };
 }
 
-/** A module as a merge term, in PEFT's orientation (embeddings swapped), EDoRA latents folded into B. */
-async function loadTerm(backend: LinalgBackend, adapter: MergeInput, index: number, info: LoraModuleInfo, weight: number): Promise<MergeTerm> {
-  if (adapter instanceof LoraFile) return loadFileTerm(adapter, index, info, weight);
+/**
+ * A module as a merge term, in PEFT's orientation (embeddings swapped), EDoRA latents folded into B;
+ * `foldScale`: a LoRA file's scale goes into its factors (see loadFileTerm).
+ */
+async function loadTerm(backend: LinalgBackend, adapter: MergeInput, index: number, info: LoraModuleInfo, weight: number, foldScale: boolean): Promise<MergeTerm> {
+  if (adapter instanceof LoraFile) return loadFileTerm(adapter, index, info, weight, foldScale);
   const m = await adapter.load(info.name);
   const B = m.latent ? await backend.gemm(m.B, m.latent) : m.B; // ΔW = s·B·R·A = s·(B·R)·A
   const f = m.kind === 'embedding' ? { A: transpose(B), B: transpose(m.A) } : { A: m.A, B };
@@ -416,7 +421,7 @@ export async function mergeAdapters(params: MergeAdaptersOptions): Promise<Merge
       },
     },
     load: (p, { res: { backend, adapters } }) =>
-      Promise.all(p.sources.map((s) => loadTerm(backend, adapters[s.adapter], s.adapter, s.info, opts.adapters[s.adapter].weight))),
+      Promise.all(p.sources.map((s) => loadTerm(backend, adapters[s.adapter], s.adapter, s.info, opts.adapters[s.adapter].weight, method.family === 'svd'))),
     each: async (plan, terms, { res: { backend }, plan: { rank }, sink }) => {
       const merged = await mergeModule(method, {
         backend,

@@ -77,21 +77,30 @@ export async function writeLoraFile(
   seed: number,
   opts: { dtype?: FloatDType; metadata?: Record<string, string> } = {},
 ): Promise<Map<string, PlantedFactors>> {
-  const dtype = opts.dtype ?? 'F32';
   const factors = new Map<string, PlantedFactors>();
+  modules.forEach((m, i) => factors.set(m.stem, plantFactors(m, seed * 1000 + i)));
+  await writeLoraFactors(path, format, modules.map((m) => ({ module: m, factors: factors.get(m.stem)! })), opts);
+  return factors;
+}
+
+/** Writes given factors key by key in kohya's or diffusers' layout (down/up, and alpha when the module has one). */
+export async function writeLoraFactors(
+  path: string,
+  format: 'kohya' | 'diffusers',
+  entries: ReadonlyArray<{ module: PlantedModule; factors: PlantedFactors }>,
+  opts: { dtype?: FloatDType; metadata?: Record<string, string> } = {},
+): Promise<void> {
+  const dtype = opts.dtype ?? 'F32';
   const tensors: Array<{ name: string; shape: number[]; data: Float32Array; dtype: FloatDType }> = [];
-  modules.forEach((m, i) => {
-    const f = plantFactors(m, seed * 1000 + i);
-    factors.set(m.stem, f);
+  for (const { module: m, factors: f } of entries) {
     const downShape = m.kernel ? [m.rank, m.in, ...m.kernel] : [m.rank, m.in];
     const upShape = m.kernel ? [m.out, m.rank, 1, 1] : [m.out, m.rank];
     const [down, up] = format === 'kohya' ? ['lora_down.weight', 'lora_up.weight'] : ['lora_A.weight', 'lora_B.weight'];
     tensors.push({ name: `${m.stem}.${down}`, shape: downShape, data: f.down, dtype });
     tensors.push({ name: `${m.stem}.${up}`, shape: upShape, data: f.up, dtype });
     if (m.alpha !== undefined) tensors.push({ name: `${m.stem}.alpha`, shape: [], data: Float32Array.of(m.alpha), dtype });
-  });
+  }
   await writeSafetensorsFile(path, tensors, opts.metadata);
-  return factors;
 }
 
 /** ΔW = s·up·down in f64, out × (in·kh·kw). */
@@ -112,10 +121,43 @@ export function deltaOf(m: PlantedModule, f: PlantedFactors, scale: number): Flo
  * Singular values (descending) of a row-major rows × cols f64 matrix by one-sided Jacobi on its
  * columns, in f64: an SVD independent of loraforge's linalg, for small test matrices.
  */
-export function singularValuesOf(d: Float64Array, rows: number, cols: number): number[] {
-  // work on the smaller side: the columns of the transpose when rows < cols
+export function singularValuesOf(d: ArrayLike<number>, rows: number, cols: number): number[] {
+  return jacobiSvd(d, rows, cols).map((p) => p.sigma);
+}
+
+/**
+ * The best rank-k approximation of a row-major rows × cols matrix (f64, same layout) and its k
+ * largest singular values, by the same Jacobi SVD.
+ */
+export function truncationOf(d: ArrayLike<number>, rows: number, cols: number, k: number): { S: number[]; product: Float64Array } {
+  const wide = rows < cols;
+  const pairs = jacobiSvd(d, rows, cols).slice(0, k);
+  const product = new Float64Array(rows * cols);
+  // each pair is (σ·u, v) of the matrix Jacobi worked on: M or, when wide, Mᵀ
+  for (const { su, v } of pairs) {
+    for (let i = 0; i < su.length; i++) {
+      for (let j = 0; j < v.length; j++) product[wide ? j * cols + i : i * cols + j] += su[i] * v[j];
+    }
+  }
+  return { S: pairs.map((p) => p.sigma), product };
+}
+
+/**
+ * One-sided Jacobi on the columns of M (of Mᵀ when rows < cols), rotations accumulated in V:
+ * converged, M·V has orthogonal columns σ_j·u_j. Returns (σ_j, σ_j·u_j, v_j), σ descending.
+ */
+function jacobiSvd(d: ArrayLike<number>, rows: number, cols: number): Array<{ sigma: number; su: Float64Array; v: Float64Array }> {
   const [n, m] = rows >= cols ? [cols, rows] : [rows, cols];
   const col = Array.from({ length: n }, (_, j) => Float64Array.from({ length: m }, (_, i) => (rows >= cols ? d[i * cols + j] : d[j * cols + i])));
+  const v = Array.from({ length: n }, (_, j) => Float64Array.from({ length: n }, (_, i) => (i === j ? 1 : 0)));
+  const rotate = (x: Float64Array, y: Float64Array, cs: number, sn: number) => {
+    for (let i = 0; i < x.length; i++) {
+      const a = x[i];
+      const b = y[i];
+      x[i] = cs * a - sn * b;
+      y[i] = sn * a + cs * b;
+    }
+  };
   for (let sweep = 0; sweep < 60; sweep++) {
     let off = 0;
     for (let p = 0; p < n; p++) {
@@ -134,15 +176,13 @@ export function singularValuesOf(d: Float64Array, rows: number, cols: number): n
         const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
         const cs = 1 / Math.sqrt(1 + t * t);
         const sn = cs * t;
-        for (let i = 0; i < m; i++) {
-          const x = col[p][i];
-          const y = col[q][i];
-          col[p][i] = cs * x - sn * y;
-          col[q][i] = sn * x + cs * y;
-        }
+        rotate(col[p], col[q], cs, sn);
+        rotate(v[p], v[q], cs, sn);
       }
     }
     if (off < 1e-14) break;
   }
-  return col.map((v) => Math.sqrt(v.reduce((s, x) => s + x * x, 0))).sort((x, y) => y - x);
+  return col
+    .map((su, j) => ({ sigma: Math.sqrt(su.reduce((s, x) => s + x * x, 0)), su, v: v[j] }))
+    .sort((x, y) => y.sigma - x.sigma);
 }
