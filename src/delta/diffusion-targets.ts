@@ -14,18 +14,24 @@
  * Layouts and kohya names (stem = `lora_<part>_` + module path with "." → "_"):
  * - SDXL single file (`model.diffusion_model.input_blocks…`): the original LDM paths, as
  *   sd-scripts' SDXL networks keep them (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`);
- *   te1 (`conditioner.embedders.0.transformer.text_model…`) → `lora_te1_text_model_…`.
+ *   te1 (`conditioner.embedders.0.transformer.text_model…`) → `lora_te1_text_model_…`; te2
+ *   (OpenCLIP, `conditioner.embedders.1.model.transformer.resblocks…`) → `lora_te2_text_model_…`
+ *   by kohya's conversion to HF CLIP names, its fused in_proj split into q/k/v (ldm-names.ts).
+ * - SD 1.x/2.x single file (`model.diffusion_model.input_blocks…`, no label_emb): kohya loads it
+ *   into the diffusers layout, so modules are named by the diffusers paths (ldm-names.ts maps
+ *   them): `lora_unet_down_blocks_0_attentions_0_…`; the text encoder is `lora_te_text_model_…`,
+ *   from CLIP-L (`cond_stage_model.transformer.`, SD 1.x) or OpenCLIP-H converted as te2 is
+ *   (`cond_stage_model.model.transformer.`, SD 2.x, whose unused last layer kohya drops).
  * - Flux single file (`double_blocks.`/`single_blocks.`, bare or under `model.diffusion_model.`).
  * - diffusers SD 1.x/2.x U-Net folder (`down_blocks…`): kohya names these by the diffusers paths.
- * Refused with the way out: SD 1.x/2.x single files (kohya names them by diffusers paths, a mapping
- * from the LDM names this does not implement), SDXL diffusers folders (kohya names SDXL by LDM
- * paths), diffusers Flux transformers (kohya's Flux names are BFL's, with fused qkv), and SDXL's
- * OpenCLIP te2 layout (reported, not extracted).
+ * Refused with the way out: SDXL diffusers folders (kohya names SDXL by LDM paths) and diffusers
+ * Flux transformers (kohya's Flux names are BFL's, with fused qkv).
  */
 import { UsageError } from '../errors.js';
 import { withoutWeightSuffix } from './targets.js';
+import { ldmUnetToDiffusers, openClipToHf } from './ldm-names.js';
 
-export type DiffusionLayout = 'sdxl' | 'flux' | 'sd-diffusers';
+export type DiffusionLayout = 'sdxl' | 'flux' | 'sd-diffusers' | 'sd-ldm';
 
 export interface DiffusionModel {
   layout: DiffusionLayout;
@@ -38,6 +44,8 @@ export interface DiffusionModel {
 export type DiffusionRole =
   /** a LoRA target: kohya's module stem, and the kernel of a conv (4-D) weight */
   | { kind: 'lora'; stem: string; kernel?: [number, number]; part: 'unet' | 'te' }
+  /** a fused weight kohya splits into equal row blocks, one module each (OpenCLIP's in_proj → q, k, v) */
+  | { kind: 'lora-split'; stems: string[]; part: 'te' }
   /** a k×k conv kohya targets only with conv_dim */
   | { kind: 'conv-skipped'; stem: string }
   /** not a target; `reason` when it is one kohya would target in a layout this does not write */
@@ -56,10 +64,9 @@ export function detectDiffusionModel(tensors: ReadonlyArray<{ name: string; shap
   }
   if (has(/^model\.diffusion_model\.input_blocks\./)) {
     if (has(/^model\.diffusion_model\.label_emb\./)) return { layout: 'sdxl', baseModelVersion: 'sdxl_base_v1-0', v2: false, networkModule: 'networks.lora' };
-    throw new UsageError(
-      `${where} is an SD 1.x/2.x single-file checkpoint: kohya names its LoRA modules by the diffusers U-Net paths, which loraforge does not map from the original names; ` +
-        'convert both checkpoints to diffusers folders (diffusers convert_original_stable_diffusion_to_diffusers.py) and pass their unet/ folders',
-    );
+    // SD 2.x: OpenCLIP-H text encoder, and cross-attention to its 1024-wide states
+    const v2 = has(/^cond_stage_model\.model\./) || tensors.some((t) => t.name.startsWith(LDM) && t.name.endsWith('.attn2.to_k.weight') && t.shape[1] === 1024);
+    return { layout: 'sd-ldm', baseModelVersion: v2 ? 'sd_v2' : 'sd_v1', v2, networkModule: 'networks.lora' };
   }
   if (has(/^(down_blocks|up_blocks|mid_block)\./)) {
     if (has(/^add_embedding\./)) {
@@ -96,7 +103,11 @@ const FLUX_BLOCK = /^(?:double_blocks|single_blocks)\.\d+\./;
 /** CLIP (HF layout) targets: CLIPAttention and CLIPMLP linears. */
 const CLIP_TARGET = /^text_model\.encoder\.layers\.\d+\.(?:self_attn\.(?:q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])$/;
 const SDXL_TE1 = 'conditioner.embedders.0.transformer.';
-const SDXL_TE2 = /^conditioner\.embedders\.1\.model\.transformer\.resblocks\.\d+\.(?:attn\.(?:in_proj_weight|out_proj\.weight)|mlp\.c_(?:fc|proj)\.weight)$/;
+const SDXL_TE2 = 'conditioner.embedders.1.model.transformer.';
+const SD1_TE = 'cond_stage_model.transformer.';
+const SD2_TE = 'cond_stage_model.model.transformer.';
+/** SD 2.x conditions on OpenCLIP-H's penultimate layer: kohya's converted encoder has 23 layers, dropping this one. */
+const SD2_UNUSED_LAYER = 'resblocks.23.';
 
 /** Where a U-Net tensor sits, or undefined outside kohya's target blocks. */
 function unetPlace(layout: DiffusionLayout, path: string): { convBlock: boolean } | undefined {
@@ -131,14 +142,45 @@ export interface DiffusionSelection {
   textEncoders: boolean;
 }
 
+/** A CLIP text-encoder weight in the HF layout (`path` after the encoder's prefix). */
+function clipRole(part: string, path: string, name: string, shape: readonly number[]): DiffusionRole {
+  // old SD 1.x files lack `text_model.`; kohya adds it when loading (load_checkpoint_with_text_encoder_conversion)
+  const hf = path.startsWith('text_model.') ? path : `text_model.${path}`;
+  return name.endsWith('.weight') && shape.length === 2 && CLIP_TARGET.test(withoutWeightSuffix(hf)) ? { kind: 'lora', stem: stemOf(part, withoutWeightSuffix(hf)), part: 'te' } : { kind: 'other' };
+}
+
+/** An OpenCLIP text-encoder weight (`path` after `….transformer.`), named as kohya converts it. */
+function openClipRole(part: string, path: string, shape: readonly number[]): DiffusionRole {
+  // in_proj is a bare parameter (`attn.in_proj_weight`); the other linears are modules (`….weight`)
+  const module = path.endsWith('.in_proj_weight') ? path.slice(0, -'_weight'.length) : path.endsWith('.weight') ? withoutWeightSuffix(path) : undefined;
+  const hf = module === undefined || shape.length !== 2 ? undefined : openClipToHf(module);
+  if (!hf) return { kind: 'other' };
+  if (hf.length === 1) return { kind: 'lora', stem: stemOf(part, hf[0]), part: 'te' };
+  return shape[0] % hf.length === 0 ? { kind: 'lora-split', stems: hf.map((p) => stemOf(part, p)), part: 'te' } : { kind: 'other' };
+}
+
+/** The role of a text-encoder tensor, or undefined when `name` is not one of `model`'s text encoders. */
+function textEncoderRole(model: DiffusionModel, name: string, shape: readonly number[]): DiffusionRole | undefined {
+  if (model.layout === 'sdxl') {
+    if (name.startsWith(SDXL_TE1)) return clipRole('te1', name.slice(SDXL_TE1.length), name, shape);
+    if (name.startsWith(SDXL_TE2)) return openClipRole('te2', name.slice(SDXL_TE2.length), shape);
+  }
+  if (model.layout === 'sd-ldm') {
+    if (name.startsWith(SD1_TE)) return clipRole('te', name.slice(SD1_TE.length), name, shape);
+    if (name.startsWith(SD2_TE)) {
+      const path = name.slice(SD2_TE.length);
+      if (path.startsWith(SD2_UNUSED_LAYER)) return { kind: 'other', reason: "SD 2.x's last text-encoder layer (resblocks.23) is unused and not in kohya's converted encoder" };
+      return openClipRole('te', path, shape);
+    }
+  }
+  return undefined;
+}
+
 /** The role of one tensor of a diffusion checkpoint in `model`'s layout. */
 export function classifyDiffusionTensor(model: DiffusionModel, name: string, shape: readonly number[], sel: DiffusionSelection): DiffusionRole {
-  if (model.layout === 'sdxl' && sel.textEncoders) {
-    if (name.startsWith(SDXL_TE1)) {
-      const path = withoutWeightSuffix(name.slice(SDXL_TE1.length));
-      return name.endsWith('.weight') && shape.length === 2 && CLIP_TARGET.test(path) ? { kind: 'lora', stem: stemOf('te1', path), part: 'te' } : { kind: 'other' };
-    }
-    if (SDXL_TE2.test(name)) return { kind: 'other', reason: "SDXL's second text encoder (OpenCLIP layout) is not extracted" };
+  if (sel.textEncoders) {
+    const te = textEncoderRole(model, name, shape);
+    if (te) return te;
   }
   if (!name.endsWith('.weight')) return { kind: 'other' };
   if (model.layout === 'flux') {
@@ -146,11 +188,18 @@ export function classifyDiffusionTensor(model: DiffusionModel, name: string, sha
     return FLUX_BLOCK.test(path) && shape.length === 2 ? { kind: 'lora', stem: stemOf('unet', path), part: 'unet' } : { kind: 'other' };
   }
   let path = withoutWeightSuffix(name);
-  if (model.layout === 'sdxl') {
+  let layout = model.layout;
+  if (layout === 'sdxl' || layout === 'sd-ldm') {
     if (!path.startsWith(LDM)) return { kind: 'other' };
     path = path.slice(LDM.length);
   }
-  const place = unetPlace(model.layout, path);
+  if (layout === 'sd-ldm') {
+    // kohya names SD 1.x/2.x modules by the diffusers paths it converts the file to
+    const mapped = ldmUnetToDiffusers(path);
+    if (mapped === undefined) return { kind: 'other' };
+    [path, layout] = [mapped, 'sd-diffusers'];
+  }
+  const place = unetPlace(layout, path);
   // kohya walks ResnetBlock2D / Down- / Upsample2D only with conv_dim: their linears and 1×1 convs too
   if (!place || (place.convBlock && !sel.conv && (shape.length !== 4 || shape[2] * shape[3] === 1))) return { kind: 'other' };
   return weightRole(stemOf('unet', path), shape, sel.conv, 'unet');

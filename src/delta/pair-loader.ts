@@ -10,6 +10,7 @@ import { WorkerClient } from '../pipeline/worker-rpc.js';
 import { startWorker } from '../pipeline/worker-thread.js';
 import { arraysOf, PairReader, type LoadedPair, type PairRequest } from './load-pair.js';
 import type { PairRecycle } from './pair-worker.js';
+import { rowBlock } from './row-block.js';
 
 /** One tensor of the pair, by its name (the same in both checkpoints). */
 export interface PairRead {
@@ -18,6 +19,8 @@ export interface PairRead {
   onlyB?: boolean;
   /** B is needed afterwards as well as Δ (default false) */
   keepB?: boolean;
+  /** only rows [start, end) of the tensor (one part of a fused weight) */
+  rows?: readonly [number, number];
 }
 
 export interface PairLoader {
@@ -28,7 +31,8 @@ export interface PairLoader {
 }
 
 function requestFor(read: PairRead, a: Checkpoint, b: Checkpoint): PairRequest {
-  return { a: read.onlyB ? undefined : a.locate(read.name), b: b.locate(read.name), keepB: read.keepB === true };
+  const locate = (c: Checkpoint) => (read.rows ? rowBlock(c.locate(read.name), read.rows) : c.locate(read.name));
+  return { a: read.onlyB ? undefined : locate(a), b: locate(b), keepB: read.keepB === true };
 }
 
 class InlineLoader implements PairLoader {

@@ -1,5 +1,5 @@
 /**
- * The plan for two image-model checkpoints (SDXL, Flux, SD diffusers U-Nets): which tensors become
+ * The plan for two image-model checkpoints (SD 1.x/2.x, SDXL, Flux): which tensors become
  * kohya LoRA modules (delta/diffusion-targets.ts), at which rank (k×k convs at the conv rank), and
  * which are only compared — checked before anything is read, as for LLM pairs.
  */
@@ -7,6 +7,7 @@ import { pairTensors, type Checkpoint } from '../io/checkpoint.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import type { RankPolicy } from '../lowrank/rank-policy.js';
 import { classifyDiffusionTensor, detectDiffusionModel, type DiffusionModel, type DiffusionRole } from '../delta/diffusion-targets.js';
+import { rowBlock } from '../delta/row-block.js';
 import { checkNames, checkRank, listSome, type ExtractionPlan, type Job } from './plan.js';
 
 export interface DiffusionPlanOptions {
@@ -49,13 +50,22 @@ export function planDiffusionExtraction(a: Checkpoint, b: Checkpoint, model: Dif
     const filtered = (opts.include && !opts.include.test(ta.name)) || opts.exclude?.test(ta.name);
     const role: DiffusionRole = filtered ? { kind: 'other' } : classifyDiffusionTensor(model, ta.name, ta.shape, sel);
     if (!isFloatDType(ta.dtype) || !isFloatDType(tb.dtype)) {
-      if (role.kind === 'lora') {
+      if (role.kind === 'lora' || role.kind === 'lora-split') {
         throw new Error(`${a.locate(ta.name).path}: tensor "${ta.name}" is ${isFloatDType(ta.dtype) ? tb.dtype : ta.dtype}; loraforge extracts from F32, F16 and BF16 checkpoints: dequantize the model first`);
       }
       unreadable.push(ta.name);
       continue;
     }
-    if (role.kind === 'lora') {
+    if (role.kind === 'lora-split') {
+      // kohya's conversion splits the weight into equal row blocks (torch.chunk), one module each
+      const size = ta.shape[0] / role.stems.length;
+      role.stems.forEach((stem, i) => {
+        const rows: [number, number] = [i * size, (i + 1) * size];
+        const [pa, pb] = [rowBlock(ta, rows), rowBlock(tb, rows)];
+        checkRank(opts.policy, `${ta.name}[${rows[0]}:${rows[1]}]`, size, ta.shape[1], pa.shape);
+        jobs.push({ name: `${ta.name}[${rows[0]}:${rows[1]}]`, a: pa, b: pb, rows, plan: { action: 'lora', module: stem, kind: 'linear', policy: opts.policy } });
+      });
+    } else if (role.kind === 'lora') {
       const policy = role.kernel && role.kernel[0] * role.kernel[1] > 1 ? opts.convPolicy! : opts.policy;
       const cols = ta.shape.slice(1).reduce((p, d) => p * d, 1);
       checkRank(policy, ta.name, ta.shape[0], cols, ta.shape);

@@ -80,11 +80,11 @@ export interface ExtractOptions {
   /** called after each tensor, then (phase 'eval …') after each layer of the evaluation; downloads as phase 'download' */
   onProgress?: OnProgress;
   /**
-   * Diffusion checkpoints (SDXL, Flux, SD diffusers U-Nets; `out` a `.safetensors` file): the rank
+   * Diffusion checkpoints (SD 1.x/2.x, SDXL, Flux; `out` a `.safetensors` file): the rank
    * policy of k×k convs (kohya's conv_dim). Without it they are not extracted, and reported.
    */
   convPolicy?: RankPolicy;
-  /** Diffusion checkpoints: extract the text encoders too (SDXL's CLIP-L te1; see diffusion-targets.ts) */
+  /** Diffusion checkpoints: extract the text encoders too (SD's te, SDXL's te1 and te2; see diffusion-targets.ts) */
   textEncoders?: boolean;
 }
 
@@ -293,7 +293,7 @@ async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
       const model = diffusionModelOf(a, b);
       if (!model) {
         throw new UsageError(
-          `--out ${opts.out} asks for a kohya LoRA file, but ${opts.modelA} is not an SDXL, Flux or SD diffusers U-Net checkpoint (no model.diffusion_model.input_blocks…, double_blocks…, or down_blocks… tensors); ` +
+          `--out ${opts.out} asks for a kohya LoRA file, but ${opts.modelA} is not an SD 1.x/2.x, SDXL or Flux checkpoint (no model.diffusion_model.input_blocks…, double_blocks…, or down_blocks… tensors); ` +
             'for an LLM give an output folder',
         );
       }

@@ -36,6 +36,11 @@ export interface Job {
   a?: TensorInfo;
   b: TensorInfo;
   plan: JobAction;
+  /**
+   * only rows [start, end) of the tensor `b.name` (a and b describe that block): one part of a
+   * fused weight kohya splits into modules; `name` then names the part
+   */
+  rows?: [number, number];
 }
 
 export interface PlanOptions {
@@ -238,7 +243,7 @@ export function planExtraction(a: Checkpoint, b: Checkpoint, opts: PlanOptions):
 /** What the pair reader reads for a job: Δ (and B where B is saved whole), or B alone without A. */
 export function pairReadOf(job: Job): PairRead {
   const plan = job.plan;
-  return { name: job.name, onlyB: !job.a, keepB: plan.action === 'full' || (plan.action === 'compare' && plan.save) };
+  return { name: job.b.name, onlyB: !job.a, keepB: plan.action === 'full' || (plan.action === 'compare' && plan.save), ...(job.rows ? { rows: job.rows } : {}) };
 }
 
 export function checkRank(policy: RankPolicy, name: string, rows: number, cols: number, shape: readonly number[]): void {

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeTempDir } from '../helpers/synthetic.js';
 import { extractLora } from '../../src/extract/index.js';
@@ -26,6 +26,9 @@ const SDXL_LINEAR = [
 const SDXL_CONV_BLOCKS = ['input_blocks.1.0.emb_layers.1', 'input_blocks.4.0.skip_connection'];
 const SDXL_CONV_KXK = ['input_blocks.1.0.in_layers.2', 'input_blocks.1.0.out_layers.3', 'input_blocks.3.0.op', 'output_blocks.2.2.conv'];
 const SDXL_TE1 = ['text_model.encoder.layers.0.self_attn.q_proj', 'text_model.encoder.layers.0.mlp.fc1'];
+// te2 (OpenCLIP): kohya's HF names for the three row blocks of in_proj, q then k then v (width 16)
+const TE2_IN_PROJ = 'conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight';
+const SDXL_TE2 = ['q_proj', 'k_proj', 'v_proj'].map((p, i) => ({ stem: `lora_te2_text_model_encoder_layers_0_self_attn_${p}`, rows: [16 * i, 16 * (i + 1)] }));
 
 let root: string;
 let sdxl: { a: string; b: string };
@@ -51,7 +54,10 @@ describe('extract: SDXL single file → kohya LoRA', () => {
   it('with --conv-rank: kohya names and shapes, ss_* metadata, every plant (3×3 convs too) recovered', async () => {
     const out = join(root, 'sdxl-conv.safetensors');
     const report = await extractLora({ modelA: sdxl.a, modelB: sdxl.b, out, policy: { mode: 'rank', rank: 2 }, convPolicy: { mode: 'rank', rank: 2 }, textEncoders: true });
-    const expected = [...SDXL_LINEAR, ...SDXL_CONV_BLOCKS, ...SDXL_CONV_KXK].map((p) => stem('lora_unet', p)).concat(SDXL_TE1.map((p) => stem('lora_te1', p)));
+    const expected = [...SDXL_LINEAR, ...SDXL_CONV_BLOCKS, ...SDXL_CONV_KXK]
+      .map((p) => stem('lora_unet', p))
+      .concat(SDXL_TE1.map((p) => stem('lora_te1', p)))
+      .concat(SDXL_TE2.map((t) => t.stem));
     const file = await openSafetensors(out);
     try {
       const keys = file.list().map((t) => t.name).sort();
@@ -74,14 +80,21 @@ describe('extract: SDXL single file → kohya LoRA', () => {
     const byStem = Object.fromEntries([
       ...[...SDXL_LINEAR, ...SDXL_CONV_BLOCKS, ...SDXL_CONV_KXK].map((p) => [stem('lora_unet', p), `${LDM}${p}.weight`]),
       ...SDXL_TE1.map((p) => [stem('lora_te1', p), `conditioner.embedders.0.transformer.${p}.weight`]),
+      ...SDXL_TE2.map((t) => [t.stem, t.stem]),
     ]);
-    assert.ok((await worstRecovery(out, byStem, deltas)) < 1e-5);
-    // the report: per-module errors, the non-targets that changed, te2 named as not extracted
+    // each te2 module recovers its own rows of the in_proj delta (16 columns)
+    const parts = Object.fromEntries(SDXL_TE2.map((t) => [t.stem, deltas[TE2_IN_PROJ].slice(t.rows[0] * 16, t.rows[1] * 16)]));
+    assert.ok((await worstRecovery(out, byStem, { ...deltas, ...parts })) < 1e-5);
+    // the report: per-module errors (te2's parts by their rows), the non-targets that changed
     assert.equal(report.format, 'kohya');
     assert.equal(report.tensors.length, expected.length);
     assert.ok(report.tensors.every((t) => t.relError < 1e-3));
-    assert.deepEqual(report.nonTargetDiffering.map((d) => d.name).sort(), [`${LDM}time_embed.0.weight`, 'conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight'].sort());
-    assert.ok(report.warnings.some((w) => /OpenCLIP/.test(w)));
+    assert.deepEqual(
+      report.tensors.filter((t) => t.module.startsWith('lora_te2_')).map((t) => [t.name, t.module, t.shape]),
+      SDXL_TE2.map((t) => [`${TE2_IN_PROJ}[${t.rows[0]}:${t.rows[1]}]`, t.stem, [16, 16]]),
+    );
+    assert.deepEqual(report.nonTargetDiffering.map((d) => d.name), [`${LDM}time_embed.0.weight`]);
+    assert.equal(report.warnings.length, 0);
     const saved = JSON.parse(await readFile(join(root, 'sdxl-conv.report.json'), 'utf8')) as ExtractReport;
     assert.equal(saved.diffusion?.layout, 'sdxl');
   });
@@ -104,12 +117,8 @@ describe('extract: SDXL single file → kohya LoRA', () => {
     assert.equal(reasons.length, SDXL_CONV_KXK.length);
   });
 
-  it('refuses an existing --out without overwrite, and an SD 1.x single file with the way out', async () => {
+  it('refuses an existing --out without overwrite', async () => {
     await assert.rejects(extractLora({ modelA: sdxl.a, modelB: sdxl.b, out: sdxl.a }), /exists/);
-    const sd15 = baseOf({ [`${LDM}input_blocks.1.1.proj_in.weight`]: [8, 8, 1, 1] }, 3);
-    await mkdir(join(root, 'sd15'));
-    const p = await writeDiffusionPair(join(root, 'sd15'), sd15, sd15);
-    await assert.rejects(extractLora({ modelA: p.a, modelB: p.b, out: join(root, 'x.safetensors') }), /SD 1\.x\/2\.x single-file.*diffusers folders/);
   });
 });
 
