@@ -6,7 +6,7 @@
  * 32 query / 8 key-value heads, 16 layers by default; a small vocabulary to save time; a base and
  * fine-tunes of it) into os.tmpdir(), then merges them with each of `--methods` (default ties; every
  * per-model weight 1/n, density 0.5, t 0.5), each with `--merges` merges of the largest tensor in
- * flight (maxMemory; default 1, the executor's default; `--merges 1,2` shows the memory/speed
+ * flight (maxMemory; default 1; the executor's own default is 2 when they fit in a quarter of the available memory; `--merges 1,2` shows the memory/speed
  * trade-off in one run), and compares the time with the I/O floors measured in
  * the same run, each reading every input and writing one output
  * of the same size: the files' bytes read into one reused buffer and written back (no decoding:

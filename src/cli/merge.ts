@@ -55,14 +55,14 @@ export function registerMerge(program: Command): void {
   const command = helpStyle(program.command('merge <config> [out]'))
     .description(
       `Merge whole models as a mergekit-style YAML config describes (${METHOD_NAMES.join(', ')}). ` +
-        'Streams one tensor at a time: memory is bounded by the largest tensor (about models + working arrays + 2 copies of it as f32), whatever the model size.',
+        'Streams one tensor at a time: memory is bounded by the largest tensor (about 2 × (models + working arrays) + 1 copies of it as f32), whatever the model size.',
     )
     .option('--out <dir>', 'output model folder, created atomically (required: here or as the second argument, as mergekit-yaml takes it)')
     .option('--shard-size <size>', 'largest output shard, e.g. 5GB, 500MB, 2GiB', '5GB')
     .option('--seed <n>', 'seed of the random masks of dare_* and della* (default: 0)')
     .option(
       '--max-memory <size>',
-      'tensor data held at once, as f32, e.g. 8GB: the tensors being merged and the one being written (default: one merge of the largest tensor; ' +
+      'tensor data held at once, as f32, e.g. 8GB: the tensors being merged and the one being written (default: two merges of the largest tensor when they fit in a quarter of the available memory, else one; ' +
         'more lets large tensors merge in parallel, faster with spare cores)',
     );
   addOutputFlags(addMergekitFlags(command), { threads: false, json: 'print the summary as JSON' })

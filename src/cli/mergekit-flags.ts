@@ -29,8 +29,8 @@ const MERGEKIT_FLAGS: readonly MergekitFlag[] = [
   { name: 'lazy-unpickle', on: { note: 'loraforge reads safetensors lazily, one tensor at a time, and never unpickles; ignored' } },
   {
     name: 'low-cpu-memory',
-    on: { note: 'loraforge always streams: memory is about models + working arrays + 2 copies of the largest tensor as f32, whatever the model size (--max-memory sets it); ignored' },
-    off: { note: 'loraforge always streams: memory is about models + working arrays + 2 copies of the largest tensor as f32, whatever the model size (--max-memory sets it); ignored' },
+    on: { note: 'loraforge always streams: memory is about 2 × (models + working arrays) + 1 copies of the largest tensor as f32, whatever the model size (--max-memory sets it); ignored' },
+    off: { note: 'loraforge always streams: memory is about 2 × (models + working arrays) + 1 copies of the largest tensor as f32, whatever the model size (--max-memory sets it); ignored' },
   },
   {
     name: 'allow-crimes',

@@ -74,6 +74,20 @@ describe('merge memory budget', () => {
     assert.equal((await loadsInFlight(tensors, tiny)).most, largest);
   });
 
+  it('by default two merges of the largest tensor run at once when workers can and they fit in a quarter of the available memory, else one', () => {
+    const tensors = plan(3, 3);
+    const scratch = scratchArrays(MERGE_METHODS.ties);
+    const one = mergeBudget(tensors, scratch);
+    const largest = Math.max(...tensors.map(one.cost));
+    const output = Math.max(...tensors.map((t) => t.context.numel * 4));
+    const plenty = 4 * (2 * largest + output);
+    assert.equal(mergeBudget(tensors, scratch, undefined, { workers: 2, availableBytes: plenty }).bytes, 2 * largest);
+    assert.equal(mergeBudget(tensors, scratch, undefined, { workers: 2, availableBytes: plenty - 1 }).bytes, largest);
+    assert.equal(mergeBudget(tensors, scratch, undefined, { workers: 1, availableBytes: 100 * plenty }).bytes, largest);
+    // an explicit budget wins over the room
+    assert.equal(mergeBudget(tensors, scratch, largest + output, { workers: 2, availableBytes: 100 * plenty }).bytes, largest);
+  });
+
   it('ties takes no working arrays of the tensor\'s size (its sums run chunk by chunk)', () => {
     assert.equal(scratchArrays(MERGE_METHODS.ties), 0);
     assert.equal(scratchArrays(MERGE_METHODS.dare_ties), 0);
