@@ -142,8 +142,8 @@ export function addHubFlag(command: Command): Command {
 }
 
 /** The library's Hub options from the command line (the environment adds the rest). */
-export function hubOptions(flags: { offline?: boolean }): HubOptions | undefined {
-  return flags.offline ? { offline: true } : undefined;
+export function hubOptions(flags: { offline?: boolean }): HubOptions {
+  return { offline: flags.offline === true, onWarning: (message) => process.stderr.write(`loraforge: warning: ${message}\n`) };
 }
 
 /** The --help paragraph of every command that takes models or adapters. */

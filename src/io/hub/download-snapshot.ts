@@ -88,7 +88,17 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
   const r: RepoRequest = { repo: req.ref.repo, revision: req.ref.revision ?? 'main' };
   if (opts.offline) return offlineSnapshot(opts, req, r);
   const repoDir = repoCacheDir(opts.cacheDir, r.repo);
-  const remote = await remoteRevision(opts, r);
+  let remote: Awaited<ReturnType<typeof remoteRevision>>;
+  try {
+    remote = await remoteRevision(opts, r);
+  } catch (err) {
+    // as huggingface_hub does: the Hub unreachable, what the cache holds for the revision is used
+    if (!(err instanceof HubError) || err.kind !== 'network') throw err;
+    const cached = await offlineSnapshot(opts, req, r).catch(() => undefined);
+    if (!cached) throw err;
+    opts.onWarning?.(`${err.message.replace(/\.$/, '')}; using the cached ${r.repo}@${r.revision} (commit ${cached.commit.slice(0, 7)})`);
+    return cached;
+  }
   const commit = remote.commit;
   if (!isCommitSha(r.revision)) await writeRef(repoDir, r.revision, commit);
   const dir = snapshotDir(repoDir, commit);

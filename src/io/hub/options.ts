@@ -13,6 +13,8 @@ export interface HubOptions {
   offline?: boolean;
   /** phase 'download': one event per finished file, `partial` ones while bytes arrive */
   onProgress?: OnProgress;
+  /** told when the Hub cannot be reached and the cached revision is used instead */
+  onWarning?: (message: string) => void;
   /** default: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub */
   cacheDir?: string;
   /** default: HF_ENDPOINT, else https://huggingface.co */
@@ -25,6 +27,7 @@ export interface HubOptions {
 export interface ResolvedHubOptions {
   offline: boolean;
   onProgress?: OnProgress;
+  onWarning?: (message: string) => void;
   cacheDir: string;
   endpoint: string;
   token?: string;
@@ -51,6 +54,7 @@ export function resolveHubOptions(opts: HubOptions, env: NodeJS.ProcessEnv = pro
   return {
     offline: opts.offline === true || TRUE_VALUES.has((env.HF_HUB_OFFLINE ?? '').toLowerCase()),
     onProgress: opts.onProgress,
+    onWarning: opts.onWarning,
     cacheDir: opts.cacheDir ?? env.HF_HUB_CACHE ?? join(hfHome(env), 'hub'),
     endpoint: (opts.endpoint ?? env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
     token: opts.token ?? (envToken ? envToken : tokenFromFile(env)),

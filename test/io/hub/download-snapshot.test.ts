@@ -148,6 +148,20 @@ describe('downloadSnapshot', () => {
     await rejectsKind(downloadSnapshot({ ref: { repo: 'org/tiny' }, ...o, endpoint: closed.endpoint }), 'network', /holds nothing for org\/tiny/);
   });
 
+  it('uses the cached revision, with a warning, when the Hub cannot be reached (as huggingface_hub does)', async (t) => {
+    const h = await hub(t);
+    const cache = await fresh('fallback');
+    const online = await downloadSnapshot({ ref: { repo: 'org/tiny' }, files: MODEL_FILES, cacheDir: cache, endpoint: h.endpoint });
+    const closed = await startMockHub([]);
+    await closed.close();
+    const warnings: string[] = [];
+    const cached = await downloadSnapshot({ ref: { repo: 'org/tiny' }, files: MODEL_FILES, cacheDir: cache, endpoint: closed.endpoint, onWarning: (m) => warnings.push(m) });
+    assert.equal(cached.dir, online.dir);
+    assert.deepEqual(cached.files, online.files);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /cannot reach .*; using the cached org\/tiny@main \(commit [0-9a-f]{7}\)$/);
+  });
+
   it('deletes a download whose checksum is wrong and links nothing', async (t) => {
     const h = await hub(t, [tiny], { corrupt: 'model.safetensors' });
     const cache = await fresh('checksum');
