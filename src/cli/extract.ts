@@ -6,6 +6,7 @@ import { REPORT_FILE, type ExtractedTensor, type ExtractReport } from '../extrac
 import type { ExtractEvalReport } from '../extract/evaluate.js';
 import type { FloatDType } from '../io/types.js';
 import { ADAPTER_FORMATS } from '../lora/sink.js';
+import { LORA_FILE_FORMATS, type LoraFileFormat } from '../lora/lora-file-format.js';
 import { parseFloatFlag, parseIntFlag, UsageError } from './errors.js';
 import { dtypeOption, helpStyle, hubOptions, HUB_IDS_HELP } from './options.js';
 import { formatBytes, formatPercent as pct, formatRange, tensorTable } from './format.js';
@@ -42,6 +43,7 @@ interface ExtractFlags {
   evalMaxTokens?: string;
   offline?: boolean;
   convRank?: string;
+  outFormat?: string;
   conv_dim?: string;
   textEncoders?: boolean;
 }
@@ -94,21 +96,22 @@ function evalFlags(f: ExtractFlags, format: string): ExtractOptions['evalText'] 
 }
 
 /** Refuses at once an --out that is an input or a non-empty folder without --force. */
-/** --conv-rank N (kohya's --conv_dim): the rank of k×k conv modules, diffusion checkpoints only. */
-function convFlags(f: ExtractFlags): Pick<ExtractOptions, 'convPolicy' | 'textEncoders'> {
+/** --conv-rank N (kohya's --conv_dim): the rank of k×k conv modules; --out-format; diffusion checkpoints only. */
+function convFlags(f: ExtractFlags): Pick<ExtractOptions, 'convPolicy' | 'textEncoders' | 'outFormat'> {
   if (f.convRank !== undefined && f.conv_dim !== undefined) throw new UsageError('--conv-rank and --conv_dim are the same flag: pass one');
   const conv = f.convRank ?? f.conv_dim;
-  const diffusionOnly = [conv !== undefined && (f.convRank !== undefined ? '--conv-rank' : '--conv_dim'), f.textEncoders && '--text-encoders'].filter(Boolean);
+  const diffusionOnly = [conv !== undefined && (f.convRank !== undefined ? '--conv-rank' : '--conv_dim'), f.textEncoders && '--text-encoders', f.outFormat !== undefined && '--out-format'].filter(Boolean);
   if (diffusionOnly.length && !isLoraFileOut(f.out)) {
-    throw new UsageError(`${diffusionOnly.join(' and ')} apply to diffusion checkpoints, whose LoRA is one kohya file: give --out a path ending in .safetensors`);
+    throw new UsageError(`${diffusionOnly.join(' and ')} apply to diffusion checkpoints, whose LoRA is one kohya or diffusers file: give --out a path ending in .safetensors`);
   }
   return {
+    ...(f.outFormat !== undefined ? { outFormat: oneOf<LoraFileFormat>('--out-format', f.outFormat, LORA_FILE_FORMATS) } : {}),
     ...(conv !== undefined ? { convPolicy: { mode: 'rank' as const, rank: parseIntFlag(f.convRank !== undefined ? '--conv-rank' : '--conv_dim', conv, 1) } } : {}),
     ...(f.textEncoders ? { textEncoders: true } : {}),
   };
 }
 
-/** LLM-adapter flags a kohya file output (diffusion checkpoints) has no use for. */
+/** LLM-adapter flags a LoRA file output (diffusion checkpoints) has no use for. */
 function checkLoraFileFlags(f: ExtractFlags): void {
   if (!isLoraFileOut(f.out)) return;
   const given = [
@@ -119,7 +122,7 @@ function checkLoraFileFlags(f: ExtractFlags): void {
     f.skip3d && '--skip-3d',
     f.evalText !== undefined && '--eval-text',
   ].filter(Boolean);
-  if (given.length) throw new UsageError(`--out ${f.out} is a kohya LoRA file (diffusion checkpoints): ${given.join(', ')} apply only to LLM adapter folders`);
+  if (given.length) throw new UsageError(`--out ${f.out} is a LoRA file for diffusion checkpoints: ${given.join(', ')} apply only to LLM adapter folders`);
 }
 
 export function extractOptionsFromFlags(f: ExtractFlags): ExtractOptions {
@@ -226,7 +229,7 @@ export function formatExtractReport(r: ExtractReport): string {
   lines.push(
     '',
     `${t.params.toLocaleString('en-US')} adapter parameters; read ${formatBytes(t.bytesRead)} in ${t.seconds.toFixed(2)} s ` +
-      `(computing ${t.computeSeconds.toFixed(2)} s, waiting for reads ${t.readWaitSeconds.toFixed(2)} s); full report: ${r.format === 'kohya' ? loraFileReportPath(r.out) : REPORT_FILE}`,
+      `(computing ${t.computeSeconds.toFixed(2)} s, waiting for reads ${t.readWaitSeconds.toFixed(2)} s); full report: ${isLoraFileOut(r.out) ? loraFileReportPath(r.out) : REPORT_FILE}`,
   );
   return lines.join('\n');
 }
@@ -236,7 +239,7 @@ export function registerExtract(program: Command): void {
     .description('Extract the LoRA adapter that turns model A into model B (two fine-tunes of one base): ΔW = W_B − W_A ≈ B·A by truncated SVD, streamed tensor by tensor.')
     .requiredOption('--model-a <path>', 'the model the adapter applies to (folder or .safetensors file)')
     .requiredOption('--model-b <path>', 'the model the adapter should turn A into')
-    .requiredOption('--out <path>', 'output folder for the adapter (written atomically); for diffusion checkpoints (SD 1.x/2.x, SDXL, Flux) one kohya LoRA file: a path ending in .safetensors')
+    .requiredOption('--out <path>', 'output folder for the adapter (written atomically); for diffusion checkpoints (SD 1.x/2.x, SDXL, Flux) one LoRA file (see --out-format): a path ending in .safetensors')
     .option('--rank <n>', `fixed LoRA rank for every module (default: ${DEFAULT_RANK})`)
     .option('--energy <f>', 'per module, the smallest rank capturing this fraction of ‖ΔW‖², e.g. 0.95')
     .option('--max-rel-error <f>', 'per module, the smallest rank with ‖ΔW − B·A‖/‖ΔW‖ at most this, e.g. 0.05')
@@ -250,6 +253,10 @@ export function registerExtract(program: Command): void {
     .option('--conv-rank <n>', 'diffusion: also extract k×k convs (ResNet blocks, down/upsamplers) at this rank, as kohya’s conv_dim (default: they are skipped and reported)')
     .option('--conv_dim <n>', 'alias of --conv-rank (kohya’s name)')
     .option('--text-encoders', 'diffusion: also extract the text encoders (SD: te; SDXL: te1 and te2, OpenCLIP in_proj split into q/k/v as kohya does)')
+    .option(
+      '--out-format <format>',
+      `diffusion: the LoRA file's keys: ${LORA_FILE_FORMATS.join(' or ')} (unet./transformer.<path>.lora_A/B, for diffusers' load_lora_weights) (default: kohya; diffusers for SDXL diffusers U-Nets and diffusers Flux transformers, which kohya names by other paths)`,
+    )
     .addOption(dtypeOption('adapter dtype', 'model B’s'))
     .option('--save-modules', 'save differing non-target tensors (norms, biases) whole, as PEFT modules_to_save')
     .option('--skip-3d', 'leave 3-D MoE expert tensors out (default: one LoRA per expert, PEFT target_parameters)')
@@ -276,6 +283,7 @@ Examples:
   loraforge extract --model-a base --model-b tuned --out adapter --eval-text wiki.txt --eval-max-tokens 8192
   loraforge extract --model-a sd_xl_base_1.0.safetensors --model-b my-sdxl.safetensors --out lora.safetensors --rank 32 --conv-rank 16
   loraforge extract --model-a flux1-dev.safetensors --model-b my-flux.safetensors --out flux-lora.safetensors --rank 16
+  loraforge extract --model-a FLUX.1-dev/transformer --model-b my-flux/transformer --out flux-lora.safetensors --rank 16   # diffusers keys
 
 Exit codes: 0 done, 1 bad input (files, shapes, NaN), 2 bad command line.
 ${HUB_IDS_HELP}`,

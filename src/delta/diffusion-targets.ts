@@ -24,14 +24,42 @@
  *   (`cond_stage_model.model.transformer.`, SD 2.x, whose unused last layer kohya drops).
  * - Flux single file (`double_blocks.`/`single_blocks.`, bare or under `model.diffusion_model.`).
  * - diffusers SD 1.x/2.x U-Net folder (`down_blocks…`): kohya names these by the diffusers paths.
- * Refused with the way out: SDXL diffusers folders (kohya names SDXL by LDM paths) and diffusers
- * Flux transformers (kohya's Flux names are BFL's, with fused qkv).
+ *
+ * Two layouts kohya names by other paths get diffusers-layout names instead (stem = component + "." +
+ * the module path as it is, which diffusers' load_lora_weights reads unchanged; see
+ * lora/lora-file-format.ts): an SDXL diffusers U-Net (`down_blocks…` with `add_embedding`; kohya
+ * names SDXL by the LDM paths) → `unet.<path>`, the same targets as SD's, and a diffusers Flux
+ * transformer (`single_transformer_blocks…`; kohya's Flux names are BFL's, with fused qkv) →
+ * `transformer.<path>`: every linear of a block, as kohya's lora_flux targets them, in diffusers'
+ * names (what diffusers' kohya-Flux conversion produces). The diffusers layout is also written for
+ * SD 1.x/2.x (U-Net and text encoder), whose kohya names are made from the diffusers paths already:
+ * `unet.<path>`, `text_encoder.<HF CLIP path>`. SDXL and Flux single files are kohya only: their
+ * LDM / BFL paths are not diffusers' (Flux's fused qkv and linear1 would have to be split).
  */
 import { UsageError } from '../errors.js';
 import { withoutWeightSuffix } from './targets.js';
 import { ldmUnetToDiffusers, openClipToHf } from './ldm-names.js';
+import type { LoraFileFormat } from '../lora/lora-file-format.js';
 
-export type DiffusionLayout = 'sdxl' | 'flux' | 'sd-diffusers' | 'sd-ldm';
+export type DiffusionLayout = 'sdxl' | 'flux' | 'sd-diffusers' | 'sd-ldm' | 'sdxl-diffusers' | 'flux-diffusers';
+
+/** The LoRA file layout each checkpoint layout is written in by default: kohya's where its names are exact. */
+export function defaultLoraFileFormat(layout: DiffusionLayout): LoraFileFormat {
+  return layout === 'sdxl-diffusers' || layout === 'flux-diffusers' ? 'diffusers' : 'kohya';
+}
+
+/** Why `layout` cannot be written as `format`, or undefined when it can (see the rules above). */
+export function loraFileFormatRefusal(layout: DiffusionLayout, format: LoraFileFormat): string | undefined {
+  if (format === 'kohya' && layout === 'sdxl-diffusers') {
+    return 'kohya names SDXL LoRA modules by the original single-file paths (input_blocks…), which loraforge does not map from diffusers\'; write --out-format diffusers (unet.<path>), or pass the single-file SDXL checkpoints';
+  }
+  if (format === 'kohya' && layout === 'flux-diffusers') {
+    return "kohya's Flux LoRA names are the original BFL ones (double_blocks…, fused qkv), which loraforge does not map from diffusers'; write --out-format diffusers (transformer.<path>), or pass the single-file BFL checkpoints";
+  }
+  if (format === 'diffusers' && layout === 'sdxl') return "the SDXL single file's module paths (input_blocks…) are not diffusers'; write --out-format kohya";
+  if (format === 'diffusers' && layout === 'flux') return "BFL's Flux paths (double_blocks…, fused qkv) are not diffusers'; write --out-format kohya";
+  return undefined;
+}
 
 export interface DiffusionModel {
   layout: DiffusionLayout;
@@ -69,21 +97,14 @@ export function detectDiffusionModel(tensors: ReadonlyArray<{ name: string; shap
     return { layout: 'sd-ldm', baseModelVersion: v2 ? 'sd_v2' : 'sd_v1', v2, networkModule: 'networks.lora' };
   }
   if (has(/^(down_blocks|up_blocks|mid_block)\./)) {
-    if (has(/^add_embedding\./)) {
-      throw new UsageError(
-        `${where} is an SDXL diffusers U-Net: kohya names SDXL LoRA modules by the original single-file paths (input_blocks…), which loraforge does not map from diffusers'; ` +
-          'pass the single-file SDXL checkpoints instead',
-      );
-    }
+    if (has(/^add_embedding\./)) return { layout: 'sdxl-diffusers', baseModelVersion: 'sdxl_base_v1-0', v2: false, networkModule: 'networks.lora' };
     // SD 2.x cross-attends to OpenCLIP-H's 1024-wide states, SD 1.x to CLIP-L's 768
     const v2 = tensors.some((t) => t.name.endsWith('.attn2.to_k.weight') && t.shape[1] === 1024);
     return { layout: 'sd-diffusers', baseModelVersion: v2 ? 'sd_v2' : 'sd_v1', v2, networkModule: 'networks.lora' };
   }
-  if (has(/^(transformer_blocks|single_transformer_blocks)\.\d+\./)) {
-    throw new UsageError(
-      `${where} is a diffusers transformer (Flux/SD3): kohya's Flux LoRA names are the original BFL ones (double_blocks…, fused qkv), which loraforge does not map from diffusers'; ` +
-        'pass the single-file BFL checkpoints (flux1-dev.safetensors) instead',
-    );
+  if (has(/^single_transformer_blocks\.\d+\./)) return { layout: 'flux-diffusers', baseModelVersion: 'flux1', v2: false, networkModule: 'networks.lora_flux' };
+  if (has(/^transformer_blocks\.\d+\./)) {
+    throw new UsageError(`${where} is a diffusers transformer without single_transformer_blocks (SD3 or another model, not Flux): loraforge extracts from Flux, SD 1.x/2.x and SDXL checkpoints only`);
   }
   return undefined;
 }
@@ -100,6 +121,14 @@ const LDM_CONV_BLOCK_INNER = /^(?:in_layers\.2|out_layers\.3|emb_layers\.1|skip_
 const DIFFUSERS_CONV_BLOCK_INNER = /^(?:conv1|conv2|time_emb_proj|conv_shortcut|conv)$/;
 /** Flux: every Linear of a double or single stream block (img/txt attn qkv & proj, mlp, modulation). */
 const FLUX_BLOCK = /^(?:double_blocks|single_blocks)\.\d+\./;
+/**
+ * diffusers Flux: the linears of a FluxTransformerBlock (attention q/k/v/out and their context
+ * twins, both feed-forwards, both AdaLayerNormZero modulations) and of a FluxSingleTransformerBlock
+ * (q/k/v, proj_mlp, proj_out, the modulation): kohya's lora_flux set (every linear of a block) in
+ * diffusers' names. diffusers' own training script targets a subset (attention and feed-forward).
+ */
+const FLUX_DIFFUSERS_TARGET =
+  /^(?:transformer_blocks\.\d+\.(?:attn\.(?:to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)|ff\.net\.(?:0\.proj|2)|ff_context\.net\.(?:0\.proj|2)|norm1\.linear|norm1_context\.linear)|single_transformer_blocks\.\d+\.(?:attn\.(?:to_q|to_k|to_v)|proj_mlp|proj_out|norm\.linear))$/;
 /** CLIP (HF layout) targets: CLIPAttention and CLIPMLP linears. */
 const CLIP_TARGET = /^text_model\.encoder\.layers\.\d+\.(?:self_attn\.(?:q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])$/;
 const SDXL_TE1 = 'conditioner.embedders.0.transformer.';
@@ -123,8 +152,13 @@ function unetPlace(layout: DiffusionLayout, path: string): { convBlock: boolean 
   return DIFFUSERS_CONV_BLOCK_INNER.test(m[2]) ? { convBlock: true } : undefined;
 }
 
-function stemOf(part: string, path: string): string {
-  return `lora_${part}_${path.replaceAll('.', '_')}`;
+type Part = 'unet' | 'transformer' | 'te' | 'te1' | 'te2';
+/** diffusers' pipeline component of each part (SDXL's te1 is text_encoder, te2 text_encoder_2). */
+const DIFFUSERS_COMPONENT: Record<Part, string> = { unet: 'unet', transformer: 'transformer', te: 'text_encoder', te1: 'text_encoder', te2: 'text_encoder_2' };
+
+/** A module's stem: kohya's `lora_<part>_<path, "." → "_">`, or diffusers' `<component>.<path>`. */
+function stemOf(format: LoraFileFormat, part: Part, path: string): string {
+  return format === 'kohya' ? `lora_${part}_${path.replaceAll('.', '_')}` : `${DIFFUSERS_COMPONENT[part]}.${path}`;
 }
 
 /** A weight's role for a Linear (2-D) or Conv2d (4-D) layer; `convRank` says whether k×k convs are targets. */
@@ -140,37 +174,39 @@ export interface DiffusionSelection {
   /** k×k convs (and, as kohya does, the whole ResnetBlock2D/Down/Upsample blocks) are targets */
   conv: boolean;
   textEncoders: boolean;
+  /** the LoRA file layout the stems are named for (loraFileFormatRefusal says which a layout allows) */
+  format: LoraFileFormat;
 }
 
 /** A CLIP text-encoder weight in the HF layout (`path` after the encoder's prefix). */
-function clipRole(part: string, path: string, name: string, shape: readonly number[]): DiffusionRole {
+function clipRole(format: LoraFileFormat, part: Part, path: string, name: string, shape: readonly number[]): DiffusionRole {
   // old SD 1.x files lack `text_model.`; kohya adds it when loading (load_checkpoint_with_text_encoder_conversion)
   const hf = path.startsWith('text_model.') ? path : `text_model.${path}`;
-  return name.endsWith('.weight') && shape.length === 2 && CLIP_TARGET.test(withoutWeightSuffix(hf)) ? { kind: 'lora', stem: stemOf(part, withoutWeightSuffix(hf)), part: 'te' } : { kind: 'other' };
+  return name.endsWith('.weight') && shape.length === 2 && CLIP_TARGET.test(withoutWeightSuffix(hf)) ? { kind: 'lora', stem: stemOf(format, part, withoutWeightSuffix(hf)), part: 'te' } : { kind: 'other' };
 }
 
 /** An OpenCLIP text-encoder weight (`path` after `….transformer.`), named as kohya converts it. */
-function openClipRole(part: string, path: string, shape: readonly number[]): DiffusionRole {
+function openClipRole(format: LoraFileFormat, part: Part, path: string, shape: readonly number[]): DiffusionRole {
   // in_proj is a bare parameter (`attn.in_proj_weight`); the other linears are modules (`….weight`)
   const module = path.endsWith('.in_proj_weight') ? path.slice(0, -'_weight'.length) : path.endsWith('.weight') ? withoutWeightSuffix(path) : undefined;
   const hf = module === undefined || shape.length !== 2 ? undefined : openClipToHf(module);
   if (!hf) return { kind: 'other' };
-  if (hf.length === 1) return { kind: 'lora', stem: stemOf(part, hf[0]), part: 'te' };
-  return shape[0] % hf.length === 0 ? { kind: 'lora-split', stems: hf.map((p) => stemOf(part, p)), part: 'te' } : { kind: 'other' };
+  if (hf.length === 1) return { kind: 'lora', stem: stemOf(format, part, hf[0]), part: 'te' };
+  return shape[0] % hf.length === 0 ? { kind: 'lora-split', stems: hf.map((p) => stemOf(format, part, p)), part: 'te' } : { kind: 'other' };
 }
 
 /** The role of a text-encoder tensor, or undefined when `name` is not one of `model`'s text encoders. */
-function textEncoderRole(model: DiffusionModel, name: string, shape: readonly number[]): DiffusionRole | undefined {
+function textEncoderRole(model: DiffusionModel, format: LoraFileFormat, name: string, shape: readonly number[]): DiffusionRole | undefined {
   if (model.layout === 'sdxl') {
-    if (name.startsWith(SDXL_TE1)) return clipRole('te1', name.slice(SDXL_TE1.length), name, shape);
-    if (name.startsWith(SDXL_TE2)) return openClipRole('te2', name.slice(SDXL_TE2.length), shape);
+    if (name.startsWith(SDXL_TE1)) return clipRole(format, 'te1', name.slice(SDXL_TE1.length), name, shape);
+    if (name.startsWith(SDXL_TE2)) return openClipRole(format, 'te2', name.slice(SDXL_TE2.length), shape);
   }
   if (model.layout === 'sd-ldm') {
-    if (name.startsWith(SD1_TE)) return clipRole('te', name.slice(SD1_TE.length), name, shape);
+    if (name.startsWith(SD1_TE)) return clipRole(format, 'te', name.slice(SD1_TE.length), name, shape);
     if (name.startsWith(SD2_TE)) {
       const path = name.slice(SD2_TE.length);
       if (path.startsWith(SD2_UNUSED_LAYER)) return { kind: 'other', reason: "SD 2.x's last text-encoder layer (resblocks.23) is unused and not in kohya's converted encoder" };
-      return openClipRole('te', path, shape);
+      return openClipRole(format, 'te', path, shape);
     }
   }
   return undefined;
@@ -179,13 +215,17 @@ function textEncoderRole(model: DiffusionModel, name: string, shape: readonly nu
 /** The role of one tensor of a diffusion checkpoint in `model`'s layout. */
 export function classifyDiffusionTensor(model: DiffusionModel, name: string, shape: readonly number[], sel: DiffusionSelection): DiffusionRole {
   if (sel.textEncoders) {
-    const te = textEncoderRole(model, name, shape);
+    const te = textEncoderRole(model, sel.format, name, shape);
     if (te) return te;
   }
   if (!name.endsWith('.weight')) return { kind: 'other' };
   if (model.layout === 'flux') {
     const path = withoutWeightSuffix(name.startsWith(LDM) ? name.slice(LDM.length) : name);
-    return FLUX_BLOCK.test(path) && shape.length === 2 ? { kind: 'lora', stem: stemOf('unet', path), part: 'unet' } : { kind: 'other' };
+    return FLUX_BLOCK.test(path) && shape.length === 2 ? { kind: 'lora', stem: stemOf(sel.format, 'unet', path), part: 'unet' } : { kind: 'other' };
+  }
+  if (model.layout === 'flux-diffusers') {
+    const path = withoutWeightSuffix(name);
+    return FLUX_DIFFUSERS_TARGET.test(path) && shape.length === 2 ? { kind: 'lora', stem: stemOf(sel.format, 'transformer', path), part: 'unet' } : { kind: 'other' };
   }
   let path = withoutWeightSuffix(name);
   let layout = model.layout;
@@ -202,5 +242,5 @@ export function classifyDiffusionTensor(model: DiffusionModel, name: string, sha
   const place = unetPlace(layout, path);
   // kohya walks ResnetBlock2D / Down- / Upsample2D only with conv_dim: their linears and 1×1 convs too
   if (!place || (place.convBlock && !sel.conv && (shape.length !== 4 || shape[2] * shape[3] === 1))) return { kind: 'other' };
-  return weightRole(stemOf('unet', path), shape, sel.conv, 'unet');
+  return weightRole(stemOf(sel.format, 'unet', path), shape, sel.conv, 'unet');
 }

@@ -1,12 +1,14 @@
 /**
  * The plan for two image-model checkpoints (SD 1.x/2.x, SDXL, Flux): which tensors become
- * kohya LoRA modules (delta/diffusion-targets.ts), at which rank (k×k convs at the conv rank), and
+ * kohya or diffusers LoRA modules (delta/diffusion-targets.ts), at which rank (k×k convs at the conv rank), and
  * which are only compared — checked before anything is read, as for LLM pairs.
  */
 import { pairTensors, type Checkpoint } from '../io/checkpoint.js';
 import { isFloatDType } from '../tensor/dtype.js';
 import type { RankPolicy } from '../lowrank/rank-policy.js';
-import { classifyDiffusionTensor, detectDiffusionModel, type DiffusionModel, type DiffusionRole } from '../delta/diffusion-targets.js';
+import { classifyDiffusionTensor, detectDiffusionModel, loraFileFormatRefusal, type DiffusionModel, type DiffusionRole } from '../delta/diffusion-targets.js';
+import type { LoraFileFormat } from '../lora/lora-file-format.js';
+import { UsageError } from '../errors.js';
 import { rowBlock } from '../delta/row-block.js';
 import { checkNames, checkRank, listSome, type ExtractionPlan, type Job } from './plan.js';
 
@@ -15,6 +17,8 @@ export interface DiffusionPlanOptions {
   /** rank policy of k×k convs; absent: they are not targets (kohya without conv_dim) */
   convPolicy?: RankPolicy;
   textEncoders: boolean;
+  /** the LoRA file layout written: module stems are named for it */
+  format: LoraFileFormat;
   include?: RegExp;
   exclude?: RegExp;
 }
@@ -36,11 +40,13 @@ export function diffusionModelOf(a: Checkpoint, b: Checkpoint): DiffusionModel |
 }
 
 export function planDiffusionExtraction(a: Checkpoint, b: Checkpoint, model: DiffusionModel, opts: DiffusionPlanOptions): DiffusionPlan {
+  const refusal = loraFileFormatRefusal(model.layout, opts.format);
+  if (refusal) throw new UsageError(`${a.path} is a ${model.layout} checkpoint, which cannot be written as a ${opts.format} LoRA: ${refusal}`);
   const notes: string[] = [];
   const warnings: string[] = [];
   checkNames(a, b, false, notes);
   pairTensors(a, b);
-  const sel = { conv: opts.convPolicy !== undefined, textEncoders: opts.textEncoders };
+  const sel = { conv: opts.convPolicy !== undefined, textEncoders: opts.textEncoders, format: opts.format };
   const jobs: Job[] = [];
   const convSkipped: string[] = [];
   const unreadable: string[] = [];

@@ -9,8 +9,10 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { stat } from 'node:fs/promises';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { createLoraFileWriter } from '../lora/lora-file-writer.js';
+import type { LoraFileFormat } from '../lora/lora-file-format.js';
 import type { LoadedPair } from '../delta/load-pair.js';
 import { diffusionModelOf, planDiffusionExtraction } from './diffusion-plan.js';
+import { defaultLoraFileFormat } from '../delta/diffusion-targets.js';
 import type { Keep } from '../pipeline/run.js';
 import type { FloatDType } from '../io/types.js';
 import type { LinalgBackend } from '../linalg/backend.js';
@@ -86,9 +88,14 @@ export interface ExtractOptions {
   convPolicy?: RankPolicy;
   /** Diffusion checkpoints: extract the text encoders too (SD's te, SDXL's te1 and te2; see diffusion-targets.ts) */
   textEncoders?: boolean;
+  /**
+   * Diffusion checkpoints: the LoRA file's key layout. Default: kohya, except for SDXL diffusers
+   * U-Nets and diffusers Flux transformers (diffusers: kohya names those by other paths).
+   */
+  outFormat?: LoraFileFormat;
 }
 
-/** A `.safetensors` --out asks for one kohya LoRA file: the diffusion-checkpoint flow. */
+/** A `.safetensors` --out asks for one kohya or diffusers LoRA file: the diffusion-checkpoint flow. */
 export function isLoraFileOut(out: string): boolean {
   return /\.safetensors$/i.test(out);
 }
@@ -110,6 +117,8 @@ function moduleType(job: Job): string | undefined {
   const p = job.plan;
   // kohya stems have no dots: their type is the stem without its block numbers
   if (p.action === 'lora' && p.module.startsWith('lora_')) return p.module.replace(/_\d+(?=_|$)/g, '');
+  // diffusers LoRA-file stems end in numbered parts (`to_out.0`, `ff.net.2`): the path without its numbers
+  if (p.action === 'lora' && /^(unet|transformer|text_encoder(_\d+)?)\./.test(p.module)) return p.module.replace(/\.\d+(?=\.|$)/g, '');
   if (p.action === 'lora') return p.module.slice(p.module.lastIndexOf('.') + 1);
   if (p.action === 'experts') return `${p.param} (experts)`;
   return undefined;
@@ -118,7 +127,7 @@ function moduleType(job: Job): string | undefined {
 export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> {
   if (opts.evalText) {
     if (opts.format === 'gguf') throw new UsageError('evaluating the extracted adapter is not supported for a GGUF LoRA: use --format peft or both');
-    if (isLoraFileOut(opts.out)) throw new UsageError('evaluating the extracted adapter is for LLMs: a kohya LoRA file (a .safetensors --out) cannot be evaluated on text');
+    if (isLoraFileOut(opts.out)) throw new UsageError('evaluating the extracted adapter is for LLMs: a LoRA file for an image model (a .safetensors --out) cannot be evaluated on text');
     await checkEvalOptions(opts.evalText);
   }
   const local = await localPair(opts);
@@ -169,6 +178,7 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
     checkPolicy(policy);
     if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
     if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
+    if (opts.outFormat !== undefined) throw new UsageError(`outFormat (--out-format) is the layout of a diffusion LoRA file: give --out a path ending in .safetensors, or use format (--format) for ${opts.out}`);
   } catch (err) {
     return Promise.reject(err);
   }
@@ -178,7 +188,7 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
     inputs: [opts.modelA, opts.modelB, ...(opts.evalText ? [opts.evalText.text] : [])],
     open: (keep) => openPair(opts, keep, tensors),
     plan: async ({ a, b }) => {
-      if (diffusionModelOf(a, b)) throw new UsageError(`${opts.modelA} is a diffusion checkpoint: its LoRA is one kohya file; give --out a path ending in .safetensors`);
+      if (diffusionModelOf(a, b)) throw new UsageError(`${opts.modelA} is a diffusion checkpoint: its LoRA is one kohya or diffusers file; give --out a path ending in .safetensors`);
       const plan = planExtraction(a, b, {
         policy,
         selection: { targetModules: opts.targetModules, include: opts.include, exclude: opts.exclude },
@@ -282,7 +292,7 @@ async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
     opts.saveModules && 'saveModules (--save-modules)',
     opts.evalText && 'evalText (--eval-text)',
   ].filter(Boolean);
-  if (llmOnly.length) throw new UsageError(`--out ${opts.out} is a kohya LoRA file (diffusion checkpoints): ${llmOnly.join(', ')} apply(ies) to LLM adapters only`);
+  if (llmOnly.length) throw new UsageError(`--out ${opts.out} is a LoRA file for diffusion checkpoints: ${llmOnly.join(', ')} apply(ies) to LLM adapters only`);
   if (!opts.overwrite && (await stat(opts.out).catch(() => undefined))) throw new UsageError(`--out ${opts.out} exists: choose another file or pass --force to replace it`);
   const extractOne = jobExtractor(opts.verify === true, seed);
   let readWaitSeconds = 0;
@@ -293,22 +303,24 @@ async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
       const model = diffusionModelOf(a, b);
       if (!model) {
         throw new UsageError(
-          `--out ${opts.out} asks for a kohya LoRA file, but ${opts.modelA} is not an SD 1.x/2.x, SDXL or Flux checkpoint (no model.diffusion_model.input_blocks…, double_blocks…, or down_blocks… tensors); ` +
+          `--out ${opts.out} asks for a LoRA file of a diffusion model, but ${opts.modelA} is not an SD 1.x/2.x, SDXL or Flux checkpoint (no model.diffusion_model.input_blocks…, double_blocks…, down_blocks… or single_transformer_blocks… tensors); ` +
             'for an LLM give an output folder',
         );
       }
-      const plan = planDiffusionExtraction(a, b, model, { policy, convPolicy: opts.convPolicy, textEncoders: opts.textEncoders === true, include: opts.include, exclude: opts.exclude });
+      const format = opts.outFormat ?? defaultLoraFileFormat(model.layout);
+      const plan = planDiffusionExtraction(a, b, model, { policy, convPolicy: opts.convPolicy, textEncoders: opts.textEncoders === true, format, include: opts.include, exclude: opts.exclude });
       const backend = opts.backend ?? (await getBackend({ threads: opts.threads }));
-      return { items: plan.jobs, extraction: plan, backend, dtype: opts.dtype ?? defaultDtype(plan) };
+      return { items: plan.jobs, extraction: plan, backend, dtype: opts.dtype ?? defaultDtype(plan), format };
     },
     output: {
       file: opts.out,
-      sink: async (path, { plan: { extraction, dtype } }) => {
+      sink: async (path, { plan: { extraction, dtype, format } }) => {
         const { model } = extraction;
         const writer = createLoraFileWriter(path, {
-          format: 'kohya',
+          format,
           dtype,
-          metadata: { ss_v2: model.v2 ? 'True' : 'False', ss_base_model_version: model.baseModelVersion, ss_network_module: model.networkModule },
+          // kohya's metadata; diffusers reads none (the writer folds alpha/r into lora_B)
+          metadata: format === 'kohya' ? { ss_v2: model.v2 ? 'True' : 'False', ss_base_model_version: model.baseModelVersion, ss_network_module: model.networkModule } : {},
         });
         const sink: AdapterSink = {
           addModule: (m) => writer.addModule(m),
@@ -322,8 +334,8 @@ async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
     },
     stream: ({ res, plan }) => streamPairs(res, plan.items, (s) => (readWaitSeconds += s)),
     each: (job, pair, { plan: { backend, dtype }, sink }) => extractOne(job, pair, { backend, sink, policy, alpha: opts.alpha, dtype }),
-    finish: async (rows, { plan: { extraction, backend, dtype }, sink }) => {
-      const report = extractReport(rows, { opts, plan: extraction, backend, dtype, seed, policy, format: 'kohya', embeddings: 'skip', started, readWaitSeconds });
+    finish: async (rows, { plan: { extraction, backend, dtype, format }, sink }) => {
+      const report = extractReport(rows, { opts, plan: extraction, backend, dtype, seed, policy, format, embeddings: 'skip', started, readWaitSeconds });
       report.diffusion = { layout: extraction.model.layout, convPolicy: opts.convPolicy, textEncoders: opts.textEncoders === true, convSkipped: extraction.convSkipped };
       if (!report.tensors.length) throw new Error(nothingToExtract(report));
       await sink.finish();
@@ -372,7 +384,7 @@ interface ReportContext {
   dtype: FloatDType;
   seed: number;
   policy: RankPolicy;
-  format: AdapterFormat | 'kohya';
+  format: AdapterFormat | LoraFileFormat;
   embeddings: EmbeddingsMode;
   started: number;
   /** time the loop spent waiting for the reader thread */

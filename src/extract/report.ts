@@ -10,6 +10,7 @@ import type { EmbeddingsMode } from './plan.js';
 import type { RankPolicy } from '../lowrank/rank-policy.js';
 import type { ExtractEvalReport } from './evaluate.js';
 import type { DiffusionLayout } from '../delta/diffusion-targets.js';
+import type { LoraFileFormat } from '../lora/lora-file-format.js';
 
 export const REPORT_FILE = 'report.json';
 
@@ -85,8 +86,8 @@ export interface ExtractReport {
   modelA: string;
   modelB: string;
   out: string;
-  /** 'kohya': one kohya LoRA .safetensors file (diffusion checkpoints) */
-  format: AdapterFormat | 'kohya';
+  /** 'kohya' / 'diffusers': one LoRA .safetensors file of that layout (diffusion checkpoints) */
+  format: AdapterFormat | LoraFileFormat;
   /** diffusion checkpoints: the layout read and the conv rank policy (absent: k×k convs skipped) */
   diffusion?: { layout: DiffusionLayout; convPolicy?: RankPolicy; textEncoders: boolean; convSkipped: string[] };
   dtype: FloatDType;

@@ -106,7 +106,7 @@ describe('SD 1.x/2.x single-file names → the diffusers paths kohya names LoRA 
     assert.equal(model?.baseModelVersion, 'sd_v1');
     for (const conv of [false, true]) {
       const stems = list.flatMap((t) => {
-        const role = classifyDiffusionTensor(model!, t.name, t.shape, { conv, textEncoders: false });
+        const role = classifyDiffusionTensor(model!, t.name, t.shape, { conv, textEncoders: false, format: 'kohya' });
         return role.kind === 'lora' ? [role.stem] : [];
       });
       assert.equal(stems.length, conv ? 278 : 192);

@@ -25,7 +25,7 @@ describe('extract CLI: diffusion flags', () => {
     assert.throws(() => extractOptionsFromFlags(flags({ convRank: '4', conv_dim: '4' })), UsageError);
     assert.throws(() => extractOptionsFromFlags(flags({ out: 'adapter', convRank: '4' })), /\.safetensors/);
     assert.throws(() => extractOptionsFromFlags(flags({ out: 'adapter', textEncoders: true })), UsageError);
-    assert.throws(() => extractOptionsFromFlags(flags({ format: 'gguf' })), /kohya LoRA file.*--format/);
+    assert.throws(() => extractOptionsFromFlags(flags({ format: 'gguf' })), /LoRA file for diffusion checkpoints.*--format/);
   });
 
   it('writes one kohya file with its report beside it (exit 0)', async () => {
