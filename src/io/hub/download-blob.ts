@@ -10,6 +10,7 @@ import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { isOsError } from '../os-error.js';
 import { blobPath } from './cache-paths.js';
+import { lockFile } from './blob-lock.js';
 import { HubError } from './hub-error.js';
 import { hubFetch, networkError, type RepoRequest } from './hub-fetch.js';
 import type { ResolvedHubOptions } from './options.js';
@@ -63,6 +64,22 @@ export async function downloadBlob(d: BlobDownload): Promise<number> {
   const blob = blobPath(d.repoDir, file.etag);
   if ((await sizeOf(blob)) !== undefined) return 0;
   const partial = `${blob}.incomplete`;
+  await mkdir(dirname(partial), { recursive: true }).catch((err: unknown) => {
+    throw diskError(err, req, file.path, opts.cacheDir);
+  });
+  const release = await lockFile(partial, (pid) => opts.onWarning?.(`waiting for another loraforge run (pid ${pid}) downloading ${req.repo}/${file.path}`));
+  try {
+    // the other run may have finished it while this one waited
+    if ((await sizeOf(blob)) !== undefined) return 0;
+    return await transfer(d, blob, partial);
+  } finally {
+    await release();
+  }
+}
+
+/** The transfer itself, under the blob's lock: resumes `partial`, verifies, renames it to `blob`. */
+async function transfer(d: BlobDownload, blob: string, partial: string): Promise<number> {
+  const { opts, req, file } = d;
   const url = resolveUrl(opts.endpoint, req.repo, d.commit, file.path);
   const get = hubFetch(opts, req);
   let fetched = 0;
