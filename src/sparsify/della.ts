@@ -13,7 +13,7 @@
  */
 import type { Rng } from '../linalg/random.js';
 import { bitsOf } from '../tensor/top-k.js';
-import { DRAW_CHUNK, l1Norm, rescaleToL1 } from './sparsify.js';
+import { DRAW_CHUNK, rescaleToL1 } from './sparsify.js';
 
 /** Why density/epsilon cannot be used (mergekit raises ValueError), or undefined when they can. */
 export function dellaParamError(density: number, epsilon: number): string | undefined {
@@ -100,7 +100,9 @@ export function dellaKeepProbabilities(x: Float32Array, shape: readonly number[]
 
 /**
  * In place: della's random magnitude-ranked drop; `probs` is a working array of x's size. Entry i
- * survives when the i-th draw is below probs[i]; the draws come DRAW_CHUNK at a time (fillUniform).
+ * survives when the i-th draw u is below probs[i]; the draws come DRAW_CHUNK at a time (fillUniform).
+ * u < p is read off the sign bit of u − p rounded to f32 (rounding keeps the sign, and u − p is +0
+ * when they are equal), so no branch mispredicts on the coin flips.
  */
 export function sparsifyDella(x: Float32Array, shape: readonly number[], density: number, epsilon: number, rescale: boolean, rng: Rng, probs: Float32Array): void {
   if (density >= 1) return;
@@ -111,14 +113,23 @@ export function sparsifyDella(x: Float32Array, shape: readonly number[], density
     return;
   }
   dellaKeepProbabilities(x, shape, density, epsilon, probs);
-  const before = rescale ? l1Norm(x) : 0;
+  const bits = bitsOf(x);
   const draws = new Float64Array(Math.min(DRAW_CHUNK, x.length));
+  const below = new Float32Array(draws.length);
+  const belowBits = bitsOf(below);
+  // both L1 norms in this pass, in index order as l1Norm sums them (see sparsifyRandom)
+  let before = 0;
+  let after = 0;
   for (let start = 0; start < x.length; start += DRAW_CHUNK) {
     const u = x.length - start < DRAW_CHUNK ? draws.subarray(0, x.length - start) : draws;
     rng.fillUniform(u);
     for (let j = 0; j < u.length; j++) {
-      if (!(u[j] < probs[start + j])) x[start + j] = 0;
+      const i = start + j;
+      below[j] = u[j] - probs[i];
+      before += Math.abs(x[i]);
+      bits[i] &= belowBits[j] >> 31;
+      after += Math.abs(x[i]);
     }
   }
-  if (rescale) rescaleToL1(x, before);
+  if (rescale) rescaleToL1(x, before, after);
 }
