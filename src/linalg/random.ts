@@ -14,6 +14,8 @@
  * 2. Generator: xoshiro128** (Blackman & Vigna, 2018): result = rotl(s1 · 5, 7) · 9;
  *    t = s1 << 9; s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = rotl(s3, 11).
  * 3. next(): two outputs a, b → ((a >>> 5) · 2^26 + (b >>> 6)) / 2^53, uniform on [0, 1).
+ *    fillUniform(out) is out[i] = next() in order (the same draws, one tight loop); fillKeepMask(out, p)
+ *    is out[i] = −1 when that next() would be below p, else 0, decided on the integers alone.
  * 4. normal(): Marsaglia's polar method. u = 2·next() − 1, v = 2·next() − 1, s = u² + v²,
  *    retried while s ≥ 1 or s = 0; f = sqrt(−2·ln(s) / s); returns u·f and keeps v·f for the
  *    next call. ln is `deterministicLog` below. fillNormal(out) is out[i] = normal() in order.
@@ -24,6 +26,16 @@
 export interface Rng {
   /** uniform on [0, 1) with 53 random bits */
   next(): number;
+  /**
+   * out[i] = next() for i = 0, 1, … — the same values, several times faster than a next() call per
+   * entry (della draws one per weight, so this loop is much of its cost).
+   */
+  fillUniform(out: Float64Array): void;
+  /**
+   * out[i] = −1 (every bit set) when the i-th next() is below p, else 0, for i = 0, 1, … — DARE's
+   * keep mask from the same draws, with no floating point in the loop (`keepThreshold`).
+   */
+  fillKeepMask(out: Int32Array, p: number): void;
   /** standard normal (mean 0, variance 1) */
   normal(): number;
   /** out[i] = normal() for i = 0, 1, … */
@@ -101,6 +113,10 @@ function splitmix32(start: number): () => number {
 export interface Xoshiro128 {
   (): number;
   fill(out: Uint32Array): void;
+  /** out[i] = step 3's uniform from the next two words, for i = 0, 1, … (2·out.length words) */
+  fillUniform(out: Float64Array): void;
+  /** out[i] = −1 when step 3's uniform from the next two words is below p, else 0 (2·out.length words) */
+  fillKeepMask(out: Int32Array, p: number): void;
 }
 
 /** One xoshiro128** step on the state words `s`: advances them, returns the output (as int32 bits). */
@@ -126,7 +142,94 @@ export function xoshiro128StarStar(state: readonly [number, number, number, numb
   const fill = (out: Uint32Array): void => {
     for (let i = 0; i < out.length; i++) out[i] = step(s);
   };
-  return Object.assign(next, { fill });
+  return Object.assign(next, {
+    fill,
+    fillUniform: (out: Float64Array) => fillUniform(s, out),
+    fillKeepMask: (out: Int32Array, p: number) => fillKeepMask(s, out, p),
+  });
+}
+
+/**
+ * `step` twice per entry with the state in locals (V8 keeps them in registers; through the
+ * Int32Array every step would load and store all four words), combined as next() combines them.
+ */
+function fillUniform(s: Int32Array, out: Float64Array): void {
+  let s0 = s[0];
+  let s1 = s[1];
+  let s2 = s[2];
+  let s3 = s[3];
+  for (let i = 0; i < out.length; i++) {
+    let x = Math.imul(s1, 5);
+    const a = Math.imul((x << 7) | (x >>> 25), 9) >>> 5;
+    let t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
+    x = Math.imul(s1, 5);
+    const b = Math.imul((x << 7) | (x >>> 25), 9) >>> 6;
+    t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
+    out[i] = (a * 67108864 + b) / 9007199254740992;
+  }
+  s[0] = s0;
+  s[1] = s1;
+  s[2] = s2;
+  s[3] = s3;
+}
+
+/**
+ * next() = m / 2^53 exactly, for the integer m = a·2^26 + b (a = first word >>> 5, b = second >>> 6),
+ * so next() < p exactly when m < c = ⌈p·2^53⌉ (p·2^53 is exact: scaling by a power of two), clamped
+ * to [0, 2^53] (NaN keeps nothing, as `NaN < x` is false). Split as c = ca·2^26 + cb with cb < 2^26,
+ * m < c exactly when a < ca, or a = ca and b < cb.
+ */
+function keepThreshold(p: number): { ca: number; cb: number } {
+  const c = p > 0 ? Math.ceil(Math.min(p, 1) * 9007199254740992) : 0;
+  const ca = Math.floor(c / 67108864);
+  return { ca, cb: c - ca * 67108864 };
+}
+
+/** `fillUniform`'s loop, with the comparison of `keepThreshold` instead of the division (branch-free: a, b, ca, cb < 2^28). */
+function fillKeepMask(s: Int32Array, out: Int32Array, p: number): void {
+  const { ca, cb } = keepThreshold(p);
+  let s0 = s[0];
+  let s1 = s[1];
+  let s2 = s[2];
+  let s3 = s[3];
+  for (let i = 0; i < out.length; i++) {
+    let x = Math.imul(s1, 5);
+    const a = Math.imul((x << 7) | (x >>> 25), 9) >>> 5;
+    let t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
+    x = Math.imul(s1, 5);
+    const b = Math.imul((x << 7) | (x >>> 25), 9) >>> 6;
+    t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
+    // sign bits: a − ca < 0 when a < ca; (a ^ ca) − 1 < 0 when a = ca; b − cb < 0 when b < cb
+    out[i] = ((a - ca) | (((a ^ ca) - 1) & (b - cb))) >> 31;
+  }
+  s[0] = s0;
+  s[1] = s1;
+  s[2] = s2;
+  s[3] = s3;
 }
 
 export function createRng(seed: number): Rng {
@@ -164,6 +267,8 @@ export function createRng(seed: number): Rng {
 
   return {
     next,
+    fillUniform: nextUint32.fillUniform,
+    fillKeepMask: nextUint32.fillKeepMask,
     normal,
     nextUint32,
     fillNormal(out: Float32Array): void {

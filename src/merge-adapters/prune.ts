@@ -199,9 +199,8 @@ export function maskStream(seed: number, module: string, target: MaskTarget, ada
 /** DARE masks from loraforge's seeded RNG (maskStream): entry i is kept when next() < density. */
 export function seededMaskSource(seed: number, density: number): MaskSource {
   return ({ module, target, adapter, size }) => {
-    const rng = maskStream(seed, module, target, adapter);
-    const mask = new Uint8Array(size);
-    for (let i = 0; i < size; i++) mask[i] = rng.next() < density ? 1 : 0;
-    return mask;
+    const keep = new Int32Array(size);
+    maskStream(seed, module, target, adapter).fillKeepMask(keep, density);
+    return Uint8Array.from(keep, (k) => k & 1);
   };
 }

@@ -71,9 +71,11 @@ export function l1Norm(x: Float32Array): number {
   return s;
 }
 
-/** Scales x so its L1 norm is `before` again (mergekit's RescaleNorm.l1), unless either norm is below 1e-7. */
-export function rescaleToL1(x: Float32Array, before: number): void {
-  const after = l1Norm(x);
+/**
+ * Scales x so its L1 norm is `before` again (mergekit's RescaleNorm.l1), unless either norm is below
+ * 1e-7. `after` is x's L1 norm now, when the caller summed it in its own pass (in index order, as l1Norm).
+ */
+export function rescaleToL1(x: Float32Array, before: number, after = l1Norm(x)): void {
   if (before < RESCALE_EPS || after < RESCALE_EPS) return;
   const scale = before / after;
   for (let i = 0; i < x.length; i++) x[i] *= scale;
@@ -220,12 +222,30 @@ export function sparsifyMagnitude(x: Float32Array, density: number, rescale: boo
   if (rescale) rescaleToL1(x, before);
 }
 
-/** DARE drop in place: entry i survives when rng.next() < density (one draw per entry, in order). */
+/** Draws made at a time by the random drops: 16–32 KiB, reused while still in cache. */
+export const DRAW_CHUNK = 4096;
+
+/**
+ * DARE drop in place: entry i survives when rng.next() < density (one draw per entry, in order).
+ * The draws come DRAW_CHUNK at a time as a keep mask (fillKeepMask: the same draws as next(),
+ * compared as integers), applied to the bits without a branch (dropped entries become +0).
+ */
 export function sparsifyRandom(x: Float32Array, density: number, rescale: boolean, rng: Rng): void {
   if (density >= 1) return;
-  const before = rescale ? l1Norm(x) : 0;
-  for (let i = 0; i < x.length; i++) {
-    if (!(rng.next() < density)) x[i] = 0;
+  const bits = bitsOf(x);
+  const chunk = new Int32Array(Math.min(DRAW_CHUNK, x.length));
+  // both L1 norms in the same pass, in index order as l1Norm sums them (the dropped +0s add nothing),
+  // so the rescale is bit for bit the same as with two more passes over x
+  let before = 0;
+  let after = 0;
+  for (let start = 0; start < x.length; start += DRAW_CHUNK) {
+    const keep = x.length - start < DRAW_CHUNK ? chunk.subarray(0, x.length - start) : chunk;
+    rng.fillKeepMask(keep, density);
+    for (let j = 0; j < keep.length; j++) {
+      before += Math.abs(x[start + j]);
+      bits[start + j] &= keep[j];
+      after += Math.abs(x[start + j]);
+    }
   }
-  if (rescale) rescaleToL1(x, before);
+  if (rescale) rescaleToL1(x, before, after);
 }

@@ -110,16 +110,23 @@ export function loadMergekitFixture(): LoadedFixture {
   return loaded;
 }
 
-/** An Rng whose next() replays a recorded 0/1 keep mask, entry by entry. */
+/** An Rng whose next() (and fillUniform, fillKeepMask) replays a recorded 0/1 keep mask, entry by entry. */
 export function replayMask(mask: Float32Array, label: string): Rng {
   let i = 0;
   const refuse = () => {
-    throw new Error(`${label}: a replayed mask only answers next()`);
+    throw new Error(`${label}: a replayed mask only answers next(), fillUniform() and fillKeepMask()`);
+  };
+  const next = (): number => {
+    if (i >= mask.length) throw new Error(`${label}: more draws than the ${mask.length} recorded mask entries`);
+    return mask[i++] === 1 ? 0 : 1;
   };
   return {
-    next() {
-      if (i >= mask.length) throw new Error(`${label}: more draws than the ${mask.length} recorded mask entries`);
-      return mask[i++] === 1 ? 0 : 1;
+    next,
+    fillUniform(out) {
+      for (let j = 0; j < out.length; j++) out[j] = next();
+    },
+    fillKeepMask(out, p) {
+      for (let j = 0; j < out.length; j++) out[j] = next() < p ? -1 : 0;
     },
     normal: refuse,
     fillNormal: refuse,

@@ -44,6 +44,40 @@ describe('random', () => {
     assert.deepEqual([a(), a.fill(new Uint32Array(0)), a()], [b(), undefined, b()]);
   });
 
+  it('fillUniform gives exactly the next() stream, across lengths and chunk sizes, and the stream goes on after it', () => {
+    for (const seed of [0, 1, 42, -7, 2 ** 40 + 3]) {
+      for (const length of [0, 1, 2, 3, 255, 4095, 4096, 4097, 10_001]) {
+        const [batched, single] = [createRng(seed), createRng(seed)];
+        const got = new Float64Array(length);
+        // in odd pieces, so piece boundaries fall everywhere (as DRAW_CHUNK's do in a long tensor)
+        for (let start = 0; start < length; start += 1000) batched.fillUniform(got.subarray(start, Math.min(length, start + 1000)));
+        const want = Float64Array.from({ length }, () => single.next());
+        assert.deepEqual(got, want, `seed ${seed}, length ${length}`);
+        assert.equal(batched.next(), single.next(), `seed ${seed}, length ${length}: the draw after`);
+        assert.equal(batched.nextUint32(), single.nextUint32());
+      }
+    }
+  });
+
+  it('fillKeepMask(p) is −1 exactly where next() < p, at the edges too (p equal to a draw, one ulp above, 0, 1, NaN)', () => {
+    for (const seed of [3, 42, 2 ** 33 + 1]) {
+      const draws = Float64Array.from({ length: 4099 }, createRng(seed).next);
+      // p equal to a drawn value hits the a = ca branch (same high word, the low word decides)
+      const ps = [0.5, 0.1, 0.9, 1e-300, 0, -1, 1, 2, 1 - 2 ** -53, NaN, draws[7], draws[7] + 2 ** -53, draws[4098], draws[4098] - 2 ** -53];
+      for (const p of ps) {
+        for (const length of [1, 8, 4096, 4099]) {
+          const rng = createRng(seed);
+          const got = new Int32Array(length);
+          rng.fillKeepMask(got.subarray(0, Math.min(length, 5)), p);
+          rng.fillKeepMask(got.subarray(Math.min(length, 5)), p);
+          const want = Int32Array.from({ length }, (_, i) => (draws[i] < p ? -1 : 0));
+          assert.deepEqual(got, want, `seed ${seed}, p ${p}, length ${length}`);
+          if (length < draws.length) assert.equal(rng.next(), draws[length], 'the draw after');
+        }
+      }
+    }
+  });
+
   it('fillSigns spends one 32-bit draw on 32 signs, bit i mod 32 giving −1 when set', () => {
     const x = new Float32Array(200_003); // not a multiple of 32: the last draw is partly used
     createRng(5).fillSigns(x);

@@ -115,4 +115,17 @@ describe('sparsifyRandom (DARE)', () => {
     const scale = orig.reduce((s, v) => s + Math.abs(v), 0) / x.reduce((s, v) => s + Math.abs(v), 0);
     for (let i = 0; i < y.length; i++) assert.ok(Math.abs(y[i] - x[i] * scale) <= 1e-6 * Math.abs(y[i]) + 1e-12);
   });
+
+  it('gives the bits of one next() per entry across draw chunks (odd lengths, any density; dropped entries +0)', () => {
+    for (const n of [1, 4095, 4096, 4097, 3 * 4096 + 5]) {
+      for (const density of [0.1, 0.5, 0.9, 1e-9, 0]) {
+        const x = gaussian(n, n);
+        const want = x.slice();
+        const rng = createRng(11);
+        for (let i = 0; i < want.length; i++) if (!(rng.next() < density)) want[i] = 0;
+        sparsifyRandom(x, density, false, createRng(11));
+        assert.deepEqual(new Uint32Array(x.buffer), new Uint32Array(want.buffer), `n ${n}, density ${density}`);
+      }
+    }
+  });
 });
