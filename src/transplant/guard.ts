@@ -8,7 +8,7 @@
 import { freemem } from 'node:os';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { Engine } from '../model/engine.js';
-import { groupRows, groups, hiddenStates, scoreWindow, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../scoring/scoring.js';
+import { groupRows, groups, hiddenStates, referenceChunk, scoreWindow, scoredPositions, summarize, type KlPositions, type ScoreTotals, type WindowScore } from '../scoring/scoring.js';
 import { promptWindow, type Window } from '../scoring/windows.js';
 import type { Batch } from '../model/layer.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -99,7 +99,11 @@ export class Guard {
     for (let g = 0; g < this.plan.length; g++) {
       const group = this.plan[g]!;
       for (let w = 0; w < group.length; w++) {
-        scores.push(await scoreWindow(this.engine, head, states[g]!, this.engine, refHead, refStates[g]!, group[w]!, w, this.opts));
+        const win = group[w]!;
+        const { klFrom } = scoredPositions(win, this.opts);
+        const ref = { engine: this.engine, head: refHead, states: refStates[g]! };
+        const [score] = await scoreWindow([{ engine: this.engine, head, states: states[g]! }], win, w, this.opts, (c0, part) => referenceChunk(ref, win, w, part, Math.max(0, klFrom - c0)));
+        scores.push(score!);
       }
     }
     this.engine.setOverrides(undefined);
