@@ -107,8 +107,20 @@ export interface EvalReport extends PerplexityStats {
 }
 
 export async function evaluate(params: EvalOptions): Promise<EvalReport> {
+  const { adapters, ...rest } = params;
+  return (await evaluateAdapterSets({ ...rest, adapterSets: [adapters ?? []] }))[0]!;
+}
+
+/**
+ * `evaluate` of one model under several adapter sets, each against the same reference: one report
+ * per set, each the one `evaluate` gives for it, with the reference's forward passes and logits
+ * computed once for all the sets.
+ */
+export async function evaluateAdapterSets(params: Omit<EvalOptions, 'adapters'> & { adapterSets: AdapterSpec[][] }): Promise<EvalReport[]> {
   const reference = params.reference && { ...params.reference, model: await localInput(params.reference.model, 'model', params), adapters: params.reference.adapters && (await localAdapters(params.reference.adapters, params)) };
-  const opts = { ...params, model: await localInput(params.model, 'model', params), adapters: params.adapters && (await localAdapters(params.adapters, params)), reference };
+  const adapterSets: AdapterSpec[][] = [];
+  for (const set of params.adapterSets) adapterSets.push(await localAdapters(set, params));
+  const opts = { ...params, model: await localInput(params.model, 'model', params), adapterSets, reference };
   const started = Date.now();
   const sources = [opts.text, opts.prompts, opts.promptTexts].filter((x) => x !== undefined).length;
   if (sources !== 1) throw new UsageError('eval: give one of a text file (--text), a prompt file (--prompts) or prompt texts');
@@ -123,11 +135,13 @@ export async function evaluate(params: EvalOptions): Promise<EvalReport> {
     return r;
   };
   try {
-    const engine = await Engine.open(opts.model, opts.adapters ?? [], backend, keep, opts.overrides);
+    const engines: Engine[] = [];
+    for (const set of opts.adapterSets) engines.push(await Engine.open(opts.model, set, backend, keep, opts.overrides));
     const tok = await loadTokenizer(opts.model);
     const ref = opts.reference ? await Engine.open(opts.reference.model, opts.reference.adapters ?? [], backend, keep) : undefined;
-    if (ref && ref.spec.vocab !== engine.spec.vocab) {
-      throw new InputError(`${opts.reference!.model} has a vocabulary of ${ref.spec.vocab} rows and ${opts.model} one of ${engine.spec.vocab}: KL needs two models with the same tokenizer`);
+    const vocab = engines[0]!.spec.vocab;
+    if (ref && ref.spec.vocab !== vocab) {
+      throw new InputError(`${opts.reference!.model} has a vocabulary of ${ref.spec.vocab} rows and ${opts.model} one of ${vocab}: KL needs two models with the same tokenizer`);
     }
     const bos = tok.addBos ? tok.bosId : undefined;
     const sourceFile = opts.text ?? opts.prompts ?? '(prompts given by the caller)';
@@ -149,37 +163,39 @@ export async function evaluate(params: EvalOptions): Promise<EvalReport> {
       wins = cutWindows(stream, ctx, stride, bos);
     }
     const longest = Math.max(...wins.map((w) => w.input.length));
-    for (const e of [engine, ref]) {
+    for (const e of [...engines, ref]) {
       const max = e?.spec.maxPositions;
       if (e && max !== undefined && longest > max) {
         throw new InputError(`${e.path}: a window of ${longest} positions exceeds the model's max_position_embeddings (${max}); lower --ctx`);
       }
     }
-    const scores = await scoreWindows(engine, ref, wins, opts);
-    const totals = summarize(scores, opts, ref !== undefined);
-    const { scored, meanNll } = totals;
-    const report: EvalReport = {
-      model: opts.model,
-      adapters: opts.adapters ?? [],
-      source: { file: sourceFile, mode: opts.text === undefined ? 'prompts' : opts.lines ? 'lines' : 'text' },
-      ...(opts.text !== undefined ? { ctx, stride, streamTokens } : {}),
-      windows: wins.length,
-      scoredPositions: scored,
-      perplexity: Math.exp(meanNll),
-      meanNll,
-      ...(bytesPerToken ? { bitsPerByte: (meanNll / Math.LN2) / bytesPerToken } : {}),
-      tokenizer: { bosId: bos, eosId: tok.eosId, eosSource: tok.sources.eosId },
-      seconds: 0,
-    };
-    if (promptTexts) {
-      report.prompts = promptTexts.map((prompt, i) => {
-        const s = scores[i]!;
-        return { prompt, tokens: wins[i]!.input.length, scoredPositions: s.scored, meanNll: s.nll / s.scored, perplexity: Math.exp(s.nll / s.scored) };
-      });
-    }
-    if (ref) report.reference = { model: opts.reference!.model, adapters: opts.reference!.adapters ?? [], ...totals.reference! };
-    report.seconds = (Date.now() - started) / 1000;
-    return report;
+    const perSet = await scoreWindows(engines, ref, wins, opts);
+    const seconds = (Date.now() - started) / 1000;
+    return perSet.map((scores, k) => {
+      const totals = summarize(scores, opts, ref !== undefined);
+      const { scored, meanNll } = totals;
+      const report: EvalReport = {
+        model: opts.model,
+        adapters: opts.adapterSets[k]!,
+        source: { file: sourceFile, mode: opts.text === undefined ? 'prompts' : opts.lines ? 'lines' : 'text' },
+        ...(opts.text !== undefined ? { ctx, stride, streamTokens } : {}),
+        windows: wins.length,
+        scoredPositions: scored,
+        perplexity: Math.exp(meanNll),
+        meanNll,
+        ...(bytesPerToken ? { bitsPerByte: (meanNll / Math.LN2) / bytesPerToken } : {}),
+        tokenizer: { bosId: bos, eosId: tok.eosId, eosSource: tok.sources.eosId },
+        seconds,
+      };
+      if (promptTexts) {
+        report.prompts = promptTexts.map((prompt, i) => {
+          const s = scores[i]!;
+          return { prompt, tokens: wins[i]!.input.length, scoredPositions: s.scored, meanNll: s.nll / s.scored, perplexity: Math.exp(s.nll / s.scored) };
+        });
+      }
+      if (ref) report.reference = { model: opts.reference!.model, adapters: opts.reference!.adapters ?? [], ...totals.reference! };
+      return report;
+    });
   } finally {
     for (const r of opened.reverse()) await r.close().catch(() => undefined);
   }

@@ -3,9 +3,11 @@
  * adapter just written is applied to A on the fly (never merged) and compared with B on a text:
  * perplexities of B, A and A + adapter, and KL(B ‖ A + adapter) with top-1 agreement. KL(B ‖ A)
  * comes with them, since a KL alone does not say whether the adapter closed much of the gap.
+ * Both sets (A + adapter, A) are scored in one evaluation, so B's forward pass and logits are
+ * computed once.
  */
 import { access } from 'node:fs/promises';
-import { evaluate, type EvalReport } from '../eval/eval.js';
+import { evaluateAdapterSets } from '../eval/eval.js';
 import { UsageError } from '../errors.js';
 import type { LinalgBackend } from '../linalg/backend.js';
 import { withPath } from '../io/os-error.js';
@@ -61,32 +63,29 @@ export interface EvaluateExtractionParams {
 
 export async function evaluateExtraction(p: EvaluateExtractionParams): Promise<ExtractEvalReport> {
   const started = Date.now();
-  const run = (adapters: Array<{ dir: string }>, phase: string): Promise<EvalReport> =>
-    evaluate({
-      model: p.modelA,
-      adapters,
-      text: p.eval.text,
-      lines: p.eval.lines,
-      ctx: p.eval.ctx,
-      maxTokens: p.eval.maxTokens,
-      reference: { model: p.modelB },
-      backend: p.backend,
-      onProgress: p.onProgress && ((e) => p.onProgress!({ ...e, phase })),
-    });
-  const adapted = await run([{ dir: p.adapter }], 'eval A + adapter');
-  const plain = await run([], 'eval A');
-  const ref = adapted.reference!;
+  const [adapted, plain] = await evaluateAdapterSets({
+    model: p.modelA,
+    adapterSets: [[{ dir: p.adapter }], []],
+    text: p.eval.text,
+    lines: p.eval.lines,
+    ctx: p.eval.ctx,
+    maxTokens: p.eval.maxTokens,
+    reference: { model: p.modelB },
+    backend: p.backend,
+    onProgress: p.onProgress && ((e) => p.onProgress!({ ...e, phase: 'eval' })),
+  });
+  const ref = adapted!.reference!;
   return {
     text: p.eval.text,
     mode: p.eval.lines ? 'lines' : 'text',
-    ctx: adapted.ctx!,
-    windows: adapted.windows,
-    scoredPositions: adapted.scoredPositions,
-    perplexity: { b: ref.perplexity, a: plain.perplexity, aPlusAdapter: adapted.perplexity },
+    ctx: adapted!.ctx!,
+    windows: adapted!.windows,
+    scoredPositions: adapted!.scoredPositions,
+    perplexity: { b: ref.perplexity, a: plain!.perplexity, aPlusAdapter: adapted!.perplexity },
     kl: ref.kl.forward,
-    klWithoutAdapter: plain.reference!.kl.forward,
+    klWithoutAdapter: plain!.reference!.kl.forward,
     top1Agreement: ref.top1Agreement,
-    top1AgreementWithoutAdapter: plain.reference!.top1Agreement,
+    top1AgreementWithoutAdapter: plain!.reference!.top1Agreement,
     seconds: (Date.now() - started) / 1000,
   };
 }

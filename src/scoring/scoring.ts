@@ -1,8 +1,9 @@
 /**
  * Scoring windows: final hidden states of groups of windows (one pass through the layers per
  * group), next-token NLL from the logits of the scored positions, and against a reference the KL
- * both ways and top-1 agreement. `evaluate` runs these once; transplant's guard reuses them with
- * cached hidden states across trials.
+ * both ways and top-1 agreement. `evaluate` runs these once (the reference's side computed once for
+ * all the models it compares); transplant's guard reuses them with cached hidden states and cached
+ * reference chunks across trials.
  */
 import type { Engine } from '../model/engine.js';
 import { batchSequence, type Batch } from '../model/layer.js';
@@ -121,64 +122,121 @@ function scoredRows(b: Batch, seqIndex: number, positions: number[], d: number):
   return out;
 }
 
-export async function scoreWindows(engine: Engine, ref: Engine | undefined, wins: Window[], opts: ScoringOptions): Promise<WindowScore[]> {
-  const d = engine.spec.hidden;
-  const budget = opts.batchTokens ?? groupRows(Math.max(d, ref?.spec.hidden ?? 0));
-  const plan = groups(wins, budget);
-  const layers = engine.spec.layers + (ref?.spec.layers ?? 0);
+/** One model's side of scoring a group of windows: its engine, its output head and the group's final hidden states. */
+export interface ModelStates {
+  engine: Engine;
+  head: Head;
+  states: Batch;
+}
+
+/**
+ * What comparing a model with the reference needs of one chunk of a window's scored positions:
+ * per position the reference's NLL of the target, and at the KL positions among them its logit
+ * rows and their log-sum-exps. Computed once, it serves any number of models (several adapter sets
+ * in one eval) or candidates (transplant's guard keeps it across trials).
+ */
+export interface ReferenceChunk {
+  nll: Float64Array;
+  /** positions of the chunk before its first KL position (rows and lse start after them) */
+  skip: number;
+  rows: Float32Array;
+  lse: Float64Array;
+}
+
+/** The reference chunk of a window's scored positions `part`, the chunk starting at the c0-th scored position. */
+export type ReferenceSource = (c0: number, part: number[]) => Promise<ReferenceChunk>;
+
+/** The scored positions of a window and the index among them of the first KL position. */
+export function scoredPositions(win: Window, opts: ScoringOptions): { positions: number[]; klFrom: number } {
+  const positions: number[] = [];
+  win.targets.forEach((t, i) => t >= 0 && positions.push(i));
+  const tail = opts.klPositions && opts.klPositions !== 'all' ? opts.klPositions.tail : Infinity;
+  return { positions, klFrom: Math.max(0, positions.length - tail) };
+}
+
+/** Scored positions whose logits are computed at once (see LOGIT_FLOATS). */
+export function chunkRows(vocab: number): number {
+  return Math.max(1, Math.floor(LOGIT_FLOATS / vocab));
+}
+
+/**
+ * Every model's scores of every window, each against the reference when there is one: per group
+ * of windows one pass through each model's layers and the reference's, and the reference's logits
+ * of each chunk of positions computed once for all the models.
+ */
+export async function scoreWindows(engines: Engine[], ref: Engine | undefined, wins: Window[], opts: ScoringOptions): Promise<WindowScore[][]> {
+  const widest = Math.max(...engines.map((e) => e.spec.hidden), ref?.spec.hidden ?? 0);
+  const plan = groups(wins, opts.batchTokens ?? groupRows(widest));
+  const layers = engines.reduce((a, e) => a + e.spec.layers, 0) + (ref?.spec.layers ?? 0);
   const total = plan.length * layers;
   let step = 0;
   const tick = (name: string) => opts.onProgress?.({ phase: 'layers', index: step++, total, name });
-  const head = await engine.head();
+  const name = (m: number) => (engines.length === 1 ? 'model' : `model ${m + 1}`);
+  const heads = await Promise.all(engines.map((e) => e.head()));
   const refHead = ref ? await ref.head() : undefined;
-  const out: WindowScore[] = [];
+  const out: WindowScore[][] = engines.map(() => []);
   for (const group of plan) {
-    const b = await hiddenStates(engine, group, (l) => tick(`model layer ${l}`));
-    const rb = ref ? await hiddenStates(ref, group, (l) => tick(`reference layer ${l}`)) : undefined;
+    const models: ModelStates[] = [];
+    for (let m = 0; m < engines.length; m++) {
+      models.push({ engine: engines[m]!, head: heads[m]!, states: await hiddenStates(engines[m]!, group, (l) => tick(`${name(m)} layer ${l}`)) });
+    }
+    const refStates = ref ? { engine: ref, head: refHead!, states: await hiddenStates(ref, group, (l) => tick(`reference layer ${l}`)) } : undefined;
     for (let w = 0; w < group.length; w++) {
-      out.push(await scoreWindow(engine, head, b, ref, refHead, rb, group[w]!, w, opts));
+      const { klFrom } = scoredPositions(group[w]!, opts);
+      const source = refStates && ((c0: number, part: number[]) => referenceChunk(refStates, group[w]!, w, part, Math.max(0, klFrom - c0)));
+      const scores = await scoreWindow(models, group[w]!, w, opts, source);
+      scores.forEach((s, m) => out[m]!.push(s));
     }
   }
   return out;
 }
 
-export async function scoreWindow(
-  engine: Engine,
-  head: Head,
-  b: Batch,
-  ref: Engine | undefined,
-  refHead: Head | undefined,
-  rb: Batch | undefined,
-  win: Window,
-  w: number,
-  opts: ScoringOptions,
-): Promise<WindowScore> {
-  const positions: number[] = [];
-  win.targets.forEach((t, i) => t >= 0 && positions.push(i));
-  const tail = opts.klPositions && opts.klPositions !== 'all' ? opts.klPositions.tail : Infinity;
-  const klFrom = Math.max(0, positions.length - tail);
-  const vocab = engine.spec.vocab;
-  const chunk = Math.max(1, Math.floor(LOGIT_FLOATS / vocab));
-  const s: WindowScore = { nll: 0, scored: positions.length, klForward: 0, klReverse: 0, klPositions: 0, agree: 0, refNll: 0 };
+/** The reference's side of the scored positions `part` of window `win`, the w-th of its group; the first `skip` of them are not KL positions. */
+export async function referenceChunk(ref: ModelStates, win: Window, w: number, part: number[], skip: number): Promise<ReferenceChunk> {
+  const vocab = ref.engine.spec.vocab;
+  const logits = await ref.engine.logits(ref.head, scoredRows(ref.states, w, part, ref.engine.spec.hidden), part.length);
+  const first = Math.min(skip, part.length);
+  const nll = new Float64Array(part.length);
+  const lse = new Float64Array(part.length - first);
+  for (let i = 0; i < part.length; i++) {
+    const row = logits.subarray(i * vocab, (i + 1) * vocab);
+    const l = logSumExp(row);
+    nll[i] = l - row[win.targets[part[i]!]!]!;
+    if (i >= first) lse[i - first] = l;
+  }
+  // a copy of only the KL rows: a cached chunk must not hold the rest of the logits
+  return { nll, skip: first, rows: first === 0 ? logits : logits.slice(first * vocab), lse };
+}
+
+/** Each model's score of window `win`, the w-th of its group, against the reference chunks `reference` gives (none: perplexity only). */
+export async function scoreWindow(models: ModelStates[], win: Window, w: number, opts: ScoringOptions, reference?: ReferenceSource): Promise<WindowScore[]> {
+  const { positions, klFrom } = scoredPositions(win, opts);
+  const chunk = chunkRows(models[0]!.engine.spec.vocab);
+  const out = models.map((): WindowScore => ({ nll: 0, scored: positions.length, klForward: 0, klReverse: 0, klPositions: 0, agree: 0, refNll: 0 }));
   for (let c0 = 0; c0 < positions.length; c0 += chunk) {
     const part = positions.slice(c0, c0 + chunk);
-    const logits = await engine.logits(head, scoredRows(b, w, part, engine.spec.hidden), part.length);
-    const refLogits = ref ? await ref.logits(refHead!, scoredRows(rb!, w, part, ref.spec.hidden), part.length) : undefined;
-    for (let i = 0; i < part.length; i++) {
-      const row = logits.subarray(i * vocab, (i + 1) * vocab);
-      const target = win.targets[part[i]!]!;
-      const lse = logSumExp(row);
-      s.nll += lse - row[target]!;
-      if (!refLogits) continue;
-      const refRow = refLogits.subarray(i * vocab, (i + 1) * vocab);
-      const refLse = logSumExp(refRow);
-      s.refNll += refLse - refRow[target]!;
-      if (c0 + i < klFrom) continue;
-      s.klForward += klDivergence(refRow, refLse, row, lse, opts.klTopK);
-      s.klReverse += klDivergence(row, lse, refRow, refLse, opts.klTopK);
-      s.klPositions++;
-      if (argmax(row) === argmax(refRow)) s.agree++;
+    const ref = reference && (await reference(c0, part));
+    for (let m = 0; m < models.length; m++) {
+      const { engine, head, states } = models[m]!;
+      const vocab = engine.spec.vocab;
+      const s = out[m]!;
+      const logits = await engine.logits(head, scoredRows(states, w, part, engine.spec.hidden), part.length);
+      for (let i = 0; i < part.length; i++) {
+        const row = logits.subarray(i * vocab, (i + 1) * vocab);
+        const lse = logSumExp(row);
+        s.nll += lse - row[win.targets[part[i]!]!]!;
+        if (!ref) continue;
+        s.refNll += ref.nll[i]!;
+        if (c0 + i < klFrom) continue;
+        const k = i - ref.skip;
+        const refRow = ref.rows.subarray(k * vocab, (k + 1) * vocab);
+        const refLse = ref.lse[k]!;
+        s.klForward += klDivergence(refRow, refLse, row, lse, opts.klTopK);
+        s.klReverse += klDivergence(row, lse, refRow, refLse, opts.klTopK);
+        s.klPositions++;
+        if (argmax(row) === argmax(refRow)) s.agree++;
+      }
     }
   }
-  return s;
+  return out;
 }

@@ -8,6 +8,9 @@ import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { extractLora } from '../../src/extract/index.js';
+import { evaluateExtraction } from '../../src/extract/evaluate.js';
+import { evaluate } from '../../src/eval/eval.js';
+import type { ProgressEvent } from '../../src/progress.js';
 import { extractOptionsFromFlags, formatExtractReport, registerExtract } from '../../src/cli/extract.js';
 import { UsageError } from '../../src/errors.js';
 import { makeTempDir } from '../helpers/synthetic.js';
@@ -49,6 +52,37 @@ describe('extract with evalText (tinyfam)', () => {
     const text = formatExtractReport(r);
     assert.match(text, /perplexity: B 187\.9\d, A 206\.6\d, A \+ adapter 187\.9\d/);
     assert.match(text, /KL\(B ‖ A \+ adapter\) \S+ nats \(KL\(B ‖ A\) 0\.09\d+, (99\.\d\d|100\.00)% of KL\(B ‖ A\) closed\)/);
+  });
+
+  it('B runs once for both comparisons, and every number is the one two separate evaluations give', async () => {
+    const ev = { text: TEXT, lines: true, ctx: 128, maxTokens: 128 };
+    const events: ProgressEvent[] = [];
+    const e = await evaluateExtraction({ modelA: A, modelB: B, adapter: join(root, 'r8'), eval: ev, onProgress: (p) => events.push(p) });
+    // the two evaluations it replaces: A + adapter against B, then A against B
+    const common = { model: A, text: TEXT, lines: true, ctx: 128, maxTokens: 128, reference: { model: B } };
+    const adapted = await evaluate({ ...common, adapters: [{ dir: join(root, 'r8') }] });
+    const plain = await evaluate(common);
+    assert.deepEqual({ ...e, seconds: 0 }, {
+      text: TEXT,
+      mode: 'lines',
+      ctx: 128,
+      windows: 1,
+      scoredPositions: 128,
+      perplexity: { b: adapted.reference!.perplexity, a: plain.perplexity, aPlusAdapter: adapted.perplexity },
+      kl: adapted.reference!.kl.forward,
+      klWithoutAdapter: plain.reference!.kl.forward,
+      top1Agreement: adapted.reference!.top1Agreement,
+      top1AgreementWithoutAdapter: plain.reference!.top1Agreement,
+      seconds: 0,
+    });
+    assert.equal(plain.reference!.perplexity, adapted.reference!.perplexity);
+    // B's layers once, A's twice (with and without the adapter)
+    const layers = (who: RegExp) => events.filter((p) => p.phase === 'eval' && who.test(p.name)).length;
+    const depth = layers(/^reference layer/);
+    assert.ok(depth > 0);
+    assert.equal(layers(/^model 1 layer/), depth);
+    assert.equal(layers(/^model 2 layer/), depth);
+    assert.equal(events.filter((p) => p.phase === 'eval').length, 3 * depth);
   });
 
   it('rank 2 leaves a clearly larger KL', async () => {
