@@ -143,7 +143,12 @@ export function addHubFlag(command: Command): Command {
 
 /** The library's Hub options from the command line (the environment adds the rest). */
 export function hubOptions(flags: { offline?: boolean }): HubOptions {
-  return { offline: flags.offline === true, onWarning: (message) => process.stderr.write(`loraforge: warning: ${message}\n`) };
+  return { offline: flags.offline === true, onWarning: warnOnStderr };
+}
+
+/** A library warning (e.g. the Hub unreachable, the cache used) as the CLI prints warnings. */
+function warnOnStderr(message: string): void {
+  process.stderr.write(`loraforge: warning: ${message}\n`);
 }
 
 /** The --help paragraph of every command that takes models or adapters. */
