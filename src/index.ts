@@ -24,6 +24,11 @@ export {
 } from './lora/adapter.js';
 export { stackExpertFactors, splitExpertFactors, type ExpertLayout } from './lora/expert-stack.js';
 export { createAdapterSink, type AdapterFormat } from './lora/sink.js';
+export { openLoraFile, type LoraFile } from './lora/lora-file.js';
+export { createLoraFileWriter, type LoraFileWriterOptions } from './lora/lora-file-writer.js';
+export { detectLoraFileFormat, type LoraFileFormat } from './lora/lora-file-format.js';
+export { downloadSnapshot, parseHubRef, readRemoteSafetensorsHeader, HubError, type HubOptions, type HubRef, type HubErrorKind, type Snapshot, type SnapshotRequest } from './io/hub/index.js';
+export { localInput, type InputKind } from './io/local-inputs.js';
 
 // One entry point per command, each taking one params object (an optional `backend` among them,
 // default getBackend()) and reporting progress as ProgressEvent through `onProgress`.
