@@ -102,7 +102,8 @@ function sendBytes(req: IncomingMessage, res: ServerResponse, content: Uint8Arra
   }
   if (dieAfter !== undefined) {
     res.write(body.subarray(0, dieAfter));
-    setTimeout(() => res.destroy(), 5);
+    // long enough for a loaded client to read what was sent: a stream that errors drops what it had queued
+    setTimeout(() => res.destroy(), 200);
     return Math.min(dieAfter, body.length);
   }
   res.end(body);
