@@ -121,7 +121,8 @@ export function targetNameOf(name: string): string | undefined {
   return TEMPORARY_NAME.exec(name)?.[1];
 }
 
-function isAlive(pid: number): boolean {
+/** Whether process `pid` still runs (EPERM: it does, as another user's). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

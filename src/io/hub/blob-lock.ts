@@ -6,21 +6,12 @@
  * which Node cannot take, so this guards loraforge runs against each other only.
  */
 import { open, readFile, stat, unlink } from 'node:fs/promises';
+import { isAlive } from '../temporaries.js';
 
 /** How often a waiting run looks again: downloads take seconds to minutes, so 200 ms costs nothing. */
 const POLL_MS = 200;
 /** A lock still without a pid after this long was left by a run that died while creating it. */
 const EMPTY_LOCK_STALE_MS = 10_000;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 async function holder(lock: string): Promise<number | undefined> {
   const text = await readFile(lock, 'utf8').catch(() => undefined);
@@ -46,7 +37,7 @@ export async function lockFile(path: string, onWait?: (pid: number) => void): Pr
     }
     const pid = await holder(lock);
     const age = Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? Date.now());
-    if ((pid !== undefined && !alive(pid)) || (pid === undefined && age > EMPTY_LOCK_STALE_MS)) {
+    if ((pid !== undefined && !isAlive(pid)) || (pid === undefined && age > EMPTY_LOCK_STALE_MS)) {
       await unlink(lock).catch(() => {}); // its owner died: the partial file it left is resumed
       continue;
     }
