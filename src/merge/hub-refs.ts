@@ -6,7 +6,8 @@
  * local paths only; a name that is neither stays as written for sources.ts to explain.
  */
 import { resolve } from 'node:path';
-import { isHubInput, localInput, type LocalInputOptions } from '../io/local-inputs.js';
+import { parseHubRef } from '../io/hub/index.js';
+import { localInput, type LocalInputOptions } from '../io/local-inputs.js';
 import { pathExists } from '../io/paths.js';
 import type { MergeConfig, ModelRef } from './config.js';
 import { referencedModels } from './sources.js';
@@ -20,34 +21,40 @@ function allRefs(config: MergeConfig): ModelRef[] {
   return refs;
 }
 
-/** A side of MODEL+ADAPTER: local as written (relative to `cwd`), or a Hub id. */
-async function usable(side: string, cwd: string): Promise<boolean> {
-  return side !== '' && ((await pathExists(resolve(cwd, side), 'input')) || (await isHubInput(side)));
+/** Whether `text` names something on the Hub: a Hub id naming nothing local (relative to `cwd`, as the config's paths are). */
+async function onHub(text: string, cwd: string): Promise<boolean> {
+  return parseHubRef(text) !== undefined && !(await pathExists(resolve(cwd, text), 'input'));
+}
+
+/**
+ * How a reference names the Hub: whole (`org/name`), or as MODEL+ADAPTER split at the last "+"
+ * with a Hub id on a side and the other side a Hub id or local; undefined when it does not.
+ */
+async function hubForm(name: string, cwd: string): Promise<{ whole: string } | { model: string; adapter: string; hub: [boolean, boolean] } | undefined> {
+  if (await onHub(name, cwd)) return { whole: name };
+  if (await pathExists(resolve(cwd, name), 'input')) return undefined;
+  for (let i = name.lastIndexOf('+'); i > 0; i = name.lastIndexOf('+', i - 1)) {
+    const [model, adapter] = [name.slice(0, i), name.slice(i + 1)];
+    if (adapter === '') continue;
+    const hub: [boolean, boolean] = [await onHub(model, cwd), await onHub(adapter, cwd)];
+    const local = async (side: string) => pathExists(resolve(cwd, side), 'input');
+    if ((hub[0] || hub[1]) && (hub[0] || (await local(model))) && (hub[1] || (await local(adapter)))) return { model, adapter, hub };
+  }
+  return undefined;
 }
 
 /** Whether a reference names something on the Hub (a Hub id, or MODEL+ADAPTER with one on either side): it is not a local input. */
 export async function isHubReference(name: string, cwd: string): Promise<boolean> {
-  if (await pathExists(resolve(cwd, name), 'input')) return false;
-  if (await isHubInput(name)) return true;
-  for (let i = name.lastIndexOf('+'); i > 0; i = name.lastIndexOf('+', i - 1)) {
-    const [model, adapter] = [name.slice(0, i), name.slice(i + 1)];
-    if (((await isHubInput(model)) || (await isHubInput(adapter))) && (await usable(model, cwd)) && (await usable(adapter, cwd))) return true;
-  }
-  return false;
+  return (await hubForm(name, cwd)) !== undefined;
 }
 
 /** The local name for one reference, downloading what it names on the Hub. */
 async function localName(name: string, cwd: string, opts: LocalInputOptions): Promise<string> {
-  if (!(await isHubReference(name, cwd))) return name;
-  if (await isHubInput(name)) return localInput(name, 'model', opts);
-  for (let i = name.lastIndexOf('+'); i > 0; i = name.lastIndexOf('+', i - 1)) {
-    const [model, adapter] = [name.slice(0, i), name.slice(i + 1)];
-    if (!(await isHubInput(model)) && !(await isHubInput(adapter))) continue;
-    if (!(await usable(model, cwd)) || !(await usable(adapter, cwd))) continue;
-    const local = async (side: string, kind: 'model' | 'adapter') => ((await isHubInput(side)) ? localInput(side, kind, opts) : side);
-    return `${await local(model, 'model')}+${await local(adapter, 'adapter')}`;
-  }
-  return name;
+  const form = await hubForm(name, cwd);
+  if (!form) return name;
+  if ('whole' in form) return localInput(form.whole, 'model', opts);
+  const [model, adapter] = form.hub;
+  return `${model ? await localInput(form.model, 'model', opts) : form.model}+${adapter ? await localInput(form.adapter, 'adapter', opts) : form.adapter}`;
 }
 
 /** `config` with every model reference passed through `map` (a copy; the method and parameters are shared). */

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { HubError } from '../../src/io/hub/index.js';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createRng } from '../../src/linalg/random.js';
@@ -119,7 +119,10 @@ describe('PATH+ADAPTER sources: the model with a PEFT adapter applied on the fly
       assert.rejects(mergeModels({ config: configs.ties(model), out: out(), cwd: dir }), (err: Error) => err instanceof UsageError && message.test(err.message));
     await refuses('./a+./b', /"\.\/a\+\.\/b" is neither a model folder nor MODEL\+ADAPTER: "\.\/b" after its last "\+" is not a PEFT adapter folder \(no .*b\/adapter_config\.json\)/);
     const offline = { offline: true, cacheDir: join(dir, 'no-hub-cache') };
-    for (const [model, missing] of [['org/model+org/lora', 'org/model'], ['./a+org/lora', 'org/lora'], ['org/model+./lora', 'org/model']]) {
+    // a local folder spelled like a Hub id, relative to the config's cwd (not the process's), stays local
+    await mkdir(join(dir, 'local'), { recursive: true });
+    await symlink(join(dir, 'a'), join(dir, 'local', 'a'));
+    for (const [model, missing] of [['org/model+org/lora', 'org/model'], ['./a+org/lora', 'org/lora'], ['local/a+org/lora', 'org/lora'], ['org/model+./lora', 'org/model']]) {
       await assert.rejects(
         mergeModels({ config: configs.ties(model), out: out(), cwd: dir, hub: offline }),
         (err: Error) => err instanceof HubError && err.kind === 'offline-miss' && err.message.includes(`${missing}@main is not in the cache`),
