@@ -417,10 +417,10 @@ function planDeltaEdit(a: Checkpoint, b: Checkpoint, opts: EditDeltaOptions) {
  * its experts, selected by its parameter's path and edited expert by expert.
  */
 export async function editDelta(params: EditDeltaOptions): Promise<EditSummary> {
+  if (!Number.isInteger(params.rank) || params.rank < 1) throw new Error(`spectrum/edit.ts: rank must be an integer ≥ 1, got ${params.rank}`);
   const opts = { ...params, modelA: await localInput(params.modelA, 'model', params), modelB: await localInput(params.modelB, 'model', params) };
   const select = opts.select ?? {};
   const format = opts.format ?? 'peft';
-  if (!Number.isInteger(opts.rank) || opts.rank < 1) return Promise.reject(new Error(`spectrum/edit.ts: rank must be an integer ≥ 1, got ${opts.rank}`));
   const alpha = opts.rank;
   const blocks = (job: PairItem['job']) => job.stack?.stored[0] ?? 1;
   return runCommand({

@@ -130,6 +130,7 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
     if (isLoraFileOut(opts.out)) throw new UsageError('evaluating the extracted adapter is for LLMs: a LoRA file for an image model (a .safetensors --out) cannot be evaluated on text');
     await checkEvalOptions(opts.evalText);
   }
+  await checkExtractOptions(opts);
   const local = await localPair(opts);
   const localized = { ...opts, modelA: local.modelA, modelB: local.modelB };
   const report = isLoraFileOut(opts.out) ? await extractLoraFile(localized) : await extractAdapter(localized, local.tensors);
@@ -150,6 +151,28 @@ export async function extractLora(opts: ExtractOptions): Promise<ExtractReport> 
   }
   await atomicWriteFile(join(opts.out, REPORT_FILE), JSON.stringify(report, null, 2) + '\n');
   return report;
+}
+
+/** The options' own mistakes, for both outputs, found before any model is opened or downloaded. */
+async function checkExtractOptions(opts: ExtractOptions): Promise<void> {
+  checkPolicy(opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK });
+  if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
+  const seed = opts.seed ?? 0;
+  if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
+  if (!isLoraFileOut(opts.out)) {
+    if (opts.outFormat !== undefined) throw new UsageError(`outFormat (--out-format) is the layout of a diffusion LoRA file: give --out a path ending in .safetensors, or use format (--format) for ${opts.out}`);
+    return;
+  }
+  if (opts.convPolicy) checkPolicy(opts.convPolicy);
+  const llmOnly = [
+    opts.format !== undefined && 'format',
+    opts.targetModules && 'targetModules (--target-modules)',
+    opts.embeddings !== undefined && opts.embeddings !== 'skip' && 'embeddings (--embeddings)',
+    opts.saveModules && 'saveModules (--save-modules)',
+    opts.evalText && 'evalText (--eval-text)',
+  ].filter(Boolean);
+  if (llmOnly.length) throw new UsageError(`--out ${opts.out} is a LoRA file for diffusion checkpoints: ${llmOnly.join(', ')} apply(ies) to LLM adapters only`);
+  if (!opts.overwrite && (await stat(opts.out).catch(() => undefined))) throw new UsageError(`--out ${opts.out} exists: choose another file or pass --force to replace it`);
 }
 
 /**
@@ -174,14 +197,6 @@ function extractAdapter(opts: ExtractOptions, tensors?: (name: string) => boolea
   const format = opts.format ?? 'peft';
   const embeddings = opts.embeddings ?? 'skip';
   const seed = opts.seed ?? 0;
-  try {
-    checkPolicy(policy);
-    if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
-    if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
-    if (opts.outFormat !== undefined) throw new UsageError(`outFormat (--out-format) is the layout of a diffusion LoRA file: give --out a path ending in .safetensors, or use format (--format) for ${opts.out}`);
-  } catch (err) {
-    return Promise.reject(err);
-  }
   const extractOne = jobExtractor(opts.verify === true, seed);
   let readWaitSeconds = 0;
   return runCommand({
@@ -281,19 +296,6 @@ async function extractLoraFile(opts: ExtractOptions): Promise<ExtractReport> {
   const started = performance.now();
   const policy = opts.policy ?? { mode: 'rank', rank: DEFAULT_RANK };
   const seed = opts.seed ?? 0;
-  checkPolicy(policy);
-  if (opts.convPolicy) checkPolicy(opts.convPolicy);
-  if (opts.alpha !== undefined && !(Number.isFinite(opts.alpha) && opts.alpha > 0)) throw new Error(`alpha must be a positive number, got ${opts.alpha}`);
-  if (!Number.isSafeInteger(seed)) throw new Error(`seed must be an integer, got ${seed}`);
-  const llmOnly = [
-    opts.format !== undefined && 'format',
-    opts.targetModules && 'targetModules (--target-modules)',
-    opts.embeddings !== undefined && opts.embeddings !== 'skip' && 'embeddings (--embeddings)',
-    opts.saveModules && 'saveModules (--save-modules)',
-    opts.evalText && 'evalText (--eval-text)',
-  ].filter(Boolean);
-  if (llmOnly.length) throw new UsageError(`--out ${opts.out} is a LoRA file for diffusion checkpoints: ${llmOnly.join(', ')} apply(ies) to LLM adapters only`);
-  if (!opts.overwrite && (await stat(opts.out).catch(() => undefined))) throw new UsageError(`--out ${opts.out} exists: choose another file or pass --force to replace it`);
   const extractOne = jobExtractor(opts.verify === true, seed);
   let readWaitSeconds = 0;
   return runCommand({

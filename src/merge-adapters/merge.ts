@@ -357,11 +357,11 @@ function breadcrumbsProblem(plans: readonly ModulePlan[], density: number, gamma
 
 /** Merges PEFT LoRA adapters into one new adapter; see docs/usage/merge-adapters.md. */
 export async function mergeAdapters(params: MergeAdaptersOptions): Promise<MergeReport> {
+  validate(params);
   const adapters: AdapterInput[] = [];
   for (const a of params.adapters) adapters.push({ ...a, path: await localInput(a.path, 'adapter', params) });
   const opts = { ...params, adapters };
   const started = performance.now();
-  validate(opts);
   const exact = opts.exact ?? false;
   const files = await inputKind(opts);
   // PEFT: with one adapter every combination type becomes linear

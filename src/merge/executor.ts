@@ -188,12 +188,12 @@ function countDtypes(plan: MergePlan): { dtypes: Record<string, number>; bytes: 
  */
 export async function executeMerge(params: ExecuteMergeOptions): Promise<MergeModelsReport> {
   const { config: given, ...opts } = params;
-  // Hub ids become local snapshot folders first; the caller's config is left as it was
+  const seed = opts.seed ?? 0;
+  if (!Number.isSafeInteger(seed)) throw new UsageError(`merge: the seed must be an integer, got ${seed}`);
+  if (opts.maxMemory !== undefined && !(opts.maxMemory > 0)) throw new UsageError(`merge: the memory budget must be a positive number of bytes, got ${opts.maxMemory}`);
+  // Hub ids become local snapshot folders, once the options are known to be good; the caller's config is left as it was
   const config = await localizeHubRefs(given, opts.cwd ?? process.cwd(), opts);
   const started = performance.now();
-  const seed = opts.seed ?? 0;
-  if (!Number.isSafeInteger(seed)) return Promise.reject(new UsageError(`merge: the seed must be an integer, got ${seed}`));
-  if (opts.maxMemory !== undefined && !(opts.maxMemory > 0)) return Promise.reject(new UsageError(`merge: the memory budget must be a positive number of bytes, got ${opts.maxMemory}`));
   // starts nothing until prepare(): the workers then load while the first tensors are read
   const compute = createCompute(config.method, seed, { worker: opts.worker });
   // set once the plan knows the largest tensor
