@@ -5,6 +5,7 @@
  * enough to stay in a core's L2, so the copies in and out cost little next to the exps.
  */
 import { ACT_KERNELS_WASM } from './wasm/act-kernels.js';
+import { onFirstUse, wasmExports } from '../tensor/wasm-kernels.js';
 
 /** f32 elements per chunk of each operand (256 KiB). */
 const CHUNK = 1 << 16;
@@ -25,26 +26,16 @@ export interface ActKernels {
   softmaxRows(s: Float32Array, rows: number, len: number, last: number, scale: number, softcap: number, window: number): void;
 }
 
-let loaded: ActKernels | undefined | null = null;
-
 /**
  * This thread's kernels, made on first use; undefined where the runtime has no WebAssembly SIMD
  * (callers fall back to JS). Each call copies in, runs and copies out synchronously, so one
  * instance serves every caller.
  */
-export function actKernels(): ActKernels | undefined {
-  if (loaded === null) loaded = instantiate();
-  return loaded;
-}
+export const actKernels: () => ActKernels | undefined = onFirstUse(instantiate);
 
 function instantiate(): ActKernels | undefined {
-  let ex: KernelExports;
-  try {
-    const module = new WebAssembly.Module(Buffer.from(ACT_KERNELS_WASM, 'base64'));
-    ex = new WebAssembly.Instance(module, {}).exports as unknown as KernelExports;
-  } catch {
-    return undefined;
-  }
+  const ex = wasmExports<KernelExports>(ACT_KERNELS_WASM);
+  if (!ex) return undefined;
   let floats = new Float32Array(0);
   /** Grows the memory to hold `n` f32 and the slack; views are made again after a growth (it detaches the old ones). */
   const fit = (n: number): Float32Array => {

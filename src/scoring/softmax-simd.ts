@@ -8,6 +8,7 @@
  * round to f32 (3e-7 relative per row), and the same graph in f64 ran no faster than the JS loop.
  */
 import { SOFTMAX_KERNELS_WASM } from './wasm/softmax-kernels.js';
+import { onFirstUse, wasmExports } from '../tensor/wasm-kernels.js';
 
 interface KernelExports {
   memory: WebAssembly.Memory;
@@ -27,26 +28,16 @@ export interface SoftmaxKernels {
 const GROUP = 4;
 const PAGE = 65536;
 
-let loaded: SoftmaxKernels | undefined | null = null;
-
 /**
  * This thread's kernels, made on first use; undefined where the runtime has no WebAssembly SIMD
  * (callers fall back to JS). Each call copies its rows in, runs and returns synchronously, so one
  * instance serves every caller.
  */
-export function softmaxKernels(): SoftmaxKernels | undefined {
-  if (loaded === null) loaded = instantiate();
-  return loaded;
-}
+export const softmaxKernels: () => SoftmaxKernels | undefined = onFirstUse(instantiate);
 
 function instantiate(): SoftmaxKernels | undefined {
-  let ex: KernelExports;
-  try {
-    const module = new WebAssembly.Module(Buffer.from(SOFTMAX_KERNELS_WASM, 'base64'));
-    ex = new WebAssembly.Instance(module, {}).exports as unknown as KernelExports;
-  } catch {
-    return undefined;
-  }
+  const ex = wasmExports<KernelExports>(SOFTMAX_KERNELS_WASM);
+  if (!ex) return undefined;
   // Two row slots, P at 0 and Q at `slot` bytes; the memory grows to the widest row seen (views of
   // it are made again after a growth, which detaches the old ones).
   let slot = 0;

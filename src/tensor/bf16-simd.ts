@@ -5,6 +5,7 @@
  * at a time, so callers read file bytes straight into `bytesA`/`bytesB` and copy `floats` out.
  */
 import { BF16_KERNELS_WASM } from './wasm/bf16-kernels.js';
+import { onFirstUse, wasmExports } from './wasm-kernels.js';
 
 /** Elements per chunk: the two bf16 inputs and the f32 output (512 KiB) stay in a core's L2. */
 const CHUNK = 1 << 16;
@@ -58,26 +59,16 @@ function widen(bytes: Uint8Array, i: number): number {
   return ((bytes[2 * i] | (bytes[2 * i + 1] << 8)) << 16) >>> 0;
 }
 
-let loaded: Bf16Kernels | undefined | null = null;
-
 /**
  * This thread's kernels, made on first use; undefined where the runtime has no WebAssembly SIMD
  * (callers fall back to JS). One instance per thread serves every caller: each use runs start to
  * finish synchronously (a chunk in, a kernel call, the result out), so uses never interleave.
  */
-export function bf16Kernels(): Bf16Kernels | undefined {
-  if (loaded === null) loaded = instantiate();
-  return loaded;
-}
+export const bf16Kernels: () => Bf16Kernels | undefined = onFirstUse(instantiate);
 
 function instantiate(): Bf16Kernels | undefined {
-  let ex: KernelExports;
-  try {
-    const module = new WebAssembly.Module(Buffer.from(BF16_KERNELS_WASM, 'base64'));
-    ex = new WebAssembly.Instance(module, {}).exports as unknown as KernelExports;
-  } catch {
-    return undefined;
-  }
+  const ex = wasmExports<KernelExports>(BF16_KERNELS_WASM);
+  if (!ex) return undefined;
   // Layout in the module's memory: A bytes, B bytes, f32 output (the memory never grows). The
   // regions start 1-3 KiB past a page boundary: callers copy them to and from page-aligned
   // arrays, and a copy whose source and destination share their address modulo 4 KiB runs ~4x
