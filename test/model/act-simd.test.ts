@@ -8,19 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { actKernels } from '../../src/model/act-simd.js';
 import { causalSoftmax, gatedActivation, type SoftmaxMask } from '../../src/model/kernels.js';
-
-/** Deterministic pseudo-random values in [-scale, scale] (mulberry32). */
-function noise(n: number, seed: number, scale: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
+import { uniformNoise } from '../helpers/noise.js';
 
 /** Largest |a − b| / (|b| + floor) over the elements; NaN must meet NaN. */
 function worst(a: Float32Array, b: Float32Array, floor: number): number {
@@ -40,9 +28,9 @@ describe('model kernels: WebAssembly SIMD against the JS loops', () => {
 
   for (const act of ['silu', 'gelu_tanh'] as const) {
     it(`${act}(g)·u: ragged lengths, a length past one chunk, values past exp's range`, () => {
-      const cases = [noise(3, 1, 4), noise(1001, 2, 12), noise((1 << 16) + 7, 3, 6), Float32Array.from([0, -0, 1e-30, -1e-30, 87, -87, 89, -89, 200, -200, 1e5, -1e5, 3e38, -3e38, NaN])];
+      const cases = [uniformNoise(3, 1, 4), uniformNoise(1001, 2, 12), uniformNoise((1 << 16) + 7, 3, 6), Float32Array.from([0, -0, 1e-30, -1e-30, 87, -87, 89, -89, 200, -200, 1e5, -1e5, 3e38, -3e38, NaN])];
       for (const g of cases) {
-        const u = noise(g.length, 9, 2);
+        const u = uniformNoise(g.length, 9, 2);
         const simd = gatedActivation(g.slice(), u, act);
         const js = gatedActivation(g.slice(), u, act, false);
         // SiLU: a few ulps everywhere (exp, 1 +, ÷, ·u). GELU: the same for x > -1; below, its exp argument −2y (y = √(2/π)·(x + 0.044715·x³))
@@ -72,7 +60,7 @@ describe('model kernels: WebAssembly SIMD against the JS loops', () => {
   for (const [what, m] of masks) {
     it(`causal softmax, ${what}: every shape`, () => {
       for (const [shape, rows, len, last] of shapes) {
-        const s = noise(rows * len, rows + len, 40);
+        const s = uniformNoise(rows * len, rows + len, 40);
         const simd = s.slice();
         const js = s.slice();
         causalSoftmax(simd, rows, len, last, m);

@@ -7,18 +7,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { klDivergence, logSumExp } from '../../src/scoring/score.js';
 import { softmaxKernels } from '../../src/scoring/softmax-simd.js';
+import { uniformNoise } from '../helpers/noise.js';
 
-/** Deterministic pseudo-random logits in [-scale, scale] (mulberry32). */
+/** Pseudo-random logits in [-scale, scale]. */
 function logits(n: number, seed: number, scale = 8): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
+  return uniformNoise(n, seed, scale);
 }
 
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(1e-300, Math.abs(b));
