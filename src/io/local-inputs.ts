@@ -53,13 +53,6 @@ export async function localInput(text: string, kind: InputKind, opts: LocalInput
   return inside === undefined ? snapshot.dir : join(snapshot.dir, inside);
 }
 
-/** localInput for every argument of a list, one after the other (one download bar at a time). */
-export async function localInputList(texts: readonly string[], kind: InputKind, opts: LocalInputOptions = {}): Promise<string[]> {
-  const out: string[] = [];
-  for (const t of texts) out.push(await localInput(t, kind, opts));
-  return out;
-}
-
 /** Adapter arguments (`{ dir }`, with a weight or scale) with each folder made local. */
 export async function localAdapters<T extends { dir: string }>(specs: readonly T[], opts: LocalInputOptions = {}): Promise<T[]> {
   const out: T[] = [];
